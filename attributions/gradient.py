@@ -1,0 +1,47 @@
+"""Vanilla input gradients (saliency): d F_target(x) / d x."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from attributions.model_functions import ModelFunctions
+from attributions.result import Attributions
+from attributions.sampling import validate_chunk_size
+
+__all__ = ["gradient", "batched_gradients"]
+
+
+def batched_gradients(
+    fns: ModelFunctions, inputs: Sequence[np.ndarray], targets: np.ndarray, chunk_size: int
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """Gradients of B examples in chunks of at most `chunk_size` rows.
+
+    Returns (scores (B,), grads one (B, *shape_i) per input, used_targets (B,)); targets < 0 mean
+    the argmax class at x (see `ModelFunctions.gradients`).
+    """
+    chunk_size = validate_chunk_size(chunk_size)
+    num_examples = len(targets)
+    if num_examples <= chunk_size:
+        return fns.gradients(inputs, targets)
+    parts = [
+        fns.gradients([x[i : i + chunk_size] for x in inputs], targets[i : i + chunk_size])
+        for i in range(0, num_examples, chunk_size)
+    ]
+    scores = np.concatenate([p[0] for p in parts])
+    grads = tuple(np.concatenate([p[1][k] for p in parts]) for k in range(len(inputs)))
+    used = np.concatenate([p[2] for p in parts])
+    return scores, grads, used
+
+
+def gradient(
+    fns: ModelFunctions, inputs: Sequence[np.ndarray], targets: np.ndarray, chunk_size: int = 1024
+) -> Attributions:
+    """Input gradients of each example's target score.
+
+    inputs: one float32 array per model input, (B, *shape_i); targets: int32 (B,).
+    Returns attributions one (B, *shape_i) float32 array per input.
+    """
+    _, grads, _ = batched_gradients(fns, inputs, targets, chunk_size)
+    return Attributions(attributions=grads)

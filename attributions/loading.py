@@ -1,0 +1,244 @@
+"""Loading Keras 3 (`.keras`, legacy `.h5`) and TensorFlow SavedModel models, from any path
+`tf.io.gfile` reads (local, `gs://` with TensorFlow's GCS filesystem), and describing their inputs.
+
+Keras files are loaded with ``safe_mode=True`` (no arbitrary code, e.g. `Lambda` layers) unless the
+caller opts out with ``unsafe_deserialization=True``. A SavedModel is a graph and runs no Python code
+when loaded; its ``serving_default`` signature is what is explained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from attributions.model_functions import ModelFunctions, build_model_functions
+
+__all__ = ["LoadedModel", "load_model", "model_fingerprint"]
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+@dataclass
+class LoadedModel:
+    """A model and what the pipeline needs to know about it.
+
+    input_names/input_shapes/input_dtypes: one entry per model input, in call order; shapes exclude
+      the batch dimension.
+    output_names/output_sizes: one entry per model output; sizes are the flattened per-example size.
+    """
+
+    path: str
+    kind: str  # 'keras' or 'saved_model'
+    input_names: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    input_dtypes: tuple[str, ...]
+    output_names: tuple[str, ...]
+    output_sizes: tuple[int, ...]
+    _call_all: Callable[[tuple], list]  # inputs -> every output tensor, in output_names order
+    _keras_model: Any = None
+
+    def output_index(self, output_name: Optional[str]) -> int:
+        if output_name is None:
+            if len(self.output_names) > 1:
+                raise ValueError(
+                    f"the model has {len(self.output_names)} outputs {list(self.output_names)}; "
+                    f"name the one to explain with --output-name (config key 'output_name')."
+                )
+            return 0
+        if output_name not in self.output_names:
+            raise ValueError(
+                f"output_name {output_name!r} is not an output of the model; its outputs are "
+                f"{list(self.output_names)}."
+            )
+        return self.output_names.index(output_name)
+
+    def model_functions(self, output_name: Optional[str] = None, explain_logits: bool = False) -> ModelFunctions:
+        """Compiled predict/gradient functions for one output (see `model_functions`)."""
+        index = self.output_index(output_name)
+        if explain_logits:
+            output_fn = self._logits_fn(index)
+        else:
+            def output_fn(inputs):
+                return self._call_all(inputs)[index]
+        return build_model_functions(output_fn, self.input_shapes, self.output_sizes[index])
+
+    def _logits_fn(self, index: int) -> Callable[[tuple], tf.Tensor]:
+        """The explained output before its final softmax/sigmoid."""
+        name = self.output_names[index]
+        if self.kind != "keras":
+            raise ValueError(
+                f"explain_logits needs a Keras model to find the layer before the final activation; "
+                f"{self.path} is a SavedModel. Export the logits as their own output instead."
+            )
+        import keras
+
+        model = self._keras_model
+        layer = model.outputs[index]._keras_history.operation
+        activation = getattr(layer, "activation", None)
+        activation_name = getattr(activation, "__name__", str(activation))
+        if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) and (
+            isinstance(layer, keras.layers.Softmax) or activation_name in _LOGIT_ACTIVATIONS
+        ):
+            pre_activation = keras.Model(model.inputs, layer.input)
+
+            def output_fn(inputs):
+                return pre_activation(list(inputs), training=False)
+
+            return output_fn
+        if activation_name in _LOGIT_ACTIVATIONS:
+            # This process owns the loaded copy: switching its last activation off is safe.
+            layer.activation = keras.activations.linear
+            return lambda inputs: self._call_all(inputs)[index]
+        raise ValueError(
+            f"explain_logits was requested but output {name!r} comes from layer {layer.name!r} with "
+            f"activation {activation_name!r}; expected a final softmax or sigmoid. Drop "
+            f"--explain-logits to explain the output as it is."
+        )
+
+
+def _local_copy(path: str, workdir: str) -> str:
+    """Copies a remote file or directory to `workdir`; local paths are returned as they are."""
+    if "://" not in path:
+        return path
+    target = os.path.join(workdir, os.path.basename(path.rstrip("/")))
+    if tf.io.gfile.isdir(path):
+        for root, _, files in tf.io.gfile.walk(path):
+            relative = root[len(path.rstrip("/")) :].lstrip("/")
+            os.makedirs(os.path.join(target, relative), exist_ok=True)
+            for name in files:
+                tf.io.gfile.copy(f"{root.rstrip('/')}/{name}", os.path.join(target, relative, name))
+    else:
+        tf.io.gfile.copy(path, target)
+    return target
+
+
+def load_model(path: str, unsafe_deserialization: bool = False) -> LoadedModel:
+    """Loads the model at `path` (.keras, .h5 or a SavedModel directory).
+
+    Raises ValueError with what to do when the path is missing, is not a model, or holds code that
+    safe mode refuses.
+    """
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"model path {path!r} does not exist; pass a .keras/.h5 file or a SavedModel directory.")
+    with tempfile.TemporaryDirectory(prefix="attribution-model-") as workdir:
+        local = _local_copy(path, workdir)
+        if tf.io.gfile.isdir(local):
+            if not tf.io.gfile.exists(os.path.join(local, "saved_model.pb")):
+                raise ValueError(
+                    f"model directory {path!r} has no saved_model.pb; expected a TensorFlow SavedModel "
+                    f"directory or a .keras/.h5 file."
+                )
+            return _load_saved_model(path, local)
+        if not path.lower().endswith(KERAS_SUFFIXES):
+            raise ValueError(
+                f"model file {path!r} has an unknown suffix; expected one of {list(KERAS_SUFFIXES)} or "
+                f"a SavedModel directory."
+            )
+        return _load_keras(path, local, unsafe_deserialization)
+
+
+def _load_keras(path: str, local: str, unsafe_deserialization: bool) -> LoadedModel:
+    import keras
+
+    try:
+        model = keras.saving.load_model(local, compile=False, safe_mode=not unsafe_deserialization)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise ValueError(
+                f"the model {path!r} contains code (e.g. a Lambda layer) that safe mode refuses to "
+                f"deserialize. Only if you trust this file, pass --unsafe-deserialization "
+                f"(config key 'unsafe_deserialization: true'). Keras said: {error}"
+            ) from None
+        raise ValueError(f"could not load {path!r} as a Keras model: {error}") from None
+    except Exception as error:  # Keras raises many types for a file that is not a model.
+        raise ValueError(
+            f"could not load {path!r} as a Keras model ({type(error).__name__}: {error}); check that "
+            f"it is a .keras/.h5 file saved by Keras."
+        ) from None
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"the Keras model {path!r} has no defined inputs (a subclassed model that was never "
+            f"built?); save a functional or Sequential model, or export a SavedModel."
+        )
+    single_input = len(model.inputs) == 1
+    output_names = getattr(model, "output_names", None) or [
+        t._keras_history.operation.name for t in model.outputs
+    ]
+
+    def call_all(inputs: tuple) -> list:
+        outputs = model(inputs[0] if single_input else list(inputs), training=False)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+    return LoadedModel(
+        path=path,
+        kind="keras",
+        input_names=tuple(t.name for t in model.inputs),
+        input_shapes=tuple(tuple(int(d) for d in t.shape[1:]) for t in model.inputs),
+        input_dtypes=tuple(str(t.dtype) for t in model.inputs),
+        output_names=tuple(output_names),
+        output_sizes=tuple(int(np.prod(t.shape[1:])) for t in model.outputs),
+        _call_all=call_all,
+        _keras_model=model,
+    )
+
+
+def _load_saved_model(path: str, local: str) -> LoadedModel:
+    loaded = tf.saved_model.load(local)
+    if "serving_default" not in loaded.signatures:
+        raise ValueError(f"the SavedModel {path!r} has no 'serving_default' signature to explain.")
+    signature = loaded.signatures["serving_default"]
+    specs = signature.structured_input_signature[1]  # {name: TensorSpec}
+    names = tuple(sorted(specs))
+    outputs = signature.structured_outputs  # {name: TensorSpec}
+    output_names = tuple(sorted(outputs))
+
+    def call_all(inputs: tuple) -> list:
+        result = signature(**{name: tf.cast(x, specs[name].dtype) for name, x in zip(names, inputs)})
+        return [result[name] for name in output_names]
+
+    for name in names:
+        if None in specs[name].shape[1:]:
+            raise ValueError(
+                f"SavedModel input {name!r} has shape {specs[name].shape}; every dimension but the "
+                f"batch must be fixed to attribute it."
+            )
+    return LoadedModel(
+        path=path,
+        kind="saved_model",
+        input_names=names,
+        input_shapes=tuple(tuple(int(d) for d in specs[n].shape[1:]) for n in names),
+        input_dtypes=tuple(specs[n].dtype.name for n in names),
+        output_names=output_names,
+        output_sizes=tuple(int(np.prod(outputs[n].shape[1:])) for n in output_names),
+        _call_all=call_all,
+        _keras_model=loaded,  # kept alive: the signature's variables belong to it
+    )
+
+
+def model_fingerprint(path: str) -> str:
+    """sha256 (hex) of the model file, or of a SavedModel directory's relative paths and contents."""
+    digest = hashlib.sha256()
+    if tf.io.gfile.isdir(path):
+        base = path.rstrip("/")
+        files = sorted(
+            f"{root.rstrip('/')}/{name}" for root, _, names in tf.io.gfile.walk(base) for name in names
+        )
+        for file in files:
+            digest.update(file[len(base) :].encode())
+            _update_from_file(digest, file)
+    else:
+        _update_from_file(digest, path)
+    return digest.hexdigest()
+
+
+def _update_from_file(digest, path: str) -> None:
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)

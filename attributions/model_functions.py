@@ -1,0 +1,105 @@
+"""The one model contract every attribution method uses.
+
+`build_model_functions` turns "a callable from model inputs to one output tensor" into two compiled
+`tf.function`s with fixed input signatures, so each traces once per input shape, not once per batch:
+
+* ``predict(inputs) -> outputs``
+    inputs:  tuple of float32 arrays, one per model input, each (B, *input_shape)
+    outputs: float32 (B, C); C is the size of the explained output (1 for a scalar output)
+* ``gradients(inputs, targets) -> (target_scores, input_gradients, used_targets)``
+    targets:         int32 (B,); an entry < 0 means "the argmax of the outputs at these inputs"
+    target_scores:   float32 (B,), outputs[b, used_targets[b]]
+    input_gradients: tuple of float32 arrays, each (B, *input_shape): d target_score / d input
+    used_targets:    int32 (B,)
+
+The model is always called with ``training=False`` (dropout and batch norm in inference mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["ModelFunctions", "build_model_functions"]
+
+# Maps a tuple of (B, *input_shape) tensors to the explained output, (B, C).
+OutputFn = Callable[[tuple], tf.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelFunctions:
+    """Compiled predict/gradient functions over one model output (see module docstring)."""
+
+    predict_fn: Callable
+    gradients_fn: Callable
+    input_shapes: tuple[tuple[int, ...], ...]
+    num_outputs: int
+
+    def predict(self, inputs: Sequence[np.ndarray], chunk_size: int | None = None) -> np.ndarray:
+        """(B, *shape_i) per input -> float32 (B, C), at most `chunk_size` rows per call."""
+        num_examples = len(inputs[0])
+        if chunk_size is None or num_examples <= chunk_size:
+            return self.predict_fn(_as_tensors(inputs)).numpy()
+        return np.concatenate([
+            self.predict_fn(_as_tensors([x[i : i + chunk_size] for x in inputs])).numpy()
+            for i in range(0, num_examples, chunk_size)
+        ])
+
+    def gradients(
+        self, inputs: Sequence[np.ndarray], targets: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+        """(B, *shape_i) per input, int32 (B,) -> scores (B,), grads (B, *shape_i) each, targets (B,)."""
+        scores, grads, used = self.gradients_fn(
+            _as_tensors(inputs), tf.convert_to_tensor(np.asarray(targets, dtype=np.int32))
+        )
+        return scores.numpy(), tuple(g.numpy() for g in grads), used.numpy()
+
+
+def _as_tensors(inputs: Sequence[np.ndarray]) -> tuple:
+    return tuple(tf.convert_to_tensor(np.asarray(x, dtype=np.float32)) for x in inputs)
+
+
+def _as_matrix(outputs: tf.Tensor) -> tf.Tensor:
+    """Any output (B,), (B, C) or (B, d1, d2...) -> (B, C) with C = prod of the trailing dims."""
+    outputs = tf.cast(outputs, tf.float32)
+    if outputs.shape.rank == 1:
+        return outputs[:, tf.newaxis]  # (B, 1)
+    return tf.reshape(outputs, [tf.shape(outputs)[0], -1])  # (B, C)
+
+
+def build_model_functions(
+    output_fn: OutputFn, input_shapes: Sequence[Sequence[int]], num_outputs: int
+) -> ModelFunctions:
+    """Compiles `output_fn` into the predict and gradient functions described in the module docstring.
+
+    Args:
+      output_fn: tuple of (B, *input_shape) float32 tensors -> explained output tensor, (B, ...).
+        It must call the model with ``training=False``.
+      input_shapes: per-example shape of each model input, without the batch dimension.
+      num_outputs: C, the flattened size of the explained output per example.
+    """
+    input_shapes = tuple(tuple(int(d) for d in shape) for shape in input_shapes)
+    signature = tuple(tf.TensorSpec((None, *shape), tf.float32) for shape in input_shapes)
+
+    @tf.function(input_signature=[signature])
+    def predict_fn(inputs):
+        return _as_matrix(output_fn(tuple(inputs)))  # (B, C)
+
+    @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)])
+    def gradients_fn(inputs, targets):
+        inputs = tuple(inputs)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = _as_matrix(output_fn(inputs))  # (B, C)
+            argmax = tf.argmax(outputs, axis=1, output_type=tf.int32)  # (B,)
+            used_targets = tf.where(targets < 0, argmax, targets)  # (B,)
+            scores = tf.gather(outputs, used_targets, axis=1, batch_dims=1)  # (B,)
+        # Each example's score depends only on its own inputs, so the gradient of the sum is the
+        # per-example gradient.
+        grads = tape.gradient(scores, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return scores, tuple(grads), used_targets
+
+    return ModelFunctions(predict_fn, gradients_fn, input_shapes, int(num_outputs))

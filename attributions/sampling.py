@@ -1,0 +1,83 @@
+"""Evaluating gradients at many points per example, in chunks of bounded size.
+
+Path and sampling methods (integrated gradients, SmoothGrad, expected gradients) need the gradient
+at S points per example. `gradients_at_points` evaluates them as (examples x points) in one call per
+chunk, never more than `chunk_size` rows at once, so memory is bounded by the chunk size and not by
+batch size x steps.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from attributions.model_functions import ModelFunctions
+
+__all__ = ["gradients_at_points", "example_rng", "per_example_points", "validate_chunk_size"]
+
+# build_points(example_slice, point_slice) -> tuple, one float32 array per model input, each
+# (e, s, *input_shape) for e examples and s points.
+PointBuilder = Callable[[slice, slice], tuple]
+
+
+def validate_chunk_size(chunk_size: int) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(
+            f"chunk_size must be a positive integer (rows per gradient call); got {chunk_size!r}."
+        )
+    return int(chunk_size)
+
+
+def gradients_at_points(
+    fns: ModelFunctions,
+    build_points: PointBuilder,
+    targets: np.ndarray,
+    num_points: int,
+    chunk_size: int,
+) -> Iterator[tuple[slice, slice, tuple]]:
+    """Yields (example_slice, point_slice, grads) with grads one array per input, (e, s, *shape).
+
+    Blocks hold e examples x s points with e * s <= chunk_size; when num_points > chunk_size an
+    example's points are split over several blocks.
+    """
+    chunk_size = validate_chunk_size(chunk_size)
+    num_examples = len(targets)
+    examples_per_block = max(1, chunk_size // num_points)
+    points_per_block = min(num_points, chunk_size)
+    for e0 in range(0, num_examples, examples_per_block):
+        ex = slice(e0, min(e0 + examples_per_block, num_examples))
+        e = ex.stop - ex.start
+        for s0 in range(0, num_points, points_per_block):
+            pts = slice(s0, min(s0 + points_per_block, num_points))
+            s = pts.stop - pts.start
+            points = build_points(ex, pts)  # each (e, s, *shape)
+            flat = tuple(p.reshape(e * s, *p.shape[2:]) for p in points)  # each (e*s, *shape)
+            flat_targets = np.repeat(targets[ex], s).astype(np.int32)  # (e*s,)
+            _, grads, _ = fns.gradients(flat, flat_targets)
+            yield ex, pts, tuple(g.reshape(e, s, *g.shape[1:]) for g in grads)  # (e, s, *shape)
+
+
+def example_rng(seed: int, example_seed: int) -> np.random.Generator:
+    """A generator that depends only on the run seed and the example's own seed (e.g. a hash of
+    its key), never on its position in a batch: sampling methods stay batch invariant."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, int(example_seed) & 0xFFFFFFFFFFFFFFFF])
+
+
+def per_example_points(
+    inputs: Sequence[np.ndarray], num_points: int, sample_one: Callable[[int], tuple]
+) -> PointBuilder:
+    """A PointBuilder drawing each example's full set of points with `sample_one(b)` (a tuple of
+    (num_points, *shape) arrays) and slicing it, so the draws do not depend on the blocking."""
+    cache: dict[int, tuple] = {}  # the current example block's draws
+
+    def build(ex: slice, pts: slice) -> tuple:
+        if set(cache) != set(range(ex.start, ex.stop)):
+            cache.clear()
+            cache.update({b: sample_one(b) for b in range(ex.start, ex.stop)})
+        return tuple(
+            np.stack([cache[b][i][pts] for b in range(ex.start, ex.stop)]).astype(np.float32)
+            for i in range(len(inputs))
+        )  # each (e, s, *shape)
+
+    return build

@@ -1,0 +1,55 @@
+"""Pipeline construction: `build_pipeline(p, config)` adds the attribution steps to a Beam pipeline.
+
+    ReadRecords -> DecodeRecords -> Attribute -> WriteAttributions
+                         \\-> dead letters -> WriteDeadLetters
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import apache_beam as beam
+from apache_beam.io.parquetio import WriteToParquet, WriteToParquetBatched
+
+from pipeline.config import RunConfig
+from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, RunPlan, resolve_plan
+from transforms.attribute import AttributeBatches, DecodeBatches
+from transforms.read import ReadRecords
+from transforms.records import DEAD_LETTER_SCHEMA
+
+__all__ = ["build_pipeline", "BuiltPipeline"]
+
+
+@dataclass(frozen=True)
+class BuiltPipeline:
+    """What build_pipeline added: the plan and the PCollections of output tables and dead letters."""
+
+    plan: RunPlan
+    attributions: beam.PCollection  # pyarrow.Table per batch
+    dead_letters: beam.PCollection  # dict rows (key, source, record, error)
+
+
+def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: bool = True) -> BuiltPipeline:
+    """Adds the attribution steps to `p`. A RunConfig is resolved (and validated) here first.
+
+    With write=False nothing is written (tests can assert on the returned PCollections).
+    """
+    plan = config if isinstance(config, RunPlan) else resolve_plan(config)
+    settings = plan.settings
+    raw = p | "ReadRecords" >> ReadRecords(
+        plan.input_files, plan.input_format, plan.schema.read_columns, plan.config.batch_size
+    )
+    decoded = raw | "DecodeRecords" >> beam.ParDo(DecodeBatches(plan.schema)).with_outputs(
+        DecodeBatches.DEAD_LETTER_TAG, main="records"
+    )
+    tables = decoded.records | "Attribute" >> beam.ParDo(AttributeBatches(settings))
+    dead_letters = decoded[DecodeBatches.DEAD_LETTER_TAG]
+    if write:
+        _ = tables | "WriteAttributions" >> WriteToParquetBatched(
+            plan.output_path(ATTRIBUTIONS_PREFIX), schema=settings.output_schema, file_name_suffix=".parquet"
+        )
+        _ = dead_letters | "WriteDeadLetters" >> WriteToParquet(
+            plan.output_path(DEAD_LETTER_PREFIX), schema=DEAD_LETTER_SCHEMA, file_name_suffix=".parquet"
+        )
+    return BuiltPipeline(plan, tables, dead_letters)

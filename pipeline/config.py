@@ -1,0 +1,264 @@
+"""The run's settings: typed, validated once on the launcher, unknown keys rejected.
+
+A `RunConfig` comes from a YAML file (`yaml.safe_load`), command-line flags (which override the
+file), or code. Every setting has the same name in YAML and in code; flags use dashes
+(`key_column` <-> `--key-column`). Runner settings are not here: they stay Beam `PipelineOptions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+import yaml
+
+from attributions.integration_rules import DEFAULT_RULE, RULES
+from attributions.targets import TargetSpec
+
+__all__ = ["RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "BaselineSpec"]
+
+METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "expected_gradients")
+INPUT_FORMATS = ("auto", "tfrecord", "parquet")
+SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+# Settings that only one method uses, with their defaults; giving one to another method is an error.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "integrated_gradients": {"steps": 64, "rule": DEFAULT_RULE, "baseline": "zeros"},
+    "smoothgrad": {"smoothgrad_variant": "smoothgrad", "noise_fraction": 0.15, "samples": 50, "seed": 0},
+    "expected_gradients": {"background": None, "samples": 200, "seed": 0},
+}
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """Integrated gradients' baseline: kind 'zeros', 'constant' (value) or 'file' (path: the first
+    record of a Parquet/TFRecord file, mapped to model inputs like the data)."""
+
+    kind: str = "zeros"
+    value: float = 0.0
+    path: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of an attribution run. See configs/*.yaml for commented examples."""
+
+    model: str
+    input: tuple[str, ...]
+    output: str
+    method: str = "integrated_gradients"
+    input_format: str = "auto"
+    key_column: Optional[str] = None
+    passthrough_columns: tuple[str, ...] = ()
+    inputs: Mapping[str, Union[str, tuple[str, ...]]] = field(default_factory=dict)
+    output_name: Optional[str] = None
+    explain_logits: bool = False
+    target: str = "predicted"
+    unsafe_deserialization: bool = False
+    overwrite: bool = False
+    batch_size: int = 1024
+    chunk_size: int = 1024
+    # Method settings (None: the method's default, see METHOD_SETTINGS).
+    steps: Optional[int] = None
+    rule: Optional[str] = None
+    baseline: Optional[str] = None
+    smoothgrad_variant: Optional[str] = None
+    noise_fraction: Optional[float] = None
+    samples: Optional[int] = None
+    seed: Optional[int] = None
+    background: Optional[str] = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> "RunConfig":
+        """Builds and validates a config; `source` names where the values came from in errors."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source} must be a mapping of settings; got {type(values).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {unknown} in {source}; known settings are {sorted(known)}."
+            )
+        missing = [name for name in ("model", "input", "output") if values.get(name) in (None, "", [])]
+        if missing:
+            raise ValueError(
+                f"missing required setting(s) {missing} in {source}; give them as flags "
+                f"(--model, --input, --output) or in the YAML config."
+            )
+        values = dict(values)
+        values["input"] = _string_tuple(values["input"], "input")
+        values["passthrough_columns"] = _string_tuple(values.get("passthrough_columns", ()), "passthrough_columns")
+        values["inputs"] = _input_mapping(values.get("inputs") or {})
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        _check_choice("method", self.method, METHODS)
+        _check_choice("input_format", self.input_format, INPUT_FORMATS)
+        for name in ("batch_size", "chunk_size"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("explain_logits", "unsafe_deserialization", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
+        for name in sorted(_ALL_METHOD_SETTINGS):
+            if getattr(self, name) is not None and self.method not in _users_of(name):
+                raise ValueError(
+                    f"setting {name!r} applies only to method(s) {_users_of(name)}, but method is "
+                    f"{self.method!r}; remove it or change the method."
+                )
+        self.target_spec()  # parses and validates the target
+        if self.method == "integrated_gradients":
+            _check_positive_int("steps", self.setting("steps"))
+            _check_choice("rule", self.setting("rule"), tuple(RULES))
+            parse_baseline(self.setting("baseline"))
+        if self.method in ("smoothgrad", "expected_gradients"):
+            _check_positive_int("samples", self.setting("samples"))
+            if not isinstance(self.setting("seed"), int) or isinstance(self.setting("seed"), bool):
+                raise ValueError(f"seed must be an integer; got {self.setting('seed')!r}.")
+        if self.method == "smoothgrad":
+            _check_choice("smoothgrad_variant", self.setting("smoothgrad_variant"), SMOOTHGRAD_VARIANTS)
+            noise = self.setting("noise_fraction")
+            if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+                raise ValueError(
+                    f"noise_fraction must be a number >= 0 (noise std as a fraction of each input's "
+                    f"value range, e.g. 0.15); got {noise!r}."
+                )
+        if self.method == "expected_gradients":
+            if self.background is None:
+                raise ValueError(
+                    "method 'expected_gradients' needs background rows: pass --background "
+                    "PATH (a Parquet or TFRecord file with the same columns as the input)."
+                )
+            if self.setting("samples") < 2:
+                raise ValueError(f"expected_gradients needs samples >= 2; got {self.setting('samples')}.")
+
+    def setting(self, name: str) -> Any:
+        """A method setting, or its default for this config's method when not given."""
+        value = getattr(self, name)
+        if value is None:
+            return METHOD_SETTINGS.get(self.method, {}).get(name)
+        return value
+
+    def target_spec(self) -> TargetSpec:
+        return parse_target(self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-ready settings with method defaults filled in."""
+        result = {}
+        for f in dataclasses.fields(self):
+            value = self.setting(f.name) if f.name in _ALL_METHOD_SETTINGS else getattr(self, f.name)
+            if f.name in _ALL_METHOD_SETTINGS and self.method not in _users_of(f.name):
+                continue
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+            result[f.name] = value
+        return result
+
+
+_ALL_METHOD_SETTINGS = {name for settings in METHOD_SETTINGS.values() for name in settings}
+
+
+def _users_of(name: str) -> list[str]:
+    return [m for m, s in METHOD_SETTINGS.items() if name in s]
+
+
+def parse_target(value: Any) -> TargetSpec:
+    """'predicted' | an integer or 'index:N' | 'label:COLUMN' | 'top_k:K' -> TargetSpec."""
+    hint = "expected 'predicted', an output index like 3 or 'index:3', 'label:COLUMN' or 'top_k:K'"
+    if isinstance(value, bool):
+        raise ValueError(f"target {value!r} is not valid; {hint}.")
+    if isinstance(value, int):
+        value = f"index:{value}"
+    if not isinstance(value, str):
+        raise ValueError(f"target {value!r} is not valid; {hint}.")
+    text = value.strip()
+    if text == "predicted":
+        return TargetSpec("predicted")
+    if text.lstrip("-").isdigit():
+        text = f"index:{text}"
+    mode, _, argument = text.partition(":")
+    if mode == "index" and argument.lstrip("-").isdigit():
+        if int(argument) < 0:
+            raise ValueError(f"target index must be >= 0; got {argument}.")
+        return TargetSpec("index", index=int(argument))
+    if mode == "label" and argument:
+        return TargetSpec("label", column=argument)
+    if mode == "top_k" and argument.isdigit() and int(argument) >= 1:
+        return TargetSpec("top_k", k=int(argument))
+    raise ValueError(f"target {value!r} is not valid; {hint}.")
+
+
+def parse_baseline(value: Any) -> BaselineSpec:
+    """'zeros' | 'constant:VALUE' | a number | 'file:PATH' -> BaselineSpec."""
+    hint = "expected 'zeros', 'constant:0.5' (or a number) or 'file:PATH'"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return BaselineSpec("constant", value=float(value))
+    if not isinstance(value, str):
+        raise ValueError(f"baseline {value!r} is not valid; {hint}.")
+    if value == "zeros":
+        return BaselineSpec("zeros")
+    kind, _, argument = value.partition(":")
+    if kind == "constant":
+        try:
+            return BaselineSpec("constant", value=float(argument))
+        except ValueError:
+            pass
+    if kind == "file" and argument:
+        return BaselineSpec("file", path=argument)
+    raise ValueError(f"baseline {value!r} is not valid; {hint}.")
+
+
+def load_yaml_config(path: str) -> dict[str, Any]:
+    """Reads a YAML config with `yaml.safe_load` (no arbitrary objects)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ValueError(f"config file {path!r} does not exist.") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path!r} is not valid YAML: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping of settings; got {type(values).__name__}.")
+    return values
+
+
+def _string_tuple(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"{name} must be a string or a list of strings; got {value!r}.")
+
+
+def _input_mapping(value: Any) -> dict[str, Union[str, tuple[str, ...]]]:
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"inputs must map model input names to a column or a list of columns; got {value!r}."
+        )
+    mapping: dict[str, Union[str, tuple[str, ...]]] = {}
+    for name, columns in value.items():
+        if isinstance(columns, str):
+            mapping[str(name)] = columns
+        elif isinstance(columns, (list, tuple)) and columns and all(isinstance(c, str) for c in columns):
+            mapping[str(name)] = tuple(columns)
+        else:
+            raise ValueError(
+                f"inputs[{name!r}] must be a column name or a non-empty list of column names; got {columns!r}."
+            )
+    return mapping
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not valid; expected one of {list(choices)}.")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")

@@ -1,0 +1,275 @@
+"""Resolving a RunConfig into a plan, on the launcher, before any worker starts.
+
+Everything that can be checked without the workers is checked here: the input glob matches files
+of one known format, the model loads and its inputs map onto columns of the right length, the
+target fits the model's output, the baseline/background files decode. A mistake fails here with a
+ValueError that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from attributions.loading import LoadedModel, load_model, model_fingerprint
+from pipeline.config import RunConfig, parse_baseline
+from pipeline.version import __version__
+from transforms.attribute import AttributionSettings, load_reference_rows
+from transforms.output import RESERVED_COLUMNS, output_schema
+from transforms.read import detect_format
+from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
+
+__all__ = ["RunPlan", "resolve_plan", "match_files"]
+
+ATTRIBUTIONS_PREFIX = "attributions"
+DEAD_LETTER_PREFIX = "dead_letter"
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated run: the config, the matched input files and the workers' settings."""
+
+    config: RunConfig
+    input_files: tuple[str, ...]
+    input_format: str
+    settings: AttributionSettings
+    model_fingerprint: str
+
+    @property
+    def schema(self) -> RecordSchema:
+        return self.settings.schema
+
+    def output_path(self, name: str) -> str:
+        return FileSystems.join(self.config.output, name)
+
+
+def match_files(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """Expands globs (any Beam filesystem); a pattern matching nothing is an error."""
+    files: list[str] = []
+    for pattern, result in zip(patterns, FileSystems.match(list(patterns))):
+        matched = sorted(m.path for m in result.metadata_list)
+        if not matched:
+            raise ValueError(f"input pattern {pattern!r} matches no files; check the path and the glob.")
+        files.extend(matched)
+    return tuple(dict.fromkeys(files))
+
+
+# ----------------------------------------------------------------------------------------------
+# What the input offers: column name -> (kind, length, arrow type).
+
+
+@dataclass(frozen=True)
+class _SourceColumn:
+    name: str
+    numeric: bool
+    is_list: bool
+    length: Optional[int]  # None: a variable-length list (checked per record)
+    arrow_type: pa.DataType
+    kind: str = ""  # TFRecord feature kind
+
+
+def _parquet_catalog(path: str) -> dict[str, _SourceColumn]:
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        schema = pq.ParquetFile(handle).schema_arrow
+    catalog = {}
+    for f in schema:
+        t = f.type
+        if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+            value_type = t.value_type
+            numeric = pa.types.is_integer(value_type) or pa.types.is_floating(value_type)
+            length = t.list_size if pa.types.is_fixed_size_list(t) else None
+            catalog[f.name] = _SourceColumn(f.name, numeric, True, length, t)
+        else:
+            numeric = pa.types.is_integer(t) or pa.types.is_floating(t)
+            catalog[f.name] = _SourceColumn(f.name, numeric, False, 1, t)
+    return catalog
+
+
+def _tfrecord_catalog(path: str) -> dict[str, _SourceColumn]:
+    import tensorflow as tf
+
+    for serialized in tf.data.TFRecordDataset([path]).take(1).as_numpy_iterator():
+        example = tf.train.Example.FromString(serialized)
+        break
+    else:
+        raise ValueError(f"input file {path!r} holds no records; cannot read its features.")
+    catalog = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        length = len(getattr(feature, kind).value) if kind else 0
+        arrow_type = {"float_list": pa.float32(), "int64_list": pa.int64(), "bytes_list": pa.string()}.get(kind, pa.string())
+        catalog[name] = _SourceColumn(name, kind in ("float_list", "int64_list"), length != 1, length, arrow_type, kind or "bytes_list")
+    return catalog
+
+
+def _describe(catalog: dict[str, _SourceColumn]) -> str:
+    parts = []
+    for c in catalog.values():
+        parts.append(f"{c.name} ({'list of ' + str(c.length or 'n') if c.is_list else 'scalar'})")
+    return ", ".join(parts[:40]) + (" ..." if len(parts) > 40 else "")
+
+
+def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, _SourceColumn]) -> tuple[ModelInputSpec, ...]:
+    unknown = sorted(set(config.inputs) - set(model.input_names))
+    if unknown:
+        raise ValueError(f"inputs maps {unknown}, which the model does not have; its inputs are {list(model.input_names)}.")
+    specs = []
+    for name, shape, dtype in zip(model.input_names, model.input_shapes, model.input_dtypes):
+        if not ("float" in dtype or "half" in dtype or "bfloat" in dtype):
+            raise ValueError(
+                f"model input {name!r} has dtype {dtype}; gradients are defined only for floating-point "
+                f"inputs. Attribute a model whose inputs are floats (e.g. embed categorical values "
+                f"outside the model or explain a sub-model that starts at the embedding output)."
+            )
+        size = math.prod(shape)
+        columns = config.inputs.get(name, name)
+        hint = (
+            f"map it in the config (inputs: {{{name}: COLUMN}} or inputs: {{{name}: [COL1, COL2, ...]}}) or "
+            f"with --input-map {name}=COLUMN[,COLUMN...]. Input columns: {_describe(catalog)}"
+        )
+        if isinstance(columns, str):
+            if columns not in catalog:
+                raise ValueError(f"model input {name!r} (shape {shape}) matches no input column {columns!r}; {hint}")
+            source = catalog[columns]
+            _check_numeric(source)
+            if source.is_list:
+                if source.length is not None and source.length != size:
+                    raise ValueError(
+                        f"column {columns!r} holds {source.length} values per record but model input {name!r} "
+                        f"has shape {shape} ({size} values); {hint}"
+                    )
+                column_specs = (ColumnSpec(columns, size, True, source.kind or "float_list"),)
+            else:
+                if size != 1:
+                    raise ValueError(
+                        f"column {columns!r} is a scalar but model input {name!r} has shape {shape} ({size} "
+                        f"values); map a list column or {size} scalar columns to it. {hint}"
+                    )
+                column_specs = (ColumnSpec(columns, 1, False, source.kind or "float_list"),)
+        else:
+            missing = [c for c in columns if c not in catalog]
+            if missing:
+                raise ValueError(f"model input {name!r} is mapped to columns {missing} that the input lacks; {hint}")
+            if len(columns) != size:
+                raise ValueError(
+                    f"model input {name!r} has shape {shape} ({size} values) but is mapped to {len(columns)} columns; {hint}"
+                )
+            for c in columns:
+                _check_numeric(catalog[c])
+                if catalog[c].is_list:
+                    raise ValueError(f"column {c!r} is a list; a model input mapped to several columns needs scalar columns.")
+            column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list") for c in columns)
+        specs.append(ModelInputSpec(name, tuple(shape), column_specs))
+    return tuple(specs)
+
+
+def _check_numeric(source: _SourceColumn) -> None:
+    if not source.numeric:
+        raise ValueError(
+            f"column {source.name!r} has type {source.arrow_type}; a model input needs numbers "
+            f"(float/int, or a list of them)."
+        )
+
+
+def _field(catalog: dict[str, _SourceColumn], name: str, role: str) -> FieldSpec:
+    if name not in catalog:
+        raise ValueError(f"{role} {name!r} is not a column of the input. Input columns: {_describe(catalog)}")
+    source = catalog[name]
+    if source.kind and source.is_list:
+        raise ValueError(f"{role} {name!r} is a TFRecord feature with {source.length} values; it must hold one value.")
+    return FieldSpec(name, source.arrow_type, source.kind or "bytes_list")
+
+
+def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, catalog: dict, num_outputs: int) -> RecordSchema:
+    model_inputs = _map_model_inputs(model, config, catalog)
+    key = _field(catalog, config.key_column, "key column") if config.key_column else None
+    passthrough = tuple(_field(catalog, c, "pass-through column") for c in config.passthrough_columns)
+    target = config.target_spec()
+    label = None
+    if target.mode == "label":
+        label = _field(catalog, target.column, "label column")
+        if not pa.types.is_integer(label.arrow_type):
+            raise ValueError(f"label column {target.column!r} has type {label.arrow_type}; target labels must be integers.")
+    key_name = config.key_column or "key"
+    attribution_columns = {f"attr_{c.name}" for spec in model_inputs for c in spec.columns}
+    names = [key_name, *config.passthrough_columns]
+    clashes = sorted({n for n in names if n in RESERVED_COLUMNS or n in attribution_columns} | {n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(
+            f"column name(s) {clashes} would clash in the output (reserved: {list(RESERVED_COLUMNS)} and "
+            f"attr_<column>, or repeated); rename them or leave them out of the key/pass-through columns."
+        )
+    return RecordSchema(input_format, model_inputs, key, passthrough, label, num_outputs, key_name)
+
+
+def _check_target(config: RunConfig, num_outputs: int) -> None:
+    target = config.target_spec()
+    if target.mode == "index" and target.index >= num_outputs:
+        raise ValueError(f"target index {target.index} is out of range: the explained output has {num_outputs} values (0..{num_outputs - 1}).")
+    if target.mode == "top_k" and target.k > num_outputs:
+        raise ValueError(f"top_k {target.k} exceeds the {num_outputs} values of the explained output.")
+
+
+def _method_params(config: RunConfig) -> dict[str, Any]:
+    names = {
+        "integrated_gradients": ("steps", "rule"),
+        "smoothgrad": ("smoothgrad_variant", "noise_fraction", "samples", "seed"),
+        "expected_gradients": ("samples", "seed"),
+    }.get(config.method, ())
+    return {name: config.setting(name) for name in names}
+
+
+def resolve_plan(config: RunConfig) -> RunPlan:
+    """Validates `config` against the real input and model; see the module docstring."""
+    input_files = match_files(config.input)
+    input_format = detect_format(input_files, config.input_format)
+    catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files[0])
+    model = load_model(config.model, config.unsafe_deserialization)
+    model.output_index(config.output_name)
+    num_outputs = model.output_sizes[model.output_index(config.output_name)]
+    _check_target(config, num_outputs)
+    model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
+    schema = _record_schema(config, model, input_format, catalog, num_outputs)
+
+    baseline = parse_baseline(config.setting("baseline")) if config.method == "integrated_gradients" else None
+    reference_path = baseline.path if baseline is not None and baseline.kind == "file" else config.background
+    reference_format = None
+    if reference_path is not None:
+        (reference_path,) = match_files((reference_path,))[:1]
+        reference_format = detect_format([reference_path], "auto")
+        load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
+
+    fingerprint = model_fingerprint(config.model)
+    metadata = {
+        "attribution.method": config.method,
+        "attribution.parameters": _method_params(config),
+        "attribution.target": config.target_spec().describe(),
+        "attribution.baseline": config.setting("baseline") if baseline is not None else None,
+        "attribution.model_path": config.model,
+        "attribution.model_sha256": fingerprint,
+        "attribution.package_version": __version__,
+        "attribution.key_column": schema.key_name,
+    }
+    settings = AttributionSettings(
+        model_path=config.model,
+        method=config.method,
+        target=config.target_spec(),
+        schema=schema,
+        output_schema=output_schema(schema, config.method, {k: v for k, v in metadata.items() if v is not None}),
+        method_params=_method_params(config),
+        chunk_size=config.chunk_size,
+        output_name=config.output_name,
+        explain_logits=config.explain_logits,
+        unsafe_deserialization=config.unsafe_deserialization,
+        baseline=baseline.kind if baseline is not None else "zeros",
+        baseline_value=baseline.value if baseline is not None else 0.0,
+        reference_path=reference_path,
+        reference_format=reference_format,
+    )
+    return RunPlan(config, input_files, input_format, settings, fingerprint)

@@ -1,0 +1,43 @@
+"""Installable package; also what Dataflow stages with --setup_file.
+
+The Beam version is pinned to one minor release: the Dockerfile's base image
+(apache/beam_python3.11_sdk:<version>) must carry the same SDK as the launcher; keep them identical.
+"""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', pathlib.Path(__file__).with_name("pipeline").joinpath("version.py").read_text()
+).group(1)
+
+setup(
+    name="attribution-pipeline",
+    version=VERSION,
+    description="Batch feature attributions (gradients, integrated gradients, SmoothGrad, expected "
+    "gradients) for TensorFlow/Keras models on Apache Beam.",
+    long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["attributions", "attributions.*", "pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    install_requires=[
+        "apache-beam>=2.77.0,<2.78",  # same version as the Dockerfile's base image
+        "tensorflow-cpu>=2.18,<2.22; platform_machine == 'x86_64'",
+        "tensorflow>=2.18,<2.22; platform_machine != 'x86_64'",
+        "keras>=3.6,<4",
+        "numpy>=1.26,<3",
+        "pyarrow>=14,<26",
+        "pyyaml>=6,<7",
+    ],
+    extras_require={
+        # The demo and the tests train small models on scikit-learn's bundled datasets.
+        "demo": ["scikit-learn>=1.4,<2"],
+        "test": ["scikit-learn>=1.4,<2", "pytest>=8,<10"],
+        # gs:// paths for tf.io.gfile (models, TFRecord files) and Beam's GCS filesystem.
+        "gcp": ["apache-beam[gcp]>=2.77.0,<2.78", "tensorflow-io-gcs-filesystem>=0.37"],
+    },
+    entry_points={"console_scripts": ["attribution-pipeline=pipeline.cli:main"]},
+)

@@ -1,0 +1,234 @@
+"""Attributing decoded batches: the worker-side engine and the Beam DoFn around it.
+
+`AttributionEngine` (no Beam) loads the model and the reference rows once and turns a
+`DecodedBatch` into an Arrow table of output rows. `AttributeBatches` is the thin Beam adapter: it
+acquires one engine per worker process through `apache_beam.utils.shared.Shared` in `setup()`, so
+every thread of a worker shares one model, and reports metrics (records, latency, model loads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.utils.shared import Shared
+
+from attributions.expected_gradients import expected_gradients
+from attributions.gradient import batched_gradients
+from attributions.integrated_gradients import integrated_gradients
+from attributions.result import Attributions
+from attributions.smoothgrad import smoothgrad
+from attributions.targets import TargetSpec, expand_targets
+from transforms.output import attribution_table
+from transforms.read import METRICS_NAMESPACE, read_all
+from transforms.records import DecodedBatch, RecordSchema, decode_batch
+
+__all__ = ["AttributionSettings", "AttributionEngine", "AttributeBatches", "load_reference_rows"]
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """Everything a worker needs to attribute batches; resolved and validated on the launcher.
+
+    method_params: the method's own settings (steps, rule, samples, seed, ...).
+    baseline: 'zeros', 'constant' or 'file' (integrated gradients); reference_path: the baseline
+    file, or the background rows of expected gradients; reference_format: that file's format.
+    """
+
+    model_path: str
+    method: str
+    target: TargetSpec
+    schema: RecordSchema
+    output_schema: pa.Schema
+    method_params: dict = field(default_factory=dict)
+    chunk_size: int = 1024
+    output_name: Optional[str] = None
+    explain_logits: bool = False
+    unsafe_deserialization: bool = False
+    baseline: str = "zeros"
+    baseline_value: float = 0.0
+    reference_path: Optional[str] = None
+    reference_format: Optional[str] = None
+
+
+def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
+    """All rows of a baseline/background file as model inputs, one (R, *shape) array per input.
+
+    Raises ValueError when a row is invalid or the file is empty: references must be clean.
+    """
+    reference_schema = RecordSchema(input_format=input_format, model_inputs=schema.model_inputs)
+    parts = []
+    for raw in read_all(path, input_format, reference_schema.read_columns):
+        decoded, dead = decode_batch(raw, reference_schema)
+        if dead:
+            raise ValueError(f"reference file {path!r}: record {dead[0].key} is invalid: {dead[0].error}.")
+        parts.append(decoded.inputs)
+    if not parts:
+        raise ValueError(f"reference file {path!r} holds no records; it needs at least one row.")
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(schema.model_inputs)))
+
+
+def example_seeds(keys: pa.Array) -> np.ndarray:
+    """uint64 per key (blake2b of its text): sampling depends on the record, not its position."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(str(k).encode(), digest_size=8).digest(), "little") for k in keys.to_pylist()],
+        dtype=np.uint64,
+    )
+
+
+class AttributionEngine:
+    """A loaded model with its compiled functions and references, attributing whole batches."""
+
+    def __init__(self, settings: AttributionSettings):
+        from attributions.loading import load_model
+
+        self.settings = settings
+        model = load_model(settings.model_path, settings.unsafe_deserialization)
+        self._model = model  # keeps the model (and its variables) alive
+        self.fns = model.model_functions(settings.output_name, settings.explain_logits)
+        self._references = None
+        self._background_mean = None
+        if settings.reference_path is not None:
+            self._references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
+        if settings.method == "expected_gradients":
+            self._background_mean = self.fns.predict(self._references, settings.chunk_size).mean(axis=0)  # (C,)
+
+    def _baselines(self) -> tuple:
+        """One (*shape) (or (1, *shape)) array per model input, broadcast over a batch."""
+        shapes = [spec.shape for spec in self.settings.schema.model_inputs]
+        if self.settings.baseline == "file":
+            return tuple(r[:1] for r in self._references)
+        value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
+        return tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)
+
+    def attribute(self, batch: DecodedBatch) -> pa.Table:
+        """Output rows (see transforms.output) for one batch of valid records."""
+        s = self.settings
+        chunk = s.chunk_size
+        inputs = batch.inputs
+        gradient_method = s.method in ("gradient", "gradient_x_input")
+        if gradient_method and s.target.mode != "top_k":
+            # One fused call: the gradient function picks the argmax itself for targets < 0.
+            if s.target.mode == "predicted":
+                requested = np.full(batch.num_records, -1, dtype=np.int32)
+            else:
+                _, requested = expand_targets(s.target, np.zeros((batch.num_records, self.fns.num_outputs)), batch.labels)
+            scores, grads, targets = batched_gradients(self.fns, inputs, requested, chunk)
+            example_index = np.arange(batch.num_records)
+        else:
+            outputs = self.fns.predict(inputs, chunk)  # (B, C)
+            example_index, targets = expand_targets(s.target, outputs, batch.labels)  # (R,), (R,)
+            scores = outputs[example_index, targets]
+            if len(example_index) != batch.num_records:
+                inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
+            if gradient_method:
+                _, grads, _ = batched_gradients(self.fns, inputs, targets, chunk)
+        if gradient_method:
+            if s.method == "gradient_x_input":
+                grads = tuple(g * x for g, x in zip(grads, inputs))
+            result = Attributions(attributions=grads)
+        else:
+            result = self._path_or_sampling_method(batch, inputs, example_index, targets)
+        return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result)
+
+    def _path_or_sampling_method(self, batch, inputs, example_index, targets) -> Attributions:
+        s, p = self.settings, self.settings.method_params
+        if s.method == "integrated_gradients":
+            return integrated_gradients(self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], s.chunk_size)
+        seeds = example_seeds(batch.keys)[example_index] + targets.astype(np.uint64)
+        if s.method == "smoothgrad":
+            return smoothgrad(
+                self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], s.chunk_size
+            )
+        return expected_gradients(
+            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], s.chunk_size, self._background_mean
+        )
+
+
+# Engines loaded in this process that no bundle has counted yet (metrics updated in setup() are
+# dropped by some runners, so loads are reported from start_bundle).
+_unreported_loads = 0
+_unreported_loads_lock = threading.Lock()
+
+
+class AttributeBatches(beam.DoFn):
+    """DecodedBatch -> pyarrow.Table of output rows, with one engine per worker process."""
+
+    def __init__(self, settings: AttributionSettings):
+        self._settings = settings
+        self._shared = Shared()
+        self._engine = None
+        self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_attributed")
+        self._rows = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "rows_attributed")
+        self._loads = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "model_loads")
+        self._latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "attribution_batch_latency_micro_secs")
+        self._load_latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "model_load_latency_milli_secs")
+        self._load_millis = None
+
+    def _load(self):
+        global _unreported_loads
+        start = time.perf_counter()
+        engine = _EngineHolder(AttributionEngine(self._settings))
+        self._load_millis = int((time.perf_counter() - start) * 1000)
+        with _unreported_loads_lock:
+            _unreported_loads += 1
+        return engine
+
+    def setup(self):
+        # The tag ties the shared copy to these settings: two steps with different models in
+        # one process get one engine each.
+        self._engine = self._shared.acquire(self._load, tag=_settings_tag(self._settings)).engine
+
+    def start_bundle(self):
+        global _unreported_loads
+        with _unreported_loads_lock:
+            loads, _unreported_loads = _unreported_loads, 0
+        if loads:
+            self._loads.inc(loads)
+        if self._load_millis is not None:
+            self._load_latency.update(self._load_millis)
+            self._load_millis = None
+
+    def process(self, batch: DecodedBatch):
+        start = time.perf_counter()
+        table = self._engine.attribute(batch)
+        self._latency.update(int((time.perf_counter() - start) * 1e6))
+        self._records.inc(batch.num_records)
+        self._rows.inc(table.num_rows)
+        yield table
+
+
+class _EngineHolder:
+    """Weak-referenceable wrapper (Shared keeps weak references to what it hands out)."""
+
+    def __init__(self, engine: AttributionEngine):
+        self.engine = engine
+
+
+def _settings_tag(settings: AttributionSettings) -> str:
+    return hashlib.sha256(repr(settings).encode()).hexdigest()
+
+
+class DecodeBatches(beam.DoFn):
+    """RawBatch -> DecodedBatch, and DeadLetter rows on the 'dead_letter' output."""
+
+    DEAD_LETTER_TAG = "dead_letter"
+
+    def __init__(self, schema: RecordSchema):
+        self._schema = schema
+        self._dead = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_dead_lettered")
+
+    def process(self, raw):
+        decoded, dead = decode_batch(raw, self._schema)
+        if dead:
+            self._dead.inc(len(dead))
+            for letter in dead:
+                yield beam.pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter.as_row())
+        if decoded is not None:
+            yield decoded

@@ -1,0 +1,93 @@
+"""The output contract: the Arrow schema of attribution rows and how a batch becomes a table.
+
+One row per record (per record x class for target mode top_k):
+  <key column>             the record's key (its own type; string "<file>:<index>" when synthesized)
+  <pass-through columns>   copied as they are
+  target                   int32, the output index explained
+  target_score             float32, the model output explained, F(x)[target]
+  attr_<column>            float32 for a scalar source column; list<float32> (row-major) for a
+                           tensor column
+  convergence_delta        float32, sum(attr) - (F(x) - F(baseline))      (path methods)
+  convergence_delta_rel    float32, |delta| / max(|F(x) - F(baseline)|, 1e-6)   (path methods)
+  attribution_stderr       float32, largest per-feature Monte-Carlo standard error (expected gradients)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+from attributions.result import Attributions, relative_delta
+from transforms.records import DecodedBatch, RecordSchema
+
+__all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_column_name"]
+
+PATH_METHODS = ("integrated_gradients", "expected_gradients")
+RESERVED_COLUMNS = ("target", "target_score", "convergence_delta", "convergence_delta_rel", "attribution_stderr")
+
+
+def attribution_column_name(source_column: str) -> str:
+    return f"attr_{source_column}"
+
+
+def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = None) -> pa.Schema:
+    """The attribution rows' Arrow schema; `metadata` values are stored as JSON strings."""
+    key_type = schema.key.arrow_type if schema.key is not None else pa.string()
+    fields = [pa.field(schema.key_name, key_type)]
+    fields += [pa.field(f.name, f.arrow_type) for f in schema.passthrough]
+    fields += [pa.field("target", pa.int32()), pa.field("target_score", pa.float32())]
+    for column in schema.source_columns:
+        arrow_type = pa.list_(pa.float32()) if column.is_list else pa.float32()
+        fields.append(pa.field(attribution_column_name(column.name), arrow_type))
+    if method in PATH_METHODS:
+        fields += [pa.field("convergence_delta", pa.float32()), pa.field("convergence_delta_rel", pa.float32())]
+    if method == "expected_gradients":
+        fields.append(pa.field("attribution_stderr", pa.float32()))
+    encoded = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
+    return pa.schema(fields, metadata=encoded or None)
+
+
+def _float_list(values: np.ndarray) -> pa.Array:
+    """(R, L) float32 -> list<float32> with R rows, without per-row Python."""
+    rows, length = values.shape
+    offsets = pa.array(np.arange(0, rows * length + 1, length, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), type=pa.float32()))
+
+
+def attribution_table(
+    batch: DecodedBatch,
+    schema: RecordSchema,
+    out_schema: pa.Schema,
+    example_index: np.ndarray,
+    targets: np.ndarray,
+    target_scores: np.ndarray,
+    result: Attributions,
+) -> pa.Table:
+    """Builds the output rows of one batch.
+
+    example_index: (R,) the record of each output row; targets, target_scores: (R,);
+    result: attributions one (R, *shape) array per model input.
+    """
+    rows = len(example_index)
+    identity = None if rows == batch.num_records and np.array_equal(example_index, np.arange(rows)) else pa.array(example_index)
+    columns = {schema.key_name: batch.keys if identity is None else batch.keys.take(identity)}
+    for name, array in batch.passthrough.items():
+        columns[name] = array if identity is None else array.take(identity)
+    columns["target"] = pa.array(np.asarray(targets, dtype=np.int32))
+    columns["target_score"] = pa.array(np.asarray(target_scores, dtype=np.float32))
+    for spec, attribution in zip(schema.model_inputs, result.attributions):
+        flat = np.asarray(attribution, dtype=np.float32).reshape(rows, -1)  # (R, prod(shape))
+        offset = 0
+        for column in spec.columns:
+            block = flat[:, offset : offset + column.length]
+            offset += column.length
+            columns[attribution_column_name(column.name)] = _float_list(block) if column.is_list else pa.array(block[:, 0])
+    if result.convergence_delta is not None:
+        columns["convergence_delta"] = pa.array(result.convergence_delta.astype(np.float32))
+        columns["convergence_delta_rel"] = pa.array(relative_delta(result.convergence_delta, result.output_change))
+    if result.stderr is not None:
+        columns["attribution_stderr"] = pa.array(result.stderr.astype(np.float32))
+    return pa.Table.from_arrays([columns[name].cast(out_schema.field(name).type) for name in out_schema.names], schema=out_schema)

@@ -1,0 +1,187 @@
+"""Reading records in batches: Parquet row groups and TFRecord files as `RawBatch` elements.
+
+Per-record Beam elements cost more than the gradient itself (see the README's design notes), so a
+batch of records is one element from the reader on. Parquet files are split into shards of whole
+row groups (so one large file still spreads over workers); a TFRecord file is one shard (the format
+has no index to split on, as with Beam's own TFRecord source).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.records import RawBatch
+
+__all__ = [
+    "ReadRecords",
+    "read_parquet_shard",
+    "read_tfrecord_file",
+    "read_all",
+    "key_prefixes",
+    "detect_format",
+]
+
+METRICS_NAMESPACE = "attribution"
+# Row groups per Parquet shard: small enough to spread a file over workers, large enough that a
+# shard's fixed cost (opening the file, reading the footer) stays negligible.
+ROW_GROUPS_PER_SHARD = 4
+
+
+def detect_format(paths: Sequence[str], declared: str) -> str:
+    """'parquet' or 'tfrecord', from `declared` or else from the files' extensions."""
+    if declared != "auto":
+        return declared
+    formats = set()
+    for path in paths:
+        name = path.lower()
+        if name.endswith((".parquet", ".pq")):
+            formats.add("parquet")
+        elif name.endswith((".tfrecord", ".tfrecords", ".tfr")):
+            formats.add("tfrecord")
+        else:
+            raise ValueError(
+                f"cannot tell the format of {path!r} from its extension (.parquet or .tfrecord); pass "
+                f"--input-format parquet|tfrecord."
+            )
+    if len(formats) > 1:
+        raise ValueError(
+            f"the input mixes Parquet and TFRecord files; run each format separately or pass "
+            f"--input-format. Files: {list(paths)[:5]}"
+        )
+    return formats.pop()
+
+
+def key_prefixes(paths: Sequence[str]) -> dict[str, str]:
+    """Each file's name in synthesized keys: its path relative to the files' common directory."""
+    if len(paths) == 1:
+        return {paths[0]: os.path.basename(paths[0])}
+    common = os.path.commonpath([p.replace("://", ":/") for p in paths]) if paths else ""
+    prefixes = {}
+    for path in paths:
+        normalized = path.replace("://", ":/")
+        prefixes[path] = normalized[len(common) :].lstrip("/") or os.path.basename(path)
+    return prefixes
+
+
+def _open(path: str):
+    return FileSystems.open(path, mime_type="application/octet-stream", compression_type="uncompressed")
+
+
+def parquet_shards(path: str) -> list[tuple[str, int, int, int]]:
+    """(path, first row group, end row group, index of the shard's first record) per shard."""
+    with _open(path) as handle:
+        metadata = pq.ParquetFile(handle).metadata
+    shards, first_record = [], 0
+    for start in range(0, metadata.num_row_groups, ROW_GROUPS_PER_SHARD):
+        end = min(start + ROW_GROUPS_PER_SHARD, metadata.num_row_groups)
+        shards.append((path, start, end, first_record))
+        first_record += sum(metadata.row_group(i).num_rows for i in range(start, end))
+    return shards
+
+
+def read_parquet_shard(
+    path: str, key_prefix: str, row_groups: range, first_index: int, columns: Sequence[str], batch_size: int
+) -> Iterator[RawBatch]:
+    """Yields the shard's records as RawBatches of at most `batch_size` rows."""
+    with _open(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        index = first_index
+        for batch in parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=list(columns)):
+            table = pa.Table.from_batches([batch])
+            yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=table)
+            index += table.num_rows
+
+
+def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[RawBatch]:
+    """Yields the file's serialized records as RawBatches of at most `batch_size` records.
+
+    Uses TensorFlow's reader (CRC-checked, C++), which reads any path `tf.io.gfile` supports.
+    """
+    import tensorflow as tf
+
+    dataset = tf.data.TFRecordDataset([path]).batch(batch_size)
+    index = 0
+    for serialized in dataset.as_numpy_iterator():
+        records = serialized.tolist()  # list[bytes]
+        yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, serialized=records)
+        index += len(records)
+
+
+def read_all(path: str, input_format: str, columns: Sequence[str], batch_size: int = 4096) -> Iterator[RawBatch]:
+    """Every record of one file, in batches (for baselines and background rows on the launcher)."""
+    prefix = os.path.basename(path)
+    if input_format == "parquet":
+        for shard_path, start, end, first in parquet_shards(path):
+            yield from read_parquet_shard(shard_path, prefix, range(start, end), first, columns, batch_size)
+    else:
+        yield from read_tfrecord_file(path, prefix, batch_size)
+
+
+class _ExpandShards(beam.DoFn):
+    """file path -> (path, first row group, end row group, first record index) per shard."""
+
+    def __init__(self, input_format: str):
+        self._input_format = input_format
+
+    def process(self, path: str):
+        if self._input_format == "parquet":
+            yield from parquet_shards(path)
+        else:
+            yield (path, 0, 0, 0)
+
+
+class _ReadShard(beam.DoFn):
+    """shard -> RawBatches; counts the records read."""
+
+    def __init__(self, input_format: str, prefixes: dict[str, str], columns: Sequence[str], batch_size: int):
+        self._input_format = input_format
+        self._prefixes = prefixes
+        self._columns = list(columns)
+        self._batch_size = batch_size
+        self._records_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_read")
+
+    def process(self, shard):
+        path, start, end, first_index = shard
+        prefix = self._prefixes[path]
+        if self._input_format == "parquet":
+            batches = read_parquet_shard(path, prefix, range(start, end), first_index, self._columns, self._batch_size)
+        else:
+            batches = read_tfrecord_file(path, prefix, self._batch_size)
+        for batch in batches:
+            self._records_read.inc(batch.num_records)
+            yield batch
+
+
+class ReadRecords(beam.PTransform):
+    """Reads the given files as RawBatch elements of at most `batch_size` records.
+
+    Args:
+      paths: the matched input files (expanded on the launcher).
+      input_format: 'parquet' or 'tfrecord'.
+      columns: the columns/features to read (Parquet reads only these).
+      batch_size: records per batch.
+    """
+
+    def __init__(self, paths: Sequence[str], input_format: str, columns: Sequence[str], batch_size: int, label: Optional[str] = None):
+        super().__init__(label)
+        self._paths = list(paths)
+        self._input_format = input_format
+        self._columns = list(columns)
+        self._batch_size = batch_size
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "CreateFileList" >> beam.Create(self._paths)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ExpandShards" >> beam.ParDo(_ExpandShards(self._input_format))
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShards"
+            >> beam.ParDo(_ReadShard(self._input_format, key_prefixes(self._paths), self._columns, self._batch_size))
+        )

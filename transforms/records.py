@@ -1,0 +1,360 @@
+"""Records in batches: what the reader yields, how a batch is checked and decoded into model inputs.
+
+No Beam import: these are plain functions on Arrow tables and serialized `tf.train.Example`s, called
+by the Beam DoFns in `transforms.read` and `transforms.decode`, and by the launcher to read
+baselines and background rows.
+
+A batch moves through the pipeline as one element:
+  RawBatch (a Parquet record batch, or a list of serialized Examples, from one file)
+  -> decode_batch -> DecodedBatch (float32 model inputs, keys, pass-through columns) + DeadLetters.
+Per-record work happens only for records that fail a vectorised check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = [
+    "ColumnSpec",
+    "ModelInputSpec",
+    "FieldSpec",
+    "RecordSchema",
+    "RawBatch",
+    "DecodedBatch",
+    "DeadLetter",
+    "decode_batch",
+]
+
+TFRECORD_KINDS = ("float_list", "int64_list", "bytes_list")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """A source column (Parquet) or feature (TFRecord) feeding a model input.
+
+    length: values per record (1 for a scalar column); is_list: the source holds a list per record
+    (its attribution column is then list<float32>, row-major); kind: the TFRecord feature kind.
+    """
+
+    name: str
+    length: int
+    is_list: bool
+    kind: str = "float_list"
+
+
+@dataclass(frozen=True)
+class ModelInputSpec:
+    """One model input: its name, per-example shape, and the columns that fill it, in order (one
+    tensor column reshaped to `shape`, or several scalar columns stacked into a vector)."""
+
+    name: str
+    shape: tuple[int, ...]
+    columns: tuple[ColumnSpec, ...]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A column copied as it is (key, pass-through) or read as an integer (label).
+    arrow_type: its type in the output; kind: its TFRecord feature kind."""
+
+    name: str
+    arrow_type: pa.DataType
+    kind: str = "bytes_list"
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """How the records of one run are read and decoded; resolved once on the launcher."""
+
+    input_format: str  # 'parquet' or 'tfrecord'
+    model_inputs: tuple[ModelInputSpec, ...]
+    key: Optional[FieldSpec] = None  # None: key = "<file>:<record index>"
+    passthrough: tuple[FieldSpec, ...] = ()
+    label: Optional[FieldSpec] = None  # for target mode 'label'
+    num_outputs: int = 1  # labels must lie in [0, num_outputs)
+    key_name: str = "key"
+
+    @property
+    def source_columns(self) -> tuple[ColumnSpec, ...]:
+        return tuple(c for spec in self.model_inputs for c in spec.columns)
+
+    @property
+    def read_columns(self) -> list[str]:
+        """Every column a reader must read, without repeats, in a stable order."""
+        names = [c.name for c in self.source_columns]
+        names += [f.name for f in (self.key, self.label, *self.passthrough) if f is not None]
+        return list(dict.fromkeys(names))
+
+
+@dataclass
+class RawBatch:
+    """Records read from one file: a Parquet table or serialized tf.train.Examples.
+
+    source: the file's path; key_prefix: the file's name in synthesized keys; first_index: the
+    record index (in its file) of the batch's first record.
+    """
+
+    source: str
+    key_prefix: str
+    first_index: int
+    table: Optional[pa.Table] = None
+    serialized: Optional[list] = None  # list[bytes]
+
+    @property
+    def num_records(self) -> int:
+        return self.table.num_rows if self.table is not None else len(self.serialized)
+
+
+@dataclass
+class DecodedBatch:
+    """Valid records of one batch, ready for the model.
+
+    keys: Arrow array (n,); inputs: one float32 (n, *shape) array per model input; passthrough:
+    Arrow arrays (n,) by column; labels: int64 (n,) for target mode 'label'.
+    """
+
+    keys: pa.Array
+    inputs: tuple
+    passthrough: dict = field(default_factory=dict)
+    labels: Optional[np.ndarray] = None
+
+    @property
+    def num_records(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be attributed: its key, file, the raw record and why."""
+
+    key: str
+    source: str
+    record: bytes  # the serialized Example, or the Parquet row as UTF-8 JSON
+    error: str
+
+    def as_row(self) -> dict:
+        return {"key": self.key, "source": self.source, "record": self.record, "error": self.error}
+
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [("key", pa.string()), ("source", pa.string()), ("record", pa.binary()), ("error", pa.string())]
+)
+
+
+def synthesized_keys(raw: RawBatch, rows: np.ndarray) -> pa.Array:
+    """'<file>:<index in file>' for the given rows of the batch."""
+    start = raw.first_index
+    return pa.array([f"{raw.key_prefix}:{start + int(i)}" for i in rows], type=pa.string())
+
+
+# ----------------------------------------------------------------------------------------------
+# Column extraction: source column -> (n, length) values plus a per-record reason when invalid.
+
+
+class _Problems:
+    """Collects the first problem found for each bad record of a batch."""
+
+    def __init__(self, num_records: int):
+        self.reasons: dict[int, str] = {}
+        self.num_records = num_records
+
+    def add(self, rows, message_for_row) -> None:
+        for row in np.flatnonzero(rows) if isinstance(rows, np.ndarray) and rows.dtype == bool else rows:
+            self.reasons.setdefault(int(row), message_for_row(int(row)))
+
+    def good_mask(self) -> np.ndarray:
+        mask = np.ones(self.num_records, dtype=bool)
+        if self.reasons:
+            mask[list(self.reasons)] = False
+        return mask
+
+
+def _arrow_column(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name)
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _is_list_type(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type)
+
+
+def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """float32 (n, length) values of a numeric or list column; bad rows filled with 0."""
+    column = _arrow_column(table, spec.name)
+    n = len(column)
+    if _is_list_type(column.type):
+        lengths = column.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)  # (n,)
+        problems.add(lengths < 0, lambda r: f"column {spec.name!r} is null")
+        problems.add(
+            (lengths >= 0) & (lengths != spec.length),
+            lambda r: f"column {spec.name!r} has {lengths[r]} values, expected {spec.length}",
+        )
+        ok = lengths == spec.length
+        if not ok.all():
+            column = column.filter(pa.array(ok))
+        flat = column.flatten()
+        values = np.zeros((n, spec.length), dtype=np.float32)
+        if flat.null_count:
+            has_null = np.zeros(n, dtype=bool)
+            null_positions = np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))
+            has_null[np.flatnonzero(ok)[null_positions // spec.length]] = True
+            problems.add(has_null, lambda r: f"column {spec.name!r} holds null values")
+            flat = flat.fill_null(0)
+        if not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
+            raise ValueError(f"column {spec.name!r} holds {flat.type} values; expected numbers.")
+        values[ok] = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, spec.length)
+        return values
+    problems.add(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"column {spec.name!r} is null")
+    return column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, 1)
+
+
+_TF_DTYPES = {"float_list": "float32", "int64_list": "int64", "bytes_list": "string"}
+
+
+def _parse_examples(serialized: list, schema: RecordSchema) -> dict:
+    """tf.io.parse_example over the whole batch -> numpy arrays by feature name."""
+    import tensorflow as tf
+
+    features = {c.name: tf.io.FixedLenFeature([c.length], getattr(tf, _TF_DTYPES[c.kind])) for c in schema.source_columns}
+    for f in (schema.key, schema.label, *schema.passthrough):
+        if f is not None:
+            features[f.name] = tf.io.FixedLenFeature([], getattr(tf, _TF_DTYPES[f.kind]))
+    parsed = tf.io.parse_example(tf.constant(serialized, dtype=tf.string), features)
+    return {name: tensor.numpy() for name, tensor in parsed.items()}
+
+
+def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
+    """The first reason (if any) one serialized Example cannot be parsed with the schema."""
+    import tensorflow as tf
+
+    try:
+        example = tf.train.Example.FromString(serialized)
+    except Exception as error:  # protobuf's DecodeError
+        return f"record is not a serialized tf.train.Example ({error})"
+    feature_map = example.features.feature
+    expected = [(c.name, c.kind, c.length) for c in schema.source_columns]
+    expected += [(f.name, f.kind, 1) for f in (schema.key, schema.label, *schema.passthrough) if f is not None]
+    for name, kind, length in expected:
+        if name not in feature_map:
+            return f"feature {name!r} is missing"
+        actual_kind = feature_map[name].WhichOneof("kind")
+        if actual_kind != kind:
+            return f"feature {name!r} is {actual_kind}, expected {kind}"
+        actual_length = len(getattr(feature_map[name], kind).value)
+        if actual_length != length:
+            return f"feature {name!r} has {actual_length} values, expected {length}"
+    return None
+
+
+def _parse_tfrecord(raw: RawBatch, schema: RecordSchema, problems: _Problems) -> tuple[dict, np.ndarray]:
+    """Parses the batch in one call; only when that fails, finds the bad records one by one.
+    Returns (features of the good records, indices of the good records)."""
+    import tensorflow as tf
+
+    try:
+        return _parse_examples(raw.serialized, schema), np.arange(raw.num_records)
+    except (tf.errors.InvalidArgumentError, ValueError):
+        pass
+    for i, record in enumerate(raw.serialized):
+        reason = _example_problem(record, schema)
+        if reason is not None:
+            problems.add([i], lambda r, reason=reason: reason)
+    good = np.flatnonzero(problems.good_mask())
+    if len(good) == 0:
+        return {}, good
+    return _parse_examples([raw.serialized[i] for i in good], schema), good
+
+
+def _string_or_number_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    if values.dtype == object:  # bytes from tf.string
+        array = pa.array(values.tolist(), type=pa.binary())
+        return array.cast(arrow_type) if arrow_type != pa.binary() else array
+    return pa.array(values).cast(arrow_type)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedBatch], list[DeadLetter]]:
+    """Checks and decodes a batch. Returns the valid records (None if there are none) and one
+    DeadLetter per invalid record, with a reason naming the field and the problem."""
+    problems = _Problems(raw.num_records)
+    if raw.table is not None:
+        rows = np.arange(raw.num_records)
+        values = {c.name: _parquet_values(raw.table, c, problems) for c in schema.source_columns}
+        fields = {f.name: _arrow_column(raw.table, f.name) for f in (schema.key, schema.label, *schema.passthrough) if f}
+    else:
+        parsed, rows = _parse_tfrecord(raw, schema, problems)
+        values = {c.name: parsed[c.name].astype(np.float32, copy=False) for c in schema.source_columns} if len(rows) else {}
+        fields = {
+            f.name: _string_or_number_array(parsed[f.name], f.arrow_type)
+            for f in (schema.key, schema.label, *schema.passthrough)
+            if f is not None and len(rows)
+        }
+    # `values`/`fields` are aligned with `rows` (the records that parsed); problems use record indices.
+    for name, array in values.items():
+        finite = np.isfinite(array).all(axis=1)
+        problems.add(rows[~finite], lambda r, name=name: f"column {name!r} holds NaN or infinite values")
+    labels = None
+    if schema.label is not None and len(rows):
+        label_array = fields[schema.label.name]
+        problems.add(rows[label_array.is_null().to_numpy(zero_copy_only=False)], lambda r: f"label column {schema.label.name!r} is null")
+        labels = label_array.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        out_of_range = (labels < 0) | (labels >= schema.num_outputs)
+        problems.add(
+            rows[out_of_range],
+            lambda r: f"label column {schema.label.name!r} value {labels[np.searchsorted(rows, r)]} is out of range "
+            f"[0, {schema.num_outputs}) of the explained output",
+        )
+    if schema.key is not None and len(rows):
+        key_array = fields[schema.key.name]
+        problems.add(rows[key_array.is_null().to_numpy(zero_copy_only=False)], lambda r: f"key column {schema.key.name!r} is null")
+
+    dead = _dead_letters(raw, schema, problems, fields, rows)
+    keep = problems.good_mask()[rows]  # over the parsed rows
+    if not keep.any():
+        return None, dead
+    kept_rows = rows[keep]
+    take = None if keep.all() else pa.array(np.flatnonzero(keep))
+
+    def pick(array: pa.Array) -> pa.Array:
+        return array if take is None else array.take(take)
+
+    inputs = []
+    for spec in schema.model_inputs:
+        parts = [values[c.name] if keep.all() else values[c.name][keep] for c in spec.columns]
+        stacked = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)  # (n, prod(shape))
+        inputs.append(np.ascontiguousarray(stacked.reshape(len(kept_rows), *spec.shape)))  # (n, *shape)
+    keys = pick(fields[schema.key.name]) if schema.key is not None else synthesized_keys(raw, kept_rows)
+    return (
+        DecodedBatch(
+            keys=keys,
+            inputs=tuple(inputs),
+            passthrough={f.name: pick(fields[f.name]) for f in schema.passthrough},
+            labels=None if labels is None else labels[keep],
+        ),
+        dead,
+    )
+
+
+def _dead_letters(raw: RawBatch, schema: RecordSchema, problems: _Problems, fields: dict, rows: np.ndarray) -> list[DeadLetter]:
+    letters = []
+    for index in sorted(problems.reasons):
+        key = None
+        if schema.key is not None and schema.key.name in fields:
+            position = np.searchsorted(rows, index)
+            if position < len(rows) and rows[position] == index:
+                key = fields[schema.key.name][int(position)].as_py()
+        if key is None:
+            key = f"{raw.key_prefix}:{raw.first_index + index}"
+        if raw.table is not None:
+            record = json.dumps(raw.table.slice(index, 1).to_pylist()[0], default=str).encode()
+        else:
+            record = raw.serialized[index]
+        letters.append(DeadLetter(str(key), raw.source, record, problems.reasons[index]))
+    return letters
