@@ -1,0 +1,121 @@
+"""Command line: `attribution-pipeline run|demo ...` (also `python -m pipeline ...`).
+
+`run` takes every RunConfig setting as a flag (`key_column` -> `--key-column`), or from
+`--config FILE.yaml`; flags override the file. Flags this program does not know are Beam
+pipeline options (`--runner`, `--project`, `--temp_location`, ...) and go to `PipelineOptions`.
+A user error prints one line saying what is wrong and how to fix it, and exits with status 2
+(a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Optional, Sequence
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+EXIT_USER_ERROR = 2
+
+
+def _input_map(value: str) -> tuple[str, Any]:
+    name, sep, columns = value.partition("=")
+    if not sep or not name or not columns:
+        raise argparse.ArgumentTypeError(f"--input-map expects NAME=COLUMN or NAME=COL1,COL2,...; got {value!r}")
+    parts = [c for c in columns.split(",") if c]
+    return name, parts[0] if len(parts) == 1 and "," not in columns else parts
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", help="YAML file with settings (flags override it); see configs/.")
+    add("--model", help="Keras .keras/.h5 file or TensorFlow SavedModel directory (local or gs://).")
+    add("--input", action="append", help="input file or glob; repeat for several.")
+    add("--output", help="output directory for Parquet files, dead letters and manifest.json.")
+    add("--input-format", choices=["auto", "tfrecord", "parquet"], help="default: from the extension.")
+    add("--method", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients.")
+    add("--target", help="predicted (default) | INDEX | label:COLUMN | top_k:K.")
+    add("--key-column", help="column carried to the output as the key (default: '<file>:<index>').")
+    add("--passthrough", action="append", dest="passthrough_columns", help="column copied to the output; repeat or comma-separate.")
+    add("--input-map", action="append", type=_input_map, dest="inputs", help="MODEL_INPUT=COLUMN or MODEL_INPUT=COL1,COL2,...")
+    add("--output-name", help="which model output to explain (multi-output models).")
+    add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
+    add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False (only for files you trust).")
+    add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
+    add("--batch-size", type=int, help="records per batch (default 1024).")
+    add("--chunk-size", type=int, help="most rows (examples x steps/samples) per gradient call (default 1024).")
+    add("--steps", type=int, help="integrated gradients: points on the path (default 64).")
+    add("--rule", help="integrated gradients: gausslegendre (default) | riemann_left | riemann_right | riemann_middle | riemann_trapezoid.")
+    add("--baseline", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")
+    add("--smoothgrad-variant", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
+    add("--noise-fraction", type=float, help="SmoothGrad noise std as a fraction of each input's range (default 0.15).")
+    add("--samples", type=int, help="SmoothGrad (default 50) / expected gradients (default 200) samples per record.")
+    add("--seed", type=int, help="seed of the sampling methods (default 0).")
+    add("--background", help="expected gradients: Parquet/TFRecord file of background rows.")
+    add("--debug", action="store_true", help="show tracebacks for user errors.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attribution-pipeline", description=__doc__.split("\n")[0], allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _run_arguments(commands.add_parser("run", help="attribute a dataset", allow_abbrev=False))
+    demo = commands.add_parser("demo", help="train two small models on scikit-learn data and attribute them", allow_abbrev=False)
+    demo.add_argument("--output", default="demo_output", help="directory for the demo's models, data and results.")
+    demo.add_argument("--debug", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    """Merges --config (if any) with the flags given (flags win) into a validated RunConfig."""
+    from pipeline.config import RunConfig, load_yaml_config
+
+    values = load_yaml_config(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug") and v is not None}
+    if "passthrough_columns" in flags:
+        flags["passthrough_columns"] = [c for item in flags["passthrough_columns"] for c in item.split(",") if c]
+    if "inputs" in flags:
+        flags["inputs"] = dict(flags["inputs"])
+    values.update(flags)
+    source = f"--config {args.config} and flags" if args.config else "the flags"
+    return RunConfig.from_mapping(values, source=source)
+
+
+def _print_summary(manifest: dict) -> None:
+    counts = manifest["counts"]
+    print(
+        f"attributed {counts['records_attributed']} of {counts['records_read']} records "
+        f"({counts['records_dead_lettered']} dead-lettered) in {manifest['timings']['total_seconds']:.1f} s"
+    )
+    for f in manifest["output"]["attributions"]:
+        print(f"  {f['path']}  ({f['rows']} rows)")
+    for f in manifest["output"]["dead_letters"]:
+        if f["rows"]:
+            print(f"  dead letters: {f['path']}  ({f['rows']} rows)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "demo":
+            if beam_args:
+                parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+            from pipeline.demo import run_demo
+
+            run_demo(args.output)
+            return 0
+        config = config_from_args(args)
+        from pipeline.run import run_attribution
+
+        manifest = run_attribution(config, beam_args)
+        _print_summary(manifest)
+        print(f"manifest: {config.output.rstrip('/')}/manifest.json")
+        return 0
+    except ValueError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
