@@ -10,7 +10,9 @@ A user error prints one line saying what is wrong and how to fix it, and exits w
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import os
 import sys
 from typing import Any, Optional, Sequence
 
@@ -81,6 +83,31 @@ def config_from_args(args: argparse.Namespace):
     return RunConfig.from_mapping(values, source=source)
 
 
+def check_pipeline_args(beam_args: Sequence[str], own_parser: argparse.ArgumentParser) -> None:
+    """Flags that neither this program nor any Beam PipelineOptions knows are errors (Beam would
+    only log and drop them, so a typo like --stpes would silently run with the default)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    beam_parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(beam_parser)  # pylint: disable=protected-access
+    _, unknown = beam_parser.parse_known_args(list(beam_args))
+    flags = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")]
+    if not unknown:
+        return
+    known = [o for p in (beam_parser, *_subparsers(own_parser)) for a in p._actions for o in a.option_strings]
+    suggestion = difflib.get_close_matches(flags[0], known, n=1) if flags else []
+    hint = f" Did you mean {suggestion[0]}?" if suggestion else ""
+    raise ValueError(
+        f"unknown argument(s) {unknown}: not a setting of this program (see --help) nor a Beam "
+        f"pipeline option.{hint}"
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
+
+
 def _print_summary(manifest: dict) -> None:
     counts = manifest["counts"]
     print(
@@ -96,6 +123,7 @@ def _print_summary(manifest: dict) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -107,6 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             run_demo(args.output)
             return 0
+        check_pipeline_args(beam_args, parser)
         config = config_from_args(args)
         from pipeline.run import run_attribution
 

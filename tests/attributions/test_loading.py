@@ -1,0 +1,111 @@
+"""Loading .keras, .h5 and SavedModel models; safe mode; output selection; logits."""
+
+import numpy as np
+import pytest
+
+from attributions.loading import load_model, model_fingerprint
+from helpers import linear_weights, save_linear_model
+
+X = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_keras_model_describes_its_inputs_and_outputs(linear_model):
+    path, weights, bias = linear_model
+    model = load_model(path)
+    assert model.kind == "keras"
+    assert model.input_names == ("features",)
+    assert model.input_shapes == ((6,),)
+    assert model.output_sizes == (3,)
+    np.testing.assert_allclose(model.model_functions().predict([X]), X @ weights + bias, rtol=1e-5, atol=1e-6)
+
+
+def test_h5_and_saved_model_give_the_same_outputs(tmp_path, linear_model):
+    import keras
+
+    path, weights, bias = linear_model
+    keras_model = keras.saving.load_model(path)
+    keras_model.save(str(tmp_path / "legacy.h5"))
+    keras_model.export(str(tmp_path / "saved_model"))
+    for other in (str(tmp_path / "legacy.h5"), str(tmp_path / "saved_model")):
+        model = load_model(other)
+        fns = model.model_functions()
+        np.testing.assert_allclose(fns.predict([X]), X @ weights + bias, rtol=1e-5, atol=1e-6)
+        _, (grads,), _ = fns.gradients([X], np.array([0, 1, 2, 0], np.int32))
+        np.testing.assert_allclose(grads, weights[:, [0, 1, 2, 0]].T, rtol=1e-6)
+    assert load_model(str(tmp_path / "saved_model")).kind == "saved_model"
+
+
+def test_explain_logits_removes_a_final_softmax(tmp_path):
+    weights, bias = linear_weights()
+    path = save_linear_model(tmp_path / "softmax.keras", weights, bias, activation="softmax")
+    model = load_model(path)
+    np.testing.assert_allclose(model.model_functions().predict([X]), _softmax(X @ weights + bias), rtol=1e-5)
+    np.testing.assert_allclose(load_model(path).model_functions(explain_logits=True).predict([X]), X @ weights + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_explain_logits_through_a_separate_activation_layer(tmp_path):
+    import keras
+
+    weights, bias = linear_weights()
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3), keras.layers.Activation("softmax")])
+    model.layers[0].set_weights([weights, bias])
+    model.save(str(tmp_path / "act.keras"))
+    logits = load_model(str(tmp_path / "act.keras")).model_functions(explain_logits=True).predict([X])
+    np.testing.assert_allclose(logits, X @ weights + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_explain_logits_without_final_softmax_says_what_it_found(linear_model):
+    with pytest.raises(ValueError, match="expected a final softmax or sigmoid. Drop --explain-logits"):
+        load_model(linear_model[0]).model_functions(explain_logits=True)
+
+
+def test_lambda_layer_is_refused_in_safe_mode_with_how_to_opt_in(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2.0), keras.layers.Dense(1)])
+    model.save(str(tmp_path / "lambda.keras"))
+    with pytest.raises(ValueError, match="safe mode refuses.*--unsafe-deserialization"):
+        load_model(str(tmp_path / "lambda.keras"))
+    loaded = load_model(str(tmp_path / "lambda.keras"), unsafe_deserialization=True)
+    assert loaded.input_shapes == ((3,),)
+
+
+def test_multi_output_model_needs_an_output_name(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, [keras.layers.Dense(2, name="cls")(inputs), keras.layers.Dense(1, name="reg")(inputs)])
+    model.save(str(tmp_path / "two.keras"))
+    loaded = load_model(str(tmp_path / "two.keras"))
+    with pytest.raises(ValueError, match=r"has 2 outputs \['cls', 'reg'\]; name the one to explain with --output-name"):
+        loaded.model_functions()
+    assert loaded.model_functions("reg").num_outputs == 1
+    with pytest.raises(ValueError, match="output_name 'nope' is not an output"):
+        loaded.model_functions("nope")
+
+
+def test_files_that_are_not_models_fail_clearly(tmp_path):
+    (tmp_path / "junk.keras").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="could not load .*junk.keras.* as a Keras model"):
+        load_model(str(tmp_path / "junk.keras"))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_model(str(tmp_path / "missing.keras"))
+    (tmp_path / "model.pkl").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unknown suffix"):
+        load_model(str(tmp_path / "model.pkl"))
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(ValueError, match="no saved_model.pb"):
+        load_model(str(tmp_path / "empty_dir"))
+
+
+def test_fingerprint_is_the_file_sha256(linear_model):
+    import hashlib
+
+    path = linear_model[0]
+    with open(path, "rb") as handle:
+        assert model_fingerprint(path) == hashlib.sha256(handle.read()).hexdigest()

@@ -1,0 +1,28 @@
+"""Shared fixtures (helpers live in tests/helpers.py)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from helpers import linear_weights, save_linear_model, write_tabular_parquet
+
+
+@pytest.fixture
+def linear_model(tmp_path):
+    weights, bias = linear_weights()
+    return save_linear_model(tmp_path / "linear.keras", weights, bias), weights, bias
+
+
+@pytest.fixture
+def tabular_data(tmp_path):
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(40, 6)).astype(np.float32)
+    ids = np.arange(1000, 1040, dtype=np.int64)
+    labels = rng.integers(0, 3, size=40)
+    path = write_tabular_parquet(tmp_path / "data.parquet", features, ids=ids, labels=labels)
+    return path, features, ids, labels

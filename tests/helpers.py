@@ -1,0 +1,101 @@
+"""Shared test helpers: tiny Keras models with known weights, real Parquet/TFRecord files."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def linear_weights(num_features: int = 6, num_classes: int = 3, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.normal(size=(num_features, num_classes)).astype(np.float32),
+        rng.normal(size=(num_classes,)).astype(np.float32),
+    )
+
+
+def save_linear_model(path, weights, bias, input_name: str = "features", activation=None):
+    """Sequential Dense model with exactly these weights: F(x) = act(x @ W + b)."""
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((weights.shape[0],), name=input_name), keras.layers.Dense(weights.shape[1], activation=activation)]
+    )
+    model.layers[-1].set_weights([weights, bias])
+    model.save(str(path))
+    return str(path)
+
+
+def save_nonlinear_model(path, num_features: int = 5, num_classes: int = 4, seed: int = 3):
+    """A smooth (tanh) MLP with fixed random weights."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((num_features,), name="features"),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+    model.save(str(path))
+    return str(path)
+
+
+def save_multi_input_linear_model(path, seed: int = 2):
+    """image (4, 4, 1) and tabular (3,) inputs; F(x) = flatten(image) @ Wi + tabular @ Wt + b, 2 classes."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    image = keras.Input((4, 4, 1), name="image")
+    tabular = keras.Input((3,), name="tabular")
+    merged = keras.layers.Concatenate()([keras.layers.Flatten()(image), tabular])
+    dense = keras.layers.Dense(2)
+    model = keras.Model([image, tabular], dense(merged))
+    weights = rng.normal(size=(19, 2)).astype(np.float32)
+    bias = rng.normal(size=(2,)).astype(np.float32)
+    dense.set_weights([weights, bias])
+    model.save(str(path))
+    return str(path), weights, bias
+
+
+def write_tabular_parquet(path, features: np.ndarray, ids=None, labels=None, row_group_size: int = 16):
+    """One scalar column f0..f{d-1} per feature, plus id and label columns."""
+    columns = {}
+    if ids is not None:
+        columns["id"] = pa.array(ids)
+    if labels is not None:
+        columns["label"] = pa.array(np.asarray(labels, dtype=np.int64))
+    for j in range(features.shape[1]):
+        columns[f"f{j}"] = pa.array(features[:, j].astype(np.float32))
+    pq.write_table(pa.table(columns), str(path), row_group_size=row_group_size)
+    return str(path)
+
+
+def write_vector_tfrecord(path, features: np.ndarray, ids=None, labels=None, feature_name: str = "features"):
+    """One tf.train.Example per row: a float_list feature, optional bytes id and int64 label."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, row in enumerate(features):
+            feature = {feature_name: tf.train.Feature(float_list=tf.train.FloatList(value=row.reshape(-1)))}
+            if ids is not None:
+                feature["id"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(ids[i]).encode()]))
+            if labels is not None:
+                feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])]))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return str(path)
+
+
+def read_parquet_dir(directory, prefix: str = "attributions") -> pa.Table:
+    files = sorted(f for f in os.listdir(directory) if f.startswith(prefix) and f.endswith(".parquet"))
+    return pa.concat_tables([pq.read_table(os.path.join(directory, f)) for f in files])
+
+
+def rows_by_key(table: pa.Table, key: str = "id") -> dict:
+    return {row[key]: row for row in table.to_pylist()}

@@ -1,0 +1,68 @@
+"""The command line, as a user runs it: a subprocess, a YAML config, flags, Beam options."""
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import numpy as np
+import yaml
+
+from helpers import read_parquet_dir, rows_by_key
+from pipeline.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLUMNS = [f"f{j}" for j in range(6)]
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_run_with_config_file_flags_override_it_and_beam_options_pass_through(linear_model, tabular_data, tmp_path):
+    model, weights, bias = linear_model
+    data, features, ids, _ = tabular_data
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": model, "input": data, "output": str(tmp_path / "ignored"), "method": "integrated_gradients",
+        "steps": 8, "inputs": {"features": COLUMNS}, "key_column": "id", "passthrough_columns": ["label"],
+    }))
+    result = _cli("run", "--config", str(config), "--output", str(tmp_path / "out"), "--steps", "16",
+                  "--target", "2", "--runner", "DirectRunner", "--job_name", "cli-test")
+    assert result.returncode == 0, result.stderr
+    assert "attributed 40 of 40 records (0 dead-lettered)" in result.stdout
+    assert not (tmp_path / "ignored").exists()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["settings"]["steps"] == 16
+    assert manifest["pipeline_options"] == ["--runner", "DirectRunner", "--job_name", "cli-test"]
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    for key, x in zip(ids.tolist(), features):
+        assert rows[key]["target"] == 2
+        np.testing.assert_allclose([rows[key][f"attr_{c}"] for c in COLUMNS], x * weights[:, 2], rtol=1e-4, atol=1e-5)
+
+
+def test_input_map_and_passthrough_flags(linear_model, tabular_data, tmp_path):
+    code = main(["run", "--model", linear_model[0], "--input", tabular_data[0], "--output", str(tmp_path / "out"),
+                 "--method", "gradient", "--input-map", "features=" + ",".join(COLUMNS), "--passthrough", "label,id"])
+    assert code == 0
+    table = read_parquet_dir(tmp_path / "out")
+    assert table.column_names[:3] == ["key", "label", "id"]
+
+
+def test_user_errors_are_one_line_with_status_2_and_no_traceback(linear_model, tmp_path):
+    result = _cli("run", "--model", linear_model[0], "--input", str(tmp_path / "none-*.parquet"), "--output", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "error: input pattern" in result.stderr and "matches no files" in result.stderr
+    assert "Traceback" not in result.stderr
+    typo = _cli("run", "--model", "m", "--input", "i", "--output", "o", "--stpes", "3")
+    assert typo.returncode == 2 and "Did you mean --steps?" in typo.stderr
+
+
+def test_console_script_is_installed_and_runs():
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "attribution-pipeline"]
+    assert script.value == "pipeline.cli:main"
+    executable = os.path.join(os.path.dirname(sys.executable), "attribution-pipeline")
+    result = subprocess.run([executable, "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--key-column" in result.stdout

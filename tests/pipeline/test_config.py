@@ -1,0 +1,72 @@
+import pytest
+
+from pipeline.config import RunConfig, load_yaml_config, parse_baseline, parse_target
+
+BASE = {"model": "m.keras", "input": "data/*.parquet", "output": "out"}
+
+
+def test_defaults_and_method_settings():
+    config = RunConfig.from_mapping(BASE)
+    assert config.method == "integrated_gradients"
+    assert config.setting("steps") == 64 and config.setting("rule") == "gausslegendre"
+    assert config.input == ("data/*.parquet",)
+    assert config.to_dict()["steps"] == 64
+    assert "samples" not in config.to_dict()
+
+
+def test_unknown_keys_are_rejected_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['step'\] in config; known settings are"):
+        RunConfig.from_mapping({**BASE, "step": 3})
+
+
+def test_missing_required_settings():
+    with pytest.raises(ValueError, match=r"missing required setting\(s\) \['output'\]"):
+        RunConfig.from_mapping({"model": "m", "input": "x"})
+
+
+def test_settings_of_another_method_are_rejected():
+    with pytest.raises(ValueError, match="setting 'steps' applies only to method\\(s\\) \\['integrated_gradients'\\], but method is 'gradient'"):
+        RunConfig.from_mapping({**BASE, "method": "gradient", "steps": 8})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"method": "shap"}, "method 'shap' is not valid; expected one of"),
+        ({"batch_size": 0}, "batch_size must be a positive integer; got 0"),
+        ({"rule": "simpson"}, "rule 'simpson' is not valid"),
+        ({"baseline": "mean"}, "baseline 'mean' is not valid; expected 'zeros'"),
+        ({"target": "top_k:0"}, "target 'top_k:0' is not valid"),
+        ({"method": "smoothgrad", "noise_fraction": -1}, "noise_fraction must be a number >= 0"),
+        ({"method": "expected_gradients"}, "needs background rows: pass --background"),
+        ({"explain_logits": "yes"}, "explain_logits must be true or false"),
+        ({"inputs": {"x": 3}}, r"inputs\['x'\] must be a column name or a non-empty list"),
+    ],
+)
+def test_invalid_values_say_what_was_expected(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_mapping({**BASE, **values})
+
+
+def test_target_forms():
+    assert parse_target("predicted").mode == "predicted"
+    assert parse_target(3).index == 3 and parse_target("3").index == 3 and parse_target("index:3").index == 3
+    assert parse_target("label:y").column == "y"
+    assert parse_target("top_k:2").k == 2
+
+
+def test_baseline_forms():
+    assert parse_baseline("zeros").kind == "zeros"
+    assert parse_baseline("constant:0.5").value == 0.5
+    assert parse_baseline(0.25).value == 0.25
+    assert parse_baseline("file:b.parquet").path == "b.parquet"
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_yaml_config(str(path))
+    path.write_text("- a list\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        load_yaml_config(str(path))

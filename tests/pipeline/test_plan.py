@@ -1,0 +1,83 @@
+"""A misconfigured run fails on the launcher, before any worker starts, saying what to fix."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import write_vector_tfrecord
+from pipeline.config import RunConfig
+from pipeline.plan import resolve_plan
+
+COLUMNS = [f"f{j}" for j in range(6)]
+
+
+def _config(model, data, tmp_path, **extra):
+    values = {"model": model, "input": data, "output": str(tmp_path / "out"), "inputs": {"features": COLUMNS}}
+    values.update(extra)
+    return RunConfig.from_mapping(values)
+
+
+def test_valid_plan_maps_columns_and_builds_the_output_schema(linear_model, tabular_data, tmp_path):
+    plan = resolve_plan(_config(linear_model[0], tabular_data[0], tmp_path, key_column="id", passthrough_columns=["label"]))
+    assert plan.input_format == "parquet"
+    assert [c.name for c in plan.schema.source_columns] == COLUMNS
+    names = plan.settings.output_schema.names
+    assert names[:4] == ["id", "label", "target", "target_score"]
+    assert names[4:10] == [f"attr_{c}" for c in COLUMNS]
+    assert names[10:] == ["convergence_delta", "convergence_delta_rel"]
+    metadata = plan.settings.output_schema.metadata
+    assert metadata[b"attribution.method"] == b"integrated_gradients"
+    assert len(metadata[b"attribution.model_sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"input": "nowhere/*.parquet"}, "matches no files"),
+        ({"inputs": {}}, r"model input 'features' \(shape \(6,\)\) matches no input column 'features'; map it"),
+        ({"inputs": {"features": COLUMNS[:5]}}, r"has shape \(6,\) \(6 values\) but is mapped to 5 columns"),
+        ({"inputs": {"features": COLUMNS[:5] + ["nope"]}}, r"mapped to columns \['nope'\] that the input lacks"),
+        ({"inputs": {"other": "f0"}}, r"inputs maps \['other'\], which the model does not have"),
+        ({"target": 3}, r"target index 3 is out of range: the explained output has 3 values"),
+        ({"target": "label:f0"}, "target labels must be integers"),
+        ({"key_column": "missing"}, "key column 'missing' is not a column of the input"),
+        ({"passthrough_columns": ["f0"], "key_column": "f0"}, "would clash in the output"),
+        ({"output_name": "x"}, "output_name 'x' is not an output of the model"),
+        ({"baseline": "file:nowhere.parquet"}, "matches no files"),
+    ],
+)
+def test_misconfigurations_fail_fast(linear_model, tabular_data, tmp_path, extra, message):
+    values = {"input": tabular_data[0], **extra}
+    config = _config(linear_model[0], values.pop("input"), tmp_path, **values)
+    with pytest.raises(ValueError, match=message):
+        resolve_plan(config)
+
+
+def test_list_column_length_must_match_the_model_input(tmp_path, linear_model):
+    path = write_vector_tfrecord(tmp_path / "v.tfrecord", np.zeros((3, 5), np.float32))
+    config = RunConfig.from_mapping({"model": linear_model[0], "input": path, "output": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match=r"column 'features' holds 5 values per record but model input 'features' has shape \(6,\)"):
+        resolve_plan(config)
+
+
+def test_integer_model_inputs_are_refused_with_the_input_named(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,), dtype="int32", name="tokens")
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Embedding(10, 2)(inputs)))
+    model.save(str(tmp_path / "emb.keras"))
+    pq.write_table(pa.table({"tokens": pa.array([[1, 2, 3, 4]], pa.list_(pa.int64()))}), str(tmp_path / "t.parquet"))
+    config = RunConfig.from_mapping({"model": str(tmp_path / "emb.keras"), "input": str(tmp_path / "t.parquet"), "output": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="model input 'tokens' has dtype int32; gradients are defined only for floating-point"):
+        resolve_plan(config)
+
+
+def test_unknown_extension_asks_for_the_format(tmp_path, linear_model, tabular_data):
+    import shutil
+
+    shutil.copy(tabular_data[0], tmp_path / "data.bin")
+    config = _config(linear_model[0], str(tmp_path / "data.bin"), tmp_path)
+    with pytest.raises(ValueError, match="pass --input-format parquet|tfrecord"):
+        resolve_plan(config)
+    assert resolve_plan(_config(linear_model[0], str(tmp_path / "data.bin"), tmp_path, input_format="parquet")).input_format == "parquet"

@@ -1,0 +1,102 @@
+"""run_attribution on real files: outputs, dead letters, manifest counts and metadata."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import read_parquet_dir, rows_by_key, write_tabular_parquet, write_vector_tfrecord
+from pipeline.config import RunConfig
+from pipeline.run import run_attribution
+
+COLUMNS = [f"f{j}" for j in range(6)]
+
+
+def _config(model, data, output, **extra):
+    return RunConfig.from_mapping({"model": model, "input": data, "output": str(output), "inputs": {"features": COLUMNS}, **extra})
+
+
+def test_manifest_reconciles_with_a_malformed_record_in_the_dead_letters(linear_model, tmp_path):
+    model, weights, _ = linear_model
+    rng = np.random.default_rng(9)
+    good = rng.normal(size=(12, 6)).astype(np.float32)
+    path = write_vector_tfrecord(tmp_path / "a.tfrecord", good, ids=[f"id{i}" for i in range(12)])
+    write_vector_tfrecord(tmp_path / "b.tfrecord", np.zeros((1, 5), np.float32), ids=["short"])  # wrong length
+    config = RunConfig.from_mapping({"model": model, "input": [path, str(tmp_path / "b.tfrecord")], "output": str(tmp_path / "out"),
+                                     "key_column": "id", "method": "gradient"})
+    manifest = run_attribution(config)
+
+    counts = manifest["counts"]
+    assert counts == {"records_read": 13, "records_attributed": 12, "records_dead_lettered": 1, "rows_written": 12,
+                      "dead_letter_rows_written": 1, "rows_per_record": 1, "reconciled": True}
+    dead = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
+    assert dead[0]["key"] == "b.tfrecord:0" and dead[0]["error"] == "feature 'features' has 5 values, expected 6"
+    assert dead[0]["record"] == next(iter(__import__("tensorflow").data.TFRecordDataset(str(tmp_path / "b.tfrecord")))).numpy()
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    for i in range(12):
+        np.testing.assert_allclose(rows[f"id{i}"]["attr_features"], weights[:, rows[f"id{i}"]["target"]], rtol=1e-6)
+
+    on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert on_disk["counts"] == counts
+    assert on_disk["metrics"]["attribution/model_loads"] == 1
+    assert on_disk["metrics"]["attribution/attribution_batch_latency_micro_secs"]["count"] >= 1
+    assert on_disk["input"]["files"] == sorted([path, str(tmp_path / "b.tfrecord")])
+    assert on_disk["model"]["sha256"] == pq.read_schema(on_disk["output"]["attributions"][0]["path"]).metadata[b"attribution.model_sha256"].decode()
+    assert on_disk["settings"]["method"] == "gradient"
+    assert set(on_disk["versions"]) >= {"apache_beam", "tensorflow", "keras", "attribution_pipeline"}
+
+
+def test_existing_results_are_not_overwritten_unless_asked(linear_model, tabular_data, tmp_path):
+    config = _config(linear_model[0], tabular_data[0], tmp_path / "out", method="gradient")
+    run_attribution(config)
+    with pytest.raises(ValueError, match="already holds results .* pass --overwrite"):
+        run_attribution(config)
+    manifest = run_attribution(_config(linear_model[0], tabular_data[0], tmp_path / "out", method="gradient", overwrite=True))
+    assert manifest["counts"]["rows_written"] == 40
+    assert read_parquet_dir(tmp_path / "out").num_rows == 40
+
+
+def test_integrated_gradients_against_a_baseline_row_from_a_file(linear_model, tabular_data, tmp_path):
+    model, weights, bias = linear_model
+    data, features, ids, _ = tabular_data
+    baseline = np.linspace(-1, 1, 6).astype(np.float32)
+    write_tabular_parquet(tmp_path / "baseline.parquet", baseline[None, :])
+    run_attribution(_config(model, data, tmp_path / "out", key_column="id", baseline=f"file:{tmp_path / 'baseline.parquet'}", steps=4, rule="riemann_trapezoid"))
+    table = read_parquet_dir(tmp_path / "out")
+    assert json.loads(table.schema.metadata[b"attribution.parameters"]) == {"rule": "riemann_trapezoid", "steps": 4}
+    rows = rows_by_key(table)
+    for key, x in zip(ids.tolist(), features):
+        row = rows[key]
+        np.testing.assert_allclose([row[f"attr_{c}"] for c in COLUMNS], (x - baseline) * weights[:, row["target"]], rtol=1e-4, atol=1e-5)
+        assert row["convergence_delta_rel"] < 1e-3
+
+
+def test_expected_gradients_and_smoothgrad_through_the_pipeline(linear_model, tabular_data, tmp_path):
+    model, weights, _ = linear_model
+    data, features, ids, _ = tabular_data
+    background = np.random.default_rng(1).normal(size=(1, 6)).astype(np.float32)
+    write_tabular_parquet(tmp_path / "bg.parquet", background)
+    run_attribution(_config(model, data, tmp_path / "eg", key_column="id", method="expected_gradients", background=str(tmp_path / "bg.parquet"), samples=4, target=1))
+    rows = rows_by_key(read_parquet_dir(tmp_path / "eg"))
+    for key, x in zip(ids.tolist(), features):
+        np.testing.assert_allclose([rows[key][f"attr_{c}"] for c in COLUMNS], (x - background[0]) * weights[:, 1], rtol=1e-4, atol=1e-5)
+        assert rows[key]["attribution_stderr"] == pytest.approx(0.0, abs=1e-5)
+
+    run_attribution(_config(model, data, tmp_path / "sg", key_column="id", method="smoothgrad", samples=3, target=0))
+    table = read_parquet_dir(tmp_path / "sg")
+    for c, w in zip(COLUMNS, weights[:, 0]):
+        np.testing.assert_allclose(table.column(f"attr_{c}").to_numpy(), w, rtol=1e-5)
+
+
+def test_saved_model_directory_end_to_end(linear_model, tabular_data, tmp_path):
+    import keras
+
+    model, weights, _ = linear_model
+    keras.saving.load_model(model).export(str(tmp_path / "sm"))
+    manifest = run_attribution(_config(str(tmp_path / "sm"), tabular_data[0], tmp_path / "out", method="gradient", target=1, inputs={"features": COLUMNS}))
+    assert manifest["counts"]["rows_written"] == 40
+    table = read_parquet_dir(tmp_path / "out")
+    np.testing.assert_allclose(table.column("attr_f0").to_numpy(), weights[0, 1], rtol=1e-6)

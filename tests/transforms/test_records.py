@@ -1,0 +1,113 @@
+"""Decoding batches: valid records to model inputs, invalid ones to dead letters with reasons."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+
+from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RawBatch, RecordSchema, decode_batch
+
+IMAGE = ModelInputSpec("image", (2, 2, 1), (ColumnSpec("pixels", 4, True),))
+TABULAR = ModelInputSpec("tabular", (2,), (ColumnSpec("a", 1, False), ColumnSpec("b", 1, False)))
+
+
+def _parquet_schema(**kwargs):
+    return RecordSchema("parquet", (IMAGE, TABULAR), key=FieldSpec("id", pa.int64()), **kwargs)
+
+
+def test_parquet_batch_decodes_list_and_scalar_columns():
+    table = pa.table({"id": [7, 8], "pixels": [[1, 2, 3, 4], [5, 6, 7, 8]], "a": [0.5, 1.5], "b": [2, 3]})
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=table), _parquet_schema())
+    assert dead == []
+    assert decoded.keys.to_pylist() == [7, 8]
+    np.testing.assert_array_equal(decoded.inputs[0], np.arange(1, 9, dtype=np.float32).reshape(2, 2, 2, 1))
+    np.testing.assert_array_equal(decoded.inputs[1], [[0.5, 2], [1.5, 3]])
+    assert decoded.inputs[0].dtype == np.float32
+
+
+def test_parquet_bad_rows_go_to_dead_letters_and_the_rest_is_kept():
+    table = pa.table(
+        {
+            "id": [1, 2, 3, 4, 5, 6],
+            "pixels": [[1, 2, 3, 4], [1, 2, 3], None, [1, None, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]],
+            "a": [0.0, 0.0, 0.0, 0.0, float("nan"), 1.0],
+            "b": [1.0, 1.0, 1.0, 1.0, 1.0, None],
+        }
+    )
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=table), _parquet_schema())
+    assert decoded.keys.to_pylist() == [1]
+    reasons = {d.key: d.error for d in dead}
+    assert reasons == {
+        "2": "column 'pixels' has 3 values, expected 4",
+        "3": "column 'pixels' is null",
+        "4": "column 'pixels' holds null values",
+        "5": "column 'a' holds NaN or infinite values",
+        "6": "column 'b' is null",
+    }
+    assert json.loads(dead[0].record)["pixels"] == [1, 2, 3]
+    assert all(d.source == "f.parquet" for d in dead)
+
+
+def test_synthesized_keys_are_file_and_record_index():
+    schema = RecordSchema("parquet", (TABULAR,))
+    table = pa.table({"a": [1.0, float("inf"), 3.0], "b": [1.0, 2.0, 3.0]})
+    decoded, dead = decode_batch(RawBatch("/d/x.parquet", "x.parquet", 100, table=table), schema)
+    assert decoded.keys.to_pylist() == ["x.parquet:100", "x.parquet:102"]
+    assert [d.key for d in dead] == ["x.parquet:101"]
+
+
+def test_labels_out_of_range_are_dead_lettered():
+    schema = RecordSchema("parquet", (TABULAR,), label=FieldSpec("y", pa.int64()), num_outputs=3)
+    table = pa.table({"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0], "y": [0, 3, 2]})
+    decoded, dead = decode_batch(RawBatch("x", "x", 0, table=table), schema)
+    np.testing.assert_array_equal(decoded.labels, [0, 2])
+    assert dead[0].error == "label column 'y' value 3 is out of range [0, 3) of the explained output"
+
+
+def _example(**features):
+    feature = {}
+    for name, value in features.items():
+        if isinstance(value, bytes):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        elif isinstance(value, int):
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        else:
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=value))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_tfrecord_batch_with_malformed_records():
+    schema = RecordSchema(
+        "tfrecord",
+        (ModelInputSpec("v", (3,), (ColumnSpec("v", 3, True),)),),
+        key=FieldSpec("id", pa.string()),
+        passthrough=(FieldSpec("label", pa.int64(), "int64_list"),),
+    )
+    records = [
+        _example(id=b"ok-1", v=[1.0, 2.0, 3.0], label=1),
+        _example(id=b"short", v=[1.0, 2.0], label=1),
+        _example(id=b"missing", label=0),
+        _example(id=b"ints", v=[1.0, 2.0, 3.0], label=[1.0]),
+        b"\xff\xfe not a proto",
+        _example(id=b"ok-2", v=[4.0, 5.0, 6.0], label=2),
+    ]
+    decoded, dead = decode_batch(RawBatch("r.tfrecord", "r.tfrecord", 10, serialized=records), schema)
+    assert decoded.keys.to_pylist() == ["ok-1", "ok-2"]
+    assert decoded.passthrough["label"].to_pylist() == [1, 2]
+    np.testing.assert_array_equal(decoded.inputs[0], [[1, 2, 3], [4, 5, 6]])
+    assert [(d.key, d.error) for d in dead] == [
+        ("r.tfrecord:11", "feature 'v' has 2 values, expected 3"),
+        ("r.tfrecord:12", "feature 'v' is missing"),
+        ("r.tfrecord:13", "feature 'label' is float_list, expected int64_list"),
+        ("r.tfrecord:14", dead[3].error),
+    ]
+    assert dead[3].error.startswith("record is not a serialized tf.train.Example")
+    assert dead[0].record == records[1]
+
+
+def test_all_bad_batch_yields_no_records():
+    schema = RecordSchema("parquet", (TABULAR,))
+    decoded, dead = decode_batch(RawBatch("x", "x", 0, table=pa.table({"a": [None], "b": [1.0]}, schema=pa.schema([("a", pa.float64()), ("b", pa.float64())]))), schema)
+    assert decoded is None and len(dead) == 1
