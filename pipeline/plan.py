@@ -94,10 +94,15 @@ def _parquet_catalog(path: str) -> dict[str, _SourceColumn]:
 def _tfrecord_catalog(path: str) -> dict[str, _SourceColumn]:
     import tensorflow as tf
 
-    for serialized in tf.data.TFRecordDataset([path]).take(1).as_numpy_iterator():
-        example = tf.train.Example.FromString(serialized)
-        break
-    else:
+    try:
+        first = list(tf.data.TFRecordDataset([path]).take(1).as_numpy_iterator())
+        example = tf.train.Example.FromString(first[0]) if first else None
+    except Exception as error:  # DataLossError, protobuf DecodeError
+        raise ValueError(
+            f"cannot read the first record of {path!r} to learn the features ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0]}); is it an uncompressed TFRecord file of tf.train.Example?"
+        ) from None
+    if example is None:
         raise ValueError(f"input file {path!r} holds no records; cannot read its features.")
     catalog = {}
     for name, feature in example.features.feature.items():

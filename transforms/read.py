@@ -102,15 +102,36 @@ def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[
     """Yields the file's serialized records as RawBatches of at most `batch_size` records.
 
     Uses TensorFlow's reader (CRC-checked, C++), which reads any path `tf.io.gfile` supports.
+    A truncated or corrupted file yields every record before the damage, then one RawBatch with
+    `read_error` set that stands for the unreadable rest (one dead letter, so counts reconcile).
     """
     import tensorflow as tf
 
-    dataset = tf.data.TFRecordDataset([path]).batch(batch_size)
     index = 0
-    for serialized in dataset.as_numpy_iterator():
-        records = serialized.tolist()  # list[bytes]
+    batches = tf.data.TFRecordDataset([path]).batch(batch_size).as_numpy_iterator()
+    while True:
+        try:
+            records = next(batches).tolist()  # list[bytes]
+        except StopIteration:
+            return
+        except tf.errors.DataLossError:
+            break
         yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, serialized=records)
         index += len(records)
+    # Slow path, damaged files only: re-read the failed batch record by record up to the damage.
+    records, reason = [], "read error"
+    try:
+        for record in tf.data.TFRecordDataset([path]).skip(index).as_numpy_iterator():
+            records.append(record)
+    except tf.errors.DataLossError as error:
+        reason = error.message.strip().splitlines()[0]
+    if records:
+        yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, serialized=records)
+        index += len(records)
+    yield RawBatch(
+        source=path, key_prefix=key_prefix, first_index=index, serialized=[b""],
+        read_error=f"file is truncated or corrupted after record {index - 1}; the rest is unreadable ({reason})",
+    )
 
 
 def read_all(path: str, input_format: str, columns: Sequence[str], batch_size: int = 4096) -> Iterator[RawBatch]:

@@ -104,6 +104,7 @@ class RawBatch:
     first_index: int
     table: Optional[pa.Table] = None
     serialized: Optional[list] = None  # list[bytes]
+    read_error: Optional[str] = None  # set: the batch stands for an unreadable part of the file
 
     @property
     def num_records(self) -> int:
@@ -283,6 +284,8 @@ def _string_or_number_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.A
 def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedBatch], list[DeadLetter]]:
     """Checks and decodes a batch. Returns the valid records (None if there are none) and one
     DeadLetter per invalid record, with a reason naming the field and the problem."""
+    if raw.read_error is not None:
+        return None, [DeadLetter(f"{raw.key_prefix}:{raw.first_index}", raw.source, b"", raw.read_error)]
     problems = _Problems(raw.num_records)
     if raw.table is not None:
         rows = np.arange(raw.num_records)
@@ -350,6 +353,8 @@ def _dead_letters(raw: RawBatch, schema: RecordSchema, problems: _Problems, fiel
             position = np.searchsorted(rows, index)
             if position < len(rows) and rows[position] == index:
                 key = fields[schema.key.name][int(position)].as_py()
+        if key is None and schema.key is not None and raw.serialized is not None:
+            key = _key_from_example(raw.serialized[index], schema.key.name)
         if key is None:
             key = f"{raw.key_prefix}:{raw.first_index + index}"
         if raw.table is not None:
@@ -358,3 +363,19 @@ def _dead_letters(raw: RawBatch, schema: RecordSchema, problems: _Problems, fiel
             record = raw.serialized[index]
         letters.append(DeadLetter(str(key), raw.source, record, problems.reasons[index]))
     return letters
+
+
+def _key_from_example(serialized: bytes, name: str) -> Optional[str]:
+    """The key feature of a record that failed to parse as a whole, when it can be read."""
+    import tensorflow as tf
+
+    try:
+        feature = tf.train.Example.FromString(serialized).features.feature[name]
+    except Exception:  # not an Example at all
+        return None
+    kind = feature.WhichOneof("kind")
+    values = getattr(feature, kind).value if kind else []
+    if len(values) != 1:
+        return None
+    value = values[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

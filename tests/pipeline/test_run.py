@@ -33,7 +33,7 @@ def test_manifest_reconciles_with_a_malformed_record_in_the_dead_letters(linear_
     assert counts == {"records_read": 13, "records_attributed": 12, "records_dead_lettered": 1, "rows_written": 12,
                       "dead_letter_rows_written": 1, "rows_per_record": 1, "reconciled": True}
     dead = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
-    assert dead[0]["key"] == "b.tfrecord:0" and dead[0]["error"] == "feature 'features' has 5 values, expected 6"
+    assert dead[0]["key"] == "short" and dead[0]["source"].endswith("b.tfrecord") and dead[0]["error"] == "feature 'features' has 5 values, expected 6"
     assert dead[0]["record"] == next(iter(__import__("tensorflow").data.TFRecordDataset(str(tmp_path / "b.tfrecord")))).numpy()
     rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
     for i in range(12):
@@ -100,3 +100,20 @@ def test_saved_model_directory_end_to_end(linear_model, tabular_data, tmp_path):
     assert manifest["counts"]["rows_written"] == 40
     table = read_parquet_dir(tmp_path / "out")
     np.testing.assert_allclose(table.column("attr_f0").to_numpy(), weights[0, 1], rtol=1e-6)
+
+
+def test_truncated_tfrecord_keeps_the_records_before_the_damage(linear_model, tmp_path):
+    features = np.random.default_rng(2).normal(size=(10, 6)).astype(np.float32)
+    path = write_vector_tfrecord(tmp_path / "t.tfrecord", features, ids=[f"r{i}" for i in range(10)])
+    data = open(path, "rb").read()
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) - 30])  # cuts into the last record
+    config = RunConfig.from_mapping({"model": linear_model[0], "input": path, "output": str(tmp_path / "out"),
+                                     "key_column": "id", "method": "gradient", "batch_size": 4})
+    manifest = run_attribution(config)
+    assert manifest["counts"]["records_attributed"] == 9
+    assert manifest["counts"]["records_dead_lettered"] == 1 and manifest["counts"]["reconciled"]
+    assert sorted(read_parquet_dir(tmp_path / "out").column("id").to_pylist()) == [f"r{i}" for i in range(9)]
+    (dead,) = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
+    assert dead["key"] == "t.tfrecord:9"
+    assert dead["error"].startswith("file is truncated or corrupted after record 8; the rest is unreadable")

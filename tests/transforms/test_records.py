@@ -98,9 +98,9 @@ def test_tfrecord_batch_with_malformed_records():
     assert decoded.passthrough["label"].to_pylist() == [1, 2]
     np.testing.assert_array_equal(decoded.inputs[0], [[1, 2, 3], [4, 5, 6]])
     assert [(d.key, d.error) for d in dead] == [
-        ("r.tfrecord:11", "feature 'v' has 2 values, expected 3"),
-        ("r.tfrecord:12", "feature 'v' is missing"),
-        ("r.tfrecord:13", "feature 'label' is float_list, expected int64_list"),
+        ("short", "feature 'v' has 2 values, expected 3"),
+        ("missing", "feature 'v' is missing"),
+        ("ints", "feature 'label' is float_list, expected int64_list"),
         ("r.tfrecord:14", dead[3].error),
     ]
     assert dead[3].error.startswith("record is not a serialized tf.train.Example")
