@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Union
 
 import apache_beam as beam
-from apache_beam.io.parquetio import WriteToParquet, WriteToParquetBatched
+from apache_beam.io.parquetio import WriteToParquet
 
 from pipeline.config import RunConfig
 from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, RunPlan, resolve_plan
 from transforms.attribute import AttributeBatches, DecodeBatches
 from transforms.read import ReadRecords
 from transforms.records import DEAD_LETTER_SCHEMA
+from transforms.write import WriteAttributionTables
 
 __all__ = ["build_pipeline", "BuiltPipeline"]
 
@@ -46,8 +47,8 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     tables = decoded.records | "Attribute" >> beam.ParDo(AttributeBatches(settings))
     dead_letters = decoded[DecodeBatches.DEAD_LETTER_TAG]
     if write:
-        _ = tables | "WriteAttributions" >> WriteToParquetBatched(
-            plan.output_path(ATTRIBUTIONS_PREFIX), schema=settings.output_schema, file_name_suffix=".parquet"
+        _ = tables | "WriteAttributions" >> WriteAttributionTables(
+            plan.output_path(ATTRIBUTIONS_PREFIX), settings.output_schema
         )
         _ = dead_letters | "WriteDeadLetters" >> WriteToParquet(
             plan.output_path(DEAD_LETTER_PREFIX), schema=DEAD_LETTER_SCHEMA, file_name_suffix=".parquet"

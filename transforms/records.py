@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "ColumnSpec",
@@ -148,9 +149,9 @@ DEAD_LETTER_SCHEMA = pa.schema(
 
 
 def synthesized_keys(raw: RawBatch, rows: np.ndarray) -> pa.Array:
-    """'<file>:<index in file>' for the given rows of the batch."""
-    start = raw.first_index
-    return pa.array([f"{raw.key_prefix}:{start + int(i)}" for i in rows], type=pa.string())
+    """'<file>:<index in file>' for the given rows of the batch (vectorised: no per-row Python)."""
+    indices = pc.cast(pa.array(np.asarray(rows, dtype=np.int64) + raw.first_index), pa.string())
+    return pc.binary_join_element_wise(pa.scalar(f"{raw.key_prefix}:"), indices, pa.scalar(""))
 
 
 # ----------------------------------------------------------------------------------------------
