@@ -39,5 +39,5 @@ setup(
         # gs:// paths for tf.io.gfile (models, TFRecord files) and Beam's GCS filesystem.
         "gcp": ["apache-beam[gcp]>=2.77.0,<2.78", "tensorflow-io-gcs-filesystem>=0.37"],
     },
-    entry_points={"console_scripts": ["attribution-pipeline=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["attribution-pipeline=pipeline.cli:run_program"]},
 )

@@ -1,7 +1,5 @@
 """`python -m pipeline ...` is the same as `attribution-pipeline ...`."""
 
-import sys
+from pipeline.cli import run_program
 
-from pipeline.cli import main
-
-sys.exit(main())
+run_program()

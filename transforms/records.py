@@ -189,6 +189,14 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
     """float32 (n, length) values of a numeric or list column; bad rows filled with 0."""
     column = _arrow_column(table, spec.name)
     n = len(column)
+    if (
+        pa.types.is_fixed_size_list(column.type)
+        and column.type.list_size == spec.length
+        and column.null_count == 0
+        and column.values.null_count == 0
+        and column.offset == 0
+    ):  # the common case: one zero-copy view, no per-row checks needed
+        return column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, spec.length)
     if _is_list_type(column.type):
         lengths = column.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)  # (n,)
         problems.add(lengths < 0, lambda r: f"column {spec.name!r} is null")

@@ -62,7 +62,7 @@ def test_user_errors_are_one_line_with_status_2_and_no_traceback(linear_model, t
 
 def test_console_script_is_installed_and_runs():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "attribution-pipeline"]
-    assert script.value == "pipeline.cli:main"
+    assert script.value == "pipeline.cli:run_program"
     executable = os.path.join(os.path.dirname(sys.executable), "attribution-pipeline")
     result = subprocess.run([executable, "run", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--key-column" in result.stdout
