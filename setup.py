@@ -36,6 +36,8 @@ setup(
         # The demo and the tests train small models on scikit-learn's bundled datasets.
         "demo": ["scikit-learn>=1.4,<2"],
         "test": ["scikit-learn>=1.4,<2", "pytest>=8,<10"],
+        # bench/throughput.py compares integrated gradients with PAIR's saliency package.
+        "bench": ["scikit-learn>=1.4,<2", "saliency==0.2.1"],
         # gs:// paths for tf.io.gfile (models, TFRecord files) and Beam's GCS filesystem.
         "gcp": ["apache-beam[gcp]>=2.77.0,<2.78", "tensorflow-io-gcs-filesystem>=0.37"],
     },

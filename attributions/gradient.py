@@ -40,8 +40,9 @@ def gradient(
 ) -> Attributions:
     """Input gradients of each example's target score.
 
-    inputs: one float32 array per model input, (B, *shape_i); targets: int32 (B,).
-    Returns attributions one (B, *shape_i) float32 array per input.
+    inputs: one float32 array per model input, (B, *shape_i); targets: int32 (B,), < 0 for the
+    argmax class. Returns attributions one (B, *shape_i) float32 array per input, with the targets
+    used and their scores.
     """
-    _, grads, _ = batched_gradients(fns, inputs, targets, chunk_size)
-    return Attributions(attributions=grads)
+    scores, grads, used = batched_gradients(fns, inputs, targets, chunk_size)
+    return Attributions(attributions=grads, targets=used, target_scores=scores)

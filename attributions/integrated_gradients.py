@@ -51,11 +51,12 @@ def integrated_gradients(
     diffs = tuple(x - b for x, b in zip(inputs, baselines))  # each (B, *shape)
 
     def build_points(ex: slice, pts: slice) -> tuple:
-        a = alphas[pts].astype(np.float32)  # (s,)
+        # Interpolated in float64, rounded once to float32: points do not drift with rounding.
+        a = alphas[pts]  # (s,) float64
         return tuple(
-            b[ex, None] + a.reshape(1, -1, *([1] * (d.ndim - 1))) * d[ex, None]  # (e, s, *shape)
+            (b[ex, None] + a.reshape(1, -1, *([1] * (d.ndim - 1))) * d[ex, None].astype(np.float64)).astype(np.float32)
             for b, d in zip(baselines, diffs)
-        )
+        )  # each (e, s, *shape)
 
     sums = [np.zeros(x.shape, dtype=np.float64) for x in inputs]  # weighted gradient sums
     for ex, pts, grads in gradients_at_points(fns, build_points, targets, len(alphas), chunk_size):

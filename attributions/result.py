@@ -24,12 +24,16 @@ class Attributions:
     output_change: float32 (B,), F(x) - F(baseline) (or F(x) - E[F(background)]); None as above.
     stderr: float32 (B,) for Monte-Carlo methods that report it (expected gradients): the largest
       per-feature standard error of the row's attributions; None otherwise.
+    targets, target_scores: int32 / float32 (B,), the output index explained and F(x)[target],
+      from methods that compute them anyway (gradient methods, where targets < 0 mean the argmax).
     """
 
     attributions: tuple
     convergence_delta: Optional[np.ndarray] = None
     output_change: Optional[np.ndarray] = None
     stderr: Optional[np.ndarray] = None
+    targets: Optional[np.ndarray] = None
+    target_scores: Optional[np.ndarray] = None
 
 
 def relative_delta(delta: np.ndarray, output_change: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["TargetSpec", "expand_targets", "TARGET_MODES"]
+__all__ = ["TargetSpec", "expand_targets", "requested_targets", "TARGET_MODES"]
 
 TARGET_MODES = ("predicted", "index", "label", "top_k")
 
@@ -69,3 +69,15 @@ def expand_targets(
         order = np.argsort(-outputs, axis=1, kind="stable")[:, : spec.k]  # (B, k)
         return np.repeat(rows, spec.k), order.reshape(-1).astype(np.int32)
     raise ValueError(f"unknown target mode {spec.mode!r}; expected one of {list(TARGET_MODES)}.")
+
+
+def requested_targets(spec: TargetSpec, num_examples: int, labels: Optional[np.ndarray] = None) -> np.ndarray:
+    """int32 (B,) targets known without running the model: -1 ("the argmax", resolved inside the
+    gradient function) for 'predicted', the index, or the labels. Not defined for top_k."""
+    if spec.mode == "predicted":
+        return np.full(num_examples, -1, dtype=np.int32)
+    if spec.mode == "index":
+        return np.full(num_examples, spec.index, dtype=np.int32)
+    if spec.mode == "label" and labels is not None:
+        return np.asarray(labels, dtype=np.int32)
+    raise ValueError(f"target mode {spec.describe()!r} needs the model outputs (use expand_targets).")

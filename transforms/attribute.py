@@ -20,11 +20,12 @@ import pyarrow as pa
 from apache_beam.utils.shared import Shared
 
 from attributions.expected_gradients import expected_gradients
-from attributions.gradient import batched_gradients
+from attributions.gradient import gradient
+from attributions.gradient_x_input import gradient_x_input
 from attributions.integrated_gradients import integrated_gradients
 from attributions.result import Attributions
 from attributions.smoothgrad import smoothgrad
-from attributions.targets import TargetSpec, expand_targets
+from attributions.targets import TargetSpec, expand_targets, requested_targets
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
 from transforms.records import DecodedBatch, RecordSchema, decode_batch
@@ -110,38 +111,32 @@ class AttributionEngine:
     def attribute(self, batch: DecodedBatch) -> pa.Table:
         """Output rows (see transforms.output) for one batch of valid records."""
         s = self.settings
-        chunk = s.chunk_size
-        inputs = batch.inputs
-        gradient_method = s.method in ("gradient", "gradient_x_input")
-        if gradient_method and s.target.mode != "top_k":
-            # One fused call: the gradient function picks the argmax itself for targets < 0.
-            if s.target.mode == "predicted":
-                requested = np.full(batch.num_records, -1, dtype=np.int32)
-            else:
-                _, requested = expand_targets(s.target, np.zeros((batch.num_records, self.fns.num_outputs)), batch.labels)
-            scores, grads, targets = batched_gradients(self.fns, inputs, requested, chunk)
-            example_index = np.arange(batch.num_records)
+        if s.method in _GRADIENT_METHODS and s.target.mode != "top_k":
+            # One fused call per chunk: the gradient function resolves 'predicted' itself.
+            targets = requested_targets(s.target, batch.num_records, batch.labels)
+            result = _GRADIENT_METHODS[s.method](self.fns, batch.inputs, targets, s.chunk_size)
+            example_index, targets, scores = np.arange(batch.num_records), result.targets, result.target_scores
         else:
-            outputs = self.fns.predict(inputs, chunk)  # (B, C)
+            outputs = self.fns.predict(batch.inputs, s.chunk_size)  # (B, C)
             example_index, targets = expand_targets(s.target, outputs, batch.labels)  # (R,), (R,)
-            scores = outputs[example_index, targets]
-            if len(example_index) != batch.num_records:
+            scores = outputs[example_index, targets]  # (R,)
+            inputs = batch.inputs
+            if len(example_index) != batch.num_records:  # top_k: one row per (record, class)
                 inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
-            if gradient_method:
-                _, grads, _ = batched_gradients(self.fns, inputs, targets, chunk)
-        if gradient_method:
-            if s.method == "gradient_x_input":
-                grads = tuple(g * x for g, x in zip(grads, inputs))
-            result = Attributions(attributions=grads)
-        else:
-            result = self._path_or_sampling_method(batch, inputs, example_index, targets)
+            sampling = s.method in ("smoothgrad", "expected_gradients")
+            key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
+            result = self._run_method(inputs, targets, key_seeds)
         return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result)
 
-    def _path_or_sampling_method(self, batch, inputs, example_index, targets) -> Attributions:
+    def _run_method(self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray]) -> Attributions:
+        """inputs (R, *shape) per model input, targets (R,) >= 0, key_seeds uint64 (R,) for the
+        sampling methods (a hash of each row's record key)."""
         s, p = self.settings, self.settings.method_params
+        if s.method in _GRADIENT_METHODS:
+            return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, s.chunk_size)
         if s.method == "integrated_gradients":
             return integrated_gradients(self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], s.chunk_size)
-        seeds = example_seeds(batch.keys)[example_index] + targets.astype(np.uint64)
+        seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "smoothgrad":
             return smoothgrad(
                 self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], s.chunk_size
@@ -149,6 +144,9 @@ class AttributionEngine:
         return expected_gradients(
             self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], s.chunk_size, self._background_mean
         )
+
+
+_GRADIENT_METHODS = {"gradient": gradient, "gradient_x_input": gradient_x_input}
 
 
 # Engines loaded in this process that no bundle has counted yet (metrics updated in setup() are

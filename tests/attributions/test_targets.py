@@ -31,3 +31,13 @@ def test_top_k_gives_k_rows_per_example_best_first():
 def test_scalar_output_is_index_zero():
     _, targets = expand_targets(TargetSpec("predicted"), np.array([[3.0], [-1.0]]))
     np.testing.assert_array_equal(targets, [0, 0])
+
+
+def test_requested_targets_need_no_model_run_except_for_top_k():
+    from attributions.targets import requested_targets
+
+    np.testing.assert_array_equal(requested_targets(TargetSpec("predicted"), 3), [-1, -1, -1])
+    np.testing.assert_array_equal(requested_targets(TargetSpec("index", index=4), 2), [4, 4])
+    np.testing.assert_array_equal(requested_targets(TargetSpec("label", column="y"), 2, np.array([1, 0])), [1, 0])
+    with pytest.raises(ValueError, match="needs the model outputs"):
+        requested_targets(TargetSpec("top_k", k=2), 2)
