@@ -38,9 +38,7 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     """
     plan = config if isinstance(config, RunPlan) else resolve_plan(config)
     settings = plan.settings
-    raw = p | "ReadRecords" >> ReadRecords(
-        plan.input_files, plan.input_format, plan.schema.read_columns, plan.config.batch_size
-    )
+    raw = p | "ReadRecords" >> ReadRecords(plan.input_files, plan.schema, plan.config.batch_size)
     decoded = raw | "DecodeRecords" >> beam.ParDo(DecodeBatches(plan.schema)).with_outputs(
         DecodeBatches.DEAD_LETTER_TAG, main="records"
     )

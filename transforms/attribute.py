@@ -65,7 +65,7 @@ def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> t
     """
     reference_schema = RecordSchema(input_format=input_format, model_inputs=schema.model_inputs)
     parts = []
-    for raw in read_all(path, input_format, reference_schema.read_columns):
+    for raw in read_all(path, reference_schema):
         decoded, dead = decode_batch(raw, reference_schema)
         if dead:
             raise ValueError(f"reference file {path!r}: record {dead[0].key} is invalid: {dead[0].error}.")

@@ -9,6 +9,8 @@ has no index to split on, as with Beam's own TFRecord source).
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from typing import Iterator, Optional, Sequence
 
 import apache_beam as beam
@@ -16,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.records import RawBatch
+from transforms.records import RawBatch, RecordSchema
 
 __all__ = [
     "ReadRecords",
@@ -92,10 +94,55 @@ def read_parquet_shard(
     with _open(path) as handle:
         parquet = pq.ParquetFile(handle)
         index = first_index
-        for batch in parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=list(columns)):
+        batches = parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=list(columns))
+        for batch in prefetched(batches):
             table = pa.Table.from_batches([batch])
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=table)
             index += table.num_rows
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterates `items` in a background thread, `depth` items ahead.
+
+    Decoding the next Parquet batch (pyarrow releases the GIL) then overlaps the model's work on
+    the current one, which runs while this generator is suspended at its `yield`. Exceptions are
+    re-raised here; an early exit stops the thread at its next item.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def fill() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put((item, None))
+        except BaseException as error:  # re-raised in the consumer
+            buffer.put((None, error))
+            return
+        buffer.put((_DONE, None))
+
+    thread = threading.Thread(target=fill, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full buffer
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.01)
 
 
 def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[RawBatch]:
@@ -108,10 +155,12 @@ def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[
     import tensorflow as tf
 
     index = 0
-    batches = tf.data.TFRecordDataset([path]).batch(batch_size).as_numpy_iterator()
+    # Kept as string tensors: converting each record to a Python bytes object would cost as much
+    # as parsing it; tf.io.parse_example takes the tensor as it is.
+    batches = prefetched(iter(tf.data.TFRecordDataset([path]).batch(batch_size)))
     while True:
         try:
-            records = next(batches).tolist()  # list[bytes]
+            records = next(batches)  # tf.string tensor (n,)
         except StopIteration:
             return
         except tf.errors.DataLossError:
@@ -134,12 +183,12 @@ def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[
     )
 
 
-def read_all(path: str, input_format: str, columns: Sequence[str], batch_size: int = 4096) -> Iterator[RawBatch]:
-    """Every record of one file, in batches (for baselines and background rows on the launcher)."""
+def read_all(path: str, schema: RecordSchema, batch_size: int = 4096) -> Iterator[RawBatch]:
+    """Every record of one file, in batches (for baselines and background rows)."""
     prefix = os.path.basename(path)
-    if input_format == "parquet":
+    if schema.input_format == "parquet":
         for shard_path, start, end, first in parquet_shards(path):
-            yield from read_parquet_shard(shard_path, prefix, range(start, end), first, columns, batch_size)
+            yield from read_parquet_shard(shard_path, prefix, range(start, end), first, schema.read_columns, batch_size)
     else:
         yield from read_tfrecord_file(path, prefix, batch_size)
 
@@ -160,18 +209,18 @@ class _ExpandShards(beam.DoFn):
 class _ReadShard(beam.DoFn):
     """shard -> RawBatches; counts the records read."""
 
-    def __init__(self, input_format: str, prefixes: dict[str, str], columns: Sequence[str], batch_size: int):
-        self._input_format = input_format
+    def __init__(self, schema: RecordSchema, prefixes: dict[str, str], batch_size: int):
+        self._schema = schema
         self._prefixes = prefixes
-        self._columns = list(columns)
         self._batch_size = batch_size
         self._records_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_read")
 
     def process(self, shard):
         path, start, end, first_index = shard
         prefix = self._prefixes[path]
-        if self._input_format == "parquet":
-            batches = read_parquet_shard(path, prefix, range(start, end), first_index, self._columns, self._batch_size)
+        if self._schema.input_format == "parquet":
+            columns = self._schema.read_columns
+            batches = read_parquet_shard(path, prefix, range(start, end), first_index, columns, self._batch_size)
         else:
             batches = read_tfrecord_file(path, prefix, self._batch_size)
         for batch in batches:
@@ -184,16 +233,14 @@ class ReadRecords(beam.PTransform):
 
     Args:
       paths: the matched input files (expanded on the launcher).
-      input_format: 'parquet' or 'tfrecord'.
-      columns: the columns/features to read (Parquet reads only these).
+      schema: what to read (the format, and the columns: Parquet reads only these).
       batch_size: records per batch.
     """
 
-    def __init__(self, paths: Sequence[str], input_format: str, columns: Sequence[str], batch_size: int, label: Optional[str] = None):
+    def __init__(self, paths: Sequence[str], schema: RecordSchema, batch_size: int, label: Optional[str] = None):
         super().__init__(label)
         self._paths = list(paths)
-        self._input_format = input_format
-        self._columns = list(columns)
+        self._schema = schema
         self._batch_size = batch_size
 
     def expand(self, pbegin):
@@ -201,8 +248,7 @@ class ReadRecords(beam.PTransform):
             pbegin
             | "CreateFileList" >> beam.Create(self._paths)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ExpandShards" >> beam.ParDo(_ExpandShards(self._input_format))
+            | "ExpandShards" >> beam.ParDo(_ExpandShards(self._schema.input_format))
             | "SpreadShards" >> beam.Reshuffle()
-            | "ReadShards"
-            >> beam.ParDo(_ReadShard(self._input_format, key_prefixes(self._paths), self._columns, self._batch_size))
+            | "ReadShards" >> beam.ParDo(_ReadShard(self._schema, key_prefixes(self._paths), self._batch_size))
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -104,7 +104,7 @@ class RawBatch:
     key_prefix: str
     first_index: int
     table: Optional[pa.Table] = None
-    serialized: Optional[list] = None  # list[bytes]
+    serialized: Optional[Sequence[bytes]] = None  # a tf.string tensor (n,), or a list of bytes
     read_error: Optional[str] = None  # set: the batch stands for an unreadable part of the file
 
     @property
@@ -234,8 +234,19 @@ def _parse_examples(serialized: list, schema: RecordSchema) -> dict:
     for f in (schema.key, schema.label, *schema.passthrough):
         if f is not None:
             features[f.name] = tf.io.FixedLenFeature([], getattr(tf, _TF_DTYPES[f.kind]))
-    parsed = tf.io.parse_example(tf.constant(serialized, dtype=tf.string), features)
+    parsed = tf.io.parse_example(serialized, features)  # a numpy array of bytes goes in as it is
     return {name: tensor.numpy() for name, tensor in parsed.items()}
+
+
+def try_parse_examples(serialized, schema: RecordSchema) -> Optional[dict]:
+    """Features of the whole batch by name, or None when any record fails to parse (the caller
+    then finds the bad records one by one)."""
+    import tensorflow as tf
+
+    try:
+        return _parse_examples(serialized, schema)
+    except (tf.errors.InvalidArgumentError, ValueError):
+        return None
 
 
 def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
@@ -266,18 +277,18 @@ def _parse_tfrecord(raw: RawBatch, schema: RecordSchema, problems: _Problems) ->
     Returns (features of the good records, indices of the good records)."""
     import tensorflow as tf
 
-    try:
-        return _parse_examples(raw.serialized, schema), np.arange(raw.num_records)
-    except (tf.errors.InvalidArgumentError, ValueError):
-        pass
-    for i, record in enumerate(raw.serialized):
+    parsed = try_parse_examples(raw.serialized, schema)
+    if parsed is not None:
+        return parsed, np.arange(raw.num_records)
+    records = _as_bytes(raw.serialized)
+    for i, record in enumerate(records):
         reason = _example_problem(record, schema)
         if reason is not None:
             problems.add([i], lambda r, reason=reason: reason)
     good = np.flatnonzero(problems.good_mask())
     if len(good) == 0:
         return {}, good
-    return _parse_examples([raw.serialized[i] for i in good], schema), good
+    return _parse_examples([records[i] for i in good], schema), good
 
 
 def _string_or_number_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
@@ -354,8 +365,14 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
     )
 
 
+def _as_bytes(serialized) -> list:
+    """Serialized records as a list of bytes (only on the slow paths: one object per record)."""
+    return serialized.numpy().tolist() if hasattr(serialized, "numpy") else list(serialized)
+
+
 def _dead_letters(raw: RawBatch, schema: RecordSchema, problems: _Problems, fields: dict, rows: np.ndarray) -> list[DeadLetter]:
     letters = []
+    records = _as_bytes(raw.serialized) if raw.serialized is not None and problems.reasons else None
     for index in sorted(problems.reasons):
         key = None
         if schema.key is not None and schema.key.name in fields:
@@ -363,13 +380,13 @@ def _dead_letters(raw: RawBatch, schema: RecordSchema, problems: _Problems, fiel
             if position < len(rows) and rows[position] == index:
                 key = fields[schema.key.name][int(position)].as_py()
         if key is None and schema.key is not None and raw.serialized is not None:
-            key = _key_from_example(raw.serialized[index], schema.key.name)
+            key = _key_from_example(records[index], schema.key.name)
         if key is None:
             key = f"{raw.key_prefix}:{raw.first_index + index}"
         if raw.table is not None:
             record = json.dumps(raw.table.slice(index, 1).to_pylist()[0], default=str).encode()
         else:
-            record = raw.serialized[index]
+            record = records[index]
         letters.append(DeadLetter(str(key), raw.source, record, problems.reasons[index]))
     return letters
 

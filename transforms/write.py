@@ -10,6 +10,8 @@ Temporary files are renamed into place when the write finalizes (Beam's FileBase
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,16 +24,34 @@ ROW_GROUP_ROWS = 65536
 
 
 class _Writer:
+    """Gathers tables into row groups and encodes each in a background thread (pyarrow releases
+    the GIL), so encoding overlaps the model's work on the next batches."""
+
     def __init__(self, handle, writer: pq.ParquetWriter):
         self.handle = handle
         self.writer = writer
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._in_flight = None
 
     def flush(self) -> None:
         if self.pending:
-            self.writer.write_table(pa.concat_tables(self.pending))
+            self._wait()  # one row group in flight at a time: bounded memory, ordered writes
+            self._in_flight = self._executor.submit(self.writer.write_table, pa.concat_tables(self.pending))
             self.pending, self.pending_rows = [], 0
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.result()  # re-raises a failed write
+            self._in_flight = None
+
+    def close(self) -> None:
+        self.flush()
+        self._wait()
+        self._executor.shutdown()
+        self.writer.close()
+        self.handle.close()
 
 
 class _AttributionParquetSink(filebasedsink.FileBasedSink):
@@ -64,9 +84,7 @@ class _AttributionParquetSink(filebasedsink.FileBasedSink):
             writer.flush()
 
     def close(self, writer: _Writer) -> None:
-        writer.flush()
-        writer.writer.close()
-        writer.handle.close()
+        writer.close()
 
 
 class WriteAttributionTables(beam.PTransform):
