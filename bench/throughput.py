@@ -42,7 +42,11 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-BATCH_SIZE = 1024
+# Records per batch (= rows per gradient call) for each model: the pipeline runs with
+# --batch-size/--chunk-size set to these, and the raw limit is measured at the same size. 4,096
+# ran 1.4x faster than 1,024 on the MLP here (raw and pipeline alike); the CNN stays at the
+# pipeline's default 1,024, which bounds its activation memory.
+BATCH_SIZES = {"mlp": 4096, "seed": 4096, "cnn": 1024}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,16 +145,16 @@ def seed_approach_rate(model_path: str, values: np.ndarray, shape: tuple, count:
     return count / (time.perf_counter() - start)
 
 
-def raw_limit_rate(fns, values: np.ndarray, shape: tuple, batches: int) -> float:
-    """Examples/s of the compiled batched gradient at BATCH_SIZE, numpy in and out."""
+def raw_limit_rate(fns, values: np.ndarray, shape: tuple, batch_size: int, batches: int) -> float:
+    """Examples/s of the compiled batched gradient at `batch_size`, numpy in and out."""
     data = values.reshape(-1, *shape)
-    targets = np.full(BATCH_SIZE, -1, np.int32)
-    fns.gradients([data[:BATCH_SIZE]], targets)  # warm: trace once
-    starts = [(i * BATCH_SIZE) % (len(data) - BATCH_SIZE + 1) for i in range(batches)]
+    targets = np.full(batch_size, -1, np.int32)
+    fns.gradients([data[:batch_size]], targets)  # warm: trace once
+    starts = [(i * batch_size) % (len(data) - batch_size + 1) for i in range(batches)]
     start = time.perf_counter()
     for s in starts:
-        fns.gradients([data[s : s + BATCH_SIZE]], targets)
-    return batches * BATCH_SIZE / (time.perf_counter() - start)
+        fns.gradients([data[s : s + batch_size]], targets)
+    return batches * batch_size / (time.perf_counter() - start)
 
 
 def integrated_gradients_comparison(fns, values: np.ndarray, steps: int, count: int) -> dict[str, float]:
@@ -211,9 +215,10 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def pipeline_run(model: str, data: str, output: str, extra: list[str] | None = None) -> dict[str, float]:
+def pipeline_run(model: str, data: str, output: str, batch_size: int, extra: list[str] | None = None) -> dict[str, float]:
     command = [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output,
-               "--method", "gradient", "--batch-size", str(BATCH_SIZE), "--overwrite", *(extra or [])]
+               "--method", "gradient", "--batch-size", str(batch_size), "--chunk-size", str(batch_size),
+               "--overwrite", *(extra or [])]
     start = time.perf_counter()
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
@@ -247,12 +252,12 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
-    sizes = {"mlp": (10_000, 100_000, 1_000_000), "cnn": (1_000, 5_000), "seed": (10_000, 100_000)}
+    sizes = {"mlp": (10_000, 100_000, 1_000_000), "cnn": (2_048, 10_240), "seed": (10_000, 100_000)}
     if args.quick:
-        sizes = {"mlp": (2_000, 10_000, 40_000), "cnn": (200, 1_000), "seed": (2_000, 10_000)}
+        sizes = {"mlp": (2_000, 10_000, 40_000), "cnn": (1_024, 3_072), "seed": (2_000, 10_000)}
     workdir = args.workdir or tempfile.mkdtemp(prefix="attribution-bench-")
     os.makedirs(workdir, exist_ok=True)
-    print(f"workdir {workdir}; rounds {rounds}; batch size {BATCH_SIZE}", flush=True)
+    print(f"workdir {workdir}; rounds {rounds}; batch sizes {BATCH_SIZES}", flush=True)
 
     from attributions.loading import load_model
 
@@ -269,7 +274,7 @@ def main(argv=None) -> int:
         files[f"mlp-{n}.tfrecord"] = path = os.path.join(workdir, f"mlp-{n}.tfrecord")
         write_tfrecord(path, dataset("mlp", n))
     fns = {kind: load_model(path).model_functions() for kind, path in models.items()}
-    memory = {kind: dataset(kind, 20 * BATCH_SIZE) for kind in models}
+    memory = {kind: dataset(kind, 8 * BATCH_SIZES[kind]) for kind in models}
     print("models and data ready", flush=True)
 
     samples: dict[str, list[float]] = {}
@@ -281,23 +286,23 @@ def main(argv=None) -> int:
     for r in range(rounds):
         for kind in models:
             record(f"seed_approach_{kind}", seed_approach_rate(models[kind], memory[kind], shapes[kind], 200 if kind != "cnn" else 50))
-            record(f"raw_limit_{kind}", raw_limit_rate(fns[kind], memory[kind], shapes[kind], 40 if kind != "cnn" else 6))
+            record(f"raw_limit_{kind}", raw_limit_rate(fns[kind], memory[kind], shapes[kind], BATCH_SIZES[kind], 16 if kind != "cnn" else 8))
         for kind, counts in sizes.items():
             extension_runs = [("parquet", counts)] + ([("tfrecord", counts[1:])] if kind == "mlp" else [])
             for extension, ns in extension_runs:
                 timings = {}
                 for n in ns:
-                    run = pipeline_run(models[kind], files[f"{kind}-{n}.{extension}"], out)
+                    run = pipeline_run(models[kind], files[f"{kind}-{n}.{extension}"], out, BATCH_SIZES[kind])
                     timings[n] = run["pipeline_seconds"]
                     if kind == "mlp" and extension == "parquet":
                         record(f"pipeline_peak_rss_mlp_{n}", run["peak_rss_mib"])
                 small, large = ns[-2], ns[-1]
                 record(f"pipeline_steady_{kind}_{extension}", (large - small) / (timings[large] - timings[small]))
-        fixed = pipeline_run(models["mlp"], files["mlp-10.parquet"], out)
+        fixed = pipeline_run(models["mlp"], files["mlp-10.parquet"], out, BATCH_SIZES["mlp"])
         record("pipeline_fixed_cost_10_records", fixed["wall_seconds"])
         ig_data = files[f"mlp-{sizes['mlp'][0]}.parquet"]
         for steps in (32, 512):
-            run = pipeline_run(models["mlp"], ig_data, out, ["--method", "integrated_gradients", "--steps", str(steps)])
+            run = pipeline_run(models["mlp"], ig_data, out, 1024, ["--method", "integrated_gradients", "--steps", str(steps)])
             record(f"pipeline_peak_rss_ig_{steps}_steps", run["peak_rss_mib"])
         for steps in (32, 64):
             comparison = integrated_gradients_comparison(fns["mlp"], memory["mlp"], steps, 100 if args.quick else 300)
@@ -342,7 +347,7 @@ def report(samples: dict[str, list[float]], sizes: dict, rounds: int, args) -> i
     os.makedirs(args.results, exist_ok=True)
     name = "quick" if args.quick else "latest"
     with open(os.path.join(args.results, f"{name}.json"), "w") as handle:
-        json.dump({"batch_size": BATCH_SIZE, "rounds": rounds, "sizes": sizes, "figures": entries}, handle, indent=2)
+        json.dump({"batch_sizes": BATCH_SIZES, "rounds": rounds, "sizes": sizes, "figures": entries}, handle, indent=2)
     lines = ["| figure | median | min | max | unit |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {f['median']:,.4g} | {f['min']:,.4g} | {f['max']:,.4g} | {_unit(n)} |" for n, f in sorted(figures.items())]
     lines += ["", "| ratio | value | target | met |", "|---|---|---|---|"]
