@@ -226,7 +226,7 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
 _TF_DTYPES = {"float_list": "float32", "int64_list": "int64", "bytes_list": "string"}
 
 
-def _parse_examples(serialized: list, schema: RecordSchema) -> dict:
+def _parse_examples(serialized, schema: RecordSchema) -> dict:
     """tf.io.parse_example over the whole batch -> numpy arrays by feature name."""
     import tensorflow as tf
 
@@ -234,7 +234,7 @@ def _parse_examples(serialized: list, schema: RecordSchema) -> dict:
     for f in (schema.key, schema.label, *schema.passthrough):
         if f is not None:
             features[f.name] = tf.io.FixedLenFeature([], getattr(tf, _TF_DTYPES[f.kind]))
-    parsed = tf.io.parse_example(serialized, features)  # a numpy array of bytes goes in as it is
+    parsed = tf.io.parse_example(serialized, features)  # a string tensor or a list of bytes
     return {name: tensor.numpy() for name, tensor in parsed.items()}
 
 

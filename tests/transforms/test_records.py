@@ -111,3 +111,11 @@ def test_all_bad_batch_yields_no_records():
     schema = RecordSchema("parquet", (TABULAR,))
     decoded, dead = decode_batch(RawBatch("x", "x", 0, table=pa.table({"a": [None], "b": [1.0]}, schema=pa.schema([("a", pa.float64()), ("b", pa.float64())]))), schema)
     assert decoded is None and len(dead) == 1
+
+
+def test_fixed_size_list_column_with_nulls_takes_the_checked_path():
+    schema = RecordSchema("parquet", (IMAGE,))
+    column = pa.array([[1, 2, 3, 4], None, [1, None, 3, 4], [5, 6, 7, 8]], type=pa.list_(pa.float32(), 4))
+    decoded, dead = decode_batch(RawBatch("f", "f", 0, table=pa.table({"pixels": column})), schema)
+    np.testing.assert_array_equal(decoded.inputs[0].reshape(2, 4), [[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert [d.error for d in dead] == ["column 'pixels' is null", "column 'pixels' holds null values"]
