@@ -70,3 +70,15 @@ def test_yaml_is_loaded_safely(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         load_yaml_config(str(path))
+
+
+def test_every_example_config_is_valid():
+    import glob
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = sorted(glob.glob(os.path.join(repo, "configs", "*.yaml")))
+    assert len(paths) >= 3
+    for path in paths:
+        config = RunConfig.from_mapping(load_yaml_config(path), source=path)
+        assert config.model.startswith("demo_output/")
