@@ -16,9 +16,12 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
+from pipeline.errors import RunFailedError
+
 __all__ = ["main", "run_program", "build_parser", "config_from_args"]
 
 EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 3
 
 
 def _input_map(value: str) -> tuple[str, Any]:
@@ -45,6 +48,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False (only for files you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
+    add("--max-dead-letter-fraction", type=float, help="fail the run when more than this share of records is dead-lettered (default 0.1).")
     add("--batch-size", type=int, help="records per batch (default 1024).")
     add("--chunk-size", type=int, help="most rows (examples x steps/samples) per gradient call (default 1024).")
     add("--steps", type=int, help="integrated gradients: points on the path (default 64).")
@@ -148,6 +152,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RunFailedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RUN_FAILED
 
 
 def run_program() -> None:

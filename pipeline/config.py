@@ -57,6 +57,9 @@ class RunConfig:
     target: str = "predicted"
     unsafe_deserialization: bool = False
     overwrite: bool = False
+    # The run fails at the end (non-zero exit, manifest status 'failed') when more than this share
+    # of the records read was dead-lettered.
+    max_dead_letter_fraction: float = 0.1
     batch_size: int = 1024
     chunk_size: int = 1024
     # Method settings (None: the method's default, see METHOD_SETTINGS).
@@ -99,6 +102,9 @@ class RunConfig:
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         for name in ("batch_size", "chunk_size"):
             _check_positive_int(name, getattr(self, name))
+        fraction = self.max_dead_letter_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ValueError(f"max_dead_letter_fraction must be a number in [0, 1] (e.g. 0.1); got {fraction!r}.")
         for name in ("explain_logits", "unsafe_deserialization", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")

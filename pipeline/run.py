@@ -21,18 +21,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline.build import build_pipeline
 from pipeline.config import RunConfig
+from pipeline.errors import RunFailedError
 from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, MANIFEST_NAME, RunPlan, resolve_plan
 from pipeline.version import __version__
 from transforms.read import METRICS_NAMESPACE
 
-__all__ = ["run_attribution", "make_pipeline", "ReconciliationError"]
+__all__ = ["run_attribution", "make_pipeline", "RunFailedError"]
 
 _LOGGER = logging.getLogger(__name__)
 _LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
-
-
-class ReconciliationError(RuntimeError):
-    """The run's record counts do not add up: something was lost."""
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -106,7 +103,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _counts(plan: RunPlan, metrics: dict, outputs: list, dead_files: list) -> dict[str, int]:
+def _counts(plan: RunPlan, metrics: dict, outputs: list, dead_files: list) -> tuple[dict[str, int], list[str]]:
+    """The run's counts, and what is wrong with them (empty when the run can be trusted)."""
+
     def metric(name: str) -> int:
         return int(metrics.get(f"{METRICS_NAMESPACE}/{name}", 0))
 
@@ -115,6 +114,7 @@ def _counts(plan: RunPlan, metrics: dict, outputs: list, dead_files: list) -> di
         "records_attributed": metric("records_attributed"),
         "records_dead_lettered": metric("records_dead_lettered"),
         "rows_written": sum(f["rows"] for f in outputs),
+        "rows_not_finite": metric("rows_not_finite"),
         "dead_letter_rows_written": sum(f["rows"] for f in dead_files),
         "rows_per_record": plan.settings.target.rows_per_example,
     }
@@ -126,9 +126,14 @@ def _counts(plan: RunPlan, metrics: dict, outputs: list, dead_files: list) -> di
     if counts["dead_letter_rows_written"] != counts["records_dead_lettered"]:
         problems.append("dead_letter_rows_written != records_dead_lettered")
     counts["reconciled"] = not problems
-    if problems:
-        raise ReconciliationError(f"record counts do not reconcile ({'; '.join(problems)}): {counts}")
-    return counts
+    limit = plan.config.max_dead_letter_fraction
+    if counts["records_read"] and counts["records_dead_lettered"] > limit * counts["records_read"]:
+        problems.append(
+            f"{counts['records_dead_lettered']} of {counts['records_read']} records were dead-lettered, more than "
+            f"max_dead_letter_fraction {limit}; see the dead_letter-*.parquet files for the reasons, fix the "
+            f"input or raise --max-dead-letter-fraction"
+        )
+    return counts, problems
 
 
 def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -151,9 +156,11 @@ def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = 
     metrics = _metrics(result)
     outputs = _parquet_files(config.output, ATTRIBUTIONS_PREFIX)
     dead_files = _parquet_files(config.output, DEAD_LETTER_PREFIX)
+    counts, problems = _counts(plan, metrics, outputs, dead_files)
     manifest = {
-        "status": "complete",
-        "counts": _counts(plan, metrics, outputs, dead_files),
+        "status": "failed" if problems else "complete",
+        "failure": "; ".join(problems) or None,
+        "counts": counts,
         "input": {"patterns": list(config.input), "format": plan.input_format, "files": list(plan.input_files)},
         "output": {"attributions": outputs, "dead_letters": dead_files},
         "model": {"path": config.model, "sha256": plan.model_fingerprint},
@@ -171,4 +178,6 @@ def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = 
     }
     with FileSystems.create(FileSystems.join(config.output, MANIFEST_NAME)) as handle:
         handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode())
+    if problems:
+        raise RunFailedError(f"the run finished but failed its checks: {manifest['failure']}. Counts: {counts}")
     return manifest

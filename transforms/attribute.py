@@ -17,6 +17,7 @@ from typing import Optional
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from apache_beam.utils.shared import Shared
 
 from attributions.expected_gradients import expected_gradients
@@ -164,6 +165,7 @@ class AttributeBatches(beam.DoFn):
         self._engine = None
         self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_attributed")
         self._rows = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "rows_attributed")
+        self._not_finite = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "rows_not_finite")
         self._loads = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "model_loads")
         self._latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "attribution_batch_latency_micro_secs")
         self._load_latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "model_load_latency_milli_secs")
@@ -199,6 +201,9 @@ class AttributeBatches(beam.DoFn):
         self._latency.update(int((time.perf_counter() - start) * 1e6))
         self._records.inc(batch.num_records)
         self._rows.inc(table.num_rows)
+        not_finite = table.num_rows - pa.compute.sum(table.column("attributions_finite")).as_py()
+        if not_finite:
+            self._not_finite.inc(not_finite)
         yield table
 
 

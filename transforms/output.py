@@ -10,6 +10,8 @@ One row per record (per record x class for target mode top_k):
   convergence_delta        float32, sum(attr) - (F(x) - F(baseline))      (path methods)
   convergence_delta_rel    float32, |delta| / max(|F(x) - F(baseline)|, 1e-6)   (path methods)
   attribution_stderr       float32, largest per-feature Monte-Carlo standard error (expected gradients)
+  attributions_finite      bool, false when the target score, an attribution or the delta is NaN or
+                           infinite (e.g. an overflowing model): such a row must not be read as valid
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from transforms.records import DecodedBatch, RecordSchema
 __all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_column_name"]
 
 PATH_METHODS = ("integrated_gradients", "expected_gradients")
-RESERVED_COLUMNS = ("target", "target_score", "convergence_delta", "convergence_delta_rel", "attribution_stderr")
+RESERVED_COLUMNS = (
+    "target", "target_score", "convergence_delta", "convergence_delta_rel", "attribution_stderr", "attributions_finite"
+)
 
 
 def attribution_column_name(source_column: str) -> str:
@@ -46,6 +50,7 @@ def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = 
         fields += [pa.field("convergence_delta", pa.float32()), pa.field("convergence_delta_rel", pa.float32())]
     if method == "expected_gradients":
         fields.append(pa.field("attribution_stderr", pa.float32()))
+    fields.append(pa.field("attributions_finite", pa.bool_()))
     encoded = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     return pa.schema(fields, metadata=encoded or None)
 
@@ -78,16 +83,20 @@ def attribution_table(
         columns[name] = array if identity is None else array.take(identity)
     columns["target"] = pa.array(np.asarray(targets, dtype=np.int32))
     columns["target_score"] = pa.array(np.asarray(target_scores, dtype=np.float32))
+    finite = np.isfinite(np.asarray(target_scores, dtype=np.float32))  # (R,)
     for spec, attribution in zip(schema.model_inputs, result.attributions):
         flat = np.asarray(attribution, dtype=np.float32).reshape(rows, -1)  # (R, prod(shape))
+        finite &= np.isfinite(flat).all(axis=1)
         offset = 0
         for column in spec.columns:
             block = flat[:, offset : offset + column.length]
             offset += column.length
             columns[attribution_column_name(column.name)] = _float_list(block) if column.is_list else pa.array(block[:, 0])
     if result.convergence_delta is not None:
+        finite &= np.isfinite(result.convergence_delta)
         columns["convergence_delta"] = pa.array(result.convergence_delta.astype(np.float32))
         columns["convergence_delta_rel"] = pa.array(relative_delta(result.convergence_delta, result.output_change))
     if result.stderr is not None:
         columns["attribution_stderr"] = pa.array(result.stderr.astype(np.float32))
+    columns["attributions_finite"] = pa.array(finite)
     return pa.Table.from_arrays([columns[name].cast(out_schema.field(name).type) for name in out_schema.names], schema=out_schema)

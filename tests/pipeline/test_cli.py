@@ -66,3 +66,14 @@ def test_console_script_is_installed_and_runs():
     executable = os.path.join(os.path.dirname(sys.executable), "attribution-pipeline")
     result = subprocess.run([executable, "run", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--key-column" in result.stdout
+
+
+def test_a_run_that_fails_its_checks_exits_with_status_3(linear_model, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({f: [None, 1.0] for f in COLUMNS}, schema=pa.schema([(f, pa.float32()) for f in COLUMNS])), str(tmp_path / "bad.parquet"))
+    result = _cli("run", "--model", linear_model[0], "--input", str(tmp_path / "bad.parquet"), "--output", str(tmp_path / "o"),
+                  "--method", "gradient", "--input-map", "features=" + ",".join(COLUMNS))
+    assert result.returncode == 3
+    assert "1 of 2 records were dead-lettered" in result.stderr and "Traceback" not in result.stderr

@@ -30,7 +30,7 @@ def test_manifest_reconciles_with_a_malformed_record_in_the_dead_letters(linear_
     manifest = run_attribution(config)
 
     counts = manifest["counts"]
-    assert counts == {"records_read": 13, "records_attributed": 12, "records_dead_lettered": 1, "rows_written": 12,
+    assert counts == {"records_read": 13, "records_attributed": 12, "records_dead_lettered": 1, "rows_written": 12, "rows_not_finite": 0,
                       "dead_letter_rows_written": 1, "rows_per_record": 1, "reconciled": True}
     dead = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
     assert dead[0]["key"] == "short" and dead[0]["source"].endswith("b.tfrecord") and dead[0]["error"] == "feature 'features' has 5 values, expected 6"
@@ -117,3 +117,34 @@ def test_truncated_tfrecord_keeps_the_records_before_the_damage(linear_model, tm
     (dead,) = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
     assert dead["key"] == "t.tfrecord:9"
     assert dead["error"].startswith("file is truncated or corrupted after record 8; the rest is unreadable")
+
+
+def test_too_many_dead_letters_fail_the_run_loudly_after_writing_the_manifest(linear_model, tmp_path):
+    from pipeline.errors import RunFailedError
+
+    features = np.ones((10, 6), np.float32)
+    features[:3, 2] = np.nan  # 3 of 10 records are bad: more than the default 10 %
+    data = write_tabular_parquet(tmp_path / "d.parquet", features, ids=np.arange(10))
+    config = _config(linear_model[0], data, tmp_path / "out", method="gradient", key_column="id")
+    with pytest.raises(RunFailedError, match="3 of 10 records were dead-lettered, more than max_dead_letter_fraction 0.1"):
+        run_attribution(config)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "dead-lettered" in manifest["failure"]
+    assert manifest["counts"]["reconciled"] is True
+
+    relaxed = _config(linear_model[0], data, tmp_path / "out2", method="gradient", key_column="id", max_dead_letter_fraction=0.5)
+    assert run_attribution(relaxed)["status"] == "complete"
+
+
+def test_non_finite_attributions_are_flagged_per_row_and_counted(tmp_path):
+    from helpers import save_linear_model
+
+    weights = np.full((6, 3), 1e30, np.float32)  # x @ W overflows float32 for |x| ~ 1e10
+    model = save_linear_model(tmp_path / "overflow.keras", weights, np.zeros(3, np.float32))
+    features = np.ones((8, 6), np.float32)
+    features[:5] *= 1e10
+    data = write_tabular_parquet(tmp_path / "d.parquet", features, ids=np.arange(8))
+    manifest = run_attribution(_config(model, data, tmp_path / "out", key_column="id", steps=4))
+    assert manifest["counts"]["rows_not_finite"] == 5
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    assert [rows[i]["attributions_finite"] for i in range(8)] == [False] * 5 + [True] * 3
