@@ -36,7 +36,7 @@ setup(
         # The demo and the tests train small models on scikit-learn's bundled datasets.
         "demo": ["scikit-learn>=1.4,<2"],
         # saliency (PAIR): tests check our integrated gradients against its implementation.
-        "test": ["scikit-learn>=1.4,<2", "pytest>=8,<10", "saliency==0.2.1"],
+        "test": ["scikit-learn>=1.4,<2", "pytest>=8,<10", "hypothesis>=6.100,<7", "saliency==0.2.1"],
         # bench/throughput.py compares integrated gradients with PAIR's saliency package.
         "bench": ["scikit-learn>=1.4,<2", "saliency==0.2.1"],
         # gs:// paths for tf.io.gfile (models, TFRecord files) and Beam's GCS filesystem.
