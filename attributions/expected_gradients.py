@@ -16,7 +16,7 @@ import numpy as np
 
 from attributions.model_functions import ModelFunctions
 from attributions.result import Attributions, attribution_sums
-from attributions.sampling import example_rng, gradients_at_points, per_example_points
+from attributions.sampling import example_rng, gradients_at_points, per_example_points, sample_moments
 
 __all__ = ["expected_gradients", "DEFAULT_SAMPLES"]
 
@@ -66,20 +66,17 @@ def expected_gradients(
             for x, r in zip(inputs, background)
         )  # each (N, *shape)
 
+    def attribution_sample(i: int, ex: slice, pts: slice, g: np.ndarray) -> np.ndarray:
+        refs = np.stack([draws[b][0][pts] for b in range(ex.start, ex.stop)])  # (e, s)
+        return (inputs[i][ex, None] - background[i][refs]).astype(np.float64) * g  # (e, s, *shape)
+
     build_points = per_example_points(inputs, samples, sample_one)
-    sums = [np.zeros(x.shape, dtype=np.float64) for x in inputs]
-    squares = [np.zeros(x.shape, dtype=np.float64) for x in inputs]
-    for ex, pts, grads in gradients_at_points(fns, build_points, targets, samples, chunk_size):
-        for x, r, total, total_sq, g in zip(inputs, background, sums, squares, grads):
-            refs = np.stack([draws[b][0][pts] for b in range(ex.start, ex.stop)])  # (e, s)
-            sample_attr = (x[ex, None] - r[refs]).astype(np.float64) * g  # (e, s, *shape)
-            total[ex] += sample_attr.sum(axis=1)
-            total_sq[ex] += (sample_attr * sample_attr).sum(axis=1)
-    attributions = tuple((t / samples).astype(np.float32) for t in sums)
+    blocks = gradients_at_points(fns, build_points, targets, samples, chunk_size)
+    means, mean_squares = sample_moments(blocks, inputs, samples, attribution_sample)  # each (B, *shape)
+    attributions = tuple(m.astype(np.float32) for m in means)
     stderr = np.zeros(len(targets))
-    for total, total_sq in zip(sums, squares):
-        mean = total / samples
-        variance = np.maximum(total_sq / samples - mean * mean, 0.0) * samples / (samples - 1)
+    for mean, mean_square in zip(means, mean_squares):
+        variance = np.maximum(mean_square - mean * mean, 0.0) * samples / (samples - 1)  # unbiased
         feature_stderr = np.sqrt(variance / samples).reshape(len(targets), -1)  # (B, features)
         stderr = np.maximum(stderr, feature_stderr.max(axis=1))
 

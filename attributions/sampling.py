@@ -8,13 +8,13 @@ batch size x steps.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from attributions.model_functions import ModelFunctions
 
-__all__ = ["gradients_at_points", "example_rng", "per_example_points", "validate_chunk_size"]
+__all__ = ["gradients_at_points", "sample_moments", "example_rng", "per_example_points", "validate_chunk_size"]
 
 # build_points(example_slice, point_slice) -> tuple, one float32 array per model input, each
 # (e, s, *input_shape) for e examples and s points.
@@ -56,6 +56,28 @@ def gradients_at_points(
             flat_targets = np.repeat(targets[ex], s).astype(np.int32)  # (e*s,)
             _, grads, _ = fns.gradients(flat, flat_targets)
             yield ex, pts, tuple(g.reshape(e, s, *g.shape[1:]) for g in grads)  # (e, s, *shape)
+
+
+def sample_moments(
+    blocks: Iterator[tuple[slice, slice, tuple]],
+    inputs: Sequence[np.ndarray],
+    num_points: int,
+    per_sample: Optional[Callable[[int, slice, slice, np.ndarray], np.ndarray]] = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Mean and mean square over each example's points of a per-sample value (by default the
+    gradient itself), accumulated in float64 over the blocks of `gradients_at_points`.
+
+    per_sample(input_index, example_slice, point_slice, grads (e, s, *shape)) -> (e, s, *shape).
+    Returns (means, mean_squares): one float64 (B, *shape) array per input each.
+    """
+    sums = [np.zeros(x.shape, dtype=np.float64) for x in inputs]
+    squares = [np.zeros(x.shape, dtype=np.float64) for x in inputs]
+    for ex, pts, grads in blocks:
+        for i, g in enumerate(grads):
+            value = (g if per_sample is None else per_sample(i, ex, pts, g)).astype(np.float64)  # (e, s, *shape)
+            sums[i][ex] += value.sum(axis=1)
+            squares[i][ex] += (value * value).sum(axis=1)
+    return [t / num_points for t in sums], [t / num_points for t in squares]
 
 
 def example_rng(seed: int, example_seed: int) -> np.random.Generator:

@@ -20,7 +20,7 @@ import numpy as np
 
 from attributions.model_functions import ModelFunctions
 from attributions.result import Attributions
-from attributions.sampling import example_rng, gradients_at_points, per_example_points
+from attributions.sampling import example_rng, gradients_at_points, per_example_points, sample_moments
 
 __all__ = ["smoothgrad", "VARIANTS", "DEFAULT_SAMPLES", "DEFAULT_NOISE_FRACTION"]
 
@@ -73,15 +73,8 @@ def smoothgrad(
         )  # each (samples, *shape)
 
     build_points = per_example_points(inputs, samples, sample_one)
-    sums = [np.zeros(x.shape, dtype=np.float64) for x in inputs]
-    squares = [np.zeros(x.shape, dtype=np.float64) for x in inputs]
-    for ex, _, grads in gradients_at_points(fns, build_points, targets, samples, chunk_size):
-        for total, total_sq, g in zip(sums, squares, grads):
-            g = g.astype(np.float64)  # (e, s, *shape)
-            total[ex] += g.sum(axis=1)
-            total_sq[ex] += (g * g).sum(axis=1)
-    means = [t / samples for t in sums]
-    mean_squares = [t / samples for t in squares]
+    blocks = gradients_at_points(fns, build_points, targets, samples, chunk_size)
+    means, mean_squares = sample_moments(blocks, inputs, samples)  # each (B, *shape)
     if variant == "smoothgrad":
         result = means
     elif variant == "smoothgrad_sq":
