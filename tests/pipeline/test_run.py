@@ -148,3 +148,18 @@ def test_non_finite_attributions_are_flagged_per_row_and_counted(tmp_path):
     assert manifest["counts"]["rows_not_finite"] == 5
     rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
     assert [rows[i]["attributions_finite"] for i in range(8)] == [False] * 5 + [True] * 3
+
+
+def test_corrupted_crc_keeps_the_records_before_it(linear_model, tmp_path):
+    features = np.random.default_rng(4).normal(size=(10, 6)).astype(np.float32)
+    path = write_vector_tfrecord(tmp_path / "c.tfrecord", features, ids=[f"r{i}" for i in range(10)])
+    data = bytearray(open(path, "rb").read())
+    record_size = len(data) // 10
+    data[6 * record_size + 20] ^= 0xFF  # inside record 6's payload: its CRC no longer matches
+    open(path, "wb").write(bytes(data))
+    config = RunConfig.from_mapping({"model": linear_model[0], "input": path, "output": str(tmp_path / "out"),
+                                     "key_column": "id", "method": "gradient", "batch_size": 4, "max_dead_letter_fraction": 0.5})
+    manifest = run_attribution(config)
+    assert manifest["counts"]["records_attributed"] == 6 and manifest["counts"]["records_dead_lettered"] == 1
+    (dead,) = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
+    assert dead["key"] == "c.tfrecord:6" and "corrupted" in dead["error"].lower()
