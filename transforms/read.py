@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.records import RawBatch, RecordSchema
+from transforms.records import RawBatch, RecordSchema, parquet_schema_problem
 
 __all__ = [
     "ReadRecords",
@@ -88,13 +88,19 @@ def parquet_shards(path: str) -> list[tuple[str, int, int, int]]:
 
 
 def read_parquet_shard(
-    path: str, key_prefix: str, row_groups: range, first_index: int, columns: Sequence[str], batch_size: int
+    path: str, key_prefix: str, row_groups: range, first_index: int, schema: RecordSchema, batch_size: int
 ) -> Iterator[RawBatch]:
-    """Yields the shard's records as RawBatches of at most `batch_size` rows."""
+    """Yields the shard's records as RawBatches of at most `batch_size` rows. A file whose columns
+    do not fit `schema` yields one RawBatch with `read_error` standing for all the shard's records."""
     with _open(path) as handle:
         parquet = pq.ParquetFile(handle)
+        problem = parquet_schema_problem(parquet.schema_arrow, schema)
+        if problem is not None:
+            rows = sum(parquet.metadata.row_group(i).num_rows for i in row_groups)
+            yield RawBatch(source=path, key_prefix=key_prefix, first_index=first_index, read_error=f"file {path}: {problem}", unreadable=rows)
+            return
         index = first_index
-        batches = parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=list(columns))
+        batches = parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=schema.read_columns)
         for batch in prefetched(batches):
             table = pa.Table.from_batches([batch])
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=table)
@@ -178,7 +184,7 @@ def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[
         yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, serialized=records)
         index += len(records)
     yield RawBatch(
-        source=path, key_prefix=key_prefix, first_index=index, serialized=[b""],
+        source=path, key_prefix=key_prefix, first_index=index, unreadable=1,
         read_error=f"file is truncated or corrupted after record {index - 1}; the rest is unreadable ({reason})",
     )
 
@@ -188,7 +194,7 @@ def read_all(path: str, schema: RecordSchema, batch_size: int = 4096) -> Iterato
     prefix = os.path.basename(path)
     if schema.input_format == "parquet":
         for shard_path, start, end, first in parquet_shards(path):
-            yield from read_parquet_shard(shard_path, prefix, range(start, end), first, schema.read_columns, batch_size)
+            yield from read_parquet_shard(shard_path, prefix, range(start, end), first, schema, batch_size)
     else:
         yield from read_tfrecord_file(path, prefix, batch_size)
 
@@ -219,8 +225,7 @@ class _ReadShard(beam.DoFn):
         path, start, end, first_index = shard
         prefix = self._prefixes[path]
         if self._schema.input_format == "parquet":
-            columns = self._schema.read_columns
-            batches = read_parquet_shard(path, prefix, range(start, end), first_index, columns, self._batch_size)
+            batches = read_parquet_shard(path, prefix, range(start, end), first_index, self._schema, self._batch_size)
         else:
             batches = read_tfrecord_file(path, prefix, self._batch_size)
         for batch in batches:

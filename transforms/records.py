@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = [
+    "parquet_schema_problem",
     "ColumnSpec",
     "ModelInputSpec",
     "FieldSpec",
@@ -105,10 +106,13 @@ class RawBatch:
     first_index: int
     table: Optional[pa.Table] = None
     serialized: Optional[Sequence[bytes]] = None  # a tf.string tensor (n,), or a list of bytes
-    read_error: Optional[str] = None  # set: the batch stands for an unreadable part of the file
+    read_error: Optional[str] = None  # set: the batch stands for `unreadable` records it could not read
+    unreadable: int = 0
 
     @property
     def num_records(self) -> int:
+        if self.read_error is not None:
+            return self.unreadable
         return self.table.num_rows if self.table is not None else len(self.serialized)
 
 
@@ -152,6 +156,29 @@ def synthesized_keys(raw: RawBatch, rows: np.ndarray) -> pa.Array:
     """'<file>:<index in file>' for the given rows of the batch (vectorised: no per-row Python)."""
     indices = pc.cast(pa.array(np.asarray(rows, dtype=np.int64) + raw.first_index), pa.string())
     return pc.binary_join_element_wise(pa.scalar(f"{raw.key_prefix}:"), indices, pa.scalar(""))
+
+
+def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Optional[str]:
+    """Why a Parquet file's columns cannot be read with `schema` (resolved from the first input
+    file), or None. Numeric types may differ (they are converted); lists must stay lists, and the
+    key, label and pass-through columns must keep their type."""
+    names = set(arrow_schema.names)
+    for column in schema.source_columns:
+        if column.name not in names:
+            return f"column {column.name!r} is missing (the first input file has it)"
+        arrow_type = arrow_schema.field(column.name).type
+        value_type = arrow_type.value_type if _is_list_type(arrow_type) else arrow_type
+        if _is_list_type(arrow_type) != column.is_list or not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
+            expected = "a list of numbers" if column.is_list else "a number"
+            return f"column {column.name!r} has type {arrow_type}, expected {expected} as in the first input file"
+    for f in (schema.key, schema.label, *schema.passthrough):
+        if f is None:
+            continue
+        if f.name not in names:
+            return f"column {f.name!r} is missing (the first input file has it)"
+        if arrow_schema.field(f.name).type != f.arrow_type:
+            return f"column {f.name!r} has type {arrow_schema.field(f.name).type}, the first input file has {f.arrow_type}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,7 +332,8 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
     """Checks and decodes a batch. Returns the valid records (None if there are none) and one
     DeadLetter per invalid record, with a reason naming the field and the problem."""
     if raw.read_error is not None:
-        return None, [DeadLetter(f"{raw.key_prefix}:{raw.first_index}", raw.source, b"", raw.read_error)]
+        first = raw.first_index
+        return None, [DeadLetter(f"{raw.key_prefix}:{i}", raw.source, b"", raw.read_error) for i in range(first, first + raw.unreadable)]
     problems = _Problems(raw.num_records)
     if raw.table is not None:
         rows = np.arange(raw.num_records)

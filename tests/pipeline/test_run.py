@@ -163,3 +163,20 @@ def test_corrupted_crc_keeps_the_records_before_it(linear_model, tmp_path):
     assert manifest["counts"]["records_attributed"] == 6 and manifest["counts"]["records_dead_lettered"] == 1
     (dead,) = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
     assert dead["key"] == "c.tfrecord:6" and "corrupted" in dead["error"].lower()
+
+
+def test_files_whose_schema_differs_from_the_first_are_dead_lettered_whole(linear_model, tmp_path):
+    good = np.ones((4, 6), np.float32)
+    write_tabular_parquet(tmp_path / "a.parquet", good, ids=np.arange(4))
+    missing = pa.table({"id": np.arange(10, 13), **{c: np.ones(3, np.float32) for c in COLUMNS[:5]}})
+    pq.write_table(missing, str(tmp_path / "b.parquet"))
+    strings = pa.table({"id": np.arange(20, 22), **{c: np.ones(2, np.float32) for c in COLUMNS[1:]}, "f0": ["x", "y"]})
+    pq.write_table(strings, str(tmp_path / "c.parquet"))
+    config = _config(linear_model[0], str(tmp_path / "*.parquet"), tmp_path / "out", method="gradient", key_column="id",
+                     max_dead_letter_fraction=1.0)
+    manifest = run_attribution(config)
+    assert manifest["counts"]["records_read"] == 9 and manifest["counts"]["records_attributed"] == 4
+    reasons = {row["key"]: row["error"] for row in read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()}
+    assert sorted(reasons) == ["b.parquet:0", "b.parquet:1", "b.parquet:2", "c.parquet:0", "c.parquet:1"]
+    assert reasons["b.parquet:0"].endswith("column 'f5' is missing (the first input file has it)")
+    assert reasons["c.parquet:1"].endswith("column 'f0' has type string, expected a number as in the first input file")
