@@ -91,19 +91,24 @@ def _parquet_catalog(path: str) -> dict[str, _SourceColumn]:
     return catalog
 
 
-def _tfrecord_catalog(path: str) -> dict[str, _SourceColumn]:
+def _tfrecord_catalog(paths: tuple[str, ...]) -> dict[str, _SourceColumn]:
+    """Features of the first record of the first non-empty file (empty files are skipped)."""
     import tensorflow as tf
 
-    try:
-        first = list(tf.data.TFRecordDataset([path]).take(1).as_numpy_iterator())
-        example = tf.train.Example.FromString(first[0]) if first else None
-    except Exception as error:  # DataLossError, protobuf DecodeError
-        raise ValueError(
-            f"cannot read the first record of {path!r} to learn the features ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0]}); is it an uncompressed TFRecord file of tf.train.Example?"
-        ) from None
+    example = None
+    for path in paths:
+        try:
+            first = list(tf.data.TFRecordDataset([path]).take(1).as_numpy_iterator())
+            example = tf.train.Example.FromString(first[0]) if first else None
+        except Exception as error:  # DataLossError, protobuf DecodeError
+            raise ValueError(
+                f"cannot read the first record of {path!r} to learn the features ({type(error).__name__}: "
+                f"{str(error).strip().splitlines()[0]}); is it an uncompressed TFRecord file of tf.train.Example?"
+            ) from None
+        if example is not None:
+            break
     if example is None:
-        raise ValueError(f"input file {path!r} holds no records; cannot read its features.")
+        raise ValueError(f"the input files hold no records ({len(paths)} files, all empty); nothing to attribute.")
     catalog = {}
     for name, feature in example.features.feature.items():
         kind = feature.WhichOneof("kind")
@@ -234,7 +239,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
     """Validates `config` against the real input and model; see the module docstring."""
     input_files = match_files(config.input)
     input_format = detect_format(input_files, config.input_format)
-    catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files[0])
+    catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files)
     model = load_model(config.model, config.unsafe_deserialization)
     model.output_index(config.output_name)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]

@@ -180,3 +180,20 @@ def test_files_whose_schema_differs_from_the_first_are_dead_lettered_whole(linea
     assert sorted(reasons) == ["b.parquet:0", "b.parquet:1", "b.parquet:2", "c.parquet:0", "c.parquet:1"]
     assert reasons["b.parquet:0"].endswith("column 'f5' is missing (the first input file has it)")
     assert reasons["c.parquet:1"].endswith("column 'f0' has type string, expected a number as in the first input file")
+
+
+def test_empty_files_are_skipped_and_all_empty_input_is_refused(linear_model, tmp_path):
+    (tmp_path / "a-empty.tfrecord").write_bytes(b"")
+    write_vector_tfrecord(tmp_path / "b.tfrecord", np.ones((3, 6), np.float32), ids=["x", "y", "z"])
+    config = RunConfig.from_mapping({"model": linear_model[0], "input": str(tmp_path / "*.tfrecord"), "output": str(tmp_path / "out"),
+                                     "key_column": "id", "method": "gradient"})
+    assert run_attribution(config)["counts"]["records_attributed"] == 3
+
+    empty_parquet = pa.table({c: pa.array([], pa.float32()) for c in COLUMNS})
+    pq.write_table(empty_parquet, str(tmp_path / "empty.parquet"))
+    manifest = run_attribution(_config(linear_model[0], str(tmp_path / "empty.parquet"), tmp_path / "p", method="gradient"))
+    assert manifest["counts"]["records_read"] == 0 and manifest["status"] == "complete"
+
+    only_empty = RunConfig.from_mapping({"model": linear_model[0], "input": str(tmp_path / "a-empty.tfrecord"), "output": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="hold no records"):
+        run_attribution(only_empty)
