@@ -14,7 +14,8 @@ from apache_beam.io.parquetio import WriteToParquet
 
 from pipeline.config import RunConfig
 from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, RunPlan, resolve_plan
-from transforms.attribute import AttributeBatches, DecodeBatches
+from transforms.attribute import AttributeBatches
+from transforms.decode import DecodeBatches
 from transforms.read import ReadRecords
 from transforms.records import DEAD_LETTER_SCHEMA
 from transforms.write import WriteAttributionTables

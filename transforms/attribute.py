@@ -216,22 +216,3 @@ class _EngineHolder:
 
 def _settings_tag(settings: AttributionSettings) -> str:
     return hashlib.sha256(repr(settings).encode()).hexdigest()
-
-
-class DecodeBatches(beam.DoFn):
-    """RawBatch -> DecodedBatch, and DeadLetter rows on the 'dead_letter' output."""
-
-    DEAD_LETTER_TAG = "dead_letter"
-
-    def __init__(self, schema: RecordSchema):
-        self._schema = schema
-        self._dead = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_dead_lettered")
-
-    def process(self, raw):
-        decoded, dead = decode_batch(raw, self._schema)
-        if dead:
-            self._dead.inc(len(dead))
-            for letter in dead:
-                yield beam.pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter.as_row())
-        if decoded is not None:
-            yield decoded
