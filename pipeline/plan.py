@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model, model_fingerprint
-from pipeline.config import RunConfig, parse_baseline
+from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import RESERVED_COLUMNS, output_schema
@@ -227,12 +227,8 @@ def _check_target(config: RunConfig, num_outputs: int) -> None:
 
 
 def _method_params(config: RunConfig) -> dict[str, Any]:
-    names = {
-        "integrated_gradients": ("steps", "rule"),
-        "smoothgrad": ("smoothgrad_variant", "noise_fraction", "samples", "seed"),
-        "expected_gradients": ("samples", "seed"),
-    }.get(config.method, ())
-    return {name: config.setting(name) for name in names}
+    """The method's own settings with defaults filled in (the IG baseline is recorded apart)."""
+    return {name: config.setting(name) for name in METHOD_SETTINGS.get(config.method, {}) if name != "baseline"}
 
 
 def resolve_plan(config: RunConfig) -> RunPlan:
@@ -241,7 +237,6 @@ def resolve_plan(config: RunConfig) -> RunPlan:
     input_format = detect_format(input_files, config.input_format)
     catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files)
     model = load_model(config.model, config.unsafe_deserialization)
-    model.output_index(config.output_name)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]
     _check_target(config, num_outputs)
     model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
