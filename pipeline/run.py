@@ -149,8 +149,12 @@ def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = 
     options = PipelineOptions(list(pipeline_args or []))
     pipeline = make_pipeline(options)
     build_pipeline(pipeline, plan)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except ValueError as error:
+        # Past the launcher's checks a ValueError is a fault, not a user error: keep its traceback.
+        raise RuntimeError(f"the pipeline failed: {error}") from error
     finished = time.time()
 
     metrics = _metrics(result)
