@@ -15,7 +15,7 @@ from apache_beam.io.parquetio import WriteToParquet
 from pipeline.config import RunConfig
 from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, RunPlan, resolve_plan
 from transforms.attribute import AttributeBatches
-from transforms.decode import DecodeBatches
+from transforms.decode import CountDuplicateKeys, DecodeBatches
 from transforms.read import ReadRecords
 from transforms.records import DEAD_LETTER_SCHEMA
 from transforms.write import WriteAttributionTables
@@ -45,6 +45,8 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     )
     tables = decoded.records | "Attribute" >> beam.ParDo(AttributeBatches(settings))
     dead_letters = decoded[DecodeBatches.DEAD_LETTER_TAG]
+    if plan.config.check_duplicate_keys:
+        _ = decoded.records | "CountDuplicateKeys" >> CountDuplicateKeys()
     if write:
         _ = tables | "WriteAttributions" >> WriteAttributionTables(
             plan.output_path(ATTRIBUTIONS_PREFIX), settings.output_schema

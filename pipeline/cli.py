@@ -48,6 +48,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False (only for files you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
+    add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")
     add("--max-dead-letter-fraction", type=float, help="fail the run when more than this share of records is dead-lettered (default 0.1).")
     add("--batch-size", type=int, help="records per batch (default 1024).")
     add("--chunk-size", type=int, help="most rows (examples x steps/samples) per gradient call (default 1024).")

@@ -60,6 +60,8 @@ class RunConfig:
     # The run fails at the end (non-zero exit, manifest status 'failed') when more than this share
     # of the records read was dead-lettered.
     max_dead_letter_fraction: float = 0.1
+    # Count keys that occur more than once (a shuffle over all keys: off by default).
+    check_duplicate_keys: bool = False
     batch_size: int = 1024
     chunk_size: int = 1024
     # Method settings (None: the method's default, see METHOD_SETTINGS).
@@ -105,7 +107,7 @@ class RunConfig:
         fraction = self.max_dead_letter_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"max_dead_letter_fraction must be a number in [0, 1] (e.g. 0.1); got {fraction!r}.")
-        for name in ("explain_logits", "unsafe_deserialization", "overwrite"):
+        for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
         for name in sorted(_ALL_METHOD_SETTINGS):
@@ -114,6 +116,10 @@ class RunConfig:
                     f"setting {name!r} applies only to method(s) {_users_of(name)}, but method is "
                     f"{self.method!r}; remove it or change the method."
                 )
+        if self.check_duplicate_keys and not self.key_column:
+            raise ValueError(
+                "check_duplicate_keys needs a key_column: synthesized '<file>:<index>' keys are unique."
+            )
         self.target_spec()  # parses and validates the target
         if self.method == "integrated_gradients":
             _check_positive_int("steps", self.setting("steps"))

@@ -118,6 +118,9 @@ def _counts(plan: RunPlan, metrics: dict, outputs: list, dead_files: list) -> tu
         "dead_letter_rows_written": sum(f["rows"] for f in dead_files),
         "rows_per_record": plan.settings.target.rows_per_example,
     }
+    if plan.config.check_duplicate_keys:
+        counts["duplicate_keys"] = metric("duplicate_keys")
+        counts["records_with_duplicate_keys"] = metric("records_with_duplicate_keys")
     problems = []
     if counts["records_read"] != counts["records_attributed"] + counts["records_dead_lettered"]:
         problems.append("records_read != records_attributed + records_dead_lettered")

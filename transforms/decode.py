@@ -7,7 +7,7 @@ import apache_beam as beam
 from transforms.read import METRICS_NAMESPACE
 from transforms.records import RecordSchema, decode_batch
 
-__all__ = ["DecodeBatches"]
+__all__ = ["DecodeBatches", "CountDuplicateKeys"]
 
 
 class DecodeBatches(beam.DoFn):
@@ -27,3 +27,28 @@ class DecodeBatches(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter.as_row())
         if decoded is not None:
             yield decoded
+
+
+class _CountRepeats(beam.DoFn):
+    def __init__(self):
+        self._keys = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "duplicate_keys")
+        self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_with_duplicate_keys")
+
+    def process(self, key_and_count):
+        _, count = key_and_count
+        if count > 1:
+            self._keys.inc()
+            self._records.inc(count)
+
+
+class CountDuplicateKeys(beam.PTransform):
+    """DecodedBatches -> metrics `duplicate_keys` (keys seen more than once) and
+    `records_with_duplicate_keys`. Every record is still attributed and written."""
+
+    def expand(self, batches):
+        return (
+            batches
+            | "Keys" >> beam.FlatMap(lambda batch: batch.keys.to_pylist())
+            | "CountPerKey" >> beam.combiners.Count.PerElement()
+            | "CountRepeats" >> beam.ParDo(_CountRepeats())
+        )

@@ -77,3 +77,10 @@ def test_a_run_that_fails_its_checks_exits_with_status_3(linear_model, tmp_path)
                   "--method", "gradient", "--input-map", "features=" + ",".join(COLUMNS))
     assert result.returncode == 3
     assert "1 of 2 records were dead-lettered" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="matches no files"):
+        main(["run", "--model", "m.keras", "--input", str(tmp_path / "none-*.parquet"), "--output", str(tmp_path / "o"), "--debug"])

@@ -197,3 +197,13 @@ def test_empty_files_are_skipped_and_all_empty_input_is_refused(linear_model, tm
     only_empty = RunConfig.from_mapping({"model": linear_model[0], "input": str(tmp_path / "a-empty.tfrecord"), "output": str(tmp_path / "o")})
     with pytest.raises(ValueError, match="hold no records"):
         run_attribution(only_empty)
+
+
+def test_duplicate_keys_are_kept_and_counted_when_asked(linear_model, tmp_path):
+    ids = np.array([1, 2, 2, 3, 3, 3, 4])
+    data = write_tabular_parquet(tmp_path / "d.parquet", np.ones((7, 6), np.float32), ids=ids)
+    manifest = run_attribution(_config(linear_model[0], data, tmp_path / "out", method="gradient", key_column="id", check_duplicate_keys=True))
+    assert manifest["counts"]["duplicate_keys"] == 2 and manifest["counts"]["records_with_duplicate_keys"] == 5
+    assert sorted(read_parquet_dir(tmp_path / "out").column("id").to_pylist()) == sorted(ids.tolist())
+    with pytest.raises(ValueError, match="check_duplicate_keys needs a key_column"):
+        _config(linear_model[0], data, tmp_path / "o2", check_duplicate_keys=True)
