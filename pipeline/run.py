@@ -56,7 +56,14 @@ def _prepare_output(config: RunConfig) -> None:
             f"{existing[0]!r}); choose a new --output or pass --overwrite to replace them."
         )
     if existing:
-        FileSystems.delete(existing)
+        # The manifest goes first: a run killed while deleting never leaves a manifest that
+        # vouches for files that are gone.
+        manifests = [path for path in existing if path.endswith(MANIFEST_NAME)]
+        if manifests:
+            FileSystems.delete(manifests)
+        others = [path for path in existing if path not in manifests]
+        if others:
+            FileSystems.delete(others)
 
 
 def _metrics(result) -> dict[str, Any]:
