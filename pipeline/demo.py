@@ -182,7 +182,7 @@ def run_demo(output: str) -> None:
     print(f"  {counts['records_attributed']} images attributed, {counts['records_dead_lettered']} dead-lettered, "
           f"{manifest['timings']['pipeline_seconds']:.1f} s; {_delta_summary(manifest)}")
     heat = _digit_map(os.path.join(digits_out, "attributions-*.parquet"))
-    print("  mean |attribution| per pixel (8x8; darker = more important):")
+    print("  mean |attribution| per pixel (8x8; denser characters = more important):")
     shades = " .:-=+*#%@"
     for row in heat / heat.max():
         print("    " + "".join(shades[min(int(v * len(shades)), len(shades) - 1)] * 2 for v in row))

@@ -5,7 +5,7 @@ by the Beam DoFns in `transforms.read` and `transforms.decode`, and by the launc
 baselines and background rows.
 
 A batch moves through the pipeline as one element:
-  RawBatch (a Parquet record batch, or a list of serialized Examples, from one file)
+  RawBatch (a Parquet record batch, or a string tensor of serialized Examples, from one file)
   -> decode_batch -> DecodedBatch (float32 model inputs, keys, pass-through columns) + DeadLetters.
 Per-record work happens only for records that fail a vectorised check.
 """
