@@ -207,3 +207,19 @@ def test_duplicate_keys_are_kept_and_counted_when_asked(linear_model, tmp_path):
     assert sorted(read_parquet_dir(tmp_path / "out").column("id").to_pylist()) == sorted(ids.tolist())
     with pytest.raises(ValueError, match="check_duplicate_keys needs a key_column"):
         _config(linear_model[0], data, tmp_path / "o2", check_duplicate_keys=True)
+
+
+def test_two_worker_processes_load_the_model_once_each(linear_model, tmp_path):
+    """Beam's multi-process direct mode: fresh worker processes, one model load per process."""
+    model, weights, _ = linear_model
+    rng = np.random.default_rng(8)
+    paths = [write_vector_tfrecord(tmp_path / f"p{i}.tfrecord", rng.normal(size=(6, 6)).astype(np.float32), ids=[f"{i}-{j}" for j in range(6)])
+             for i in range(6)]
+    config = RunConfig.from_mapping({"model": model, "input": paths, "output": str(tmp_path / "out"), "key_column": "id",
+                                     "method": "gradient", "target": 1, "batch_size": 2})
+    manifest = run_attribution(config, ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    assert manifest["counts"]["records_attributed"] == 36 and manifest["counts"]["reconciled"]
+    assert manifest["metrics"]["attribution/attribution_batch_latency_micro_secs"]["count"] == 18
+    assert 1 <= manifest["metrics"]["attribution/model_loads"] <= 2  # 18 batches, at most one load per process
+    table = read_parquet_dir(tmp_path / "out")
+    np.testing.assert_allclose(np.stack(table.column("attr_features").to_pylist()), np.tile(weights[:, 1], (36, 1)), rtol=1e-6)
