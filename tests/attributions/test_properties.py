@@ -30,7 +30,9 @@ SINES = build_model_functions(lambda inputs: tf.reduce_sum(tf.sin(inputs[0] * C)
 
 values = st.floats(-2.0, 2.0, allow_nan=False, width=32)
 batches = st.integers(1, 6).flatmap(lambda n: arrays(np.float32, (n, D), elements=values))
-PROPERTY = settings(max_examples=25, deadline=None)
+# Derandomized: CI explores the same examples every run (no flaky red builds); raise max_examples
+# or drop derandomize locally to search further.
+PROPERTY = settings(max_examples=25, deadline=None, derandomize=True)
 
 
 @PROPERTY
