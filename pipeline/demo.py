@@ -58,6 +58,15 @@ def write_digits_tfrecord(path: str, images: np.ndarray, labels: np.ndarray, fir
             writer.write(example.SerializeToString())
 
 
+def _train_and_save(model, loss: str, x: np.ndarray, y: np.ndarray, epochs: int, path: str) -> float:
+    """Fits with a 20% validation split, saves to `path`; returns the final validation accuracy."""
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    history = model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, validation_split=0.2)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model.save(path)
+    return float(history.history["val_accuracy"][-1])
+
+
 def make_digits_assets(directory: str, epochs: int = 8) -> dict:
     """Trains the CNN and writes model + TFRecord files (two shards). Returns their paths."""
     keras = _keras_seed()
@@ -72,16 +81,13 @@ def make_digits_assets(directory: str, epochs: int = 8) -> dict:
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0, validation_split=0.2)
-    os.makedirs(directory, exist_ok=True)
     model_path = os.path.join(directory, "digits_cnn.keras")
-    model.save(model_path)
+    accuracy = _train_and_save(model, "sparse_categorical_crossentropy", images, labels, epochs, model_path)
     half = len(images) // 2
     data = [os.path.join(directory, f"digits-{i}.tfrecord") for i in range(2)]
     write_digits_tfrecord(data[0], images[:half], labels[:half], 0)
     write_digits_tfrecord(data[1], images[half:], labels[half:], half)
-    return {"model": model_path, "data": data, "val_accuracy": float(history.history["val_accuracy"][-1])}
+    return {"model": model_path, "data": data, "val_accuracy": accuracy}
 
 
 def breast_cancer_data() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -107,11 +113,8 @@ def make_breast_cancer_assets(directory: str, epochs: int = 30) -> dict:
             keras.layers.Dense(1, activation="sigmoid"),
         ]
     )
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    history = model.fit(features, labels, epochs=epochs, batch_size=32, verbose=0, validation_split=0.2)
-    os.makedirs(directory, exist_ok=True)
     model_path = os.path.join(directory, "breast_cancer_mlp.keras")
-    model.save(model_path)
+    accuracy = _train_and_save(model, "binary_crossentropy", features, labels, epochs, model_path)
 
     def table(rows: slice) -> pa.Table:
         columns = {"patient_id": np.arange(len(features), dtype=np.int64)[rows], "diagnosis": labels[rows]}
@@ -129,28 +132,26 @@ def make_breast_cancer_assets(directory: str, epochs: int = 30) -> dict:
         "data": data,
         "baseline": baseline,
         "columns": names,
-        "val_accuracy": float(history.history["val_accuracy"][-1]),
+        "val_accuracy": accuracy,
     }
 
 
-def _top_tabular(path_pattern: str, columns: Sequence[str], k: int = 5) -> list[tuple[str, float]]:
-    import glob
+def _attributions(manifest: dict) -> pa.Table:
+    """Every output row of a finished run (the files its manifest lists)."""
+    return pa.concat_tables([pq.read_table(f["path"]) for f in manifest["output"]["attributions"]])
 
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(path_pattern))])
+
+def _top_tabular(table: pa.Table, columns: Sequence[str], k: int = 5) -> list[tuple[str, float]]:
     scores = {c: float(np.abs(table.column(f"attr_{c}").to_numpy()).mean()) for c in columns}
     return sorted(scores.items(), key=lambda item: -item[1])[:k]
 
 
-def _digit_map(path_pattern: str) -> np.ndarray:
-    import glob
-
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(path_pattern))])
+def _digit_map(table: pa.Table) -> np.ndarray:
     values = table.column("attr_pixels").combine_chunks().flatten().to_numpy().reshape(-1, 8, 8)
-    return np.abs(values).mean(axis=0)
+    return np.abs(values).mean(axis=0)  # (8, 8)
 
 
-def _delta_summary(manifest: dict) -> str:
-    table = pa.concat_tables([pq.read_table(f["path"]) for f in manifest["output"]["attributions"]])
+def _delta_summary(table: pa.Table) -> str:
     rel = table.column("convergence_delta_rel").to_numpy()
     return f"completeness: median relative error {np.median(rel):.2e}, {np.mean(rel > 0.05):.1%} of rows over 5%"
 
@@ -178,10 +179,11 @@ def run_demo(output: str) -> None:
           f"  attribution-pipeline run --model {digits['model']} --input '{digits_config.input[0]}' "
           f"--output {digits_out} --method integrated_gradients --steps 32 --key-column id --passthrough label --overwrite")
     manifest = run_attribution(digits_config)
+    table = _attributions(manifest)
     counts = manifest["counts"]
     print(f"  {counts['records_attributed']} images attributed, {counts['records_dead_lettered']} dead-lettered, "
-          f"{manifest['timings']['pipeline_seconds']:.1f} s; {_delta_summary(manifest)}")
-    heat = _digit_map(os.path.join(digits_out, "attributions-*.parquet"))
+          f"{manifest['timings']['pipeline_seconds']:.1f} s; {_delta_summary(table)}")
+    heat = _digit_map(table)
     print("  mean |attribution| per pixel (8x8; denser characters = more important):")
     shades = " .:-=+*#%@"
     for row in heat / heat.max():
@@ -194,13 +196,14 @@ def run_demo(output: str) -> None:
         "explain_logits": True, "inputs": {"measurements": cancer["columns"]},
         "key_column": "patient_id", "passthrough_columns": ["diagnosis"], "overwrite": True,
     })
-    print(f"\n[2/2] integrated gradients of the logit vs the mean patient, breast cancer MLP, Parquet -> Parquet")
+    print("\n[2/2] integrated gradients of the logit vs the mean patient, breast cancer MLP, Parquet -> Parquet")
     manifest = run_attribution(cancer_config)
+    table = _attributions(manifest)
     counts = manifest["counts"]
     print(f"  {counts['records_attributed']} patients attributed, {counts['records_dead_lettered']} dead-lettered, "
-          f"{manifest['timings']['pipeline_seconds']:.1f} s; {_delta_summary(manifest)}")
+          f"{manifest['timings']['pipeline_seconds']:.1f} s; {_delta_summary(table)}")
     print("  top features by mean |attribution|:")
-    for name, score in _top_tabular(os.path.join(cancer_out, "attributions-*.parquet"), cancer["columns"]):
+    for name, score in _top_tabular(table, cancer["columns"]):
         print(f"    {name:<28} {score:.4f}")
     print(f"\nresults: {digits_out}/ and {cancer_out}/ (attributions-*.parquet, dead_letter-*.parquet, manifest.json)")
     print(f"demo finished in {time.time() - start:.1f} s")

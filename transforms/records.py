@@ -302,8 +302,6 @@ def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
 def _parse_tfrecord(raw: RawBatch, schema: RecordSchema, problems: _Problems) -> tuple[dict, np.ndarray]:
     """Parses the batch in one call; only when that fails, finds the bad records one by one.
     Returns (features of the good records, indices of the good records)."""
-    import tensorflow as tf
-
     parsed = try_parse_examples(raw.serialized, schema)
     if parsed is not None:
         return parsed, np.arange(raw.num_records)

@@ -1,7 +1,6 @@
 """Property-based checks of the method code (hypothesis): what must hold for any input."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st

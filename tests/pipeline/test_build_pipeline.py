@@ -72,7 +72,7 @@ def _assert_equal(actual, expected):
 def test_tfrecord_gradient_with_fixed_target_and_synthesized_keys(linear_model, tmp_path):
     model, weights, _ = linear_model
     rng = np.random.default_rng(3)
-    first = write_vector_tfrecord(tmp_path / "part-0.tfrecord", rng.normal(size=(5, 6)).astype(np.float32))
+    write_vector_tfrecord(tmp_path / "part-0.tfrecord", rng.normal(size=(5, 6)).astype(np.float32))
     write_vector_tfrecord(tmp_path / "part-1.tfrecord", rng.normal(size=(4, 6)).astype(np.float32))
 
     def check(table):

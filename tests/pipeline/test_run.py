@@ -1,7 +1,6 @@
 """run_attribution on real files: outputs, dead letters, manifest counts and metadata."""
 
 import json
-import os
 
 import numpy as np
 import pyarrow as pa

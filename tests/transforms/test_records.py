@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import tensorflow as tf
 
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RawBatch, RecordSchema, decode_batch
