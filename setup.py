@@ -22,7 +22,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["attributions", "attributions.*", "pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    packages=find_packages(include=["attributions", "attributions.*", "audit", "audit.*", "pipeline", "pipeline.*", "transforms", "transforms.*"]),
     install_requires=[
         "apache-beam>=2.77.0,<2.78",  # same version as the Dockerfile's base image
         "tensorflow-cpu>=2.18,<2.22; platform_machine == 'x86_64'",
@@ -31,6 +31,7 @@ setup(
         "numpy>=1.26,<3",
         "pyarrow>=14,<26",
         "pyyaml>=6,<7",
+        "matplotlib>=3.8,<4",  # the HTML report's plots (imported only by `report`)
     ],
     extras_require={
         # The demo and the tests train small models on scikit-learn's bundled datasets.

@@ -1,7 +1,8 @@
 """Pipeline construction: `build_pipeline(p, config)` adds the attribution steps to a Beam pipeline.
 
     ReadRecords -> DecodeRecords -> Attribute -> WriteAttributions
-                         \\-> dead letters -> WriteDeadLetters
+                         |                 \\-> per-batch summaries -> WriteSummary (merged)
+                         \\-> dead letters -> WriteDeadLetters (and counted in the summary)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from transforms.attribute import AttributeBatches
 from transforms.decode import CountDuplicateKeys, DecodeBatches
 from transforms.read import ReadRecords
 from transforms.records import DEAD_LETTER_SCHEMA
+from transforms.summarize import WriteSummary
 from transforms.write import WriteAttributionTables
 
 __all__ = ["build_pipeline", "BuiltPipeline"]
@@ -30,6 +32,7 @@ class BuiltPipeline:
     plan: RunPlan
     attributions: beam.PCollection  # pyarrow.Table per batch
     dead_letters: beam.PCollection  # dict rows (key, source, record, error)
+    summaries: beam.PCollection  # audit.summary.RunSummary per batch (empty when summaries are off)
 
 
 def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: bool = True) -> BuiltPipeline:
@@ -43,7 +46,10 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     decoded = raw | "DecodeRecords" >> beam.ParDo(DecodeBatches(plan.schema)).with_outputs(
         DecodeBatches.DEAD_LETTER_TAG, main="records"
     )
-    tables = decoded.records | "Attribute" >> beam.ParDo(AttributeBatches(settings))
+    attributed = decoded.records | "Attribute" >> beam.ParDo(AttributeBatches(settings)).with_outputs(
+        AttributeBatches.SUMMARY_TAG, main="tables"
+    )
+    tables = attributed.tables
     dead_letters = decoded[DecodeBatches.DEAD_LETTER_TAG]
     if plan.config.check_duplicate_keys:
         _ = decoded.records | "CountDuplicateKeys" >> CountDuplicateKeys()
@@ -54,4 +60,8 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
         _ = dead_letters | "WriteDeadLetters" >> WriteToParquet(
             plan.output_path(DEAD_LETTER_PREFIX), schema=DEAD_LETTER_SCHEMA, file_name_suffix=".parquet"
         )
-    return BuiltPipeline(plan, tables, dead_letters)
+        if settings.summary is not None:
+            _ = (attributed[AttributeBatches.SUMMARY_TAG], dead_letters) | "WriteSummary" >> WriteSummary(
+                settings.summary, plan.config.output, plan.config.to_dict()
+            )
+    return BuiltPipeline(plan, tables, dead_letters, attributed[AttributeBatches.SUMMARY_TAG])

@@ -32,6 +32,13 @@ def _input_map(value: str) -> tuple[str, Any]:
     return name, parts[0] if len(parts) == 1 and "," not in columns else parts
 
 
+def _param(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--param expects NAME=VALUE (e.g. --param region=eu); got {value!r}")
+    return name, text
+
+
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", help="YAML file with settings (flags override it); see configs/.")
@@ -60,6 +67,13 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--samples", type=int, help="SmoothGrad (default 50) / expected gradients (default 200) samples per record.")
     add("--seed", type=int, help="seed of the sampling methods (default 0).")
     add("--background", help="expected gradients: Parquet/TFRecord file of background rows.")
+    add("--summaries", action=argparse.BooleanOptionalAction, default=None, help="write summary.json and summary_*.parquet in the same pass (default on).")
+    add("--slice-column", action="append", dest="slice_columns", help="summarize per value of this column too; repeat or comma-separate.")
+    add("--summary-sample-size", type=int, help="rows kept per summary group for approximate quantiles (default 2048).")
+    add("--completeness-threshold", type=float, help="relative completeness error counted as too large in summaries (default 0.05).")
+    add("--max-slice-values", type=int, help="distinct values summarized per slice column, the rest pooled as __other__ (default 1000).")
+    add("--date", help="fills {date} in --model/--input/--output/--background/--baseline paths.")
+    add("--param", action="append", type=_param, dest="params", help="NAME=VALUE: fills {NAME} in those paths; repeat for several.")
     add("--debug", action="store_true", help="show tracebacks for user errors.")
 
 
@@ -79,10 +93,14 @@ def config_from_args(args: argparse.Namespace):
 
     values = load_yaml_config(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug") and v is not None}
-    if "passthrough_columns" in flags:
-        flags["passthrough_columns"] = [c for item in flags["passthrough_columns"] for c in item.split(",") if c]
+    for name in ("passthrough_columns", "slice_columns"):
+        if name in flags:
+            flags[name] = [c for item in flags[name] for c in item.split(",") if c]
     if "inputs" in flags:
         flags["inputs"] = dict(flags["inputs"])
+    if "params" in flags:
+        configured = values.get("params") if isinstance(values.get("params"), dict) else {}
+        flags["params"] = {**configured, **dict(flags["params"])}
     values.update(flags)
     source = f"--config {args.config} and flags" if args.config else "the flags"
     return RunConfig.from_mapping(values, source=source)

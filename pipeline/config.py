@@ -8,6 +8,7 @@ file), or code. Every setting has the same name in YAML and in code; flags use d
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
@@ -16,7 +17,10 @@ import yaml
 from attributions.integration_rules import DEFAULT_RULE, RULES
 from attributions.targets import TargetSpec
 
-__all__ = ["RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "BaselineSpec"]
+__all__ = [
+    "RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "BaselineSpec", "fill_template",
+    "fill_path_templates",
+]
 
 METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "expected_gradients")
 INPUT_FORMATS = ("auto", "tfrecord", "parquet")
@@ -64,6 +68,20 @@ class RunConfig:
     check_duplicate_keys: bool = False
     batch_size: int = 1024
     chunk_size: int = 1024
+    # Dataset summaries written beside the rows in the same pass (summary.json, summary_*.parquet).
+    summaries: bool = True
+    # Columns to summarize by (e.g. country, label); they are also copied to the output rows.
+    slice_columns: tuple[str, ...] = ()
+    # Rows kept per group for approximate quantiles (rank error std <= 0.5/sqrt(n)).
+    summary_sample_size: int = 2048
+    # Relative completeness error counted as too large in the summaries (0.05 = 5 %).
+    completeness_threshold: float = 0.05
+    # Distinct values summarized per slice column; later ones are pooled as '__other__'.
+    max_slice_values: int = 1000
+    # Values for {name} placeholders in model/input/output/background/baseline paths:
+    # `date` fills {date}; params fill the others (--param name=value).
+    date: Optional[str] = None
+    params: Mapping[str, str] = field(default_factory=dict)
     # Method settings (None: the method's default, see METHOD_SETTINGS).
     steps: Optional[int] = None
     rule: Optional[str] = None
@@ -95,6 +113,9 @@ class RunConfig:
         values["input"] = _string_tuple(values["input"], "input")
         values["passthrough_columns"] = _string_tuple(values.get("passthrough_columns", ()), "passthrough_columns")
         values["inputs"] = _input_mapping(values.get("inputs") or {})
+        values["slice_columns"] = _string_tuple(values.get("slice_columns", ()), "slice_columns")
+        values["params"] = _params(values.get("params") or {}, values.get("date"))
+        values.update(fill_path_templates(values, values["params"]))
         config = cls(**values)
         config.validate()
         return config
@@ -102,12 +123,17 @@ class RunConfig:
     def validate(self) -> None:
         _check_choice("method", self.method, METHODS)
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
-        for name in ("batch_size", "chunk_size"):
+        for name in ("batch_size", "chunk_size", "summary_sample_size", "max_slice_values"):
             _check_positive_int(name, getattr(self, name))
+        threshold = self.completeness_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
+            raise ValueError(f"completeness_threshold must be a number > 0 (e.g. 0.05 for 5 %); got {threshold!r}.")
+        if self.slice_columns and not self.summaries:
+            raise ValueError("slice_columns are summary groups, but summaries is false; drop one or the other.")
         fraction = self.max_dead_letter_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"max_dead_letter_fraction must be a number in [0, 1] (e.g. 0.1); got {fraction!r}.")
-        for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys"):
+        for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys", "summaries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
         for name in sorted(_ALL_METHOD_SETTINGS):
@@ -264,6 +290,57 @@ def _input_mapping(value: Any) -> dict[str, Union[str, tuple[str, ...]]]:
                 f"inputs[{name!r}] must be a column name or a non-empty list of column names; got {columns!r}."
             )
     return mapping
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+TEMPLATED_SETTINGS = ("model", "input", "output", "background", "baseline")
+
+
+def _params(value: Any, date: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"params must map names to values (--param name=value); got {value!r}.")
+    params = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _PARAM_NAME.match(name):
+            raise ValueError(f"param name {name!r} is not valid; use letters, digits and _ (e.g. --param region=eu).")
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise ValueError(f"param {name!r} must be a string or number; got {item!r}.")
+        params[name] = str(item)
+    if date is not None:
+        if not isinstance(date, str) or not date:
+            raise ValueError(f"date must be a non-empty string such as 2026-11-28; got {date!r}.")
+        if params.get("date", date) != date:
+            raise ValueError(f"date is given twice with different values: --date {date!r} and --param date={params['date']!r}.")
+        params["date"] = date
+    return params
+
+
+def fill_template(text: str, params: Mapping[str, str], setting: str) -> str:
+    """Replaces every {name} in `text` with params[name]; a name without a value is an error."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if not _PARAM_NAME.match(name):
+            raise ValueError(f"{setting} {text!r} has a placeholder {{{name}}} that is not a plain name; use {{date}} or {{name}}.")
+        if name not in params:
+            flag = "--date YYYY-MM-DD" if name == "date" else f"--param {name}=VALUE"
+            raise ValueError(f"{setting} {text!r} needs a value for {{{name}}}: pass {flag} (or set it under params in the config).")
+        return params[name]
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def fill_path_templates(values: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+    """The templated settings of `values` with their {name} placeholders filled."""
+    filled: dict[str, Any] = {}
+    for setting in TEMPLATED_SETTINGS:
+        value = values.get(setting)
+        if isinstance(value, str):
+            filled[setting] = fill_template(value, params, setting)
+        elif isinstance(value, tuple):
+            filled[setting] = tuple(fill_template(v, params, setting) for v in value)
+    return filled
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

@@ -20,7 +20,8 @@ from attributions.loading import LoadedModel, load_model, model_fingerprint
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
-from transforms.output import RESERVED_COLUMNS, output_schema
+from audit.summary import FeatureSpec, SummarySpec
+from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
 from transforms.read import detect_format
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
 
@@ -200,6 +201,9 @@ def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, cat
     model_inputs = _map_model_inputs(model, config, catalog)
     key = _field(catalog, config.key_column, "key column") if config.key_column else None
     passthrough = tuple(_field(catalog, c, "pass-through column") for c in config.passthrough_columns)
+    passthrough += tuple(
+        _field(catalog, c, "slice column") for c in _extra_slice_columns(config)
+    )  # slices are summarized from the output rows, so they are copied there
     target = config.target_spec()
     label = None
     if target.mode == "label":
@@ -208,7 +212,7 @@ def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, cat
             raise ValueError(f"label column {target.column!r} has type {label.arrow_type}; target labels must be integers.")
     key_name = config.key_column or "key"
     attribution_columns = {f"attr_{c.name}" for spec in model_inputs for c in spec.columns}
-    names = [key_name, *config.passthrough_columns]
+    names = [key_name, *config.passthrough_columns, *_extra_slice_columns(config)]
     clashes = sorted({n for n in names if n in RESERVED_COLUMNS or n in attribution_columns} | {n for n in names if names.count(n) > 1})
     if clashes:
         raise ValueError(
@@ -216,6 +220,34 @@ def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, cat
             f"attr_<column>, or repeated); rename them or leave them out of the key/pass-through columns."
         )
     return RecordSchema(input_format, model_inputs, key, passthrough, label, num_outputs, key_name)
+
+
+def _extra_slice_columns(config: RunConfig) -> tuple[str, ...]:
+    """Slice columns not already in the output as the key or a pass-through column."""
+    present = {config.key_column, *config.passthrough_columns}
+    return tuple(c for c in dict.fromkeys(config.slice_columns) if c not in present)
+
+
+def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpec]:
+    """What the run summarizes, or None when summaries are off."""
+    if not config.summaries:
+        return None
+    features = []
+    for spec in schema.model_inputs:
+        for column in spec.columns:
+            if not column.is_list:
+                shape: tuple[int, ...] = ()
+            else:
+                shape = tuple(spec.shape) if len(spec.columns) == 1 else (column.length,)
+            features.append(FeatureSpec(column.name, column.length, shape))
+    return SummarySpec(
+        features=tuple(features),
+        path_method=config.method in PATH_METHODS,
+        slice_columns=tuple(dict.fromkeys(config.slice_columns)),
+        sample_size=config.summary_sample_size,
+        completeness_threshold=float(config.completeness_threshold),
+        max_slice_values=config.max_slice_values,
+    )
 
 
 def _check_target(config: RunConfig, num_outputs: int) -> None:
@@ -276,5 +308,6 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         baseline_value=baseline.value if baseline is not None else 0.0,
         reference_path=reference_path,
         reference_format=reference_format,
+        summary=summary_spec(config, schema),
     )
     return RunPlan(config, input_files, input_format, settings, fingerprint)

@@ -24,6 +24,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
 from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, MANIFEST_NAME, RunPlan, resolve_plan
 from pipeline.version import __version__
+from audit.summary_output import SUMMARY_FILE, SUMMARY_FILES
 from transforms.read import METRICS_NAMESPACE
 
 __all__ = ["run_attribution", "make_pipeline", "RunFailedError"]
@@ -44,7 +45,8 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 
 def _existing_outputs(output: str) -> list[str]:
-    patterns = [FileSystems.join(output, f"{p}*") for p in (ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, MANIFEST_NAME)]
+    names = (f"{ATTRIBUTIONS_PREFIX}*", f"{DEAD_LETTER_PREFIX}*", MANIFEST_NAME, *SUMMARY_FILES)
+    patterns = [FileSystems.join(output, name) for name in names]
     return [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
 
 
@@ -110,7 +112,23 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _counts(plan: RunPlan, metrics: dict, outputs: list, dead_files: list) -> tuple[dict[str, int], list[str]]:
+def _summary_files(plan: RunPlan) -> tuple[list[dict[str, Any]], Optional[dict]]:
+    """The summary files written by the run and summary.json's content (None when off/missing)."""
+    if plan.settings.summary is None:
+        return [], None
+    files, document = [], None
+    for name in SUMMARY_FILES:
+        matched = FileSystems.match([plan.output_path(name)])[0].metadata_list
+        files += [{"path": m.path, "bytes": m.size_in_bytes} for m in matched]
+        if name == SUMMARY_FILE and matched:
+            with FileSystems.open(matched[0].path, compression_type="uncompressed") as handle:
+                document = json.loads(handle.read())
+    return files, document
+
+
+def _counts(
+    plan: RunPlan, metrics: dict, outputs: list, dead_files: list, summary: Optional[dict]
+) -> tuple[dict[str, int], list[str]]:
     """The run's counts, and what is wrong with them (empty when the run can be trusted)."""
 
     def metric(name: str) -> int:
@@ -135,6 +153,15 @@ def _counts(plan: RunPlan, metrics: dict, outputs: list, dead_files: list) -> tu
         problems.append("rows_written != records_attributed x rows_per_record")
     if counts["dead_letter_rows_written"] != counts["records_dead_lettered"]:
         problems.append("dead_letter_rows_written != records_dead_lettered")
+    if plan.settings.summary is not None:
+        if summary is None:
+            problems.append("summary.json was not written")
+        else:
+            counts["summary_rows"] = summary["rows"]
+            if summary["rows"] != counts["rows_written"]:
+                problems.append("summary rows != rows_written")
+            if summary["dead_letters"] != counts["records_dead_lettered"]:
+                problems.append("summary dead_letters != records_dead_lettered")
     counts["reconciled"] = not problems
     limit = plan.config.max_dead_letter_fraction
     if counts["records_read"] and counts["records_dead_lettered"] > limit * counts["records_read"]:
@@ -170,13 +197,14 @@ def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = 
     metrics = _metrics(result)
     outputs = _parquet_files(config.output, ATTRIBUTIONS_PREFIX)
     dead_files = _parquet_files(config.output, DEAD_LETTER_PREFIX)
-    counts, problems = _counts(plan, metrics, outputs, dead_files)
+    summary_files, summary = _summary_files(plan)
+    counts, problems = _counts(plan, metrics, outputs, dead_files, summary)
     manifest = {
         "status": "failed" if problems else "complete",
         "failure": "; ".join(problems) or None,
         "counts": counts,
         "input": {"patterns": list(config.input), "format": plan.input_format, "files": list(plan.input_files)},
-        "output": {"attributions": outputs, "dead_letters": dead_files},
+        "output": {"attributions": outputs, "dead_letters": dead_files, "summary": summary_files},
         "model": {"path": config.model, "sha256": plan.model_fingerprint},
         "settings": config.to_dict(),
         "pipeline_options": list(pipeline_args or []),

@@ -27,6 +27,7 @@ from attributions.integrated_gradients import integrated_gradients
 from attributions.result import Attributions
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
+from audit.summary import SummarySpec, summarize_batch
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
 from transforms.records import DecodedBatch, RecordSchema, decode_batch
@@ -57,6 +58,7 @@ class AttributionSettings:
     baseline_value: float = 0.0
     reference_path: Optional[str] = None
     reference_format: Optional[str] = None
+    summary: Optional[SummarySpec] = None  # None: no dataset summaries
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -111,6 +113,10 @@ class AttributionEngine:
 
     def attribute(self, batch: DecodedBatch) -> pa.Table:
         """Output rows (see transforms.output) for one batch of valid records."""
+        return self.attribute_rows(batch)[0]
+
+    def attribute_rows(self, batch: DecodedBatch) -> tuple[pa.Table, np.ndarray]:
+        """Output rows and example_index (R,): the record of each row (top_k gives k rows each)."""
         s = self.settings
         if s.method in _GRADIENT_METHODS and s.target.mode != "top_k":
             # One fused call per chunk: the gradient function resolves 'predicted' itself.
@@ -127,7 +133,7 @@ class AttributionEngine:
             sampling = s.method in ("smoothgrad", "expected_gradients")
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
             result = self._run_method(inputs, targets, key_seeds)
-        return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result)
+        return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result), example_index
 
     def _run_method(self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray]) -> Attributions:
         """inputs (R, *shape) per model input, targets (R,) >= 0, key_seeds uint64 (R,) for the
@@ -157,7 +163,13 @@ _unreported_loads_lock = threading.Lock()
 
 
 class AttributeBatches(beam.DoFn):
-    """DecodedBatch -> pyarrow.Table of output rows, with one engine per worker process."""
+    """DecodedBatch -> pyarrow.Table of output rows, with one engine per worker process.
+
+    With settings.summary set, each batch's `RunSummary` also goes to the SUMMARY_TAG output
+    (summarized here, where the inputs are at hand for the exemplars; merged by a combiner).
+    """
+
+    SUMMARY_TAG = "summaries"
 
     def __init__(self, settings: AttributionSettings):
         self._settings = settings
@@ -197,7 +209,7 @@ class AttributeBatches(beam.DoFn):
 
     def process(self, batch: DecodedBatch):
         start = time.perf_counter()
-        table = self._engine.attribute(batch)
+        table, example_index = self._engine.attribute_rows(batch)
         self._latency.update(int((time.perf_counter() - start) * 1e6))
         self._records.inc(batch.num_records)
         self._rows.inc(table.num_rows)
@@ -205,6 +217,10 @@ class AttributeBatches(beam.DoFn):
         if not_finite:
             self._not_finite.inc(not_finite)
         yield table
+        if self._settings.summary is not None:
+            yield beam.pvalue.TaggedOutput(
+                self.SUMMARY_TAG, summarize_batch(self._settings.summary, table, batch.inputs, example_index)
+            )
 
 
 class _EngineHolder:

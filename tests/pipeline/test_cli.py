@@ -51,6 +51,20 @@ def test_input_map_and_passthrough_flags(linear_model, tabular_data, tmp_path):
     assert table.column_names[:3] == ["key", "label", "id"]
 
 
+def test_date_and_param_flags_fill_the_config_file_templates(linear_model, tabular_data, tmp_path):
+    config = tmp_path / "nightly.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": linear_model[0], "input": str(tmp_path / "{table}.parquet"), "output": str(tmp_path / "runs" / "dt={date}"),
+        "method": "gradient", "inputs": {"features": COLUMNS}, "params": {"table": "overridden"},
+    }))
+    os.rename(tabular_data[0], tmp_path / "day.parquet")
+    code = main(["run", "--config", str(config), "--date", "2026-11-28", "--param", "table=day"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "runs" / "dt=2026-11-28" / "manifest.json").read_text())
+    assert manifest["settings"]["params"] == {"table": "day", "date": "2026-11-28"}
+    assert manifest["input"]["files"] == [str(tmp_path / "day.parquet")]
+
+
 def test_user_errors_are_one_line_with_status_2_and_no_traceback(linear_model, tmp_path):
     result = _cli("run", "--model", linear_model[0], "--input", str(tmp_path / "none-*.parquet"), "--output", str(tmp_path / "o"))
     assert result.returncode == 2

@@ -41,6 +41,14 @@ def test_settings_of_another_method_are_rejected():
         ({"method": "expected_gradients"}, "needs background rows: pass --background"),
         ({"explain_logits": "yes"}, "explain_logits must be true or false"),
         ({"inputs": {"x": 3}}, r"inputs\['x'\] must be a column name or a non-empty list"),
+        ({"summary_sample_size": 0}, "summary_sample_size must be a positive integer"),
+        ({"completeness_threshold": 0}, "completeness_threshold must be a number > 0"),
+        ({"summaries": False, "slice_columns": ["country"]}, "slice_columns are summary groups, but summaries is false"),
+        ({"params": {"bad-name": "x"}}, "param name 'bad-name' is not valid"),
+        ({"output": "out/{date}"}, r"output 'out/\{date\}' needs a value for \{date\}: pass --date YYYY-MM-DD"),
+        ({"input": "in/{region}/*.parquet"}, r"needs a value for \{region\}: pass --param region=VALUE"),
+        ({"output": "out/{date:%Y}"}, "is not a plain name"),
+        ({"date": "2026-11-28", "params": {"date": "2026-11-27"}}, "date is given twice with different values"),
     ],
 )
 def test_invalid_values_say_what_was_expected(values, message):
@@ -82,3 +90,16 @@ def test_every_example_config_is_valid():
     for path in paths:
         config = RunConfig.from_mapping(load_yaml_config(path), source=path)
         assert config.model.startswith("demo_output/")
+
+
+def test_date_and_params_fill_path_templates_and_survive_a_round_trip():
+    config = RunConfig.from_mapping({
+        **BASE, "input": ["gs://b/{region}/{date}/*.tfrecord"], "output": "gs://b/out/{region}/dt={date}",
+        "model": "gs://b/models/{model_version}/m.keras", "date": "2026-11-28",
+        "params": {"region": "eu", "model_version": 7},
+    })
+    assert config.input == ("gs://b/eu/2026-11-28/*.tfrecord",)
+    assert config.output == "gs://b/out/eu/dt=2026-11-28"
+    assert config.model == "gs://b/models/7/m.keras"
+    assert config.params == {"region": "eu", "model_version": "7", "date": "2026-11-28"}
+    assert RunConfig.from_mapping(config.to_dict()).to_dict() == config.to_dict()

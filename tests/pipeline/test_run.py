@@ -30,7 +30,7 @@ def test_manifest_reconciles_with_a_malformed_record_in_the_dead_letters(linear_
 
     counts = manifest["counts"]
     assert counts == {"records_read": 13, "records_attributed": 12, "records_dead_lettered": 1, "rows_written": 12, "rows_not_finite": 0,
-                      "dead_letter_rows_written": 1, "rows_per_record": 1, "reconciled": True}
+                      "dead_letter_rows_written": 1, "rows_per_record": 1, "summary_rows": 12, "reconciled": True}
     dead = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
     assert dead[0]["key"] == "short" and dead[0]["source"].endswith("b.tfrecord") and dead[0]["error"] == "feature 'features' has 5 values, expected 6"
     assert dead[0]["record"] == next(iter(__import__("tensorflow").data.TFRecordDataset(str(tmp_path / "b.tfrecord")))).numpy()

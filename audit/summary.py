@@ -1,0 +1,286 @@
+"""Dataset-level summaries of attribution rows, accumulated batch by batch and merged (no Beam).
+
+`summarize_batch` turns one batch of output rows into a `RunSummary`; `RunSummary.merge` combines
+two in any order; `RunSummary.finalize` gives the tables and the JSON an auditor reads. Groups:
+the whole run ('overall'/'all'), each explained class ('target'/'3'), and each value of every
+slice column the user names ('slice:country'/'DE'; null values as '__null__', values past
+`max_slice_values` distinct ones pooled as '__other__').
+
+Per group and feature (a scalar column's attribution, or a tensor column's per-row total): count,
+mean, mean |attribution|, standard deviation (population) exactly, and quantiles estimated from a
+uniform sample (see `audit.moments`). Per element of each tensor column: the same moments without
+quantiles (the attribution maps). Rows whose attributions are not finite are counted, not summed.
+Per group also: the explained score's distribution and, for path methods, the completeness error
+(`convergence_delta_rel`): its exact histogram on fixed edges and the share of rows over the threshold.
+Over the whole run: exemplars (highest/lowest scores, most/least faithful rows) with their inputs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+from audit.moments import Moments, RowSample, group_rows, grouped_moments
+
+__all__ = ["FeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+# Fixed edges of the completeness-error histogram (relative error), so counts merge exactly.
+DELTA_EDGES = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0, np.inf)
+OTHER_VALUE = "__other__"
+NULL_VALUE = "__null__"
+EXEMPLAR_CRITERIA = ("highest_score", "lowest_score", "most_faithful", "least_faithful")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A source column of the model: its attribution column and, for a tensor column, its shape
+    (the model input's shape when the column fills an input alone, else (length,))."""
+
+    name: str
+    length: int
+    shape: tuple[int, ...] = ()
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.shape != ()
+
+
+@dataclass(frozen=True)
+class SummarySpec:
+    """What to summarize. sample_size: rows kept per group for quantiles; completeness_threshold:
+    relative completeness error counted as too large (0.05 = 5 %)."""
+
+    features: tuple[FeatureSpec, ...]
+    path_method: bool
+    slice_columns: tuple[str, ...] = ()
+    sample_size: int = 2048
+    completeness_threshold: float = 0.05
+    max_slice_values: int = 1000
+    exemplars_per_criterion: int = 6
+
+    @property
+    def tensor_features(self) -> tuple[FeatureSpec, ...]:
+        return tuple(f for f in self.features if f.is_tensor)
+
+    @property
+    def input_width(self) -> int:
+        return sum(f.length for f in self.features)
+
+
+@dataclass
+class GroupSummary:
+    """One group's accumulators. sample columns: the F feature values, then score, then delta_rel."""
+
+    features: Moments
+    elements: dict[str, Moments]
+    score: Moments
+    score_min: float
+    score_max: float
+    rows_with_delta: int
+    rows_over_threshold: int
+    delta_histogram: np.ndarray  # (len(DELTA_EDGES) - 1,) int64
+    sample: RowSample
+
+    @property
+    def rows(self) -> int:
+        return self.features.count
+
+    def merge(self, other: "GroupSummary") -> "GroupSummary":
+        return GroupSummary(
+            self.features.merge(other.features),
+            {name: m.merge(other.elements[name]) for name, m in self.elements.items()},
+            self.score.merge(other.score),
+            min(self.score_min, other.score_min),
+            max(self.score_max, other.score_max),
+            self.rows_with_delta + other.rows_with_delta,
+            self.rows_over_threshold + other.rows_over_threshold,
+            self.delta_histogram + other.delta_histogram,
+            self.sample.merge(other.sample),
+        )
+
+
+@dataclass
+class Exemplars:
+    """The best `capacity` rows by `order` (smaller first), with what a report shows of them."""
+
+    capacity: int
+    order: np.ndarray  # (n,)
+    keys: list
+    targets: np.ndarray  # (n,) int
+    scores: np.ndarray  # (n,)
+    deltas: np.ndarray  # (n,) NaN without a delta
+    inputs: np.ndarray  # (n, input_width) float32, source columns concatenated row-major
+    attributions: np.ndarray  # (n, input_width) float32
+
+    @classmethod
+    def empty(cls, capacity: int, width: int) -> "Exemplars":
+        return cls(capacity, np.zeros(0), [], np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros((0, width), np.float32), np.zeros((0, width), np.float32))
+
+    def merge(self, other: "Exemplars") -> "Exemplars":
+        order = np.concatenate([self.order, other.order])
+        keep = np.argsort(order, kind="stable")[: self.capacity]
+        keys = self.keys + other.keys
+        return Exemplars(
+            self.capacity,
+            order[keep],
+            [keys[i] for i in keep],
+            np.concatenate([self.targets, other.targets])[keep],
+            np.concatenate([self.scores, other.scores])[keep],
+            np.concatenate([self.deltas, other.deltas])[keep],
+            np.concatenate([self.inputs, other.inputs])[keep],
+            np.concatenate([self.attributions, other.attributions])[keep],
+        )
+
+
+@dataclass
+class RunSummary:
+    """Everything summarized so far; merge() is associative and commutative (up to float rounding)."""
+
+    spec: SummarySpec
+    groups: dict[tuple[str, str], GroupSummary] = field(default_factory=dict)
+    rows_not_finite: int = 0
+    slice_values: dict[str, set] = field(default_factory=dict)
+    exemplars: dict[str, Exemplars] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, spec: SummarySpec) -> "RunSummary":
+        return cls(spec, slice_values={c: set() for c in spec.slice_columns})
+
+    @property
+    def rows(self) -> int:
+        """Rows summarized (finite ones) plus rows not finite: every output row once."""
+        overall = self.groups.get(("overall", "all"))
+        return (overall.rows if overall else 0) + self.rows_not_finite
+
+    def merge(self, other: "RunSummary") -> "RunSummary":
+        groups = dict(self.groups)
+        slice_values = {c: set(v) for c, v in self.slice_values.items()}
+        for (kind, value), group in other.groups.items():
+            if kind.startswith("slice:") and value not in slice_values[kind[6:]]:
+                value = self._admit_slice_value(slice_values[kind[6:]], value)
+            key = (kind, value)
+            groups[key] = groups[key].merge(group) if key in groups else group
+        exemplars = dict(self.exemplars)
+        for name, chosen in other.exemplars.items():
+            exemplars[name] = exemplars[name].merge(chosen) if name in exemplars else chosen
+        return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars)
+
+    def _admit_slice_value(self, seen: set, value: str) -> str:
+        if value == OTHER_VALUE or len(seen) < self.spec.max_slice_values:
+            seen.add(value)
+            return value
+        return OTHER_VALUE
+
+
+def _attribution_matrices(spec: SummarySpec, table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(R, F) feature values (tensor columns: per-row totals) and (R, L) per tensor column."""
+    rows = table.num_rows
+    values = np.empty((rows, len(spec.features)), dtype=np.float64)
+    elements = {}
+    for j, feature in enumerate(spec.features):
+        column = table.column(f"attr_{feature.name}").combine_chunks()
+        if feature.is_tensor:
+            block = column.flatten().to_numpy(zero_copy_only=False).reshape(rows, feature.length)  # (R, L)
+            elements[feature.name] = block
+            values[:, j] = block.sum(axis=1, dtype=np.float64)
+        else:
+            values[:, j] = column.to_numpy(zero_copy_only=False)
+    return values, elements
+
+
+def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+    """(group kind, value names, codes (R,)) for every grouping of the rows."""
+    groupings = [("overall", ["all"], np.zeros(len(targets), dtype=np.int64))]
+    classes, codes = np.unique(targets, return_inverse=True)
+    groupings.append(("target", [str(c) for c in classes], codes.reshape(-1)))
+    for name in spec.slice_columns:
+        values = [NULL_VALUE if v is None else str(v) for v in table.column(name).to_pylist()]
+        names, codes = np.unique(np.array(values, dtype=object), return_inverse=True)
+        groupings.append((f"slice:{name}", [str(n) for n in names], codes.reshape(-1)))
+    return groupings
+
+
+def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> RunSummary:
+    """The summary of one batch of output rows.
+
+    table: output rows (transforms.output); inputs: the batch's model inputs, one (B, *shape)
+    array each; example_index: (R,) the record of each row (rows of one record share inputs).
+    """
+    finite = table.column("attributions_finite").to_numpy(zero_copy_only=False)  # (R,) bool
+    summary = RunSummary.empty(spec)
+    summary.rows_not_finite = int((~finite).sum())
+    table = table.filter(pa.array(finite)) if not finite.all() else table
+    example_index = np.asarray(example_index)[finite]
+    if table.num_rows == 0:
+        return summary
+    values, elements = _attribution_matrices(spec, table)  # (R, F), {name: (R, L)}
+    scores = table.column("target_score").to_numpy(zero_copy_only=False).astype(np.float64)  # (R,)
+    deltas = (
+        table.column("convergence_delta_rel").to_numpy(zero_copy_only=False).astype(np.float64)
+        if spec.path_method else np.full(table.num_rows, np.nan)
+    )  # (R,)
+    targets = table.column("target").to_numpy(zero_copy_only=False)
+    keys = table.column(0).to_pylist()
+    seed = zlib.crc32(f"{keys[0]}|{table.num_rows}".encode())
+    priorities = np.random.default_rng(seed).random(table.num_rows)  # (R,) sample priorities
+    sample_rows = np.column_stack([values, scores, deltas])  # (R, F + 2)
+
+    for kind, names, codes in _group_codes(spec, table, targets):
+        order, group_codes, starts = group_rows(codes)
+        feature_moments = grouped_moments(values, order, starts)
+        element_moments = {name: grouped_moments(block, order, starts) for name, block in elements.items()}
+        score_moments = grouped_moments(scores[:, None], order, starts)
+        bounds = np.r_[starts, len(order)]
+        for g, code in enumerate(group_codes):
+            rows = order[bounds[g] : bounds[g + 1]]
+            value = names[code]
+            if kind.startswith("slice:"):
+                value = summary._admit_slice_value(summary.slice_values[kind[6:]], value)
+            group = GroupSummary(
+                feature_moments[g],
+                {name: moments[g] for name, moments in element_moments.items()},
+                score_moments[g],
+                float(scores[rows].min()),
+                float(scores[rows].max()),
+                int(np.isfinite(deltas[rows]).sum()),
+                int((deltas[rows] > spec.completeness_threshold).sum()),
+                np.histogram(deltas[rows][np.isfinite(deltas[rows])], bins=np.array(DELTA_EDGES))[0].astype(np.int64),
+                RowSample.of(spec.sample_size, priorities[rows], sample_rows[rows]),
+            )
+            key = (kind, value)
+            summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
+    summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table)
+    return summary
+
+
+def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table) -> dict[str, Exemplars]:
+    orders = {"highest_score": -scores, "lowest_score": scores}
+    if spec.path_method:
+        orders.update(most_faithful=deltas, least_faithful=-deltas)
+    n = spec.exemplars_per_criterion
+    chosen = {}
+    for name, order in orders.items():
+        rows = np.argsort(order, kind="stable")[:n]
+        records = example_index[rows]
+        flat_inputs = np.concatenate([np.asarray(x)[records].reshape(len(rows), -1) for x in inputs], axis=1)
+        flat_attributions = np.concatenate(
+            [_attribution_rows(table, f, rows) for f in spec.features], axis=1
+        )
+        chosen[name] = Exemplars(
+            n, order[rows], [keys[i] for i in rows], targets[rows].astype(np.int64), scores[rows], deltas[rows],
+            flat_inputs.astype(np.float32), flat_attributions.astype(np.float32),
+        )
+    return chosen
+
+
+def _attribution_rows(table: pa.Table, feature: FeatureSpec, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), length) attributions of one source column for the chosen rows."""
+    column = table.column(f"attr_{feature.name}").take(pa.array(rows)).combine_chunks()
+    if feature.is_tensor:
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(rows), feature.length)
+    return column.to_numpy(zero_copy_only=False).reshape(len(rows), 1)

@@ -1,0 +1,183 @@
+"""A finished `RunSummary` as files: two Parquet tables and a JSON document (no Beam).
+
+summary_features.parquet, one row per (group, feature, element):
+  group_kind      'overall' | 'target' | 'slice:<column>'
+  group_value     'all' | the class index | the slice value ('__null__', '__other__')
+  feature         the source column
+  element         -1 for the feature itself (a tensor column's per-row total attribution), else
+                  the element's row-major index in the tensor column
+  rows            int64, rows summarized (finite attributions only)
+  mean, mean_abs, std    float64 (std: population, ddof=0)
+  q01 ... q99     float64, approximate quantiles from a uniform sample (null for elements)
+summary_exemplars.parquet, one row per (criterion, rank): key, target, score, delta_rel, and the
+  rows' inputs and attributions (list<float32>, source columns concatenated row-major).
+summary.json: run-level numbers per group (rows, score distribution, completeness error) and the
+  feature statistics of every group at feature level.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from audit.summary import DELTA_EDGES, QUANTILES, RunSummary
+
+__all__ = [
+    "FEATURES_FILE", "EXEMPLARS_FILE", "SUMMARY_FILE", "SUMMARY_FILES",
+    "features_table", "exemplars_table", "summary_document", "quantile_name",
+]
+
+FEATURES_FILE = "summary_features.parquet"
+EXEMPLARS_FILE = "summary_exemplars.parquet"
+SUMMARY_FILE = "summary.json"
+SUMMARY_FILES = (FEATURES_FILE, EXEMPLARS_FILE, SUMMARY_FILE)
+FORMAT_VERSION = 1
+QUANTILE_METHOD = (
+    "sample quantiles (numpy 'linear') of a uniform random sample of at most sample_size rows per "
+    "group (bottom-k sampling, merged across workers); rank error std <= 0.5/sqrt(sample_size); "
+    "exact for groups of at most sample_size rows"
+)
+
+
+def quantile_name(q: float) -> str:
+    return f"q{round(q * 100):02d}"
+
+
+def _sorted_groups(summary: RunSummary) -> list:
+    order = {"overall": 0, "target": 1}
+
+    def sort_key(item):
+        (kind, value), _ = item
+        number = int(value) if kind == "target" else 0
+        return (order.get(kind, 2), kind, number, value)
+
+    return sorted(summary.groups.items(), key=sort_key)
+
+
+def features_table(summary: RunSummary) -> pa.Table:
+    columns: dict[str, list] = {
+        name: [] for name in ("group_kind", "group_value", "feature", "element", "rows", "mean", "mean_abs", "std")
+    }
+    for q in QUANTILES:
+        columns[quantile_name(q)] = []
+    for (kind, value), group in _sorted_groups(summary):
+        quantiles = group.sample.quantiles(np.array(QUANTILES))  # (Q, F + 2)
+        for j, feature in enumerate(summary.spec.features):
+            _append(columns, kind, value, feature.name, -1, group.features.count,
+                    group.features.mean[j], group.features.mean_abs[j], group.features.std[j], quantiles[:, j])
+            if feature.is_tensor:
+                maps = group.elements[feature.name]
+                for e in range(feature.length):
+                    _append(columns, kind, value, feature.name, e, maps.count,
+                            maps.mean[e], maps.mean_abs[e], maps.std[e], None)
+    schema = pa.schema(
+        [("group_kind", pa.string()), ("group_value", pa.string()), ("feature", pa.string()), ("element", pa.int32()), ("rows", pa.int64())]
+        + [(name, pa.float64()) for name in ("mean", "mean_abs", "std", *map(quantile_name, QUANTILES))]
+    )
+    return pa.table(columns, schema=schema)
+
+
+def _append(columns, kind, value, feature, element, rows, mean, mean_abs, std, quantiles: Optional[np.ndarray]) -> None:
+    for name, item in zip(("group_kind", "group_value", "feature", "element", "rows", "mean", "mean_abs", "std"),
+                          (kind, value, feature, element, rows, float(mean), float(mean_abs), float(std))):
+        columns[name].append(item)
+    for i, q in enumerate(QUANTILES):
+        columns[quantile_name(q)].append(None if quantiles is None or not np.isfinite(quantiles[i]) else float(quantiles[i]))
+
+
+def exemplars_table(summary: RunSummary) -> pa.Table:
+    rows: dict[str, list] = {name: [] for name in ("criterion", "rank", "key", "target", "score", "delta_rel", "inputs", "attributions")}
+    for criterion, chosen in summary.exemplars.items():
+        for rank in range(len(chosen.keys)):
+            for name, value in zip(rows, (
+                criterion, rank, str(chosen.keys[rank]), int(chosen.targets[rank]), float(chosen.scores[rank]),
+                None if np.isnan(chosen.deltas[rank]) else float(chosen.deltas[rank]),
+                chosen.inputs[rank].tolist(), chosen.attributions[rank].tolist(),
+            )):
+                rows[name].append(value)
+    schema = pa.schema([
+        ("criterion", pa.string()), ("rank", pa.int32()), ("key", pa.string()), ("target", pa.int64()),
+        ("score", pa.float64()), ("delta_rel", pa.float64()),
+        ("inputs", pa.list_(pa.float32())), ("attributions", pa.list_(pa.float32())),
+    ])
+    return pa.table(rows, schema=schema)
+
+
+def _number(value: float) -> Optional[float]:
+    return float(value) if np.isfinite(value) else None
+
+
+def _histogram(values: np.ndarray, bins: int = 20) -> dict[str, Any]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"edges": [], "counts": []}
+    try:
+        counts, edges = np.histogram(values, bins=bins)
+    except ValueError:  # a span that overflows or is below float resolution: one bin
+        return {"edges": [float(values.min()), float(values.max())], "counts": [len(values)]}
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[str, Any]:
+    spec = summary.spec
+    score_column, delta_column = len(spec.features), len(spec.features) + 1
+    qs = np.array(QUANTILES)
+    score_quantiles = group.sample.quantiles(qs, score_column)
+    document: dict[str, Any] = {
+        "kind": kind,
+        "value": value,
+        "rows": group.rows,
+        "prediction": {
+            "mean": float(group.score.mean[0]),
+            "std": float(group.score.std[0]),
+            "min": group.score_min,
+            "max": group.score_max,
+            "quantiles": {quantile_name(q): _number(v) for q, v in zip(QUANTILES, score_quantiles)},
+            "histogram_of_sample": _histogram(group.sample.values[:, score_column]),
+        },
+        "completeness": None,
+        "features": {},
+    }
+    if spec.path_method:
+        delta_quantiles = group.sample.quantiles(qs, delta_column)
+        document["completeness"] = {
+            "threshold": spec.completeness_threshold,
+            "rows_with_delta": group.rows_with_delta,
+            "rows_over_threshold": group.rows_over_threshold,
+            "share_over_threshold": group.rows_over_threshold / group.rows_with_delta if group.rows_with_delta else None,
+            "quantiles": {quantile_name(q): _number(v) for q, v in zip(QUANTILES, delta_quantiles)},
+            "histogram": {"edges": [e if np.isfinite(e) else "inf" for e in DELTA_EDGES], "counts": group.delta_histogram.tolist()},
+        }
+    feature_quantiles = group.sample.quantiles(qs)
+    for j, feature in enumerate(spec.features):
+        document["features"][feature.name] = {
+            "mean": float(group.features.mean[j]),
+            "mean_abs": float(group.features.mean_abs[j]),
+            "std": float(group.features.std[j]),
+            "quantiles": {quantile_name(q): _number(v) for q, v in zip(QUANTILES, feature_quantiles[:, j])},
+        }
+    return document
+
+
+def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """The summary.json document. dead_letters: records dead-lettered in the run."""
+    spec = summary.spec
+    return {
+        "format_version": FORMAT_VERSION,
+        "rows": summary.rows,
+        "rows_summarized": summary.rows - summary.rows_not_finite,
+        "rows_not_finite": summary.rows_not_finite,
+        "dead_letters": int(dead_letters),
+        "settings": settings,
+        "features": [
+            {"name": f.name, "kind": "tensor" if f.is_tensor else "scalar", "shape": list(f.shape) or None, "length": f.length}
+            for f in spec.features
+        ],
+        "slice_columns": list(spec.slice_columns),
+        "slices_pooled_as_other": sorted(c for c in spec.slice_columns if ("slice:" + c, "__other__") in summary.groups),
+        "sample_size": spec.sample_size,
+        "quantile_method": QUANTILE_METHOD,
+        "groups": [_group_document(summary, kind, value, group) for (kind, value), group in _sorted_groups(summary)],
+    }

@@ -1,0 +1,57 @@
+"""Mergeable moments and the bottom-k sample against numpy over all rows."""
+
+import numpy as np
+
+from audit.moments import Moments, RowSample, group_rows, grouped_moments
+
+
+def _moments_of(values):
+    order, _, starts = group_rows(np.zeros(len(values), dtype=np.int64))
+    return grouped_moments(values, order, starts)[0]
+
+
+def test_merged_moments_equal_numpy_over_all_rows_in_any_split():
+    rng = np.random.default_rng(0)
+    values = rng.normal(loc=1e4, scale=3.0, size=(1000, 4))  # a large mean: sum-of-squares would cancel
+    parts = [values[:1], values[1:377], values[377:378], values[378:]]
+    merged = Moments.empty(4)
+    for part in reversed(parts):
+        merged = merged.merge(_moments_of(part))
+    assert merged.count == 1000
+    np.testing.assert_allclose(merged.mean, values.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(merged.std, values.std(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(merged.mean_abs, np.abs(values).mean(axis=0), rtol=1e-12)
+
+
+def test_grouped_moments_match_each_group_alone():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(200, 3))
+    codes = rng.integers(0, 5, size=200)
+    order, groups, starts = group_rows(codes)
+    for code, moments in zip(groups, grouped_moments(values, order, starts)):
+        rows = values[codes == code]
+        assert moments.count == len(rows)
+        np.testing.assert_allclose(moments.mean, rows.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(moments.std, rows.std(axis=0), rtol=1e-9)
+
+
+def test_bottom_k_sample_keeps_the_smallest_priorities_whatever_the_merge_order():
+    rng = np.random.default_rng(2)
+    priorities = rng.random(500)
+    values = np.arange(500, dtype=np.float64)[:, None]
+    parts = [RowSample.of(32, priorities[i : i + 50], values[i : i + 50]) for i in range(0, 500, 50)]
+    forward, backward = parts[0], parts[-1]
+    for part in parts[1:]:
+        forward = forward.merge(part)
+    for part in reversed(parts[:-1]):
+        backward = backward.merge(part)
+    expected = set(np.argsort(priorities)[:32])
+    assert set(forward.values[:, 0].astype(int)) == expected == set(backward.values[:, 0].astype(int))
+
+
+def test_sample_quantiles_ignore_nan_and_are_exact_below_capacity():
+    values = np.array([[1.0, np.nan], [2.0, np.nan], [3.0, 5.0], [4.0, np.nan]])
+    sample = RowSample.of(10, np.linspace(0, 1, 4), values)
+    np.testing.assert_allclose(sample.quantiles(np.array([0.5]), 0), [2.5])
+    np.testing.assert_allclose(sample.quantiles(np.array([0.5]), 1), [5.0])
+    assert np.isnan(RowSample.empty(10, 2).quantiles(np.array([0.5]), 0)).all()

@@ -1,0 +1,74 @@
+"""Beam adapter for dataset summaries: merge per-batch `RunSummary`s, write the summary files.
+
+The per-batch summaries come from `AttributeBatches`' summary output; `MergeSummaries` is a
+CombineFn, so each worker merges its own before anything crosses the network (combiner lifting).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import reduce
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from audit.summary import RunSummary, SummarySpec
+from audit.summary_output import (
+    EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, exemplars_table, features_table, summary_document,
+)
+
+__all__ = ["MergeSummaries", "WriteSummary", "write_summary_files"]
+
+
+class MergeSummaries(beam.CombineFn):
+    def __init__(self, spec: SummarySpec):
+        self._spec = spec
+
+    def create_accumulator(self) -> RunSummary:
+        return RunSummary.empty(self._spec)
+
+    def add_input(self, accumulator: RunSummary, summary: RunSummary) -> RunSummary:
+        return accumulator.merge(summary)
+
+    def merge_accumulators(self, accumulators) -> RunSummary:
+        return reduce(RunSummary.merge, accumulators, self.create_accumulator())
+
+    def extract_output(self, accumulator: RunSummary) -> RunSummary:
+        return accumulator
+
+
+def write_summary_files(summary: RunSummary, output_dir: str, dead_letters: int, settings: dict) -> list[str]:
+    """Writes summary.json and the two summary Parquet files into `output_dir` (any Beam
+    filesystem); returns their paths."""
+    paths = []
+    for name, table in ((FEATURES_FILE, features_table(summary)), (EXEMPLARS_FILE, exemplars_table(summary))):
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="snappy")
+        paths.append(_write(FileSystems.join(output_dir, name), buffer.getvalue()))
+    document = summary_document(summary, dead_letters, settings)
+    paths.append(_write(FileSystems.join(output_dir, SUMMARY_FILE), json.dumps(document, indent=1).encode()))
+    return paths
+
+
+def _write(path: str, data: bytes) -> str:
+    with FileSystems.create(path) as handle:
+        handle.write(data)
+    return path
+
+
+class WriteSummary(beam.PTransform):
+    """(per-batch summaries, dead letters) -> the summary files in `output_dir`."""
+
+    def __init__(self, spec: SummarySpec, output_dir: str, settings: dict):
+        super().__init__()
+        self._spec, self._output_dir, self._settings = spec, output_dir, settings
+
+    def expand(self, inputs):
+        summaries, dead_letters = inputs
+        merged = summaries | "Merge" >> beam.CombineGlobally(MergeSummaries(self._spec))
+        dead_count = dead_letters | "CountDeadLetters" >> beam.combiners.Count.Globally()
+        return merged | "Write" >> beam.Map(
+            write_summary_files, self._output_dir, beam.pvalue.AsSingleton(dead_count), self._settings
+        )
