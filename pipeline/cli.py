@@ -10,7 +10,9 @@ A user error prints one line saying what is wrong and how to fix it, and exits w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
+import json
 import logging
 import os
 import sys
@@ -22,6 +24,7 @@ __all__ = ["main", "run_program", "build_parser", "config_from_args"]
 
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 3
+EXIT_DRIFT = 4
 
 
 def _input_map(value: str) -> tuple[str, Any]:
@@ -77,10 +80,60 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--debug", action="store_true", help="show tracebacks for user errors.")
 
 
+def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    from audit.compare import DriftThresholds
+
+    for f in dataclasses.fields(DriftThresholds):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, type=type(f.default), dest=f"threshold_{f.name}", help=f"drift threshold (default {f.default}).")
+
+
+def _thresholds(args: argparse.Namespace):
+    from audit.compare import DriftThresholds
+
+    given = {k[len("threshold_"):]: v for k, v in vars(args).items() if k.startswith("threshold_") and v is not None}
+    return DriftThresholds(**given)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from audit.compare import compare_runs, format_comparison
+    from audit.runs import load_run
+
+    document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args))
+    print(format_comparison(document))
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1, allow_nan=True)
+    return EXIT_DRIFT if document["drift"] and args.fail_on_drift else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from audit.report import write_report
+    from audit.runs import load_run
+
+    baseline = load_run(args.baseline) if args.baseline else None
+    write_report(load_run(args.run), args.out, baseline, _thresholds(args))
+    print(f"report: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attribution-pipeline", description=__doc__.split("\n")[0], allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
     _run_arguments(commands.add_parser("run", help="attribute a dataset", allow_abbrev=False))
+    compare = commands.add_parser("compare", help="compare two runs' summaries and flag drift", allow_abbrev=False)
+    compare.add_argument("run_a", metavar="RUN_A", help="the reference run's output directory")
+    compare.add_argument("run_b", metavar="RUN_B", help="the run to check against it")
+    compare.add_argument("--fail-on-drift", action="store_true", help=f"exit with status {EXIT_DRIFT} when drift exceeds a threshold.")
+    compare.add_argument("--json", dest="json_path", help="also write the comparison as JSON to this file.")
+    _threshold_arguments(compare)
+    compare.add_argument("--debug", action="store_true")
+    report = commands.add_parser("report", help="write a self-contained HTML report of a run", allow_abbrev=False)
+    report.add_argument("run", metavar="RUN", help="the run's output directory")
+    report.add_argument("--baseline", help="an earlier run to show drift against")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    _threshold_arguments(report)
+    report.add_argument("--debug", action="store_true")
     demo = commands.add_parser("demo", help="train two small models on scikit-learn data and attribute them", allow_abbrev=False)
     demo.add_argument("--output", default="demo_output", help="directory for the demo's models, data and results.")
     demo.add_argument("--debug", action="store_true")
@@ -158,6 +211,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             run_demo(args.output)
             return 0
+        if args.command in ("compare", "report"):
+            if beam_args:
+                parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+            return _compare(args) if args.command == "compare" else _report(args)
         check_pipeline_args(beam_args, parser)
         config = config_from_args(args)
         from pipeline.run import run_attribution

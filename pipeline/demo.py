@@ -158,6 +158,8 @@ def _delta_summary(table: pa.Table) -> str:
 
 def run_demo(output: str) -> None:
     """Builds the demo assets in `output` and runs both attribution jobs; prints what it found."""
+    from audit.report import write_report
+    from audit.runs import load_run
     from pipeline.config import RunConfig
     from pipeline.run import run_attribution
 
@@ -173,11 +175,11 @@ def run_demo(output: str) -> None:
     digits_config = RunConfig.from_mapping({
         "model": digits["model"], "input": [os.path.join(assets, "digits-*.tfrecord")], "output": digits_out,
         "method": "integrated_gradients", "steps": 32, "key_column": "id", "passthrough_columns": ["label"],
-        "overwrite": True,
+        "slice_columns": ["label"], "overwrite": True,
     })
     print(f"\n[1/2] integrated gradients, digits CNN, TFRecord -> Parquet (DirectRunner)\n"
           f"  attribution-pipeline run --model {digits['model']} --input '{digits_config.input[0]}' "
-          f"--output {digits_out} --method integrated_gradients --steps 32 --key-column id --passthrough label --overwrite")
+          f"--output {digits_out} --method integrated_gradients --steps 32 --key-column id --passthrough label --slice-column label --overwrite")
     manifest = run_attribution(digits_config)
     table = _attributions(manifest)
     counts = manifest["counts"]
@@ -194,7 +196,7 @@ def run_demo(output: str) -> None:
         "model": cancer["model"], "input": cancer["data"], "output": cancer_out,
         "method": "integrated_gradients", "steps": 64, "baseline": f"file:{cancer['baseline']}",
         "explain_logits": True, "inputs": {"measurements": cancer["columns"]},
-        "key_column": "patient_id", "passthrough_columns": ["diagnosis"], "overwrite": True,
+        "key_column": "patient_id", "passthrough_columns": ["diagnosis"], "slice_columns": ["diagnosis"], "overwrite": True,
     })
     print("\n[2/2] integrated gradients of the logit vs the mean patient, breast cancer MLP, Parquet -> Parquet")
     manifest = run_attribution(cancer_config)
@@ -205,5 +207,10 @@ def run_demo(output: str) -> None:
     print("  top features by mean |attribution|:")
     for name, score in _top_tabular(table, cancer["columns"]):
         print(f"    {name:<28} {score:.4f}")
-    print(f"\nresults: {digits_out}/ and {cancer_out}/ (attributions-*.parquet, dead_letter-*.parquet, manifest.json)")
+    for run_dir in (digits_out, cancer_out):
+        write_report(load_run(run_dir), os.path.join(run_dir, "report.html"))
+    print(f"\nresults: {digits_out}/ and {cancer_out}/ (attributions-*.parquet, dead_letter-*.parquet, "
+          f"summary.json, summary_*.parquet, manifest.json)")
+    print(f"reports: {digits_out}/report.html and {cancer_out}/report.html "
+          f"(attribution-pipeline report RUN --out FILE.html [--baseline OTHER_RUN])")
     print(f"demo finished in {time.time() - start:.1f} s")

@@ -1,0 +1,180 @@
+"""Comparing two runs' summaries: what the model relies on, and whether that drifted.
+
+Importance of a feature = its mean |attribution| in a group; the features compared are the leaf
+features (scalar columns, and each element of tensor columns, e.g. each pixel). Per group present
+in both runs: per-feature change (absolute, and relative to run A), Spearman's rho and Kendall's
+tau-b of the importance vectors, top-k overlap, the shift of the mean explained score in units of
+run A's standard deviation, and the change of the share of rows over the completeness threshold.
+Over the run: the change of the explained classes' shares (total variation distance).
+
+A group is checked against the thresholds only when both runs have at least `min_group_rows`
+rows in it (smaller groups are reported, not judged: their statistics are too noisy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from audit.rank import kendall_tau_b, spearman, top_k_overlap
+from audit.runs import RunResult
+
+__all__ = ["DriftThresholds", "compare_runs", "format_comparison"]
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """When two runs count as drifted. Defaults are deliberately tolerant of sampling noise."""
+
+    min_spearman: float = 0.8  # rank correlation of feature importance
+    min_top_k_overlap: float = 0.6  # share of run A's top-k features still in run B's top k
+    top_k: int = 10
+    max_relative_change: float = 0.5  # |B - A| / A of mean |attribution| ...
+    min_share: float = 0.05  # ... judged only for features with >= this share of A's total importance
+    max_prediction_shift: float = 0.25  # |mean score B - mean score A| / std of A
+    max_class_share_change: float = 0.1  # total variation distance between explained-class shares
+    max_completeness_increase: float = 0.05  # rise of the share of rows over the completeness threshold
+    min_group_rows: int = 100
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"drift threshold {f.name} must be a number >= 0; got {value!r}.")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k must be a positive integer; got {self.top_k!r}.")
+
+
+def _leaf_importance(run: RunResult, kind: str, value: str) -> dict[tuple[str, int], float]:
+    """{(feature, element): mean |attribution|} of one group; element -1 for a scalar column."""
+    tensors = {f["name"] for f in run.summary["features"] if f["kind"] == "tensor"}
+    rows = run.features.filter(
+        (np.asarray(run.features.column("group_kind").to_pylist()) == kind)
+        & (np.asarray(run.features.column("group_value").to_pylist()) == value)
+    ).to_pydict()
+    return {
+        (feature, element): mean_abs
+        for feature, element, mean_abs in zip(rows["feature"], rows["element"], rows["mean_abs"])
+        if (element >= 0) == (feature in tensors)
+    }
+
+
+def _completeness_share(group: dict[str, Any]) -> Optional[float]:
+    completeness = group.get("completeness")
+    return None if not completeness else completeness["share_over_threshold"]
+
+
+def _compare_group(a: RunResult, b: RunResult, key: tuple[str, str], t: DriftThresholds) -> dict[str, Any]:
+    group_a, group_b = a.groups[key], b.groups[key]
+    importance_a, importance_b = _leaf_importance(a, *key), _leaf_importance(b, *key)
+    leaves = [leaf for leaf in importance_a if leaf in importance_b]
+    va = np.array([importance_a[leaf] for leaf in leaves])  # (n,)
+    vb = np.array([importance_b[leaf] for leaf in leaves])  # (n,)
+    total_a = va.sum() or 1.0
+    features = [
+        {
+            "feature": feature if element < 0 else f"{feature}[{element}]",
+            "mean_abs_a": float(x), "mean_abs_b": float(y), "change": float(y - x),
+            "relative_change": float((y - x) / x) if x > 0 else None, "share_a": float(x / total_a),
+        }
+        for (feature, element), x, y in zip(leaves, va, vb)
+    ]
+    std_a = group_a["prediction"]["std"]
+    shift = group_b["prediction"]["mean"] - group_a["prediction"]["mean"]
+    share_a, share_b = _completeness_share(group_a), _completeness_share(group_b)
+    result = {
+        "kind": key[0], "value": key[1], "rows_a": group_a["rows"], "rows_b": group_b["rows"],
+        "checked": min(group_a["rows"], group_b["rows"]) >= t.min_group_rows,
+        "spearman": spearman(va, vb), "kendall_tau_b": kendall_tau_b(va, vb),
+        "top_k": min(t.top_k, len(leaves)), "top_k_overlap": top_k_overlap(va, vb, t.top_k),
+        "prediction": {"mean_a": group_a["prediction"]["mean"], "mean_b": group_b["prediction"]["mean"],
+                       "shift_in_std_a": shift / std_a if std_a > 0 else (0.0 if shift == 0 else float("inf"))},
+        "completeness": None if share_a is None or share_b is None else
+                        {"share_over_threshold_a": share_a, "share_over_threshold_b": share_b, "change": share_b - share_a},
+        "features": sorted(features, key=lambda f: -abs(f["change"])),
+    }
+    result["drift"] = _group_drift(result, t) if result["checked"] else []
+    return result
+
+
+def _group_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
+    reasons = []
+    if np.isfinite(r["spearman"]) and r["spearman"] < t.min_spearman:
+        reasons.append(f"Spearman {r['spearman']:.3f} < {t.min_spearman}")
+    if r["top_k_overlap"] < t.min_top_k_overlap:
+        reasons.append(f"top-{r['top_k']} overlap {r['top_k_overlap']:.2f} < {t.min_top_k_overlap}")
+    moved = [f for f in r["features"] if f["share_a"] >= t.min_share and f["relative_change"] is not None
+             and abs(f["relative_change"]) > t.max_relative_change]
+    if moved:
+        names = ", ".join(f"{f['feature']} {f['relative_change']:+.0%}" for f in moved[:5])
+        reasons.append(f"{len(moved)} important feature(s) changed by more than {t.max_relative_change:.0%}: {names}")
+    if abs(r["prediction"]["shift_in_std_a"]) > t.max_prediction_shift:
+        reasons.append(f"mean score shifted {r['prediction']['shift_in_std_a']:+.2f} std > {t.max_prediction_shift}")
+    if r["completeness"] and r["completeness"]["change"] > t.max_completeness_increase:
+        reasons.append(f"share of rows over the completeness threshold rose by {r['completeness']['change']:.3f}")
+    return reasons
+
+
+def _class_shares(run: RunResult) -> dict[str, float]:
+    targets = [g for g in run.summary["groups"] if g["kind"] == "target"]
+    total = sum(g["rows"] for g in targets) or 1
+    return {g["value"]: g["rows"] / total for g in targets}
+
+
+def _setting_differences(a: RunResult, b: RunResult) -> list[str]:
+    settings_a, settings_b = a.manifest["settings"], b.manifest["settings"]
+    keys = ("method", "target", "steps", "rule", "baseline", "samples", "explain_logits", "output_name")
+    warnings = [f"{k} differs: {settings_a.get(k)!r} vs {settings_b.get(k)!r}" for k in keys if settings_a.get(k) != settings_b.get(k)]
+    if a.manifest["model"]["sha256"] != b.manifest["model"]["sha256"]:
+        warnings.append("the model differs (sha256): changes may come from the model, not the data")
+    return warnings
+
+
+def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = DriftThresholds()) -> dict[str, Any]:
+    """The comparison document (JSON-ready): per-group metrics, drift reasons, warnings."""
+    keys_a, keys_b = list(a.groups), list(b.groups)
+    common = [k for k in keys_a if k in b.groups]
+    groups = [_compare_group(a, b, key, thresholds) for key in common]
+    shares_a, shares_b = _class_shares(a), _class_shares(b)
+    classes = sorted(set(shares_a) | set(shares_b), key=lambda c: (len(c), c))
+    distance = 0.5 * sum(abs(shares_a.get(c, 0.0) - shares_b.get(c, 0.0)) for c in classes)
+    reasons = [f"{g['kind']}={g['value']}: {reason}" for g in groups for reason in g["drift"]]
+    if distance > thresholds.max_class_share_change:
+        reasons.append(f"explained-class shares moved by {distance:.3f} (total variation) > {thresholds.max_class_share_change}")
+    return {
+        "run_a": a.path, "run_b": b.path,
+        "thresholds": dataclasses.asdict(thresholds),
+        "drift": bool(reasons), "reasons": reasons,
+        "warnings": _setting_differences(a, b),
+        "class_shares": {"a": shares_a, "b": shares_b, "total_variation": distance},
+        "groups": groups,
+        "groups_only_in_a": [f"{k}={v}" for k, v in keys_a if (k, v) not in b.groups],
+        "groups_only_in_b": [f"{k}={v}" for k, v in keys_b if (k, v) not in a.groups],
+    }
+
+
+def format_comparison(document: dict[str, Any], features: int = 10) -> str:
+    """A terminal table: one line per group, then the most changed features overall."""
+    lines = [f"A: {document['run_a']}", f"B: {document['run_b']}"]
+    lines += [f"warning: {w}" for w in document["warnings"]]
+    header = f"{'group':<24} {'rows A':>8} {'rows B':>8} {'spearman':>9} {'kendall':>8} {'top-k':>6} {'score shift':>11} {'compl. Δ':>9}  drift"
+    lines += ["", header, "-" * len(header)]
+    for g in document["groups"]:
+        completeness = f"{g['completeness']['change']:+.3f}" if g["completeness"] else "-"
+        flag = "DRIFT" if g["drift"] else ("ok" if g["checked"] else "(few rows)")
+        lines.append(
+            f"{g['kind'] + '=' + g['value']:<24.24} {g['rows_a']:>8} {g['rows_b']:>8} {g['spearman']:>9.3f} "
+            f"{g['kendall_tau_b']:>8.3f} {g['top_k_overlap']:>6.2f} {g['prediction']['shift_in_std_a']:>+11.2f} {completeness:>9}  {flag}"
+        )
+    overall = next((g for g in document["groups"] if g["kind"] == "overall"), None)
+    if overall:
+        lines += ["", f"most changed features (overall, mean |attribution|):", f"{'feature':<28} {'A':>10} {'B':>10} {'change':>9}"]
+        for f in overall["features"][:features]:
+            relative = f"{f['relative_change']:+.1%}" if f["relative_change"] is not None else "-"
+            lines.append(f"{f['feature']:<28.28} {f['mean_abs_a']:>10.4g} {f['mean_abs_b']:>10.4g} {relative:>9}")
+    lines.append("")
+    lines.append("DRIFT: " + "; ".join(document["reasons"]) if document["drift"] else "no drift beyond the thresholds")
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""One self-contained HTML report of a run (figures inline as PNG data URIs, no external files).
+
+Sections: the run (counts, model fingerprint, settings), global importance, importance per class,
+attribution maps and exemplars for image-like inputs, completeness error, prediction distribution,
+and drift against a baseline run when one is given.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from typing import Any, Optional
+
+import numpy as np
+
+from audit import plots
+from audit.compare import DriftThresholds, compare_runs
+from audit.runs import RunResult
+
+__all__ = ["write_report", "render_report"]
+
+TOP_FEATURES = 25
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; } td, th { padding: 2px 8px; border-bottom: 1px solid #eee; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; } .drift { color: #b03a2e; font-weight: bold; }
+.ok { color: #2e7d32; } .note { color: #666; font-size: 0.85em; } img { max-width: 100%; }
+"""
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(
+            f'<td class="n">{_format(v)}</td>' if isinstance(v, (int, float)) and not isinstance(v, bool) else f"<td>{html.escape(str(v))}</td>"
+            for v in row
+        ) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _format(value: float) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "–" if not np.isfinite(value) else f"{value:.4g}"
+
+
+def _overall_features(run: RunResult) -> list[tuple[str, float]]:
+    overall = next(g for g in run.summary["groups"] if g["kind"] == "overall")
+    return sorted(((name, f["mean_abs"]) for name, f in overall["features"].items()), key=lambda item: -item[1])
+
+
+def _element_maps(run: RunResult) -> dict[tuple[str, str, str], np.ndarray]:
+    """{(group kind, group value, tensor feature): (length,) mean |attribution| per element}."""
+    table = run.features.to_pydict()
+    maps: dict[tuple[str, str, str], dict[int, float]] = {}
+    for kind, value, feature, element, mean_abs in zip(
+        table["group_kind"], table["group_value"], table["feature"], table["element"], table["mean_abs"]
+    ):
+        if element >= 0:
+            maps.setdefault((kind, value, feature), {})[element] = mean_abs
+    return {key: np.array([cells[e] for e in range(len(cells))]) for key, cells in maps.items()}
+
+
+def _image_features(run: RunResult) -> list[dict[str, Any]]:
+    """Tensor features with at least two spatial dimensions: shown as pictures."""
+    return [f for f in run.summary["features"] if f["kind"] == "tensor" and f["shape"] and len([d for d in f["shape"] if d > 1]) >= 2]
+
+
+def _section_run(run: RunResult) -> str:
+    manifest, counts = run.manifest, run.manifest["counts"]
+    facts = [
+        ["status", manifest["status"]],
+        ["records read", counts["records_read"]], ["records attributed", counts["records_attributed"]],
+        ["records dead-lettered", counts["records_dead_lettered"]], ["rows written", counts["rows_written"]],
+        ["rows with non-finite attributions", counts.get("rows_not_finite", 0)],
+        ["model", manifest["model"]["path"]], ["model sha256", manifest["model"]["sha256"]],
+        ["finished (UTC)", manifest["timings"]["finished_utc"]], ["pipeline seconds", manifest["timings"]["pipeline_seconds"]],
+        ["versions", ", ".join(f"{k} {v}" for k, v in manifest["versions"].items())],
+    ]
+    return "<h2>Run</h2>" + _table(["", ""], facts)
+
+
+def _section_settings(run: RunResult) -> str:
+    settings = [[k, json.dumps(v)] for k, v in run.manifest["settings"].items()]
+    options = " ".join(run.manifest.get("pipeline_options") or []) or "(none)"
+    return "<h2>Settings</h2>" + _table(["setting", "value"], settings) + f"<p>Pipeline options: {html.escape(options)}</p>"
+
+
+def _section_importance(run: RunResult, maps: dict) -> str:
+    parts = ["<h2>Global importance</h2>"]
+    features = _overall_features(run)
+    if len(features) > 1:
+        top = features[:TOP_FEATURES]
+        parts.append(_image(plots.importance_bars([n for n, _ in top], np.array([v for _, v in top]),
+                                                  f"top {len(top)} of {len(features)} features (tensor columns: per-row total)"), "global importance"))
+    for feature in _image_features(run):
+        overall = maps[("overall", "all", feature["name"])]
+        parts.append(_image(plots.maps_grid([overall], ["all rows"], feature["shape"], f"mean |attribution| per element of {feature['name']}"),
+                            f"importance map {feature['name']}"))
+    return "".join(parts)
+
+
+def _section_groups(run: RunResult, maps: dict) -> str:
+    """Heatmaps of importance per explained class and per slice value (when there are several)."""
+    kinds = dict.fromkeys(g["kind"] for g in run.summary["groups"] if g["kind"] != "overall")
+    features = [name for name, _ in _overall_features(run)][:TOP_FEATURES]
+    parts = []
+    for kind in kinds:
+        values = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == kind), key=lambda c: (len(c), c))
+        if len(features) < 2 or not 2 <= len(values) <= 40:
+            continue
+        groups = run.groups
+        matrix = np.array([[groups[(kind, v)]["features"][f]["mean_abs"] for f in features] for v in values])
+        label = "explained class" if kind == "target" else kind[len("slice:"):]
+        names = [f"class {v}" if kind == "target" else f"{label}={v}" for v in values]
+        parts.append(_image(plots.class_heatmap(matrix, names, features, f"mean |attribution| per {label}"), f"heatmap per {label}"))
+    classes = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == "target"), key=lambda c: (len(c), c))
+    for feature in _image_features(run):
+        per_class = [maps[("target", c, feature["name"])] for c in classes]
+        parts.append(_image(plots.maps_grid(per_class, [f"class {c}" for c in classes], feature["shape"],
+                                            f"mean |attribution| of {feature['name']} per class"), f"per-class maps {feature['name']}"))
+    return "<h2>Importance per class and slice</h2>" + "".join(parts) if parts else ""
+
+
+def _section_exemplars(run: RunResult) -> str:
+    images = _image_features(run)
+    table = run.exemplars.to_pylist()
+    if not table:
+        return ""
+    parts = ["<h2>Examples</h2>", '<p class="note">Highest and lowest explained scores, and the most and least faithful '
+             "rows (smallest and largest relative completeness error). Red: attribution towards the explained class; blue: against.</p>"]
+    offsets = np.cumsum([0] + [f["length"] for f in run.summary["features"]])
+    by_criterion: dict[str, list] = {}
+    for row in table:
+        by_criterion.setdefault(row["criterion"], []).append(row)
+    for j, feature in enumerate(run.summary["features"]):
+        if feature not in images:
+            continue
+        start, end = offsets[j], offsets[j + 1]
+        grid = [
+            (criterion, [(_caption(r), np.array(r["inputs"][start:end]), np.array(r["attributions"][start:end]))
+                         for r in sorted(rows, key=lambda r: r["rank"])])
+            for criterion, rows in by_criterion.items()
+        ]
+        parts.append(_image(plots.exemplar_grid(grid, feature["shape"]), f"exemplars {feature['name']}"))
+    rows = [[r["criterion"], r["rank"] + 1, r["key"], r["target"], r["score"], r["delta_rel"] if r["delta_rel"] is not None else float("nan")]
+            for r in table]
+    parts.append(_table(["criterion", "rank", "key", "class", "score", "relative completeness error"], rows))
+    return "".join(parts)
+
+
+def _caption(row: dict[str, Any]) -> str:
+    delta = "" if row["delta_rel"] is None else f" δ{row['delta_rel']:.0e}"
+    return f"{row['key'][-14:]}\nc{row['target']} {row['score']:.2f}{delta}"
+
+
+def _section_distributions(run: RunResult) -> str:
+    overall = run.groups[("overall", "all")]
+    parts = []
+    completeness = overall["completeness"]
+    if completeness:
+        parts.append("<h2>Completeness error</h2>")
+        parts.append(f'<p>{completeness["rows_over_threshold"]:,} of {completeness["rows_with_delta"]:,} rows '
+                     f'({(completeness["share_over_threshold"] or 0):.2%}) have a relative completeness error over '
+                     f'{completeness["threshold"]:g}; median {completeness["quantiles"]["q50"]:.3g}, 99th percentile '
+                     f'{completeness["quantiles"]["q99"]:.3g}.</p>')
+        histogram = completeness["histogram"]
+        parts.append(_image(plots.completeness_histogram(histogram["edges"], histogram["counts"], completeness["threshold"]), "completeness histogram"))
+    prediction = overall["prediction"]
+    classes = {g["value"]: g["rows"] / max(overall["rows"], 1) for g in run.summary["groups"] if g["kind"] == "target"}
+    parts.append("<h2>Predictions</h2>")
+    parts.append(f'<p>Explained score: mean {prediction["mean"]:.4g}, std {prediction["std"]:.4g}, min {prediction["min"]:.4g}, '
+                 f'max {prediction["max"]:.4g} over {overall["rows"]:,} rows.</p>')
+    histogram = prediction["histogram_of_sample"]
+    parts.append(_image(plots.prediction_histogram(histogram["edges"], histogram["counts"], classes), "prediction distribution"))
+    slices = [g for g in run.summary["groups"] if g["kind"].startswith("slice:")]
+    if slices:
+        parts.append("<h2>Slices</h2>")
+        top = [name for name, _ in _overall_features(run)][:3]
+        rows = [[g["kind"][6:], g["value"], g["rows"], g["prediction"]["mean"],
+                 (g["completeness"] or {}).get("share_over_threshold") or 0.0] + [g["features"][f]["mean_abs"] for f in top]
+                for g in slices]
+        parts.append(_table(["slice", "value", "rows", "mean score", "share over threshold"] + [f"|{f}|" for f in top], rows))
+    return "".join(parts)
+
+
+def _section_drift(run: RunResult, baseline: RunResult, thresholds: DriftThresholds) -> str:
+    document = compare_runs(baseline, run, thresholds)
+    status = '<span class="drift">DRIFT</span>: ' + html.escape("; ".join(document["reasons"])) if document["drift"] \
+        else '<span class="ok">no drift beyond the thresholds</span>'
+    parts = ["<h2>Drift against the baseline run</h2>", f"<p>Baseline: {html.escape(baseline.path)}. {status}</p>"]
+    parts += [f'<p class="note">warning: {html.escape(w)}</p>' for w in document["warnings"]]
+    rows = [[f"{g['kind']}={g['value']}", g["rows_a"], g["rows_b"], g["spearman"], g["kendall_tau_b"], g["top_k_overlap"],
+             g["prediction"]["shift_in_std_a"], "DRIFT" if g["drift"] else ("ok" if g["checked"] else "few rows")]
+            for g in document["groups"]]
+    parts.append(_table(["group", "rows baseline", "rows", "Spearman", "Kendall τ-b", "top-k overlap", "score shift (std)", ""], rows))
+    overall = next(g for g in document["groups"] if g["kind"] == "overall")
+    a = np.array([f["mean_abs_a"] for f in overall["features"]])
+    b = np.array([f["mean_abs_b"] for f in overall["features"]])
+    parts.append(_image(plots.drift_scatter(a, b, [f["feature"] for f in overall["features"]]), "drift scatter"))
+    changed = [[f["feature"], f["mean_abs_a"], f["mean_abs_b"], f["relative_change"] if f["relative_change"] is not None else float("nan")]
+               for f in overall["features"][:15]]
+    parts.append(_table(["feature", "baseline mean |attr|", "mean |attr|", "relative change"], changed))
+    return "".join(parts)
+
+
+def render_report(run: RunResult, baseline: Optional[RunResult] = None, thresholds: DriftThresholds = DriftThresholds()) -> str:
+    """The report as one HTML string."""
+    maps = _element_maps(run)
+    title = f"Attribution report: {run.manifest['settings']['method']} on {run.path}"
+    body = [f"<h1>{html.escape(title)}</h1>", _section_run(run), _section_importance(run, maps), _section_groups(run, maps),
+            _section_exemplars(run), _section_distributions(run)]
+    if baseline is not None:
+        body.append(_section_drift(run, baseline, thresholds))
+    body.append(_section_settings(run))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+
+
+def write_report(run: RunResult, path: str, baseline: Optional[RunResult] = None, thresholds: DriftThresholds = DriftThresholds()) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(render_report(run, baseline, thresholds))

@@ -1,0 +1,72 @@
+"""Reading a finished run's manifest and summaries (local paths or any pyarrow filesystem URI)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+
+from audit.summary_output import EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE
+
+__all__ = ["RunResult", "load_run", "MANIFEST_NAME"]
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A complete run: its manifest, summary.json and the summary tables."""
+
+    path: str
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    features: pa.Table
+    exemplars: pa.Table
+
+    @property
+    def groups(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(g["kind"], g["value"]): g for g in self.summary["groups"]}
+
+
+def _filesystem(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    if "://" in path:
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
+
+
+def load_run(path: str) -> RunResult:
+    """Loads a run directory; ValueError when it is not a complete run with summaries."""
+    filesystem, root = _filesystem(path)
+    root = root.rstrip("/")
+
+    def read_bytes(name: str) -> bytes:
+        try:
+            with filesystem.open_input_stream(f"{root}/{name}") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise ValueError(_missing(path, name)) from None
+
+    manifest = json.loads(read_bytes(MANIFEST_NAME))
+    if manifest.get("status") != "complete":
+        raise ValueError(
+            f"run {path!r} did not complete (manifest status {manifest.get('status')!r}: {manifest.get('failure')}); "
+            f"compare and report only read complete runs."
+        )
+    summary = json.loads(read_bytes(SUMMARY_FILE))
+    features = pq.read_table(pa.BufferReader(read_bytes(FEATURES_FILE)))
+    exemplars = pq.read_table(pa.BufferReader(read_bytes(EXEMPLARS_FILE)))
+    return RunResult(path, manifest, summary, features, exemplars)
+
+
+def _missing(path: str, name: str) -> str:
+    if name == MANIFEST_NAME:
+        return (
+            f"run {path!r} has no {MANIFEST_NAME}: it is not a run directory, or the run did not finish "
+            f"(the manifest is written last)."
+        )
+    return f"run {path!r} has no {name}: it was run with summaries off; rerun it with --summaries."

@@ -1,0 +1,95 @@
+"""compare on real runs: identical data shows no drift; a shifted feature is caught, by value."""
+
+import json
+
+import numpy as np
+import pytest
+
+from audit.compare import DriftThresholds, compare_runs, format_comparison
+from audit.runs import load_run
+from helpers import write_tabular_parquet
+from pipeline.cli import main
+from pipeline.config import RunConfig
+from pipeline.run import run_attribution
+
+COLUMNS = [f"f{j}" for j in range(6)]
+
+
+def _run(model, features, directory, **extra):
+    data = write_tabular_parquet(directory.with_suffix(".parquet"), features, ids=np.arange(len(features)), labels=np.arange(len(features)) % 2)
+    config = RunConfig.from_mapping({
+        "model": model, "input": data, "output": str(directory), "method": "gradient_x_input", "target": 0,
+        "inputs": {"features": COLUMNS}, "key_column": "id", "slice_columns": ["label"], **extra,
+    })
+    run_attribution(config)
+    return str(directory)
+
+
+@pytest.fixture
+def runs(linear_model, tmp_path):
+    model, weights, _ = linear_model
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(400, 6)).astype(np.float32)
+    shifted = features.copy()
+    shifted[:, 0] *= 3.0  # the same rows with feature f0 three times larger
+    return {
+        "a": _run(model, features, tmp_path / "a"),
+        "same": _run(model, features, tmp_path / "same"),
+        "shifted": _run(model, shifted, tmp_path / "shifted"),
+        "weights": weights,
+        "features": features,
+    }
+
+
+def test_identical_data_shows_no_drift(runs):
+    document = compare_runs(load_run(runs["a"]), load_run(runs["same"]))
+    assert not document["drift"] and document["reasons"] == [] and document["warnings"] == []
+    overall = document["groups"][0]
+    assert (overall["kind"], overall["spearman"], overall["kendall_tau_b"], overall["top_k_overlap"]) == ("overall", 1.0, 1.0, 1.0)
+    assert all(f["change"] == 0 for f in overall["features"])
+    assert {(g["kind"], g["value"]) for g in document["groups"]} == {("overall", "all"), ("target", "0"), ("slice:label", "0"), ("slice:label", "1")}
+
+
+def test_a_shifted_feature_is_reported_with_its_exact_change_and_flagged(runs):
+    document = compare_runs(load_run(runs["a"]), load_run(runs["shifted"]))
+    overall = document["groups"][0]
+    f0 = next(f for f in overall["features"] if f["feature"] == "f0")
+    w0, x0 = abs(runs["weights"][0, 0]), np.abs(runs["features"][:, 0]).mean()
+    assert f0["mean_abs_a"] == pytest.approx(w0 * x0, rel=1e-5)
+    assert f0["relative_change"] == pytest.approx(2.0, rel=1e-5)  # gradient x input is linear in x
+    assert all(f["change"] == pytest.approx(0, abs=1e-9) for f in overall["features"] if f["feature"] != "f0")
+    assert document["drift"]
+    assert any("overall=all: 1 important feature(s) changed by more than 50%: f0 +200%" in r for r in document["reasons"])
+    text = format_comparison(document)
+    assert "DRIFT" in text and "f0" in text.split("most changed features")[1].splitlines()[2]
+
+
+def test_thresholds_decide_and_small_groups_are_not_judged(runs):
+    loose = DriftThresholds(max_relative_change=5.0, min_spearman=0.0, min_top_k_overlap=0.0, max_prediction_shift=100.0)
+    assert not compare_runs(load_run(runs["a"]), load_run(runs["shifted"]), loose)["drift"]
+    strict_rows = DriftThresholds(min_group_rows=1000)
+    document = compare_runs(load_run(runs["a"]), load_run(runs["shifted"]), strict_rows)
+    assert not any(g["checked"] for g in document["groups"]) and not document["drift"]
+    with pytest.raises(ValueError, match="min_spearman must be a number >= 0"):
+        DriftThresholds(min_spearman=-1)
+
+
+def test_cli_exit_status_json_and_thresholds(runs, tmp_path, capsys):
+    assert main(["compare", runs["a"], runs["same"], "--fail-on-drift"]) == 0
+    assert main(["compare", runs["a"], runs["shifted"]]) == 0  # drift is reported, exit 0 unless asked
+    out = tmp_path / "cmp.json"
+    assert main(["compare", runs["a"], runs["shifted"], "--fail-on-drift", "--json", str(out)]) == 4
+    assert json.loads(out.read_text())["drift"] is True
+    assert main(["compare", runs["a"], runs["shifted"], "--fail-on-drift", "--max-relative-change", "5",
+                 "--min-spearman", "0", "--min-top-k-overlap", "0", "--max-prediction-shift", "100"]) == 0
+    assert "no drift beyond the thresholds" in capsys.readouterr().out
+
+
+def test_incomplete_or_missing_runs_are_refused(runs, tmp_path, capsys):
+    assert main(["compare", runs["a"], str(tmp_path / "nowhere")]) == 2
+    assert "has no manifest.json: it is not a run directory, or the run did not finish" in capsys.readouterr().err
+    manifest_path = tmp_path / "same" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "status": "failed", "failure": "counts do not reconcile"}))
+    with pytest.raises(ValueError, match="did not complete .*counts do not reconcile"):
+        load_run(runs["same"])

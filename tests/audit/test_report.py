@@ -1,0 +1,123 @@
+"""The HTML report: its numbers against the written rows, and the page in a real headless browser."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from audit.report import render_report
+from audit.runs import load_run
+from helpers import read_parquet_dir, write_vector_tfrecord
+from pipeline.cli import main
+from pipeline.config import RunConfig
+from pipeline.run import run_attribution
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+]
+# Injected into a copy of the report: records script errors and whether every image decoded.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener("error", e => window.__errors.push(String(e.message || (e.target && e.target.src) || e)), true);
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const decoded = images.filter(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0).length;
+  document.documentElement.setAttribute("data-probe", JSON.stringify({images: images.length, decoded, errors: window.__errors}));
+});
+</script>"""
+
+
+def _image_model(path):
+    import keras
+
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([
+        keras.Input((4, 4, 1), name="pixels"), keras.layers.Conv2D(4, 2, activation="tanh"), keras.layers.Flatten(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.save(str(path))
+    return str(path)
+
+
+def _run(tmp_path, name, scale):
+    rng = np.random.default_rng(3)
+    images = (rng.random(size=(240, 16)) * scale).astype(np.float32)
+    data = write_vector_tfrecord(tmp_path / f"{name}.tfrecord", images, ids=[f"img{i}" for i in range(240)],
+                                 labels=np.arange(240) % 3, feature_name="pixels")
+    config = RunConfig.from_mapping({
+        "model": str(tmp_path / "cnn.keras"), "input": data, "output": str(tmp_path / name), "key_column": "id",
+        "method": "integrated_gradients", "steps": 16, "slice_columns": ["label"],
+    })
+    run_attribution(config)
+    return str(tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def image_runs(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("report")
+    _image_model(tmp_path / "cnn.keras")
+    return _run(tmp_path, "base", 1.0), _run(tmp_path, "today", 2.0), tmp_path
+
+
+def test_report_numbers_equal_a_brute_force_pass_over_the_rows(image_runs):
+    run_dir = image_runs[1]
+    page = render_report(load_run(run_dir))
+    rows = read_parquet_dir(run_dir)
+    deltas = np.asarray(rows.column("convergence_delta_rel").to_pylist())
+    scores = np.asarray(rows.column("target_score").to_pylist())
+    over = int((deltas > 0.05).sum())
+    assert f"{over:,} of {len(deltas):,} rows ({over / len(deltas):.2%}) have a relative completeness error over 0.05" in page
+    assert f"median {np.median(deltas):.3g}" in page
+    assert f"mean {scores.mean():.4g}, std {scores.std():.4g}, min {scores.min():.4g}, max {scores.max():.4g}" in page
+    assert load_run(run_dir).manifest["model"]["sha256"] in page
+    alts = re.findall(r'<img alt="([^"]+)"', page)
+    assert alts == ["importance map pixels", "per-class maps pixels", "exemplars pixels", "completeness histogram", "prediction distribution"]
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def _browser(page_path, *flags):
+    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={page_path.parent / 'chromium-profile'}", *flags,
+                           page_path.as_uri()], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian package 'chromium'; .ci/run installs it)")
+def test_report_loads_in_headless_chromium_with_every_image_rendered(image_runs):
+    base, today, tmp_path = image_runs
+    out = tmp_path / "report.html"
+    assert main(["report", today, "--baseline", base, "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "Drift against the baseline run" in page and "drift scatter" in page
+    probe_copy = tmp_path / "probe.html"
+    probe_copy.write_text(page.replace("<head>", "<head>" + PROBE, 1))
+
+    dom = _browser(probe_copy, "--dump-dom", "--virtual-time-budget=10000")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    probe = json.loads(re.search(r'data-probe="([^"]+)"', dom.stdout).group(1).replace("&quot;", '"'))
+    assert probe == {"images": page.count("<img "), "decoded": page.count("<img "), "errors": []} and probe["images"] == 6
+
+    screenshot = tmp_path / "report.png"
+    shot = _browser(out, f"--screenshot={screenshot}", "--window-size=1100,2400")
+    assert shot.returncode == 0 and screenshot.exists(), shot.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(screenshot))[..., :3]  # (H, W, 3) in [0, 1]
+    not_white = (pixels < 0.9).any(axis=-1).mean()
+    colourful = (np.ptp(pixels, axis=-1) > 0.2).mean()  # plots and maps, not only black text
+    assert not_white > 0.05 and colourful > 0.01, (not_white, colourful)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian package 'chromium'; .ci/run installs it)")
+def test_the_browser_probe_notices_a_broken_image_and_a_script_error(image_runs):
+    _, today, tmp_path = image_runs
+    page = render_report(load_run(today)).replace("base64,iVBOR", "base64,AAAAA", 1) + "<script>undefinedFunction()</script>"
+    broken = tmp_path / "broken.html"
+    broken.write_text(page.replace("<head>", "<head>" + PROBE, 1))
+    dom = _browser(broken, "--dump-dom", "--virtual-time-budget=10000")
+    probe = json.loads(re.search(r'data-probe="([^"]+)"', dom.stdout).group(1).replace("&quot;", '"'))
+    assert probe["decoded"] == probe["images"] - 1 and any("undefinedFunction" in e for e in probe["errors"])
