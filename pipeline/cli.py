@@ -43,7 +43,12 @@ def _param(value: str) -> tuple[str, str]:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
+    def add(flag: str, **options) -> None:
+        # Every dashed flag also answers to its underscore spelling (Beam's style, and the only
+        # one Dataflow Flex Template parameter names allow), e.g. --key-column / --key_column.
+        flags = [flag, "--" + flag[2:].replace("-", "_")] if "-" in flag[2:] else [flag]
+        parser.add_argument(*flags, **options)
+
     add("--config", help="YAML file with settings (flags override it); see configs/.")
     add("--model", help="Keras .keras/.h5 file or TensorFlow SavedModel directory (local or gs://).")
     add("--input", action="append", help="input file or glob; repeat for several.")

@@ -251,10 +251,19 @@ def parse_baseline(value: Any) -> BaselineSpec:
 
 
 def load_yaml_config(path: str) -> dict[str, Any]:
-    """Reads a YAML config with `yaml.safe_load` (no arbitrary objects)."""
+    """Reads a YAML config with `yaml.safe_load` (no arbitrary objects); local or any Beam
+    filesystem path (gs://, s3://, ...)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
+        if "://" in path:
+            from apache_beam.io.filesystems import FileSystems
+
+            if not FileSystems.exists(path):
+                raise FileNotFoundError(path)
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                values = yaml.safe_load(handle.read().decode("utf-8"))
+        else:
+            with open(path, encoding="utf-8") as handle:
+                values = yaml.safe_load(handle)
     except FileNotFoundError:
         raise ValueError(f"config file {path!r} does not exist.") from None
     except yaml.YAMLError as error:

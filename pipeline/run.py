@@ -50,22 +50,38 @@ def _existing_outputs(output: str) -> list[str]:
     return [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
 
 
+def _complete_manifest(output: str) -> bool:
+    path = FileSystems.join(output, MANIFEST_NAME)
+    if not FileSystems.exists(path):
+        return False
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            return json.loads(handle.read()).get("status") == "complete"
+    except ValueError:  # unreadable: a manifest cut short is not a completion marker
+        return False
+
+
 def _prepare_output(config: RunConfig) -> None:
+    """Refuses to replace a complete run unless config.overwrite; clears what an incomplete run
+    left (files without a manifest saying 'complete' are not a result anyone may rely on)."""
     existing = _existing_outputs(config.output)
-    if existing and not config.overwrite:
+    if not existing:
+        return
+    if _complete_manifest(config.output) and not config.overwrite:
         raise ValueError(
-            f"output {config.output!r} already holds results ({len(existing)} files, e.g. "
-            f"{existing[0]!r}); choose a new --output or pass --overwrite to replace them."
+            f"output {config.output!r} already holds a complete run ({len(existing)} files, e.g. "
+            f"{existing[0]!r}); choose a new --output or pass --overwrite to replace it."
         )
-    if existing:
-        # The manifest goes first: a run killed while deleting never leaves a manifest that
-        # vouches for files that are gone.
-        manifests = [path for path in existing if path.endswith(MANIFEST_NAME)]
-        if manifests:
-            FileSystems.delete(manifests)
-        others = [path for path in existing if path not in manifests]
-        if others:
-            FileSystems.delete(others)
+    if not config.overwrite:
+        _LOGGER.warning("output %s holds %d files of an incomplete run; replacing them", config.output, len(existing))
+    # The manifest goes first: a run killed while deleting never leaves a manifest that vouches
+    # for files that are gone.
+    manifests = [path for path in existing if path.endswith(MANIFEST_NAME)]
+    if manifests:
+        FileSystems.delete(manifests)
+    others = [path for path in existing if path not in manifests]
+    if others:
+        FileSystems.delete(others)
 
 
 def _metrics(result) -> dict[str, Any]:

@@ -48,10 +48,22 @@ def test_manifest_reconciles_with_a_malformed_record_in_the_dead_letters(linear_
     assert set(on_disk["versions"]) >= {"apache_beam", "tensorflow", "keras", "attribution_pipeline"}
 
 
+def test_what_an_incomplete_run_left_is_replaced_without_asking(linear_model, tabular_data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "attributions-00000-of-00002.parquet").write_bytes(b"half-written")  # killed mid-way: no manifest
+    manifest = run_attribution(_config(linear_model[0], tabular_data[0], out, method="gradient"))
+    assert manifest["status"] == "complete" and not (out / "attributions-00000-of-00002.parquet").exists()
+    failed = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**failed, "status": "failed"}))  # a run that failed its checks
+    assert run_attribution(_config(linear_model[0], tabular_data[0], out, method="gradient"))["status"] == "complete"
+    assert read_parquet_dir(out).num_rows == 40
+
+
 def test_existing_results_are_not_overwritten_unless_asked(linear_model, tabular_data, tmp_path):
     config = _config(linear_model[0], tabular_data[0], tmp_path / "out", method="gradient")
     run_attribution(config)
-    with pytest.raises(ValueError, match="already holds results .* pass --overwrite"):
+    with pytest.raises(ValueError, match="already holds a complete run .* pass --overwrite"):
         run_attribution(config)
     manifest = run_attribution(_config(linear_model[0], tabular_data[0], tmp_path / "out", method="gradient", overwrite=True))
     assert manifest["counts"]["rows_written"] == 40

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""What the in-pass summaries cost: pipeline throughput with and without them, same run.
+
+    python bench/summaries.py            # 3 interleaved rounds (~6 min on 2 cores)
+    python bench/summaries.py --quick    # 1 round, smaller inputs (~1.5 min)
+
+Uses bench/throughput.py's models and data (MLP on 64 digit pixels at batch 4,096; CNN on 28x28
+digits at batch 1,024; gradient method) and its steady-state measure: (N2 - N1) / (T2 - T1) between
+a small and a large run, from each run's own pipeline wall time. The summaries' per-element maps
+are 64 (MLP) and 784 (CNN) elements wide, in 11 groups (overall + 10 classes).
+Prints medians (min-max) and the ratio with / without; writes bench/results/summaries.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from throughput import BATCH_SIZES, REPO, build_models, dataset, pipeline_run, summarize, write_parquet  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    sizes = {"mlp": (100_000, 1_000_000), "cnn": (2_048, 10_240)}
+    if args.quick:
+        sizes = {"mlp": (10_000, 100_000), "cnn": (1_024, 3_072)}
+    workdir = tempfile.mkdtemp(prefix="attribution-bench-summaries-")
+    models = build_models(workdir)
+    files = {}
+    for kind, counts in sizes.items():
+        for n in counts:
+            files[(kind, n)] = os.path.join(workdir, f"{kind}-{n}.parquet")
+            write_parquet(files[(kind, n)], dataset(kind, n))
+    samples: dict[str, list[float]] = {}
+    out = os.path.join(workdir, "out")
+    for r in range(rounds):
+        for kind, (small, large) in sizes.items():
+            for label, flag in (("with", "--summaries"), ("without", "--no-summaries")):
+                seconds = {n: pipeline_run(models[kind], files[(kind, n)], out, BATCH_SIZES[kind], [flag])["pipeline_seconds"]
+                           for n in (small, large)}
+                samples.setdefault(f"{kind}_{label}_summaries", []).append((large - small) / (seconds[large] - seconds[small]))
+        print(f"round {r + 1}/{rounds} done", flush=True)
+
+    figures = {name: summarize(values) for name, values in samples.items()}
+    lines = ["| figure | median | min | max | unit |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | {f['median']:,.0f} | {f['min']:,.0f} | {f['max']:,.0f} | records/s |" for n, f in sorted(figures.items())]
+    lines += ["", "| ratio | value |", "|---|---|"]
+    ratios = {kind: figures[f"{kind}_with_summaries"]["median"] / figures[f"{kind}_without_summaries"]["median"] for kind in sizes}
+    lines += [f"| {kind.upper()} throughput with / without summaries | {value:.3f} |" for kind, value in ratios.items()]
+    os.makedirs(args.results, exist_ok=True)
+    name = "summaries-quick" if args.quick else "summaries"
+    with open(os.path.join(args.results, f"{name}.json"), "w") as handle:
+        json.dump({"rounds": rounds, "sizes": sizes, "figures": figures, "ratios": ratios}, handle, indent=2)
+    with open(os.path.join(args.results, f"{name}.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
