@@ -32,6 +32,7 @@ setup(
         "pyarrow>=14,<26",
         "pyyaml>=6,<7",
         "matplotlib>=3.8,<4",  # the HTML report's plots (imported only by `report`)
+        "threadpoolctl>=3.1,<4",  # one BLAS thread for the summaries' small matrix products
     ],
     extras_require={
         # The demo and the tests train small models on scikit-learn's bundled datasets.

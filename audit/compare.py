@@ -171,7 +171,7 @@ def format_comparison(document: dict[str, Any], features: int = 10) -> str:
         )
     overall = next((g for g in document["groups"] if g["kind"] == "overall"), None)
     if overall:
-        lines += ["", f"most changed features (overall, mean |attribution|):", f"{'feature':<28} {'A':>10} {'B':>10} {'change':>9}"]
+        lines += ["", "most changed features (overall, mean |attribution|):", f"{'feature':<28} {'A':>10} {'B':>10} {'change':>9}"]
         for f in overall["features"][:features]:
             relative = f"{f['relative_change']:+.1%}" if f["relative_change"] is not None else "-"
             lines.append(f"{f['feature']:<28.28} {f['mean_abs_a']:>10.4g} {f['mean_abs_b']:>10.4g} {relative:>9}")

@@ -4,8 +4,8 @@ Both merge exactly in any order (what a Beam combiner needs), and are computed p
 handful of vectorised numpy calls, not per row.
 
 - `Moments`: count, mean, M2 (sum of squared deviations) and sum |x| per column, float64, merged
-  with Chan et al.'s parallel update, so the variance does not suffer from the cancellation of
-  sum(x^2) - n mean^2.
+  with Chan et al.'s parallel update; within a batch (`grouped_moments`) squares are summed about
+  the batch's first row, so the variance does not suffer the cancellation of sum(x^2) - n mean^2.
 - `RowSample`: at most k rows chosen uniformly at random, by keeping the k smallest random
   priorities (bottom-k sampling). Quantiles read from it are approximate: for a sample of k rows
   the rank of the sample q-quantile has standard deviation sqrt(q(1-q)/k) <= 0.5/sqrt(k) (1.1 % at
@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["Moments", "RowSample", "grouped_moments", "group_rows"]
+__all__ = ["Moments", "RowSample", "grouped_moments"]
 
 
 @dataclass
@@ -47,6 +47,10 @@ class Moments:
         m2 = self.m2 + other.m2 + delta * delta * (self.count * other.count / count)
         return Moments(count, mean, m2, self.abs_sum + other.abs_sum)
 
+    def columns(self, start: int, end: int) -> "Moments":
+        """The moments of columns [start, end)."""
+        return Moments(self.count, self.mean[start:end], self.m2[start:end], self.abs_sum[start:end])
+
     @property
     def mean_abs(self) -> np.ndarray:
         return self.abs_sum / max(self.count, 1)
@@ -59,25 +63,59 @@ class Moments:
         return np.sqrt(np.maximum(self.m2, 0.0) / self.count)
 
 
-def group_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorts rows by group code. codes (R,) int -> (order (R,), group codes (G,), starts (G,))."""
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(codes) else np.zeros(0, int)
-    return order, sorted_codes[starts], starts
+def grouped_moments(values: np.ndarray, groupings: list[tuple[np.ndarray, int]]) -> list[list[Moments]]:
+    """Moments of the groups of several groupings of one batch's rows, at once.
+
+    values (R, D); groupings: (codes (R,) ints in [0, G), G) each. Returns, per grouping, G
+    Moments (an empty group has count 0). All groups' sums come from three float32 matrix
+    products with one stacked (sum G, R) one-hot matrix: one pass of BLAS, no per-group Python,
+    little memory. Float32 accumulation over one batch (~1e-7 relative; measured 2-4e-7 against
+    float64 on 4,096 rows); batches are merged in float64. Squares are summed about the batch's
+    first row, so they do not cancel like raw x^2 sums when |mean| >> std.
+    """
+    with _one_blas_thread():
+        return _grouped_moments(values, groupings)
 
 
-def grouped_moments(values: np.ndarray, order: np.ndarray, starts: np.ndarray) -> list[Moments]:
-    """Moments of each group of rows. values (R, D); order, starts from `group_rows`."""
-    if len(order) == 0:
-        return []
-    x = values[order].astype(np.float64, copy=False)  # (R, D), grouped rows adjacent
-    counts = np.diff(np.r_[starts, len(order)])  # (G,)
-    means = np.add.reduceat(x, starts, axis=0) / counts[:, None]  # (G, D)
-    deviations = x - np.repeat(means, counts, axis=0)  # (R, D)
-    m2 = np.add.reduceat(deviations * deviations, starts, axis=0)  # (G, D)
-    abs_sum = np.add.reduceat(np.abs(x), starts, axis=0)  # (G, D)
-    return [Moments(int(counts[g]), means[g], m2[g], abs_sum[g]) for g in range(len(starts))]
+_blas = None
+
+
+def _one_blas_thread():
+    """BLAS on one thread for these small products: a multi-threaded BLAS spins its threads
+    after each call and took the cores from the model's own work (measured: 1M-record MLP run
+    11.4 s with the default threads, 8.8 s with one)."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def _grouped_moments(values: np.ndarray, groupings: list[tuple[np.ndarray, int]]) -> list[list[Moments]]:
+    x = np.array(values, dtype=np.float32)  # (R, D), our own copy: transformed in place
+    rows = x.shape[0]
+    sizes = [groups for _, groups in groupings]
+    onehot = np.zeros((sum(sizes), rows), dtype=np.float32)  # (sum G, R)
+    offset = 0
+    for codes, groups in groupings:
+        onehot[offset + codes, np.arange(rows)] = 1.0
+        offset += groups
+    counts = onehot.sum(axis=1, dtype=np.float64)  # (sum G,)
+    reference = x[0].astype(np.float64) if rows else np.zeros(x.shape[1])  # (D,)
+    abs_sums = (onehot @ np.abs(x)).astype(np.float64)  # (sum G, D)
+    x -= x[0] if rows else 0.0
+    sums = (onehot @ x).astype(np.float64)
+    np.square(x, out=x)
+    squares = (onehot @ x).astype(np.float64)
+    shifted_means = sums / np.maximum(counts, 1.0)[:, None]
+    m2 = np.maximum(squares - sums * shifted_means, 0.0)
+    means = shifted_means + reference
+    result, offset = [], 0
+    for groups in sizes:
+        result.append([Moments(int(counts[g]), means[g], m2[g], abs_sums[g]) for g in range(offset, offset + groups)])
+        offset += groups
+    return result
 
 
 @dataclass

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 
-from audit.moments import Moments, RowSample, group_rows, grouped_moments
+from audit.moments import Moments, RowSample, grouped_moments
 
 __all__ = ["FeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
 
@@ -205,6 +204,13 @@ def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray) -> lis
     return groupings
 
 
+def _delta_bins(deltas: np.ndarray) -> np.ndarray:
+    """The DELTA_EDGES bin of each value, as np.histogram bins them ([a, b), the last [a, b])."""
+    edges = np.array(DELTA_EDGES)
+    bins = np.searchsorted(edges, np.nan_to_num(deltas, nan=0.0), side="right") - 1
+    return np.clip(bins, 0, len(edges) - 2)
+
+
 def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> RunSummary:
     """The summary of one batch of output rows.
 
@@ -225,31 +231,43 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
         if spec.path_method else np.full(table.num_rows, np.nan)
     )  # (R,)
     targets = table.column("target").to_numpy(zero_copy_only=False)
-    keys = table.column(0).to_pylist()
-    seed = zlib.crc32(f"{keys[0]}|{table.num_rows}".encode())
+    keys = table.column(0)
+    seed = zlib.crc32(f"{keys[0].as_py()}|{table.num_rows}".encode())
     priorities = np.random.default_rng(seed).random(table.num_rows)  # (R,) sample priorities
     sample_rows = np.column_stack([values, scores, deltas])  # (R, F + 2)
+    # One matrix for every grouping's moments: [features | each tensor's elements | score].
+    blocks = [values, *elements.values(), scores[:, None]]
+    bounds = np.cumsum([0] + [b.shape[1] for b in blocks])  # column ranges of the blocks
+    groupings = _group_codes(spec, table, targets)
+    all_moments = grouped_moments(np.concatenate(blocks, axis=1, dtype=np.float32), [(codes, len(names)) for _, names, codes in groupings])
 
-    for kind, names, codes in _group_codes(spec, table, targets):
-        order, group_codes, starts = group_rows(codes)
-        feature_moments = grouped_moments(values, order, starts)
-        element_moments = {name: grouped_moments(block, order, starts) for name, block in elements.items()}
-        score_moments = grouped_moments(scores[:, None], order, starts)
-        bounds = np.r_[starts, len(order)]
-        for g, code in enumerate(group_codes):
-            rows = order[bounds[g] : bounds[g + 1]]
-            value = names[code]
-            if kind.startswith("slice:"):
-                value = summary._admit_slice_value(summary.slice_values[kind[6:]], value)
+    finite_delta = np.isfinite(deltas)  # (R,)
+    delta_bins = _delta_bins(deltas)  # (R,) histogram bin of each row (NaN rows: ignored)
+    bins = len(DELTA_EDGES) - 1
+    for (kind, names, codes), moments in zip(groupings, all_moments):
+        groups = len(names)
+        order = np.argsort(codes, kind="stable")  # rows grouped, in order
+        counts = np.bincount(codes, minlength=groups)
+        starts = np.cumsum(counts) - counts
+        score_min = np.minimum.reduceat(scores[order], starts)  # (G,)
+        score_max = np.maximum.reduceat(scores[order], starts)
+        with_delta = np.bincount(codes, weights=finite_delta, minlength=groups)
+        over = np.bincount(codes, weights=deltas > spec.completeness_threshold, minlength=groups)
+        histograms = np.bincount(codes[finite_delta] * bins + delta_bins[finite_delta], minlength=groups * bins)
+        histograms = histograms.reshape(groups, bins).astype(np.int64)
+        for code, name in enumerate(names):
+            rows = order[starts[code] : starts[code] + counts[code]]
+            value = summary._admit_slice_value(summary.slice_values[kind[6:]], name) if kind.startswith("slice:") else name
+            part = moments[code].columns
             group = GroupSummary(
-                feature_moments[g],
-                {name: moments[g] for name, moments in element_moments.items()},
-                score_moments[g],
-                float(scores[rows].min()),
-                float(scores[rows].max()),
-                int(np.isfinite(deltas[rows]).sum()),
-                int((deltas[rows] > spec.completeness_threshold).sum()),
-                np.histogram(deltas[rows][np.isfinite(deltas[rows])], bins=np.array(DELTA_EDGES))[0].astype(np.int64),
+                part(bounds[0], bounds[1]),
+                {n: part(bounds[i + 1], bounds[i + 2]) for i, n in enumerate(elements)},
+                part(bounds[-2], bounds[-1]),
+                float(score_min[code]),
+                float(score_max[code]),
+                int(with_delta[code]),
+                int(over[code]),
+                histograms[code],
                 RowSample.of(spec.sample_size, priorities[rows], sample_rows[rows]),
             )
             key = (kind, value)
@@ -265,14 +283,15 @@ def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table
     n = spec.exemplars_per_criterion
     chosen = {}
     for name, order in orders.items():
-        rows = np.argsort(order, kind="stable")[:n]
+        candidates = np.argpartition(order, n - 1)[:n] if len(order) > n else np.arange(len(order))
+        rows = candidates[np.argsort(order[candidates], kind="stable")]
         records = example_index[rows]
         flat_inputs = np.concatenate([np.asarray(x)[records].reshape(len(rows), -1) for x in inputs], axis=1)
         flat_attributions = np.concatenate(
             [_attribution_rows(table, f, rows) for f in spec.features], axis=1
         )
         chosen[name] = Exemplars(
-            n, order[rows], [keys[i] for i in rows], targets[rows].astype(np.int64), scores[rows], deltas[rows],
+            n, order[rows], keys.take(pa.array(rows)).to_pylist(), targets[rows].astype(np.int64), scores[rows], deltas[rows],
             flat_inputs.astype(np.float32), flat_attributions.astype(np.float32),
         )
     return chosen

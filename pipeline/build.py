@@ -16,6 +16,7 @@ from apache_beam.io.parquetio import WriteToParquet
 from pipeline.config import RunConfig
 from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, RunPlan, resolve_plan
 from transforms.attribute import AttributeBatches
+from transforms.count import CountRecords
 from transforms.decode import CountDuplicateKeys, DecodeBatches
 from transforms.read import ReadRecords
 from transforms.records import DEAD_LETTER_SCHEMA
@@ -60,8 +61,9 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
         _ = dead_letters | "WriteDeadLetters" >> WriteToParquet(
             plan.output_path(DEAD_LETTER_PREFIX), schema=DEAD_LETTER_SCHEMA, file_name_suffix=".parquet"
         )
+        _ = (raw, decoded.records, dead_letters, tables) | "CountRecords" >> CountRecords(plan.write_dir)
         if settings.summary is not None:
             _ = (attributed[AttributeBatches.SUMMARY_TAG], dead_letters) | "WriteSummary" >> WriteSummary(
-                settings.summary, plan.config.output, plan.config.to_dict()
+                settings.summary, plan.write_dir, plan.config.to_dict()
             )
     return BuiltPipeline(plan, tables, dead_letters, attributed[AttributeBatches.SUMMARY_TAG])

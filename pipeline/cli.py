@@ -145,11 +145,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def options_to_args(options: Any) -> list[str]:
+    """A YAML `pipeline_options` mapping as Beam flags: true -> --name, false -> left out,
+    a list -> --name=item for each, anything else -> --name=value."""
+    if not isinstance(options, dict):
+        raise ValueError(f"pipeline_options must map Beam option names to values (e.g. runner: DataflowRunner); got {options!r}.")
+    args = []
+    for name, value in options.items():
+        if value is True:
+            args.append(f"--{name}")
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            args += [f"--{name}={item}" for item in value]
+        else:
+            args.append(f"--{name}={value}")
+    return args
+
+
 def config_from_args(args: argparse.Namespace):
-    """Merges --config (if any) with the flags given (flags win) into a validated RunConfig."""
+    """Merges --config (if any) with the flags given (flags win) into a validated RunConfig.
+    A `pipeline_options` mapping in the YAML is not a setting: see `yaml_pipeline_args`."""
     from pipeline.config import RunConfig, load_yaml_config
 
     values = load_yaml_config(args.config) if args.config else {}
+    values.pop("pipeline_options", None)
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug") and v is not None}
     for name in ("passthrough_columns", "slice_columns"):
         if name in flags:
@@ -220,6 +240,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if beam_args:
                 parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
             return _compare(args) if args.command == "compare" else _report(args)
+        if args.config:  # Beam options from the YAML first, so that flags override them
+            from pipeline.config import load_yaml_config
+
+            beam_args = options_to_args(load_yaml_config(args.config).get("pipeline_options") or {}) + beam_args
         check_pipeline_args(beam_args, parser)
         config = config_from_args(args)
         from pipeline.run import run_attribution

@@ -17,19 +17,19 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model, model_fingerprint
+from audit.runs import MANIFEST_NAME
+from audit.summary import FeatureSpec, SummarySpec
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
-from audit.summary import FeatureSpec, SummarySpec
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
 from transforms.read import detect_format
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
 
-__all__ = ["RunPlan", "resolve_plan", "match_files"]
+__all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec", "MANIFEST_NAME"]
 
 ATTRIBUTIONS_PREFIX = "attributions"
 DEAD_LETTER_PREFIX = "dead_letter"
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,20 @@ class RunPlan:
     input_format: str
     settings: AttributionSettings
     model_fingerprint: str
+    # Where the pipeline writes: a staging directory inside the output that run_attribution moves
+    # into place once the run is over (None: the output directory itself).
+    staging_dir: Optional[str] = None
 
     @property
     def schema(self) -> RecordSchema:
         return self.settings.schema
 
+    @property
+    def write_dir(self) -> str:
+        return self.staging_dir or self.config.output
+
     def output_path(self, name: str) -> str:
-        return FileSystems.join(self.config.output, name)
+        return FileSystems.join(self.write_dir, name)
 
 
 def match_files(patterns: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,16 +1,21 @@
 """Running an attribution job end to end: plan, pipeline, wait, reconcile counts, manifest.
 
-The manifest (`manifest.json` beside the outputs) is written last: its presence marks a complete
-run. It holds the counts (read = attributed + dead-lettered), input and output files, settings,
+The pipeline writes into a staging directory inside the output (`.staging-<id>/`); when it has
+finished, the previous run's files are deleted (its manifest first), the staged files are moved
+into place, and the manifest (`manifest.json`) is written last: a manifest with status
+'complete' marks a complete run, and a run killed at any point leaves either the previous result
+or files without such a manifest. It holds the counts (read = attributed + dead-lettered), input and output files, settings,
 versions, timings and every Beam metric of the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
@@ -19,17 +24,19 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from audit.summary_output import SUMMARY_FILE, SUMMARY_FILES
 from pipeline.build import build_pipeline
 from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
 from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, MANIFEST_NAME, RunPlan, resolve_plan
 from pipeline.version import __version__
-from audit.summary_output import SUMMARY_FILE, SUMMARY_FILES
+from transforms.count import COUNTS_FILE, read_counts
 from transforms.read import METRICS_NAMESPACE
 
 __all__ = ["run_attribution", "make_pipeline", "RunFailedError"]
 
 _LOGGER = logging.getLogger(__name__)
+STAGING_PREFIX = ".staging-"
 _LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
 
 
@@ -45,7 +52,7 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 
 def _existing_outputs(output: str) -> list[str]:
-    names = (f"{ATTRIBUTIONS_PREFIX}*", f"{DEAD_LETTER_PREFIX}*", MANIFEST_NAME, *SUMMARY_FILES)
+    names = (f"{ATTRIBUTIONS_PREFIX}*", f"{DEAD_LETTER_PREFIX}*", MANIFEST_NAME, COUNTS_FILE, *SUMMARY_FILES)
     patterns = [FileSystems.join(output, name) for name in names]
     return [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
 
@@ -61,27 +68,47 @@ def _complete_manifest(output: str) -> bool:
         return False
 
 
-def _prepare_output(config: RunConfig) -> None:
-    """Refuses to replace a complete run unless config.overwrite; clears what an incomplete run
-    left (files without a manifest saying 'complete' are not a result anyone may rely on)."""
+def _check_output(config: RunConfig) -> None:
+    """Refuses to replace a complete run unless config.overwrite. Files of a run that did not
+    complete (no manifest saying 'complete') are not a result anyone may rely on: they are
+    replaced when this run commits."""
     existing = _existing_outputs(config.output)
-    if not existing:
-        return
-    if _complete_manifest(config.output) and not config.overwrite:
+    if existing and _complete_manifest(config.output) and not config.overwrite:
         raise ValueError(
             f"output {config.output!r} already holds a complete run ({len(existing)} files, e.g. "
             f"{existing[0]!r}); choose a new --output or pass --overwrite to replace it."
         )
-    if not config.overwrite:
-        _LOGGER.warning("output %s holds %d files of an incomplete run; replacing them", config.output, len(existing))
-    # The manifest goes first: a run killed while deleting never leaves a manifest that vouches
-    # for files that are gone.
+
+
+def _staging_dirs(output: str) -> list[str]:
+    """Staging directories left in `output` by runs that were killed before committing."""
+    pattern = FileSystems.join(output, f"{STAGING_PREFIX}*")
+    return sorted({_child_of(output, m.path) for m in FileSystems.match([pattern + "/**"])[0].metadata_list})
+
+
+def _child_of(parent: str, path: str) -> str:
+    relative = path[len(parent.rstrip("/")) + 1 :]
+    return FileSystems.join(parent, relative.split("/", 1)[0])
+
+
+def _commit(plan: RunPlan) -> None:
+    """Moves the staged files into the output directory, replacing the previous run's files.
+
+    The old manifest is deleted first and the new one is written after this returns, so at no
+    moment does a manifest vouch for files that are not its own; a run killed before this point
+    leaves the previous result untouched."""
+    output, staging = plan.config.output, plan.staging_dir
+    staged = _existing_outputs(staging)
+    existing = _existing_outputs(output)
     manifests = [path for path in existing if path.endswith(MANIFEST_NAME)]
     if manifests:
         FileSystems.delete(manifests)
     others = [path for path in existing if path not in manifests]
     if others:
         FileSystems.delete(others)
+    if staged:
+        FileSystems.rename(staged, [FileSystems.join(output, path.rsplit("/", 1)[-1]) for path in staged])
+    FileSystems.delete([staging])
 
 
 def _metrics(result) -> dict[str, Any]:
@@ -129,12 +156,12 @@ def _versions() -> dict[str, str]:
 
 
 def _summary_files(plan: RunPlan) -> tuple[list[dict[str, Any]], Optional[dict]]:
-    """The summary files written by the run and summary.json's content (None when off/missing)."""
+    """The summary files in the output directory and summary.json's content (None when off/missing)."""
     if plan.settings.summary is None:
         return [], None
     files, document = [], None
     for name in SUMMARY_FILES:
-        matched = FileSystems.match([plan.output_path(name)])[0].metadata_list
+        matched = FileSystems.match([FileSystems.join(plan.config.output, name)])[0].metadata_list
         files += [{"path": m.path, "bytes": m.size_in_bytes} for m in matched]
         if name == SUMMARY_FILE and matched:
             with FileSystems.open(matched[0].path, compression_type="uncompressed") as handle:
@@ -142,20 +169,30 @@ def _summary_files(plan: RunPlan) -> tuple[list[dict[str, Any]], Optional[dict]]
     return files, document
 
 
+def _data_counts(output: str) -> Optional[dict[str, int]]:
+    path = FileSystems.join(output, COUNTS_FILE)
+    return read_counts(path) if FileSystems.exists(path) else None
+
+
 def _counts(
-    plan: RunPlan, metrics: dict, outputs: list, dead_files: list, summary: Optional[dict]
+    plan: RunPlan, metrics: dict, data_counts: Optional[dict], outputs: list, dead_files: list, summary: Optional[dict]
 ) -> tuple[dict[str, int], list[str]]:
-    """The run's counts, and what is wrong with them (empty when the run can be trusted)."""
+    """The run's counts, and what is wrong with them (empty when the run can be trusted).
+
+    Record counts come from the data (transforms.count), not from metrics, which some runners
+    count more than once for retried bundles; the metrics stay in the manifest beside them."""
 
     def metric(name: str) -> int:
         return int(metrics.get(f"{METRICS_NAMESPACE}/{name}", 0))
 
+    if data_counts is None:
+        return {}, [f"{COUNTS_FILE} was not written"]
     counts = {
-        "records_read": metric("records_read"),
-        "records_attributed": metric("records_attributed"),
-        "records_dead_lettered": metric("records_dead_lettered"),
+        "records_read": data_counts["records_read"],
+        "records_attributed": data_counts["records_attributed"],
+        "records_dead_lettered": data_counts["records_dead_lettered"],
         "rows_written": sum(f["rows"] for f in outputs),
-        "rows_not_finite": metric("rows_not_finite"),
+        "rows_not_finite": data_counts["rows_not_finite"],
         "dead_letter_rows_written": sum(f["rows"] for f in dead_files),
         "rows_per_record": plan.settings.target.rows_per_example,
     }
@@ -179,6 +216,9 @@ def _counts(
             if summary["dead_letters"] != counts["records_dead_lettered"]:
                 problems.append("summary dead_letters != records_dead_lettered")
     counts["reconciled"] = not problems
+    differing = [name for name in ("records_read", "records_attributed", "records_dead_lettered") if metric(name) != counts[name]]
+    if differing:  # reported, not a failure: the data counts are the ones that hold
+        counts["metrics_differ_from_data"] = {name: metric(name) for name in differing}
     limit = plan.config.max_dead_letter_fraction
     if counts["records_read"] and counts["records_dead_lettered"] > limit * counts["records_read"]:
         problems.append(
@@ -197,7 +237,13 @@ def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = 
     """
     started = time.time()
     plan = resolve_plan(config)
-    _prepare_output(config)
+    _check_output(config)
+    stale = _staging_dirs(config.output)
+    if stale:
+        _LOGGER.warning("removing %d staging directories of runs that did not finish: %s", len(stale), stale)
+        FileSystems.delete(stale)
+    staging = FileSystems.join(config.output, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
+    plan = dataclasses.replace(plan, staging_dir=staging)
     planned = time.time()
     options = PipelineOptions(list(pipeline_args or []))
     pipeline = make_pipeline(options)
@@ -211,16 +257,20 @@ def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = 
     finished = time.time()
 
     metrics = _metrics(result)
+    _commit(plan)
     outputs = _parquet_files(config.output, ATTRIBUTIONS_PREFIX)
     dead_files = _parquet_files(config.output, DEAD_LETTER_PREFIX)
     summary_files, summary = _summary_files(plan)
-    counts, problems = _counts(plan, metrics, outputs, dead_files, summary)
+    counts, problems = _counts(plan, metrics, _data_counts(config.output), outputs, dead_files, summary)
     manifest = {
         "status": "failed" if problems else "complete",
         "failure": "; ".join(problems) or None,
         "counts": counts,
         "input": {"patterns": list(config.input), "format": plan.input_format, "files": list(plan.input_files)},
-        "output": {"attributions": outputs, "dead_letters": dead_files, "summary": summary_files},
+        "output": {
+            "attributions": outputs, "dead_letters": dead_files, "summary": summary_files,
+            "record_counts": FileSystems.join(config.output, COUNTS_FILE),
+        },
         "model": {"path": config.model, "sha256": plan.model_fingerprint},
         "settings": config.to_dict(),
         "pipeline_options": list(pipeline_args or []),

@@ -1,7 +1,6 @@
 """The HTML report: its numbers against the written rows, and the page in a real headless browser."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
