@@ -3,18 +3,22 @@
     ReadRecords -> DecodeRecords -> Attribute -> WriteAttributions
                          |                 \\-> per-batch summaries -> WriteSummary (merged)
                          \\-> dead letters -> WriteDeadLetters (and counted in the summary)
+    (read, attributed, dead-lettered) -> CountRecords;  all writes done -> MarkDone
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Union
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 
 from pipeline.config import RunConfig
-from pipeline.plan import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, RunPlan, resolve_plan
+from pipeline.output_dir import ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, DONE_MARKER, write_json
+from pipeline.plan import RunPlan, resolve_plan
 from transforms.attribute import AttributeBatches
 from transforms.count import CountRecords
 from transforms.decode import CountDuplicateKeys, DecodeBatches
@@ -36,6 +40,10 @@ class BuiltPipeline:
     summaries: beam.PCollection  # audit.summary.RunSummary per batch (empty when summaries are off)
 
 
+def _mark_done(_, path: str, *written: list) -> None:
+    write_json(path, {"finished": time.time(), "files_written": sum(len(files) for files in written)})
+
+
 def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: bool = True) -> BuiltPipeline:
     """Adds the attribution steps to `p`. A RunConfig is resolved (and validated) here first.
 
@@ -55,15 +63,22 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     if plan.config.check_duplicate_keys:
         _ = decoded.records | "CountDuplicateKeys" >> CountDuplicateKeys()
     if write:
-        _ = tables | "WriteAttributions" >> WriteAttributionTables(
-            plan.output_path(ATTRIBUTIONS_PREFIX), settings.output_schema
-        )
-        _ = dead_letters | "WriteDeadLetters" >> WriteToParquet(
-            plan.output_path(DEAD_LETTER_PREFIX), schema=DEAD_LETTER_SCHEMA, file_name_suffix=".parquet"
-        )
-        _ = (raw, decoded.records, dead_letters, tables) | "CountRecords" >> CountRecords(plan.write_dir)
+        written = [
+            tables | "WriteAttributions" >> WriteAttributionTables(plan.output_path(ATTRIBUTIONS_PREFIX), settings.output_schema),
+            dead_letters | "WriteDeadLetters" >> WriteToParquet(
+                plan.output_path(DEAD_LETTER_PREFIX), schema=DEAD_LETTER_SCHEMA, file_name_suffix=".parquet"
+            ),
+            (raw, decoded.records, dead_letters, tables) | "CountRecords" >> CountRecords(plan.write_dir),
+        ]
         if settings.summary is not None:
-            _ = (attributed[AttributeBatches.SUMMARY_TAG], dead_letters) | "WriteSummary" >> WriteSummary(
+            written.append((attributed[AttributeBatches.SUMMARY_TAG], dead_letters) | "WriteSummary" >> WriteSummary(
                 settings.summary, plan.write_dir, plan.config.to_dict()
-            )
+            ))
+        # The last step: its side inputs are complete only once every write above has finished.
+        _ = (
+            p
+            | "MarkDone/Start" >> beam.Create([None])
+            | "MarkDone/Write" >> beam.Map(_mark_done, FileSystems.join(plan.write_dir, DONE_MARKER),
+                                           *[beam.pvalue.AsList(files) for files in written])
+        )
     return BuiltPipeline(plan, tables, dead_letters, attributed[AttributeBatches.SUMMARY_TAG])

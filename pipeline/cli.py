@@ -1,10 +1,11 @@
-"""Command line: `attribution-pipeline run|demo ...` (also `python -m pipeline ...`).
+"""Command line: `attribution-pipeline run|compare|report|finalize|demo ...` (also `python -m pipeline`).
 
 `run` takes every RunConfig setting as a flag (`key_column` -> `--key-column`), or from
 `--config FILE.yaml`; flags override the file. Flags this program does not know are Beam
 pipeline options (`--runner`, `--project`, `--temp_location`, ...) and go to `PipelineOptions`.
 A user error prints one line saying what is wrong and how to fix it, and exits with status 2
-(a traceback only with --debug).
+(a traceback only with --debug); a run that fails its checks exits 3, `compare --fail-on-drift`
+exits 4 on drift.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-slice-values", type=int, help="distinct values summarized per slice column, the rest pooled as __other__ (default 1000).")
     add("--date", help="fills {date} in --model/--input/--output/--background/--baseline paths.")
     add("--param", action="append", type=_param, dest="params", help="NAME=VALUE: fills {NAME} in those paths; repeat for several.")
+    add("--wait", action="store_true", default=None, help="on a remote runner, wait for the job and finalize it (default: return with the job id).")
     add("--debug", action="store_true", help="show tracebacks for user errors.")
 
 
@@ -112,6 +114,14 @@ def _compare(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if document["drift"] and args.fail_on_drift else 0
 
 
+def _finalize(args: argparse.Namespace) -> int:
+    from pipeline.manifest import finalize_run
+
+    manifest = finalize_run(args.output)
+    _print_summary(manifest)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from audit.report import write_report
     from audit.runs import load_run
@@ -133,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", dest="json_path", help="also write the comparison as JSON to this file.")
     _threshold_arguments(compare)
     compare.add_argument("--debug", action="store_true")
+    finalize = commands.add_parser("finalize", help="commit a finished remote job's output and write its manifest", allow_abbrev=False)
+    finalize.add_argument("output", metavar="OUTPUT", help="the run's output directory")
+    finalize.add_argument("--debug", action="store_true")
     report = commands.add_parser("report", help="write a self-contained HTML report of a run", allow_abbrev=False)
     report.add_argument("run", metavar="RUN", help="the run's output directory")
     report.add_argument("--baseline", help="an earlier run to show drift against")
@@ -170,7 +183,7 @@ def config_from_args(args: argparse.Namespace):
 
     values = load_yaml_config(args.config) if args.config else {}
     values.pop("pipeline_options", None)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug") and v is not None}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug", "wait") and v is not None}
     for name in ("passthrough_columns", "slice_columns"):
         if name in flags:
             flags[name] = [c for item in flags[name] for c in item.split(",") if c]
@@ -236,10 +249,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             run_demo(args.output)
             return 0
-        if args.command in ("compare", "report"):
+        if args.command in ("compare", "report", "finalize"):
             if beam_args:
                 parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
-            return _compare(args) if args.command == "compare" else _report(args)
+            return {"compare": _compare, "report": _report, "finalize": _finalize}[args.command](args)
         if args.config:  # Beam options from the YAML first, so that flags override them
             from pipeline.config import load_yaml_config
 
@@ -248,7 +261,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = config_from_args(args)
         from pipeline.run import run_attribution
 
-        manifest = run_attribution(config, beam_args)
+        manifest = run_attribution(config, beam_args, wait=args.wait)
+        if manifest["status"] == "submitted":
+            print(f"submitted to {manifest['runner']}: job {manifest['job_id']}" + (f"  {manifest['job_url']}" if manifest["job_url"] else ""))
+            print(f"when it has finished: attribution-pipeline finalize {config.output}")
+            return 0
         _print_summary(manifest)
         print(f"manifest: {config.output.rstrip('/')}/manifest.json")
         return 0

@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model, model_fingerprint
-from audit.runs import MANIFEST_NAME
 from audit.summary import FeatureSpec, SummarySpec
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
@@ -26,10 +25,8 @@ from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
 from transforms.read import detect_format
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
 
-__all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec", "MANIFEST_NAME"]
+__all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec"]
 
-ATTRIBUTIONS_PREFIX = "attributions"
-DEAD_LETTER_PREFIX = "dead_letter"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from pipeline.run import run_attribution
 def test_record_level_cases_dead_letter_the_bad_records_and_keep_the_rest(make_case, linear_model, tmp_path):
     case = make_case(tmp_path)
     config = RunConfig.from_mapping({"model": case.model or linear_model[0], "input": case.input,
-                                     "output": str(tmp_path / "out"), "method": "gradient", **case.settings})
+                                     "output": str(tmp_path / "out"), "method": "gradient",
+                                     "max_dead_letter_fraction": 1.0, **case.settings})
     manifest = run_attribution(config)
     counts = manifest["counts"]
     assert manifest["status"] == "complete" and counts["reconciled"]

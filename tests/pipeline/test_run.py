@@ -1,6 +1,7 @@
 """run_attribution on real files: outputs, dead letters, manifest counts and metadata."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -234,3 +235,28 @@ def test_two_worker_processes_load_the_model_once_each(linear_model, tmp_path):
     assert 1 <= manifest["metrics"]["attribution/model_loads"] <= 2  # 18 batches, at most one load per process
     table = read_parquet_dir(tmp_path / "out")
     np.testing.assert_allclose(np.stack(table.column("attr_features").to_pylist()), np.tile(weights[:, 1], (36, 1)), rtol=1e-6)
+
+
+def test_a_job_not_waited_for_is_finalized_later_from_its_staging_directory(linear_model, tabular_data, tmp_path, capsys):
+    from pipeline.cli import main
+    from pipeline.manifest import finalize_run
+
+    config = _config(linear_model[0], tabular_data[0], tmp_path / "out", method="gradient")
+    submitted = run_attribution(config, wait=False)  # what a remote runner without --wait returns
+    assert submitted["status"] == "submitted" and submitted["staging"].startswith(str(tmp_path / "out" / ".staging-"))
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+    done = os.path.join(submitted["staging"], "pipeline_done.json")
+    marker = open(done).read()
+    os.remove(done)  # as if the job were still running
+    with pytest.raises(ValueError, match="has not finished writing: its last step writes pipeline_done.json"):
+        finalize_run(str(tmp_path / "out"))
+    open(done, "w").write(marker)
+
+    assert main(["finalize", str(tmp_path / "out")]) == 0
+    assert "attributed 40 of 40 records" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["rows_written"] == 40 and manifest["metrics"] == {}
+    assert read_parquet_dir(tmp_path / "out").num_rows == 40
+    with pytest.raises(ValueError, match="holds no launched run to finalize"):
+        finalize_run(str(tmp_path / "out"))
