@@ -6,8 +6,10 @@ FROM apache/beam_python3.11_sdk:2.77.0
 WORKDIR /opt/attribution-pipeline
 COPY setup.py README.md ./
 COPY attributions ./attributions
+COPY audit ./audit
 COPY pipeline ./pipeline
 COPY transforms ./transforms
+# tests/test_packaging.py resolves these requirements with `pip install --dry-run` (no Docker here).
 RUN pip install --no-cache-dir ".[gcp]" && pip check
 
 ENTRYPOINT ["/opt/apache/beam/boot"]
