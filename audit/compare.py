@@ -22,7 +22,7 @@ import numpy as np
 from audit.rank import kendall_tau_b, spearman, top_k_overlap
 from audit.runs import RunResult
 
-__all__ = ["DriftThresholds", "compare_runs", "format_comparison"]
+__all__ = ["DriftThresholds", "compare_runs", "format_comparison", "json_ready"]
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,18 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "groups_only_in_a": [f"{k}={v}" for k, v in keys_a if (k, v) not in b.groups],
         "groups_only_in_b": [f"{k}={v}" for k, v in keys_b if (k, v) not in a.groups],
     }
+
+
+def json_ready(value: Any) -> Any:
+    """The document with NaN/inf floats (e.g. a rank correlation of a constant vector) as None,
+    so that it is valid JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def format_comparison(document: dict[str, Any], features: int = 10) -> str:

@@ -135,8 +135,9 @@ def _section_exemplars(run: RunResult) -> str:
     table = run.exemplars.to_pylist()
     if not table:
         return ""
+    colours = " Red: attribution towards the explained class; blue: against." if images else ""
     parts = ["<h2>Examples</h2>", '<p class="note">Highest and lowest explained scores, and the most and least faithful '
-             "rows (smallest and largest relative completeness error). Red: attribution towards the explained class; blue: against.</p>"]
+             f"rows (smallest and largest relative completeness error).{colours}</p>"]
     offsets = np.cumsum([0] + [f["length"] for f in run.summary["features"]])
     by_criterion: dict[str, list] = {}
     for row in table:

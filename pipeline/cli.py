@@ -103,14 +103,14 @@ def _thresholds(args: argparse.Namespace):
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from audit.compare import compare_runs, format_comparison
+    from audit.compare import compare_runs, format_comparison, json_ready
     from audit.runs import load_run
 
     document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args))
     print(format_comparison(document))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1, allow_nan=True)
+            json.dump(json_ready(document), handle, indent=1, allow_nan=False)
     return EXIT_DRIFT if document["drift"] and args.fail_on_drift else 0
 
 

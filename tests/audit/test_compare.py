@@ -93,3 +93,10 @@ def test_incomplete_or_missing_runs_are_refused(runs, tmp_path, capsys):
     manifest_path.write_text(json.dumps({**manifest, "status": "failed", "failure": "counts do not reconcile"}))
     with pytest.raises(ValueError, match="did not complete .*counts do not reconcile"):
         load_run(runs["same"])
+
+
+def test_json_ready_turns_nan_and_inf_into_null():
+    from audit.compare import json_ready
+
+    assert json_ready({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"}) == {"a": None, "b": [1.0, None], "c": "x"}
+    json.dumps(json_ready({"rho": float("nan")}), allow_nan=False)
