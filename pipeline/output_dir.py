@@ -22,7 +22,7 @@ from transforms.count import COUNTS_FILE
 __all__ = [
     "ATTRIBUTIONS_PREFIX", "DEAD_LETTER_PREFIX", "STAGING_PREFIX", "LAUNCH_FILE", "DONE_MARKER",
     "existing_outputs", "has_complete_run", "check_output", "stale_staging_dirs", "commit", "write_json", "read_json",
-    "launched_staging_dirs",
+    "launched_staging_dirs", "done_marker",
 ]
 
 ATTRIBUTIONS_PREFIX = "attributions"
