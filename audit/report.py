@@ -217,9 +217,12 @@ def render_report(run: RunResult, baseline: Optional[RunResult] = None, threshol
     """The report as one HTML string."""
     maps = _element_maps(run)
     title = f"Attribution report: {run.manifest['settings']['method']} on {run.path}"
-    body = [f"<h1>{html.escape(title)}</h1>", _section_run(run), _section_importance(run, maps), _section_groups(run, maps),
-            _section_exemplars(run), _section_distributions(run)]
-    if baseline is not None:
+    body = [f"<h1>{html.escape(title)}</h1>", _section_run(run)]
+    if ("overall", "all") in run.groups:
+        body += [_section_importance(run, maps), _section_groups(run, maps), _section_exemplars(run), _section_distributions(run)]
+    else:
+        body.append("<p>No row with finite attributions was written in this run: there is nothing to summarize.</p>")
+    if baseline is not None and ("overall", "all") in run.groups and ("overall", "all") in baseline.groups:
         body.append(_section_drift(run, baseline, thresholds))
     body.append(_section_settings(run))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

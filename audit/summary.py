@@ -198,9 +198,13 @@ def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray) -> lis
     classes, codes = np.unique(targets, return_inverse=True)
     groupings.append(("target", [str(c) for c in classes], codes.reshape(-1)))
     for name in spec.slice_columns:
-        values = [NULL_VALUE if v is None else str(v) for v in table.column(name).to_pylist()]
-        names, codes = np.unique(np.array(values, dtype=object), return_inverse=True)
-        groupings.append((f"slice:{name}", [str(n) for n in names], codes.reshape(-1)))
+        encoded = table.column(name).combine_chunks().dictionary_encode()  # per distinct value, not per row
+        names = [str(v) for v in encoded.dictionary.to_pylist()]
+        codes = encoded.indices.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int64)
+        if encoded.null_count:
+            names.append(NULL_VALUE)
+        names, inverse = np.unique(np.array(names, dtype=object), return_inverse=True)  # values equal as text share a group
+        groupings.append((f"slice:{name}", [str(n) for n in names], inverse.reshape(-1)[codes]))
     return groupings
 
 

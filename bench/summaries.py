@@ -14,14 +14,15 @@ Prints medians (min-max) and the ratio with / without; writes bench/results/summ
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from throughput import BATCH_SIZES, REPO, build_models, dataset, pipeline_run, summarize, write_parquet  # noqa: E402
+from throughput import (  # noqa: E402
+    BATCH_SIZES, REPO, build_models, dataset, pipeline_run, save_results, summarize, write_parquet,
+)
 
 
 def main(argv=None) -> int:
@@ -57,13 +58,8 @@ def main(argv=None) -> int:
     lines += ["", "| ratio | value |", "|---|---|"]
     ratios = {kind: figures[f"{kind}_with_summaries"]["median"] / figures[f"{kind}_without_summaries"]["median"] for kind in sizes}
     lines += [f"| {kind.upper()} throughput with / without summaries | {value:.3f} |" for kind, value in ratios.items()]
-    os.makedirs(args.results, exist_ok=True)
-    name = "summaries-quick" if args.quick else "summaries"
-    with open(os.path.join(args.results, f"{name}.json"), "w") as handle:
-        json.dump({"rounds": rounds, "sizes": sizes, "figures": figures, "ratios": ratios}, handle, indent=2)
-    with open(os.path.join(args.results, f"{name}.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    document = {"rounds": rounds, "sizes": sizes, "figures": figures, "ratios": ratios}
+    save_results(args.results, "summaries-quick" if args.quick else "summaries", document, lines)
     return 0
 
 

@@ -344,20 +344,25 @@ def report(samples: dict[str, list[float]], sizes: dict, rounds: int, args) -> i
     entries += [{"name": f"ratio: {label}", "value": value, "unit": "ratio", "target": None if op is None else f"{op} {target}",
                  "met": None if op is None else (value >= target if op == ">=" else value <= target)}
                 for label, value, op, target in ratios]
-    os.makedirs(args.results, exist_ok=True)
-    name = "quick" if args.quick else "latest"
-    with open(os.path.join(args.results, f"{name}.json"), "w") as handle:
-        json.dump({"batch_sizes": BATCH_SIZES, "rounds": rounds, "sizes": sizes, "figures": entries}, handle, indent=2)
+    document = {"batch_sizes": BATCH_SIZES, "rounds": rounds, "sizes": sizes, "figures": entries}
     lines = ["| figure | median | min | max | unit |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {f['median']:,.4g} | {f['min']:,.4g} | {f['max']:,.4g} | {_unit(n)} |" for n, f in sorted(figures.items())]
     lines += ["", "| ratio | value | target | met |", "|---|---|---|---|"]
     for label, value, op, target in ratios:
         met = "" if op is None else ("yes" if (value >= target if op == ">=" else value <= target) else "**no**")
         lines.append(f"| {label} | {value:,.3g} | {'' if op is None else f'{op} {target}'} | {met} |")
-    with open(os.path.join(args.results, f"{name}.md"), "w") as handle:
+    save_results(args.results, "quick" if args.quick else "latest", document, lines)
+    return 0
+
+
+def save_results(directory: str, name: str, document: dict, lines: list[str]) -> None:
+    """Writes NAME.json and NAME.md (a Markdown table) into `directory` and prints the table."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{name}.json"), "w") as handle:
+        json.dump(document, handle, indent=2)
+    with open(os.path.join(directory, f"{name}.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

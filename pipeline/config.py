@@ -8,6 +8,7 @@ file), or code. Every setting has the same name in YAML and in code; flags use d
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
@@ -114,6 +115,8 @@ class RunConfig:
         values["passthrough_columns"] = _string_tuple(values.get("passthrough_columns", ()), "passthrough_columns")
         values["inputs"] = _input_mapping(values.get("inputs") or {})
         values["slice_columns"] = _string_tuple(values.get("slice_columns", ()), "slice_columns")
+        if isinstance(values.get("date"), datetime.date):  # YAML reads an unquoted 2026-11-27 as a date
+            values["date"] = values["date"].isoformat()
         values["params"] = _params(values.get("params") or {}, values.get("date"))
         values.update(fill_path_templates(values, values["params"]))
         config = cls(**values)
@@ -313,6 +316,8 @@ def _params(value: Any, date: Any) -> dict[str, str]:
     for name, item in value.items():
         if not isinstance(name, str) or not _PARAM_NAME.match(name):
             raise ValueError(f"param name {name!r} is not valid; use letters, digits and _ (e.g. --param region=eu).")
+        if isinstance(item, datetime.date):
+            item = item.isoformat()
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise ValueError(f"param {name!r} must be a string or number; got {item!r}.")
         params[name] = str(item)

@@ -120,3 +120,15 @@ def test_the_browser_probe_notices_a_broken_image_and_a_script_error(image_runs)
     dom = _browser(broken, "--dump-dom", "--virtual-time-budget=10000")
     probe = json.loads(re.search(r'data-probe="([^"]+)"', dom.stdout).group(1).replace("&quot;", '"'))
     assert probe["decoded"] == probe["images"] - 1 and any("undefinedFunction" in e for e in probe["errors"])
+
+
+def test_a_run_without_rows_gets_a_report_that_says_so(linear_model, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [f"f{j}" for j in range(6)]
+    pq.write_table(pa.table({c: pa.array([], pa.float32()) for c in columns}), str(tmp_path / "empty.parquet"))
+    run_attribution(RunConfig.from_mapping({"model": linear_model[0], "input": str(tmp_path / "empty.parquet"),
+                                            "output": str(tmp_path / "out"), "inputs": {"features": columns}}))
+    page = render_report(load_run(str(tmp_path / "out")), baseline=load_run(str(tmp_path / "out")))
+    assert "there is nothing to summarize" in page and "<img" not in page

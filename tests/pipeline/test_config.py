@@ -121,3 +121,10 @@ def test_date_and_params_fill_path_templates_and_survive_a_round_trip():
     assert config.model == "gs://b/models/7/m.keras"
     assert config.params == {"region": "eu", "model_version": "7", "date": "2026-11-28"}
     assert RunConfig.from_mapping(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_unquoted_yaml_dates_are_read_as_text(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\ninput: in/dt={date}/*.parquet\noutput: out/{day}\ndate: 2026-11-27\nparams: {day: 2026-11-26}\n")
+    config = RunConfig.from_mapping(load_yaml_config(str(path)))
+    assert (config.date, config.input, config.output) == ("2026-11-27", ("in/dt=2026-11-27/*.parquet",), "out/2026-11-26")

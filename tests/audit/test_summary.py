@@ -1,0 +1,49 @@
+"""summarize_batch and RunSummary.merge on hand-made rows."""
+
+import numpy as np
+import pyarrow as pa
+
+from audit.summary import FeatureSpec, RunSummary, SummarySpec, summarize_batch
+from audit.summary_output import features_table
+
+SPEC = SummarySpec(features=(FeatureSpec("a", 1), FeatureSpec("img", 4, (2, 2))), path_method=True, slice_columns=("country",))
+
+
+def _rows(seed, n=12, countries=("DE", "FR", None)):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(size=(n, 4)).astype(np.float32)
+    table = pa.table({
+        "key": pa.array([f"k{seed}-{i}" for i in range(n)]),
+        "country": pa.array([countries[i % len(countries)] for i in range(n)]),
+        "target": pa.array(rng.integers(0, 2, n).astype(np.int32)),
+        "target_score": pa.array(rng.random(n).astype(np.float32)),
+        "attr_a": pa.array(rng.normal(size=n).astype(np.float32)),
+        "attr_img": pa.ListArray.from_arrays(pa.array(np.arange(0, 4 * n + 1, 4, dtype=np.int32)), pa.array(img.reshape(-1))),
+        "convergence_delta": pa.array(np.zeros(n, np.float32)),
+        "convergence_delta_rel": pa.array(rng.random(n).astype(np.float32) * 0.1),
+        "attributions_finite": pa.array([i != 3 for i in range(n)]),  # row 3 is not finite
+    })
+    inputs = (rng.random((n, 1)).astype(np.float32), rng.random((n, 2, 2)).astype(np.float32))
+    return table, inputs
+
+
+def test_null_slice_values_form_their_own_group_and_non_finite_rows_are_only_counted():
+    table, inputs = _rows(1)
+    summary = summarize_batch(SPEC, table, inputs, np.arange(12))
+    assert summary.rows_not_finite == 1 and summary.rows == 12
+    assert summary.groups[("overall", "all")].rows == 11
+    sizes = {value: group.rows for (kind, value), group in summary.groups.items() if kind == "slice:country"}
+    assert sizes == {"DE": 3, "FR": 4, "__null__": 4}  # row 3 (DE) is not finite
+
+
+def test_merging_in_any_order_gives_the_same_summary():
+    parts = [summarize_batch(SPEC, *_rows(seed), np.arange(12)) for seed in range(5)]
+    forward, backward = RunSummary.empty(SPEC), RunSummary.empty(SPEC)
+    for part in parts:
+        forward = forward.merge(part)
+    for part in reversed(parts):
+        backward = backward.merge(part)
+    a, b = features_table(forward).to_pydict(), features_table(backward).to_pydict()
+    assert a["group_value"] == b["group_value"] and a["rows"] == b["rows"]
+    for column in ("mean", "mean_abs", "std", "q50"):
+        np.testing.assert_allclose(np.array(a[column], dtype=float), np.array(b[column], dtype=float), rtol=1e-12)
