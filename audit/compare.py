@@ -48,18 +48,18 @@ class DriftThresholds:
             raise ValueError(f"top_k must be a positive integer; got {self.top_k!r}.")
 
 
-def _leaf_importance(run: RunResult, kind: str, value: str) -> dict[tuple[str, int], float]:
-    """{(feature, element): mean |attribution|} of one group; element -1 for a scalar column."""
+def _leaf_importance(run: RunResult) -> dict[tuple[str, str], dict[tuple[str, int], float]]:
+    """{(group kind, value): {(feature, element): mean |attribution|}} over the leaf features:
+    scalar columns (element -1) and each element of tensor columns."""
     tensors = {f["name"] for f in run.summary["features"] if f["kind"] == "tensor"}
-    rows = run.features.filter(
-        (np.asarray(run.features.column("group_kind").to_pylist()) == kind)
-        & (np.asarray(run.features.column("group_value").to_pylist()) == value)
-    ).to_pydict()
-    return {
-        (feature, element): mean_abs
-        for feature, element, mean_abs in zip(rows["feature"], rows["element"], rows["mean_abs"])
-        if (element >= 0) == (feature in tensors)
-    }
+    table = run.features.to_pydict()
+    leaves: dict[tuple[str, str], dict[tuple[str, int], float]] = {}
+    for kind, value, feature, element, mean_abs in zip(
+        table["group_kind"], table["group_value"], table["feature"], table["element"], table["mean_abs"]
+    ):
+        if (element >= 0) == (feature in tensors):
+            leaves.setdefault((kind, value), {})[(feature, element)] = mean_abs
+    return leaves
 
 
 def _completeness_share(group: dict[str, Any]) -> Optional[float]:
@@ -67,9 +67,9 @@ def _completeness_share(group: dict[str, Any]) -> Optional[float]:
     return None if not completeness else completeness["share_over_threshold"]
 
 
-def _compare_group(a: RunResult, b: RunResult, key: tuple[str, str], t: DriftThresholds) -> dict[str, Any]:
+def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, key: tuple[str, str], t: DriftThresholds) -> dict[str, Any]:
     group_a, group_b = a.groups[key], b.groups[key]
-    importance_a, importance_b = _leaf_importance(a, *key), _leaf_importance(b, *key)
+    importance_a, importance_b = leaves_a.get(key, {}), leaves_b.get(key, {})
     leaves = [leaf for leaf in importance_a if leaf in importance_b]
     va = np.array([importance_a[leaf] for leaf in leaves])  # (n,)
     vb = np.array([importance_b[leaf] for leaf in leaves])  # (n,)
@@ -137,7 +137,8 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
     """The comparison document (JSON-ready): per-group metrics, drift reasons, warnings."""
     keys_a, keys_b = list(a.groups), list(b.groups)
     common = [k for k in keys_a if k in b.groups]
-    groups = [_compare_group(a, b, key, thresholds) for key in common]
+    leaves_a, leaves_b = _leaf_importance(a), _leaf_importance(b)
+    groups = [_compare_group(a, b, leaves_a, leaves_b, key, thresholds) for key in common]
     shares_a, shares_b = _class_shares(a), _class_shares(b)
     classes = sorted(set(shares_a) | set(shares_b), key=lambda c: (len(c), c))
     distance = 0.5 * sum(abs(shares_a.get(c, 0.0) - shares_b.get(c, 0.0)) for c in classes)
