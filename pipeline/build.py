@@ -60,15 +60,16 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     )
     tables = attributed.tables
     dead_letters = decoded[DecodeBatches.DEAD_LETTER_TAG]
-    if plan.config.check_duplicate_keys:
-        _ = decoded.records | "CountDuplicateKeys" >> CountDuplicateKeys()
+    duplicates = (
+        [decoded.records | "CountDuplicateKeys" >> CountDuplicateKeys()] if plan.config.check_duplicate_keys else []
+    )
     if write:
         written = [
             tables | "WriteAttributions" >> WriteAttributionTables(plan.output_path(ATTRIBUTIONS_PREFIX), settings.output_schema),
             dead_letters | "WriteDeadLetters" >> WriteToParquet(
                 plan.output_path(DEAD_LETTER_PREFIX), schema=DEAD_LETTER_SCHEMA, file_name_suffix=".parquet"
             ),
-            (raw, decoded.records, dead_letters, tables) | "CountRecords" >> CountRecords(plan.write_dir),
+            (raw, decoded.records, dead_letters, tables, *duplicates) | "CountRecords" >> CountRecords(plan.write_dir),
         ]
         if settings.summary is not None:
             written.append((attributed[AttributeBatches.SUMMARY_TAG], dead_letters) | "WriteSummary" >> WriteSummary(

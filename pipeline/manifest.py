@@ -98,8 +98,8 @@ def _counts(
         "rows_per_record": config.target_spec().rows_per_example,
     }
     if config.check_duplicate_keys:
-        counts["duplicate_keys"] = metric("duplicate_keys")
-        counts["records_with_duplicate_keys"] = metric("records_with_duplicate_keys")
+        counts["duplicate_keys"] = data_counts.get("duplicate_keys", 0)
+        counts["records_with_duplicate_keys"] = data_counts.get("records_with_duplicate_keys", 0)
     problems = []
     if counts["records_read"] != counts["records_attributed"] + counts["records_dead_lettered"]:
         problems.append("records_read != records_attributed + records_dead_lettered")

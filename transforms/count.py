@@ -20,7 +20,7 @@ COUNT_NAMES = ("records_read", "records_attributed", "records_dead_lettered", "r
 
 
 def _write_counts(counts: dict, path: str) -> str:
-    document = {name: int(counts.get(name, 0)) for name in COUNT_NAMES}
+    document = {name: int(counts.get(name, 0)) for name in (*COUNT_NAMES, *sorted(set(counts) - set(COUNT_NAMES)))}
     with FileSystems.create(path) as handle:
         handle.write(json.dumps(document).encode())
     return path
@@ -38,16 +38,17 @@ def read_counts(path: str) -> dict:
 
 
 class CountRecords(beam.PTransform):
-    """(raw batches, decoded batches, dead letters, output tables) -> COUNTS_FILE in `output_dir`:
-    {records_read, records_attributed, records_dead_lettered, rows_not_finite}."""
+    """(raw batches, decoded batches, dead letters, output tables[, (name, n) pairs]) ->
+    COUNTS_FILE in `output_dir`: {records_read, records_attributed, records_dead_lettered,
+    rows_not_finite, and the names of the optional pairs (e.g. duplicate_keys)}."""
 
     def __init__(self, output_dir: str):
         super().__init__()
         self._path = FileSystems.join(output_dir, COUNTS_FILE)
 
     def expand(self, collections):
-        raw, decoded, dead_letters, tables = collections
-        counted = (
+        raw, decoded, dead_letters, tables, *extra = collections
+        counted = (*extra,
             raw | "Read" >> beam.Map(lambda batch: ("records_read", batch.num_records)),
             decoded | "Attributed" >> beam.Map(lambda batch: ("records_attributed", batch.num_records)),
             dead_letters | "DeadLettered" >> beam.Map(lambda _: ("records_dead_lettered", 1)),

@@ -39,11 +39,14 @@ class _CountRepeats(beam.DoFn):
         if count > 1:
             self._keys.inc()
             self._records.inc(count)
+            yield "duplicate_keys", 1  # as data too: counted once even where a runner retries bundles
+            yield "records_with_duplicate_keys", count
 
 
 class CountDuplicateKeys(beam.PTransform):
-    """DecodedBatches -> metrics `duplicate_keys` (keys seen more than once) and
-    `records_with_duplicate_keys`. Every record is still attributed and written."""
+    """DecodedBatches -> ("duplicate_keys", 1) per key seen more than once and
+    ("records_with_duplicate_keys", n) for its n records (also as metrics). Every record is still
+    attributed and written."""
 
     def expand(self, batches):
         return (
