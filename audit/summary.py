@@ -32,7 +32,6 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 DELTA_EDGES = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0, np.inf)
 OTHER_VALUE = "__other__"
 NULL_VALUE = "__null__"
-EXEMPLAR_CRITERIA = ("highest_score", "lowest_score", "most_faithful", "least_faithful")
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,6 @@ class SummarySpec:
     max_slice_values: int = 1000
     exemplars_per_criterion: int = 6
 
-    @property
-    def tensor_features(self) -> tuple[FeatureSpec, ...]:
-        return tuple(f for f in self.features if f.is_tensor)
-
-    @property
-    def input_width(self) -> int:
-        return sum(f.length for f in self.features)
 
 
 @dataclass
@@ -113,12 +105,8 @@ class Exemplars:
     targets: np.ndarray  # (n,) int
     scores: np.ndarray  # (n,)
     deltas: np.ndarray  # (n,) NaN without a delta
-    inputs: np.ndarray  # (n, input_width) float32, source columns concatenated row-major
-    attributions: np.ndarray  # (n, input_width) float32
-
-    @classmethod
-    def empty(cls, capacity: int, width: int) -> "Exemplars":
-        return cls(capacity, np.zeros(0), [], np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros((0, width), np.float32), np.zeros((0, width), np.float32))
+    inputs: np.ndarray  # (n, sum of feature lengths) float32, source columns concatenated row-major
+    attributions: np.ndarray  # (n, sum of feature lengths) float32
 
     def merge(self, other: "Exemplars") -> "Exemplars":
         order = np.concatenate([self.order, other.order])

@@ -31,7 +31,7 @@ from pipeline.version import __version__
 from transforms.count import COUNTS_FILE, read_counts
 from transforms.read import METRICS_NAMESPACE
 
-__all__ = ["finalize_run", "pending_runs"]
+__all__ = ["finalize_run"]
 
 
 def _parquet_files(output: str, prefix: str) -> list[dict[str, Any]]:
@@ -132,11 +132,6 @@ def _counts(
     return counts, problems
 
 
-def pending_runs(output: str) -> list[str]:
-    """Staging directories of launched runs in `output`, oldest first."""
-    return launched_staging_dirs(output)
-
-
 def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[dict] = None) -> dict[str, Any]:
     """Commits a finished run's staged files and writes its manifest; returns the manifest.
 
@@ -145,7 +140,7 @@ def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[d
     RunFailedError when the counts do not reconcile or too many records were dead-lettered.
     """
     if staging is None:
-        pending = pending_runs(output)
+        pending = launched_staging_dirs(output)
         if not pending:
             raise ValueError(f"{output!r} holds no launched run to finalize (no .staging-*/{LAUNCH_FILE}).")
         if len(pending) > 1:
