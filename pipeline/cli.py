@@ -116,8 +116,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _finalize(args: argparse.Namespace) -> int:
     from pipeline.manifest import finalize_run
+    from pipeline.output_lock import OutputLock
 
-    manifest = finalize_run(args.output)
+    with OutputLock(args.output, create=False):  # not while a run is writing into the same folder
+        manifest = finalize_run(args.output)
     _print_summary(manifest)
     return 0
 

@@ -306,6 +306,8 @@ def _input_mapping(value: Any) -> dict[str, Union[str, tuple[str, ...]]]:
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+_PARAM_VALUE = re.compile(r"[A-Za-z0-9_.=+,@-]+$")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 TEMPLATED_SETTINGS = ("model", "input", "output", "background", "baseline")
 
 
@@ -320,14 +322,30 @@ def _params(value: Any, date: Any) -> dict[str, str]:
             item = item.isoformat()
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise ValueError(f"param {name!r} must be a string or number; got {item!r}.")
-        params[name] = str(item)
+        params[name] = _path_safe(name, str(item))
+    if date is None:
+        date = params.get("date")  # --param date=... is a date too
     if date is not None:
-        if not isinstance(date, str) or not date:
-            raise ValueError(f"date must be a non-empty string such as 2026-11-28; got {date!r}.")
+        if not isinstance(date, str) or not _DATE.match(date):
+            raise ValueError(f"date must be a date written YYYY-MM-DD, such as 2026-11-28; got {date!r}.")
+        try:
+            datetime.date.fromisoformat(date)
+        except ValueError:
+            raise ValueError(f"date {date!r} is not a calendar date; write it YYYY-MM-DD, such as 2026-11-28.") from None
         if params.get("date", date) != date:
             raise ValueError(f"date is given twice with different values: --date {date!r} and --param date={params['date']!r}.")
         params["date"] = date
     return params
+
+
+def _path_safe(name: str, value: str) -> str:
+    """A template value goes into file paths: it may not climb out of them or glob."""
+    if not _PARAM_VALUE.match(value) or value in (".", "..") or ".." in value:
+        raise ValueError(
+            f"param {name!r} value {value!r} cannot go into a path: use letters, digits and - _ . = + , @ only "
+            f"(no / or \\, no '..', no glob characters), e.g. --param {name}=eu-west."
+        )
+    return value
 
 
 def fill_template(text: str, params: Mapping[str, str], setting: str) -> str:

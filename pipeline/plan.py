@@ -9,6 +9,7 @@ ValueError that says what is wrong and how to fix it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -55,9 +56,11 @@ class RunPlan:
 
 
 def match_files(patterns: tuple[str, ...]) -> tuple[str, ...]:
-    """Expands globs (any Beam filesystem); a pattern matching nothing is an error."""
+    """Expands globs (any Beam filesystem); a pattern matching nothing is an error. Local
+    patterns are made absolute first: Beam's local match finds nothing for a bare '*.parquet'."""
     files: list[str] = []
-    for pattern, result in zip(patterns, FileSystems.match(list(patterns))):
+    absolute = [p if "://" in p else os.path.abspath(p) for p in patterns]
+    for pattern, result in zip(patterns, FileSystems.match(absolute)):
         matched = sorted(m.path for m in result.metadata_list)
         if not matched:
             raise ValueError(f"input pattern {pattern!r} matches no files; check the path and the glob.")

@@ -9,7 +9,10 @@ id; `attribution-pipeline finalize OUTPUT` completes it once the job has finishe
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
+import re
 import time
 import uuid
 from typing import Any, Optional, Sequence
@@ -22,7 +25,11 @@ from pipeline.build import build_pipeline
 from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
 from pipeline.manifest import finalize_run
-from pipeline.output_dir import LAUNCH_FILE, STAGING_PREFIX, check_output, stale_staging_dirs, write_json
+from pipeline.output_dir import (
+    LAUNCH_FILE, STAGING_PREFIX, check_output, check_output_outside_inputs, claim, read_json, remove_staging, stale_staging_dirs,
+    write_json,
+)
+from pipeline.output_lock import OutputLock
 from pipeline.plan import RunPlan, resolve_plan
 
 __all__ = ["run_attribution", "make_pipeline", "RunFailedError", "LOCAL_RUNNERS"]
@@ -86,23 +93,110 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
     }
 
 
+def _pending_remote_jobs(output: str) -> list[tuple[str, dict]]:
+    """Staging folders of jobs launched on a remote runner: they may still be writing."""
+    pending = []
+    for staging in stale_staging_dirs(output):
+        path = FileSystems.join(staging, LAUNCH_FILE)
+        launch = read_json(path) if FileSystems.exists(path) else {}
+        if launch.get("runner") not in LOCAL_RUNNERS:
+            pending.append((staging, launch))
+    return pending
+
+
+def _prepare_output(config: RunConfig) -> None:
+    """With the output's lock held: refuses a folder that is not ours (checked again, now that
+    no other run can change it) or that a remote job may still be writing into; removes what
+    local runs that died left; writes the ownership record."""
+    state = check_output(config.output, config.overwrite)
+    pending = _pending_remote_jobs(config.output)
+    if pending:
+        staging, launch = pending[0]
+        raise ValueError(
+            f"output {config.output!r} holds a job launched on {launch.get('runner')} (job {launch.get('job_id')!r}) "
+            f"that was not finalized; once it has finished run: attribution-pipeline finalize {config.output} "
+            f"(or, if that job was cancelled, delete {staging})."
+        )
+    stale = stale_staging_dirs(config.output)
+    if stale:  # the lock is ours, so no live local run owns them
+        _LOGGER.warning("removing %d staging folders of runs that did not finish: %s", len(stale), stale)
+        for staging in stale:
+            remove_staging(staging)
+    claim(state)
+
+
+def _storage_refused(error: BaseException) -> bool:
+    """A write refused for lack of room: a full disk, a quota, a file-size limit."""
+    while error is not None:
+        text = str(error)
+        if getattr(error, "errno", None) in _NO_ROOM or any(os.strerror(code) in text for code in _NO_ROOM):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = None, wait: Optional[bool] = None) -> dict[str, Any]:
     """Runs the job. Returns the manifest, or for a remote job not waited for, its launch record
     (status 'submitted', job_id, job_url, staging).
 
     wait: None = wait on local runners only. Raises ValueError for a misconfigured run before
-    the pipeline starts, RunFailedError when the finished run fails its checks.
+    the pipeline starts, RunFailedError when the finished run fails its checks (or the disk
+    filled up). The output folder is locked for the run (pipeline.output_lock); a run that fails
+    removes its staging folder, leaving the previous result as it was.
     """
     started = time.time()
     pipeline_args = list(pipeline_args or [])
     plan = resolve_plan(config)
-    check_output(config.output, config.overwrite)
-    stale = stale_staging_dirs(config.output)
-    if stale:
-        _LOGGER.warning("removing %d staging directories of runs that did not finish: %s", len(stale), stale)
-        FileSystems.delete(stale)
+    check_output_outside_inputs(config.output, config.input, plan.input_files)
+    check_output(config.output, config.overwrite)  # before the folder is created or locked
+    created = "://" not in config.output and not os.path.exists(config.output)
+    try:
+        lock = OutputLock(config.output).acquire()
+    except OSError as error:
+        raise ValueError(f"cannot write to --output {config.output!r}: {error.strerror or error}; choose a folder you can write to.") from None
     staging = FileSystems.join(config.output, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
-    plan = dataclasses.replace(plan, staging_dir=staging)
+    try:
+        _prepare_output(config)
+        return _run(dataclasses.replace(plan, staging_dir=staging), pipeline_args, wait, started)
+    except BaseException as error:
+        remove_staging(staging)
+        if created:
+            _remove_if_only_ours(config.output)
+        if _storage_refused(error):
+            raise RunFailedError(
+                f"the output storage refused a write ({_first_line(error)}) while the run wrote to {config.output!r}; "
+                f"its staging folder was removed and the previous result is as it was. Free some space (or choose "
+                f"another --output) and run again."
+            ) from error
+        raise
+    finally:
+        lock.release()
+
+
+def _first_line(error: BaseException) -> str:
+    """The OS's words for the refused write, e.g. '[Errno 28] No space left on device'."""
+    text = str(error)
+    for code in _NO_ROOM:
+        found = re.search(rf"\[Errno {code}\] [^\]\[\n]*", text)
+        if found:
+            return found.group(0).strip()
+    return text.strip().splitlines()[-1][:200] if text.strip() else type(error).__name__
+
+
+def _remove_if_only_ours(output: str) -> None:
+    """Removes a folder this run created when nothing but its own bookkeeping is left in it."""
+    import shutil
+
+    names = os.listdir(output) if os.path.isdir(output) else []
+    if all(n.startswith(".") and (n.startswith(STAGING_PREFIX) or n.startswith(".attribution-pipeline")) for n in names):
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started: float) -> dict[str, Any]:
+    config, staging = plan.config, plan.staging_dir
     options = PipelineOptions(pipeline_args)
     runner = options.view_as(StandardOptions).runner
     wait = runner in LOCAL_RUNNERS if wait is None else wait

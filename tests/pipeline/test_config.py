@@ -49,6 +49,16 @@ def test_settings_of_another_method_are_rejected():
         ({"input": "in/{region}/*.parquet"}, r"needs a value for \{region\}: pass --param region=VALUE"),
         ({"output": "out/{date:%Y}"}, "is not a plain name"),
         ({"date": "2026-11-28", "params": {"date": "2026-11-27"}}, "date is given twice with different values"),
+        # template values go into paths: nothing that climbs out of them, globs or is not a date
+        ({"date": "../../victim", "output": "runs/{date}"}, r"date must be a date written YYYY-MM-DD"),
+        ({"date": "2026-02-30"}, "is not a calendar date"),
+        ({"params": {"date": "yesterday"}}, r"date must be a date written YYYY-MM-DD"),
+        ({"params": {"region": "../etc"}, "output": "o/{region}"}, r"param 'region' value '../etc' cannot go into a path"),
+        ({"params": {"region": "a/b"}}, r"param 'region' value 'a/b' cannot go into a path"),
+        ({"params": {"region": "a\\b"}}, "cannot go into a path"),
+        ({"params": {"region": ".."}}, "cannot go into a path"),
+        ({"params": {"region": "*"}}, "no glob characters"),
+        ({"params": {"region": ""}}, "cannot go into a path"),
     ],
 )
 def test_invalid_values_say_what_was_expected(values, message):

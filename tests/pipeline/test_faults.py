@@ -26,6 +26,11 @@ def _config(model, data, output, **extra):
                                    "inputs": {"features": COLUMNS}, "batch_size": 20, **extra})
 
 
+def _files(folder) -> dict:
+    """Every file in `folder` but the lock (which names its last holder), with its bytes."""
+    return {name: (folder / name).read_bytes() for name in os.listdir(folder) if (folder / name).is_file() and not name.endswith(".lock")}
+
+
 def _inject(monkeypatch, should_fail):
     """Makes AttributionEngine.attribute_rows raise for batches whose first key satisfies
     should_fail(key, attempts so far); returns the list of failures raised."""
@@ -62,26 +67,22 @@ def test_transient_failures_are_retried_and_every_record_is_written_exactly_once
 def test_a_run_that_dies_leaves_the_previous_complete_result_untouched(linear_model, data, tmp_path, monkeypatch):
     out = tmp_path / "out"
     first = run_attribution(_config(linear_model[0], data, out))
-    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    before = _files(out)
 
     _inject(monkeypatch, lambda key, attempt: key == 140)  # a permanent fault part-way through
     with pytest.raises(Exception, match="injected failure"):
         run_attribution(_config(linear_model[0], data, out, overwrite=True))
-    after = {name: (out / name).read_bytes() for name in os.listdir(out) if not name.startswith(".staging-")}
-    assert after == before  # the previous run's files and manifest, byte for byte
+    assert _files(out) == before  # the previous run's files, record and manifest, byte for byte
     assert json.loads((out / "manifest.json").read_text())["timings"] == first["timings"]
-    staging = [name for name in os.listdir(out) if name.startswith(".staging-")]
-    assert len(staging) == 1  # what the dead run wrote stayed out of the way
+    assert not [name for name in os.listdir(out) if name.startswith(".staging-")]  # the failed run cleaned up
 
     monkeypatch.undo()
     second = run_attribution(_config(linear_model[0], data, out, overwrite=True))
     assert second["status"] == "complete" and sorted(read_parquet_dir(out).column("id").to_pylist()) == list(range(200))
-    assert not [name for name in os.listdir(out) if name.startswith(".staging-")]  # cleaned up
 
 
 def test_output_files_appear_only_when_the_run_commits(linear_model, data, tmp_path, monkeypatch):
     _inject(monkeypatch, lambda key, attempt: key == 180)
     with pytest.raises(Exception, match="injected failure"):
         run_attribution(_config(linear_model[0], data, tmp_path / "out"))
-    visible = [name for name in os.listdir(tmp_path / "out") if not name.startswith(".")]
-    assert visible == []  # nothing a reader could take for a result, complete or not
+    assert not (tmp_path / "out").exists()  # a failed first run leaves nothing behind, not even the folder

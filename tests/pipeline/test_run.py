@@ -52,9 +52,13 @@ def test_manifest_reconciles_with_a_malformed_record_in_the_dead_letters(linear_
 def test_what_an_incomplete_run_left_is_replaced_without_asking(linear_model, tabular_data, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "attributions-00000-of-00002.parquet").write_bytes(b"half-written")  # killed mid-way: no manifest
+    # killed mid-commit: no manifest, a half-moved file that the ownership record still claims
+    (out / "attributions-00000-of-00002.parquet").write_bytes(b"half-written")
+    (out / ".attribution-pipeline.json").write_text(json.dumps({"tool": "attribution-pipeline", "files": ["attributions-00000-of-00002.parquet"]}))
+    (out / "notes.txt").write_text("the user's own")  # beside the run, not of it
     manifest = run_attribution(_config(linear_model[0], tabular_data[0], out, method="gradient"))
     assert manifest["status"] == "complete" and not (out / "attributions-00000-of-00002.parquet").exists()
+    assert (out / "notes.txt").read_text() == "the user's own"
     failed = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**failed, "status": "failed"}))  # a run that failed its checks
     assert run_attribution(_config(linear_model[0], tabular_data[0], out, method="gradient"))["status"] == "complete"

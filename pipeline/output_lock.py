@@ -1,0 +1,123 @@
+"""One run at a time per output folder.
+
+Local folders: an exclusive `fcntl.flock` on `OUTPUT/.attribution-pipeline.lock`. The kernel
+releases it when the process ends, however it ends (a run killed with -9 leaves no stale lock);
+the file itself stays, holding who took it last (pid, host, time) for the message a second run
+gets. Other filesystems (gs://, s3://, ...) have no such lock: there the lock is an object created
+when absent and deleted on release, which narrows but cannot close the window between two
+launchers started at the same instant; a launcher that crashed leaves it behind, and the message
+says to delete it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from typing import Optional
+
+__all__ = ["OutputLock", "LOCK_FILE"]
+
+LOCK_FILE = ".attribution-pipeline.lock"
+
+
+def _holder() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "token": uuid.uuid4().hex}
+
+
+def _describe(holder: Optional[dict]) -> str:
+    if not holder:
+        return "another run"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    return f"another run (pid {holder.get('pid')} on {holder.get('host')}, started {started})"
+
+
+class OutputLock:
+    """`with OutputLock(output):` holds the output folder's lock (creating the folder if needed,
+    unless create=False).
+
+    Raises ValueError when another run holds it.
+    """
+
+    def __init__(self, output: str, create: bool = True):
+        self.output = output
+        self.create = create
+        self.path = os.path.join(output, LOCK_FILE) if "://" not in output else output.rstrip("/") + "/" + LOCK_FILE
+        self._fd: Optional[int] = None
+        self._token: Optional[str] = None
+
+    def acquire(self) -> "OutputLock":
+        if "://" in self.output:
+            self._acquire_object()
+        else:
+            self._acquire_flock()
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+        elif self._token is not None:
+            from apache_beam.io.filesystems import FileSystems
+
+            if self._read_object().get("token") == self._token:
+                FileSystems.delete([self.path])
+            self._token = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _in_use(self, holder: Optional[dict]) -> ValueError:
+        return ValueError(
+            f"output {self.output!r} is in use by {_describe(holder)}; wait for it to finish or choose another "
+            f"--output (two runs into one folder would replace each other's results)."
+        )
+
+    def _acquire_flock(self) -> None:
+        import fcntl
+
+        if self.create:
+            os.makedirs(self.output, exist_ok=True)
+        elif not os.path.isdir(self.output):
+            raise ValueError(f"output folder {self.output!r} does not exist.")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"null")
+            except ValueError:
+                holder = None
+            os.close(fd)
+            raise self._in_use(holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        self._fd = fd
+
+    def _read_object(self) -> dict:
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            with FileSystems.open(self.path, compression_type="uncompressed") as handle:
+                return json.loads(handle.read())
+        except Exception:  # absent or unreadable: nobody we can name holds it
+            return {}
+
+    def _acquire_object(self) -> None:
+        from apache_beam.io.filesystems import FileSystems
+
+        if FileSystems.exists(self.path):
+            raise ValueError(
+                f"{self._in_use(self._read_object())} If no run is using it, delete {self.path} and run again."
+            )
+        holder = _holder()
+        with FileSystems.create(self.path) as handle:
+            handle.write(json.dumps(holder).encode())
+        if self._read_object().get("token") != holder["token"]:  # another launcher wrote it just after us
+            raise self._in_use(self._read_object())
+        self._token = holder["token"]

@@ -1,0 +1,210 @@
+"""The output folder is ours or left alone: runs never delete, replace or read files that are not
+theirs, one run at a time writes into a folder, and a failed run leaves nothing behind.
+
+Files that are not ours are checked byte for byte after every attempt."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import read_parquet_dir, write_tabular_parquet
+from pipeline.cli import main
+from pipeline.config import RunConfig
+from pipeline.output_lock import OutputLock
+from pipeline.run import run_attribution
+
+COLUMNS = [f"f{j}" for j in range(6)]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(model, data, output, **extra):
+    return RunConfig.from_mapping({"model": model, "input": data, "output": str(output), "key_column": "id", "method": "gradient",
+                                   "inputs": {"features": COLUMNS}, **extra})
+
+
+def _args(model, data, output, *extra):
+    return ["run", "--model", model, "--input", str(data), "--output", str(output), "--method", "gradient",
+            "--key-column", "id", "--input-map", "features=" + ",".join(COLUMNS), *extra]
+
+
+def _snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(capsys, pattern: str) -> str:
+    import re
+
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+    return err
+
+
+@pytest.fixture
+def data(tmp_path):
+    features = np.random.default_rng(3).normal(size=(30, 6)).astype(np.float32)
+    return write_tabular_parquet(tmp_path / "d.parquet", features, ids=np.arange(30))
+
+
+def test_a_folder_that_is_not_a_run_of_ours_is_refused_and_left_intact(linear_model, data, tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    # names the old code matched with its output patterns and deleted
+    write_tabular_parquet(project / "attributions_input.parquet", np.ones((2, 6), np.float32), ids=np.arange(2))
+    (project / "summary.json").write_text('{"mine": true}')
+    (project / "manifest.json").write_text('{"status": "complete", "theirs": true}')
+    (project / "sub").mkdir()
+    (project / "sub" / "dead_letter-00000-of-00001.parquet").write_bytes(b"keep me")
+    before = _snapshot(project)
+    assert main(_args(linear_model[0], data, project)) == 2
+    _one_line_error(capsys, r"output folder .*project' is not empty and holds no run of this program \(4 entries")
+    assert main(_args(linear_model[0], data, project, "--overwrite")) == 2  # --overwrite does not make it ours
+    assert _snapshot(project) == before
+
+
+def test_overwrite_replaces_only_the_files_the_previous_run_wrote(linear_model, data, tmp_path):
+    out = tmp_path / "out"
+    first = run_attribution(_config(linear_model[0], data, out, summaries=False))
+    (out / "report.html").write_text("<html>the nightly report</html>")
+    (out / "attributions_notes.txt").write_text("looks like ours, is not")
+    mine = {name: (out / name).read_bytes() for name in ("report.html", "attributions_notes.txt")}
+    second = run_attribution(_config(linear_model[0], data, out, overwrite=True, summaries=False))
+    assert second["status"] == "complete" and second["timings"] != first["timings"]
+    assert {name: (out / name).read_bytes() for name in mine} == mine
+    assert read_parquet_dir(out).num_rows == 30
+    record = json.loads((out / ".attribution-pipeline.json").read_text())
+    assert set(record["files"]) == {"manifest.json", "record_counts.json", *(f for f in os.listdir(out) if f.endswith(".parquet"))}
+
+
+def test_a_file_of_someone_else_with_a_result_name_stops_the_run(linear_model, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out, summaries=False))
+    (out / "summary.json").write_text('{"the user": "wrote this"}')  # a name the next run (with summaries) would write
+    before = _snapshot(out)
+    assert main(_args(linear_model[0], data, out, "--overwrite")) == 2
+    _one_line_error(capsys, r"holds \['summary.json'\], which are not files of this program's runs")
+    assert {k: v for k, v in _snapshot(out).items() if not k.endswith(".lock")} == {k: v for k, v in before.items() if not k.endswith(".lock")}
+
+
+def test_a_run_of_an_older_version_without_ownership_record_is_recognised_by_its_manifest(linear_model, data, tmp_path):
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out))
+    os.remove(out / ".attribution-pipeline.json")
+    (out / "notes.txt").write_text("mine")
+    manifest = run_attribution(_config(linear_model[0], data, out, overwrite=True))
+    assert manifest["status"] == "complete" and (out / "notes.txt").read_text() == "mine"
+
+
+def test_template_values_cannot_climb_out_of_the_output_path(linear_model, data, tmp_path, capsys):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "manifest.json").write_text("precious")
+    runs = tmp_path / "runs" / "a"
+    assert main(_args(linear_model[0], data, f"{runs}/{{date}}", "--date", "../../victim")) == 2
+    _one_line_error(capsys, "date must be a date written YYYY-MM-DD")
+    assert main(_args(linear_model[0], data, f"{runs}/{{part}}", "--param", "part=../../victim")) == 2
+    _one_line_error(capsys, "param 'part' value '../../victim' cannot go into a path")
+    assert (victim / "manifest.json").read_text() == "precious" and os.listdir(victim) == ["manifest.json"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("layout", ["output_is_the_input_folder", "input_glob_reaches_into_output", "input_file_in_output"])
+def test_output_where_the_input_glob_would_read_it_is_refused(linear_model, tmp_path, capsys, layout):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = write_tabular_parquet(folder / "d.parquet", np.ones((4, 6), np.float32), ids=np.arange(4))
+    pattern, output = {
+        "output_is_the_input_folder": (f"{folder}/*.parquet", folder),
+        "input_glob_reaches_into_output": (f"{folder}/**.parquet", folder / "out"),
+        "input_file_in_output": (path, folder),
+    }[layout]
+    before = _snapshot(folder)
+    assert main(_args(linear_model[0], pattern, output)) == 2
+    _one_line_error(capsys, "inside the output folder|would match files the run writes")
+    assert _snapshot(folder) == before
+
+
+def test_relative_and_mixed_input_paths_are_accepted(linear_model, tmp_path, monkeypatch):
+    write_tabular_parquet(tmp_path / "a.parquet", np.ones((4, 6), np.float32), ids=np.arange(4))
+    write_tabular_parquet(tmp_path / "b.parquet", np.ones((5, 6), np.float32), ids=np.arange(4, 9))
+    monkeypatch.chdir(tmp_path)
+    manifest = run_attribution(_config(linear_model[0], "*.parquet", "out1"))  # a bare glob in the current folder
+    assert manifest["counts"]["records_attributed"] == 9
+    manifest = run_attribution(_config(linear_model[0], [str(tmp_path / "a.parquet"), "b.parquet"], "out2"))
+    assert manifest["counts"]["records_attributed"] == 9
+
+
+@pytest.mark.parametrize("kind", ["file", "under_a_file", "name_too_long"])
+def test_an_output_that_cannot_be_a_folder_is_one_line(linear_model, data, tmp_path, capsys, kind):
+    (tmp_path / "a_file").write_text("x")
+    output = {"file": tmp_path / "a_file", "under_a_file": tmp_path / "a_file" / "out", "name_too_long": tmp_path / ("x" * 300)}[kind]
+    assert main(_args(linear_model[0], data, output)) == 2
+    _one_line_error(capsys, "is a file; it must be a folder" if kind == "file" else "cannot write to --output")
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def _hold_lock_in_another_process(output):
+    code = f"from pipeline.output_lock import OutputLock; OutputLock({str(output)!r}).acquire(); print('locked', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_one_run_at_a_time_and_a_killed_holder_leaves_no_stale_lock(linear_model, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    holder = _hold_lock_in_another_process(out)
+    try:
+        assert main(_args(linear_model[0], data, out)) == 2
+        _one_line_error(capsys, rf"output '.*out' is in use by another run \(pid {holder.pid} on .*\); wait for it")
+        assert [n for n in os.listdir(out) if not n.endswith(".lock")] == []
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    # the kernel dropped the dead holder's lock: no stale lock to clear by hand
+    assert run_attribution(_config(linear_model[0], data, out))["status"] == "complete"
+
+
+def test_a_job_submitted_to_a_remote_runner_is_not_swept_away_and_finalize_takes_the_lock(linear_model, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    submitted = run_attribution(_config(linear_model[0], data, out), wait=False)
+    launch_path = os.path.join(submitted["staging"], "launch.json")
+    launch = json.loads(open(launch_path).read())
+    open(launch_path, "w").write(json.dumps({**launch, "runner": "DataflowRunner", "job_id": "2026-11-28_01"}))
+    staged = _snapshot(out)
+    assert main(_args(linear_model[0], data, out)) == 2  # the job may still be writing there
+    _one_line_error(capsys, r"holds a job launched on DataflowRunner \(job '2026-11-28_01'\) that was not finalized")
+    assert {k: v for k, v in _snapshot(out).items() if not k.endswith(".lock")} == {k: v for k, v in staged.items() if not k.endswith(".lock")}
+    with OutputLock(str(out)):
+        assert main(["finalize", str(out)]) == 2
+        _one_line_error(capsys, "is in use by another run")
+    assert main(["finalize", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_a_run_that_cannot_write_removes_its_staging_folder(linear_model, data, tmp_path):
+    """The storage refuses writes part-way (a file-size limit stands in for a full disk): the run
+    fails with one line, leaves no staging folder and the previous result as it was."""
+    out = tmp_path / "out"
+    big = write_tabular_parquet(tmp_path / "big.parquet", np.random.default_rng(0).normal(size=(4000, 6)).astype(np.float32),
+                                ids=np.arange(4000), row_group_size=1000)
+    run_attribution(_config(linear_model[0], data, out))
+    before = _snapshot(out)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (48_000, 48_000))
+
+    done = subprocess.run([sys.executable, "-m", "pipeline", *_args(linear_model[0], big, out, "--overwrite")], cwd=REPO,
+                          capture_output=True, text=True, preexec_fn=limit_file_size, timeout=300)
+    assert done.returncode == 3, done.stderr[-3000:]
+    # the runner logs the failed bundle; the CLI's last word is one line saying what happened
+    assert done.stderr.strip().splitlines()[-1].startswith("error: the output storage refused a write ([Errno 27] File too large")
+    assert not [n for n in os.listdir(out) if n.startswith(".staging-")]
+    after = _snapshot(out)
+    assert {k: v for k, v in after.items() if not k.endswith(".lock")} == {k: v for k, v in before.items() if not k.endswith(".lock")}
