@@ -22,7 +22,7 @@ from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
-from transforms.read import detect_format
+from transforms.read import detect_format, tfrecord_compression
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
 
 __all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec"]
@@ -103,12 +103,12 @@ def _tfrecord_catalog(paths: tuple[str, ...]) -> dict[str, _SourceColumn]:
     example = None
     for path in paths:
         try:
-            first = list(tf.data.TFRecordDataset([path]).take(1).as_numpy_iterator())
+            first = list(tf.data.TFRecordDataset([path], tfrecord_compression(path)).take(1).as_numpy_iterator())
             example = tf.train.Example.FromString(first[0]) if first else None
         except Exception as error:  # DataLossError, protobuf DecodeError
             raise ValueError(
                 f"cannot read the first record of {path!r} to learn the features ({type(error).__name__}: "
-                f"{str(error).strip().splitlines()[0]}); is it an uncompressed TFRecord file of tf.train.Example?"
+                f"{str(error).strip().splitlines()[0]}); is it a TFRecord file (plain, GZIP or ZLIB) of tf.train.Example?"
             ) from None
         if example is not None:
             break

@@ -57,10 +57,10 @@ def _bytes(value: str):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
 
 
-def _tfrecord(path, records: list[bytes]) -> str:
+def _tfrecord(path, records: list[bytes], compression: str = "") -> str:
     import tensorflow as tf
 
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    with tf.io.TFRecordWriter(str(path), compression) as writer:
         for record in records:
             writer.write(record)
     return str(path)
@@ -205,6 +205,17 @@ def empty_file_among_others(tmp_path) -> Case:
     return Case([str(tmp_path / "a-empty.tfrecord"), path], {"key_column": "id"}, attributed=GOOD_ROWS)
 
 
+def compressed_tfrecords_among_plain_ones(tmp_path) -> Case:
+    paths = [
+        _tfrecord(tmp_path / "a-gzip-no-extension.tfrecord", _good_records("a"), "GZIP"),  # first: the launcher reads it
+        _tfrecord(tmp_path / "b-plain.tfrecord", _good_records("b")),
+        _tfrecord(tmp_path / "c.tfrecord.gz", _good_records("c"), "GZIP"),
+        _tfrecord(tmp_path / "d-zlib-no-extension.tfrecord", _good_records("d"), "ZLIB"),
+        _tfrecord(tmp_path / "e.tfrecord.zlib", _good_records("e"), "ZLIB"),
+    ]
+    return Case(paths, {"key_column": "id"}, attributed=5 * GOOD_ROWS)
+
+
 # ------------------------------------------------------------------------------ run-level
 
 
@@ -263,6 +274,7 @@ RECORD_LEVEL: list[Callable] = [
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
     parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file,
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
+    compressed_tfrecords_among_plain_ones,
 ]
 RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,

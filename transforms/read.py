@@ -27,6 +27,7 @@ __all__ = [
     "read_all",
     "key_prefixes",
     "detect_format",
+    "tfrecord_compression",
 ]
 
 METRICS_NAMESPACE = "attribution"
@@ -41,7 +42,7 @@ def detect_format(paths: Sequence[str], declared: str) -> str:
         return declared
     formats = set()
     for path in paths:
-        name = path.lower()
+        name = _without_compression_suffix(path.lower())
         if name.endswith((".parquet", ".pq")):
             formats.add("parquet")
         elif name.endswith((".tfrecord", ".tfrecords", ".tfr")):
@@ -57,6 +58,56 @@ def detect_format(paths: Sequence[str], declared: str) -> str:
             f"--input-format. Files: {list(paths)[:5]}"
         )
     return formats.pop()
+
+
+def _without_compression_suffix(name: str) -> str:
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+_COMPRESSION_SUFFIXES = {".gz": "GZIP", ".gzip": "GZIP", ".zlib": "ZLIB"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZLIB_FLAGS = (0x01, 0x5E, 0x9C, 0xDA)  # the second header byte after 0x78, per compression level
+
+
+def tfrecord_compression(path: str) -> str:
+    """TensorFlow's compression_type for a TFRecord file: 'GZIP', 'ZLIB' or '' (uncompressed).
+
+    From the extension (.gz, .gzip, .zlib), else from the first bytes: the gzip magic 1f 8b; a
+    zlib header (78 01/5e/9c/da) only when the bytes are not a valid plain first record (its length
+    and the length's masked CRC-32C), since a plain record's length may start with 0x78.
+    """
+    name = path.lower()
+    for suffix, compression in _COMPRESSION_SUFFIXES.items():
+        if name.endswith(suffix):
+            return compression
+    with _open(path) as handle:
+        head = handle.read(12)
+    if head.startswith(_GZIP_MAGIC):
+        return "GZIP"
+    if len(head) >= 2 and head[0] == 0x78 and head[1] in _ZLIB_FLAGS and not _plain_record_header(head):
+        return "ZLIB"
+    return ""
+
+
+def _plain_record_header(head: bytes) -> bool:
+    """Whether 12 bytes are a plain TFRecord header: uint64 length, then its masked CRC-32C."""
+    if len(head) < 12:
+        return False
+    return int.from_bytes(head[8:12], "little") == _masked_crc32c(head[:8])
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of `data`, masked as TFRecord headers store it."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    crc ^= 0xFFFFFFFF
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def key_prefixes(paths: Sequence[str]) -> dict[str, str]:
@@ -154,16 +205,18 @@ def prefetched(items: Iterator, depth: int = 2) -> Iterator:
 def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[RawBatch]:
     """Yields the file's serialized records as RawBatches of at most `batch_size` records.
 
-    Uses TensorFlow's reader (CRC-checked, C++), which reads any path `tf.io.gfile` supports.
+    Uses TensorFlow's reader (CRC-checked, C++), which reads any path `tf.io.gfile` supports;
+    GZIP and ZLIB files are decompressed (see `tfrecord_compression`).
     A truncated or corrupted file yields every record before the damage, then one RawBatch with
     `read_error` set that stands for the unreadable rest (one dead letter, so counts reconcile).
     """
     import tensorflow as tf
 
+    compression = tfrecord_compression(path)
     index = 0
     # Kept as string tensors: converting each record to a Python bytes object would cost as much
     # as parsing it; tf.io.parse_example takes the tensor as it is.
-    batches = prefetched(iter(tf.data.TFRecordDataset([path]).batch(batch_size)))
+    batches = prefetched(iter(tf.data.TFRecordDataset([path], compression).batch(batch_size)))
     while True:
         try:
             records = next(batches)  # tf.string tensor (n,)
@@ -176,7 +229,7 @@ def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[
     # Slow path, damaged files only: re-read the failed batch record by record up to the damage.
     records, reason = [], "read error"
     try:
-        for record in tf.data.TFRecordDataset([path]).skip(index).as_numpy_iterator():
+        for record in tf.data.TFRecordDataset([path], compression).skip(index).as_numpy_iterator():
             records.append(record)
     except tf.errors.DataLossError as error:
         reason = error.message.strip().splitlines()[0]
