@@ -23,7 +23,7 @@ from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
 from transforms.read import detect_format, tfrecord_compression
-from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
+from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
 
 __all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec"]
 
@@ -105,11 +105,14 @@ def _tfrecord_catalog(paths: tuple[str, ...]) -> dict[str, _SourceColumn]:
         try:
             first = list(tf.data.TFRecordDataset([path], tfrecord_compression(path)).take(1).as_numpy_iterator())
             example = tf.train.Example.FromString(first[0]) if first else None
+            other = not_an_example_reason(first[0], example) if first else None
         except Exception as error:  # DataLossError, protobuf DecodeError
             raise ValueError(
                 f"cannot read the first record of {path!r} to learn the features ({type(error).__name__}: "
                 f"{str(error).strip().splitlines()[0]}); is it a TFRecord file (plain, GZIP or ZLIB) of tf.train.Example?"
             ) from None
+        if other is not None:
+            raise ValueError(f"the first record of {path!r} cannot be read as features: {other}; the input must be tf.train.Example records.")
         if example is not None:
             break
     if example is None:

@@ -143,6 +143,19 @@ def not_an_example(tmp_path) -> Case:
                 dead={"junk.tfrecord:8": "record is not a serialized tf.train.Example"})
 
 
+def _sequence_example(context: dict) -> bytes:
+    import tensorflow as tf
+
+    steps = tf.train.FeatureLists(feature_list={"steps": tf.train.FeatureList(feature=[_floats([1.0]), _floats([2.0])])})
+    return tf.train.SequenceExample(context=tf.train.Features(feature=context), feature_lists=steps).SerializeToString()
+
+
+def sequence_example_with_the_features_in_its_context(tmp_path) -> Case:
+    case = _with_bad_record(tmp_path, "seq", _sequence_example({"features": _floats([1.0] * 6), "id": _bytes("seq")}))
+    case.dead = {"seq": "record is a tf.train.SequenceExample, not a tf.train.Example"}
+    return case
+
+
 def nan_values(tmp_path) -> Case:
     case = _with_bad_record(tmp_path, "nan", _example({"features": _floats([1, 2, float("nan"), 4, 5, 6]), "id": _bytes("bad")}))
     case.dead = {"bad": "holds NaN or infinite values"}
@@ -238,6 +251,12 @@ def first_file_column_of_the_wrong_type(tmp_path) -> Case:
     return Case([path], PARQUET, launcher_error="column 'f1' has type string")
 
 
+def first_record_is_a_sequence_example(tmp_path) -> Case:
+    record = _sequence_example({"features": _floats([1.0] * 6), "id": _bytes("seq")})
+    path = _tfrecord(tmp_path / "seq.tfrecord", [record] + _good_records())
+    return Case([path], launcher_error="first record of .*seq.tfrecord.* is a tf.train.SequenceExample, not a tf.train.Example")
+
+
 def model_file_that_is_not_a_model(tmp_path) -> Case:
     (tmp_path / "model.keras").write_bytes(b"this is not a zip archive")
     path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
@@ -274,9 +293,10 @@ RECORD_LEVEL: list[Callable] = [
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
     parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file,
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
-    compressed_tfrecords_among_plain_ones,
+    compressed_tfrecords_among_plain_ones, sequence_example_with_the_features_in_its_context,
 ]
 RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,
+    first_record_is_a_sequence_example,
     model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "DecodedBatch",
     "DeadLetter",
     "decode_batch",
+    "not_an_example_reason",
 ]
 
 TFRECORD_KINDS = ("float_list", "int64_list", "bytes_list")
@@ -284,6 +285,9 @@ def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
         example = tf.train.Example.FromString(serialized)
     except Exception as error:  # protobuf's DecodeError
         return f"record is not a serialized tf.train.Example ({error})"
+    other = not_an_example_reason(serialized, example)
+    if other is not None:
+        return other
     feature_map = example.features.feature
     expected = [(c.name, c.kind, c.length) for c in schema.source_columns]
     expected += [(f.name, f.kind, 1) for f in (schema.key, schema.label, *schema.passthrough) if f is not None]
@@ -299,10 +303,54 @@ def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
     return None
 
 
+def not_an_example_reason(serialized: bytes, example=None) -> Optional[str]:
+    """Why a record that protobuf parses as a tf.train.Example is none, or None when it is one.
+
+    Protobuf parses any message whose field 1 fits as an Example and keeps the rest as unknown
+    fields: a tf.train.SequenceExample parses as an Example of its context features. So a record
+    with fields an Example does not have is not an Example. `example`: the record already parsed.
+    """
+    import tensorflow as tf
+
+    example = tf.train.Example.FromString(serialized) if example is None else example
+    size = example.ByteSize()
+    example.DiscardUnknownFields()
+    if example.ByteSize() == size:
+        return None
+    try:
+        if tf.train.SequenceExample.FromString(serialized).HasField("feature_lists"):
+            return "record is a tf.train.SequenceExample, not a tf.train.Example (it has feature_lists)"
+    except Exception:  # protobuf's DecodeError: some other message
+        pass
+    return "record is not a tf.train.Example (it holds fields an Example does not have)"
+
+
+def _shaped_like_examples(serialized) -> np.ndarray:
+    """bool (n,): whether each record is empty or exactly one field-1 entry, as a serialized
+    tf.train.Example is. Vectorised over the batch; a record that is not (another message, a
+    SequenceExample with feature_lists) takes the per-record check in `_example_problem`."""
+    import tensorflow as tf
+
+    lengths = tf.strings.length(serialized).numpy().astype(np.int64)  # (n,)
+    head = tf.io.decode_raw(tf.strings.substr(serialized, 0, 6), tf.uint8, fixed_length=6).numpy()  # (n, 6)
+    # Field 1, length-delimited: tag byte 0x0a, then the field's length as a varint (<= 5 bytes).
+    value = np.zeros(len(lengths), dtype=np.int64)
+    size = np.zeros(len(lengths), dtype=np.int64)
+    done = np.zeros(len(lengths), dtype=bool)
+    for k in range(5):
+        byte = head[:, 1 + k].astype(np.int64)
+        active = ~done
+        value[active] |= (byte[active] & 0x7F) << (7 * k)
+        size[active] += 1
+        done |= (byte & 0x80) == 0
+    return (lengths == 0) | ((head[:, 0] == 0x0A) & done & (1 + size + value == lengths))
+
+
 def _parse_tfrecord(raw: RawBatch, schema: RecordSchema, problems: _Problems) -> tuple[dict, np.ndarray]:
-    """Parses the batch in one call; only when that fails, finds the bad records one by one.
+    """Parses the batch in one call; only when that fails, or a record is not shaped like an
+    Example, finds the bad records one by one.
     Returns (features of the good records, indices of the good records)."""
-    parsed = try_parse_examples(raw.serialized, schema)
+    parsed = try_parse_examples(raw.serialized, schema) if _shaped_like_examples(raw.serialized).all() else None
     if parsed is not None:
         return parsed, np.arange(raw.num_records)
     records = _as_bytes(raw.serialized)

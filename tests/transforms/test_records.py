@@ -118,3 +118,34 @@ def test_fixed_size_list_column_with_nulls_takes_the_checked_path():
     decoded, dead = decode_batch(RawBatch("f", "f", 0, table=pa.table({"pixels": column})), schema)
     np.testing.assert_array_equal(decoded.inputs[0].reshape(2, 4), [[1, 2, 3, 4], [5, 6, 7, 8]])
     assert [d.error for d in dead] == ["column 'pixels' is null", "column 'pixels' holds null values"]
+
+
+def _sequence_example(context: bytes, feature_lists: bool = True) -> bytes:
+    parsed = tf.train.Example.FromString(context)
+    lists = {"steps": tf.train.FeatureList(feature=[tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))])}
+    message = tf.train.SequenceExample(context=parsed.features)
+    if feature_lists:
+        message.feature_lists.CopyFrom(tf.train.FeatureLists(feature_list=lists))
+    return message.SerializeToString()
+
+
+def test_sequence_examples_and_other_messages_are_not_examples_even_when_their_features_fit():
+    schema = RecordSchema("tfrecord", (ModelInputSpec("v", (3,), (ColumnSpec("v", 3, True),)),), key=FieldSpec("id", pa.string()))
+    good = _example(id=b"ok", v=[1.0, 2.0, 3.0])
+    other = good + b"\x1a\x02hi"  # an unknown field 3 after a valid Example
+    records = [good, _sequence_example(_example(id=b"seq", v=[1.0, 2.0, 3.0])), other]
+    decoded, dead = decode_batch(RawBatch("r.tfrecord", "r.tfrecord", 0, serialized=records), schema)
+    assert decoded.keys.to_pylist() == ["ok"]
+    assert [(d.key, d.error) for d in dead] == [
+        ("seq", "record is a tf.train.SequenceExample, not a tf.train.Example (it has feature_lists)"),
+        ("ok", "record is not a tf.train.Example (it holds fields an Example does not have)"),
+    ]
+
+
+def test_records_shaped_like_examples_take_the_vectorised_path():
+    from transforms.records import _shaped_like_examples
+
+    big = _example(v=[0.5] * 300)  # a multi-byte length varint
+    context_only = _sequence_example(_example(v=[1.0]), feature_lists=False)  # the same bytes as an Example
+    shaped = _shaped_like_examples([big, b"", context_only, _sequence_example(_example(v=[1.0])), big + b"\x1a\x00"])
+    assert shaped.tolist() == [True, True, True, False, False]
