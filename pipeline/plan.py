@@ -84,7 +84,7 @@ def _parquet_catalog(path: str) -> dict[str, _SourceColumn]:
         schema = pq.ParquetFile(handle).schema_arrow
     catalog = {}
     for f in schema:
-        t = f.type
+        t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type  # dictionary encoding is storage
         if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
             value_type = t.value_type
             numeric = pa.types.is_integer(value_type) or pa.types.is_floating(value_type)

@@ -200,6 +200,26 @@ def parquet_wrong_type_in_a_later_file(tmp_path) -> Case:
                 dead={"b.parquet:3": "column 'f0' has type string, expected a number as in the first input file"})
 
 
+def parquet_equivalent_types_across_files(tmp_path) -> Case:
+    first = {**_good_table(), "id": pa.array([f"a{i}" for i in range(GOOD_ROWS)]), "n": pa.array(range(GOOD_ROWS), pa.int32())}
+    dictionary = {**_good_table(), "id": pa.array([f"b{i}" for i in range(GOOD_ROWS)]).dictionary_encode(), "n": pa.array(range(GOOD_ROWS), pa.int8())}
+    large = {**_good_table(), "id": pa.array([f"c{i}" for i in range(GOOD_ROWS)], pa.large_string()),
+             "n": pa.array([2**40] + list(range(1, GOOD_ROWS)), pa.int64())}  # one value does not fit int32
+    large = {**large, **{c: large[c].cast(pa.float64()) for c in COLUMNS}}
+    paths = [_parquet(tmp_path / f"{name}.parquet", pa.table(columns)) for name, columns in (("a", first), ("b", dictionary), ("c", large))]
+    return Case(paths, {**PARQUET, "passthrough_columns": ["n"]}, attributed=3 * GOOD_ROWS - 1,
+                dead={"c0": "column 'n' value 1099511627776 is not within the range of int32"})
+
+
+def tfrecord_key_that_is_not_utf8(tmp_path) -> Case:
+    import tensorflow as tf
+
+    key = tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff\xfe-bad"]))
+    case = _with_bad_record(tmp_path, "binkey", _example({"features": _floats([1.0] * 6), "id": key}))
+    case.dead = {"binkey.tfrecord:8": "key column 'id' value b'\\xff\\xfe-bad' is not valid UTF-8 text"}
+    return case
+
+
 def null_keys(tmp_path) -> Case:
     columns = {**_good_table(), "id": pa.array([None] + list(range(1, GOOD_ROWS)), pa.int64())}
     path = _parquet(tmp_path / "nullkey.parquet", pa.table(columns))
@@ -294,6 +314,7 @@ RECORD_LEVEL: list[Callable] = [
     parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file,
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
     compressed_tfrecords_among_plain_ones, sequence_example_with_the_features_in_its_context,
+    parquet_equivalent_types_across_files, tfrecord_key_that_is_not_utf8,
 ]
 RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,

@@ -162,12 +162,13 @@ def synthesized_keys(raw: RawBatch, rows: np.ndarray) -> pa.Array:
 def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Optional[str]:
     """Why a Parquet file's columns cannot be read with `schema` (resolved from the first input
     file), or None. Numeric types may differ (they are converted); lists must stay lists, and the
-    key, label and pass-through columns must keep their type."""
+    key, label and pass-through columns must keep their type up to how it is stored (see
+    `_readable_as`)."""
     names = set(arrow_schema.names)
     for column in schema.source_columns:
         if column.name not in names:
             return f"column {column.name!r} is missing (the first input file has it)"
-        arrow_type = arrow_schema.field(column.name).type
+        arrow_type = _plain_type(arrow_schema.field(column.name).type)
         value_type = arrow_type.value_type if _is_list_type(arrow_type) else arrow_type
         if _is_list_type(arrow_type) != column.is_list or not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
             expected = "a list of numbers" if column.is_list else "a number"
@@ -177,9 +178,30 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
             continue
         if f.name not in names:
             return f"column {f.name!r} is missing (the first input file has it)"
-        if arrow_schema.field(f.name).type != f.arrow_type:
+        if not _readable_as(arrow_schema.field(f.name).type, f.arrow_type):
             return f"column {f.name!r} has type {arrow_schema.field(f.name).type}, the first input file has {f.arrow_type}"
     return None
+
+
+def _plain_type(arrow_type: pa.DataType) -> pa.DataType:
+    """A dictionary type's value type: dictionary encoding is how a column is stored, not what it holds."""
+    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+
+
+_SAME_VALUES = ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary()))
+
+
+def _readable_as(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a key/label/pass-through column of type `actual` can be read as `expected` (its
+    type in the first input file): the same values stored differently (dictionary-encoded,
+    string/large_string, binary/large_binary), an integer of any width (a value that does not fit
+    dead-letters its record, see `_as_type`), or a float no wider than `expected`."""
+    actual, expected = _plain_type(actual), _plain_type(expected)
+    if actual == expected or any(actual in group and expected in group for group in _SAME_VALUES):
+        return True
+    if pa.types.is_integer(actual) and pa.types.is_integer(expected):
+        return True
+    return pa.types.is_floating(actual) and pa.types.is_floating(expected) and actual.bit_width <= expected.bit_width
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,7 +228,8 @@ class _Problems:
 
 def _arrow_column(table: pa.Table, name: str) -> pa.Array:
     column = table.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
 
 
 def _is_list_type(arrow_type: pa.DataType) -> bool:
@@ -364,11 +387,40 @@ def _parse_tfrecord(raw: RawBatch, schema: RecordSchema, problems: _Problems) ->
     return _parse_examples([records[i] for i in good], schema), good
 
 
-def _string_or_number_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+def _string_or_number_array(values: np.ndarray) -> pa.Array:
+    """A parsed feature as Arrow: binary for tf.string values, else the numbers' own type."""
     if values.dtype == object:  # bytes from tf.string
-        array = pa.array(values.tolist(), type=pa.binary())
-        return array.cast(arrow_type) if arrow_type != pa.binary() else array
-    return pa.array(values).cast(arrow_type)
+        return pa.array(values.tolist(), type=pa.binary())
+    return pa.array(values)
+
+
+def _as_type(array: pa.Array, spec: FieldSpec, role: str, rows: np.ndarray, problems: _Problems) -> pa.Array:
+    """`array` (aligned with `rows`) cast to `spec.arrow_type`. A value that does not fit (bytes
+    that are not UTF-8 for a string, an integer out of the type's range) dead-letters its record
+    and is null in the result."""
+    if array.type == spec.arrow_type:
+        return array
+    try:
+        return array.cast(spec.arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values = array.to_pylist()  # slow path: a batch holding a value that does not fit
+    bad = np.array([v is not None and not _fits(v, spec.arrow_type) for v in values], dtype=bool)
+    expected = "valid UTF-8 text" if pa.types.is_string(spec.arrow_type) or pa.types.is_large_string(spec.arrow_type) else f"within the range of {spec.arrow_type}"
+    problems.add(
+        rows[bad],
+        lambda r: f"{role} {spec.name!r} value {values[np.searchsorted(rows, r)]!r} is not {expected} "
+        f"(the column is read as {spec.arrow_type})",
+    )
+    return pc.if_else(pa.array(bad), pa.nulls(len(array), array.type), array).cast(spec.arrow_type)
+
+
+def _fits(value, arrow_type: pa.DataType) -> bool:
+    try:
+        pa.array([value]).cast(arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,11 +441,15 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
         parsed, rows = _parse_tfrecord(raw, schema, problems)
         values = {c.name: parsed[c.name].astype(np.float32, copy=False) for c in schema.source_columns} if len(rows) else {}
         fields = {
-            f.name: _string_or_number_array(parsed[f.name], f.arrow_type)
+            f.name: _string_or_number_array(parsed[f.name])
             for f in (schema.key, schema.label, *schema.passthrough)
             if f is not None and len(rows)
         }
     # `values`/`fields` are aligned with `rows` (the records that parsed); problems use record indices.
+    roles = {f.name: role for f, role in ((schema.key, "key column"), (schema.label, "label column")) if f is not None}
+    for f in (schema.key, schema.label, *schema.passthrough):
+        if f is not None and f.name in fields:
+            fields[f.name] = _as_type(fields[f.name], f, roles.get(f.name, "column"), rows, problems)
     for name, array in values.items():
         finite = np.isfinite(array).all(axis=1)
         problems.add(rows[~finite], lambda r, name=name: f"column {name!r} holds NaN or infinite values")
@@ -449,11 +505,11 @@ def _dead_letters(raw: RawBatch, schema: RecordSchema, problems: _Problems, fiel
     records = _as_bytes(raw.serialized) if raw.serialized is not None and problems.reasons else None
     for index in sorted(problems.reasons):
         key = None
-        if schema.key is not None and schema.key.name in fields:
-            position = np.searchsorted(rows, index)
-            if position < len(rows) and rows[position] == index:
-                key = fields[schema.key.name][int(position)].as_py()
-        if key is None and schema.key is not None and raw.serialized is not None:
+        position = np.searchsorted(rows, index)
+        in_rows = position < len(rows) and rows[position] == index  # the record parsed
+        if schema.key is not None and schema.key.name in fields and in_rows:
+            key = fields[schema.key.name][int(position)].as_py()  # None: null, or a value that did not fit
+        elif schema.key is not None and raw.serialized is not None:
             key = _key_from_example(records[index], schema.key.name)
         if key is None:
             key = f"{raw.key_prefix}:{raw.first_index + index}"

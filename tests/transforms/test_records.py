@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import tensorflow as tf
 
-from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RawBatch, RecordSchema, decode_batch
+from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RawBatch, RecordSchema, decode_batch, parquet_schema_problem
 
 IMAGE = ModelInputSpec("image", (2, 2, 1), (ColumnSpec("pixels", 4, True),))
 TABULAR = ModelInputSpec("tabular", (2,), (ColumnSpec("a", 1, False), ColumnSpec("b", 1, False)))
@@ -149,3 +150,45 @@ def test_records_shaped_like_examples_take_the_vectorised_path():
     context_only = _sequence_example(_example(v=[1.0]), feature_lists=False)  # the same bytes as an Example
     shaped = _shaped_like_examples([big, b"", context_only, _sequence_example(_example(v=[1.0])), big + b"\x1a\x00"])
     assert shaped.tolist() == [True, True, True, False, False]
+
+
+def test_equivalent_types_are_read_as_the_first_files_and_values_that_do_not_fit_are_dead_lettered():
+    schema = RecordSchema("parquet", (TABULAR,), key=FieldSpec("id", pa.string()), passthrough=(FieldSpec("n", pa.int32()),))
+    table = pa.table({
+        "a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0],
+        "id": pa.array(["x", "y", "z"]).dictionary_encode(),
+        "n": pa.array([1, 2**40, 3], pa.int64()),
+    })
+    assert parquet_schema_problem(table.schema, schema) is None
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=table), schema)
+    assert decoded.keys.type == pa.string() and decoded.keys.to_pylist() == ["x", "z"]
+    assert decoded.passthrough["n"].type == pa.int32() and decoded.passthrough["n"].to_pylist() == [1, 3]
+    assert [(d.key, d.error) for d in dead] == [("y", "column 'n' value 1099511627776 is not within the range of int32 (the column is read as int32)")]
+
+
+@pytest.mark.parametrize(
+    "actual, expected, readable",
+    [
+        (pa.large_string(), pa.string(), True),
+        (pa.dictionary(pa.int32(), pa.string()), pa.large_string(), True),
+        (pa.large_binary(), pa.binary(), True),
+        (pa.int8(), pa.int64(), True),
+        (pa.int64(), pa.int32(), True),  # values checked one by one
+        (pa.float32(), pa.float64(), True),
+        (pa.float64(), pa.float32(), False),  # would round
+        (pa.string(), pa.binary(), False),
+        (pa.int64(), pa.string(), False),
+    ],
+)
+def test_which_key_and_passthrough_types_count_as_the_same(actual, expected, readable):
+    schema = RecordSchema("parquet", (TABULAR,), key=FieldSpec("id", expected))
+    problem = parquet_schema_problem(pa.schema([("a", pa.float32()), ("b", pa.float32()), ("id", actual)]), schema)
+    assert (problem is None) == readable, problem
+
+
+def test_a_tfrecord_key_that_is_not_utf8_dead_letters_its_record_only():
+    schema = RecordSchema("tfrecord", (ModelInputSpec("v", (3,), (ColumnSpec("v", 3, True),)),), key=FieldSpec("id", pa.string()))
+    records = [_example(id=b"ok", v=[1.0, 2.0, 3.0]), _example(id=b"\xff\xfebad", v=[1.0, 2.0, 3.0])]
+    decoded, dead = decode_batch(RawBatch("r.tfrecord", "r.tfrecord", 5, serialized=records), schema)
+    assert decoded.keys.to_pylist() == ["ok"]
+    assert [(d.key, d.error) for d in dead] == [("r.tfrecord:6", "key column 'id' value b'\\xff\\xfebad' is not valid UTF-8 text (the column is read as string)")]
