@@ -170,6 +170,15 @@ def infinite_values(tmp_path) -> Case:
                 dead={GOOD_ROWS - 2: "column 'f2' holds NaN or infinite values", GOOD_ROWS - 1: "column 'f2' holds NaN or infinite values"})
 
 
+def float64_beyond_the_float32_range(tmp_path) -> Case:
+    columns = _good_table()
+    columns["f2"] = pa.array(np.r_[np.ones(GOOD_ROWS - 2), 3.5e38, np.inf])  # float64
+    path = _parquet(tmp_path / "big.parquet", pa.table(columns))
+    return Case([path], {**PARQUET, "max_dead_letter_fraction": 0.5}, attributed=GOOD_ROWS - 2,
+                dead={GOOD_ROWS - 2: "column 'f2' value 3.5e+38 is outside the float32 range (±3.4e38)",
+                      GOOD_ROWS - 1: "column 'f2' holds NaN or infinite values"})
+
+
 def parquet_null_values(tmp_path) -> Case:
     columns = _good_table()
     columns["f3"] = pa.array([None] + [1.0] * (GOOD_ROWS - 1), pa.float32())
@@ -314,7 +323,7 @@ RECORD_LEVEL: list[Callable] = [
     parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file,
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
     compressed_tfrecords_among_plain_ones, sequence_example_with_the_features_in_its_context,
-    parquet_equivalent_types_across_files, tfrecord_key_that_is_not_utf8,
+    parquet_equivalent_types_across_files, tfrecord_key_that_is_not_utf8, float64_beyond_the_float32_range,
 ]
 RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,

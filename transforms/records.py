@@ -247,7 +247,7 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         and column.values.null_count == 0
         and column.offset == 0
     ):  # the common case: one zero-copy view, no per-row checks needed
-        return column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, spec.length)
+        return _as_float32(column.values.to_numpy(zero_copy_only=False).reshape(n, spec.length), spec, problems)
     if _is_list_type(column.type):
         lengths = column.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)  # (n,)
         problems.add(lengths < 0, lambda r: f"column {spec.name!r} is null")
@@ -259,7 +259,6 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         if not ok.all():
             column = column.filter(pa.array(ok))
         flat = column.flatten()
-        values = np.zeros((n, spec.length), dtype=np.float32)
         if flat.null_count:
             has_null = np.zeros(n, dtype=bool)
             null_positions = np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))
@@ -268,10 +267,31 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
             flat = flat.fill_null(0)
         if not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
             raise ValueError(f"column {spec.name!r} holds {flat.type} values; expected numbers.")
-        values[ok] = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, spec.length)
-        return values
+        flat_values = flat.to_numpy(zero_copy_only=False)
+        values = np.zeros((n, spec.length), dtype=flat_values.dtype)
+        values[ok] = flat_values.reshape(-1, spec.length)
+        return _as_float32(values, spec, problems)
     problems.add(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"column {spec.name!r} is null")
-    return column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, 1)
+    return _as_float32(column.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, 1), spec, problems)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_float32(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """(n, length) values of one record per row as float32. A finite float64 value beyond the
+    float32 range (it would become ±inf) dead-letters its record with the value."""
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4:  # integers up to int64 fit the range
+        big = (values > _FLOAT32_MAX) | (values < -_FLOAT32_MAX)  # (n, length); ±inf too
+        if big.any():
+            big &= np.isfinite(values)
+            problems.add(
+                big.any(axis=1),
+                lambda r: f"column {spec.name!r} value {values[r][big[r]][0]:.3g} is outside the float32 range (±3.4e38)",
+            )
+            with np.errstate(over="ignore"):
+                return values.astype(np.float32)
+    return values.astype(np.float32, copy=False)
 
 
 _TF_DTYPES = {"float_list": "float32", "int64_list": "int64", "bytes_list": "string"}

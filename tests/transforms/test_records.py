@@ -192,3 +192,14 @@ def test_a_tfrecord_key_that_is_not_utf8_dead_letters_its_record_only():
     decoded, dead = decode_batch(RawBatch("r.tfrecord", "r.tfrecord", 5, serialized=records), schema)
     assert decoded.keys.to_pylist() == ["ok"]
     assert [(d.key, d.error) for d in dead] == [("r.tfrecord:6", "key column 'id' value b'\\xff\\xfebad' is not valid UTF-8 text (the column is read as string)")]
+
+
+def test_float64_values_beyond_the_float32_range_are_named_apart_from_infinities():
+    schema = RecordSchema("parquet", (IMAGE,))
+    pixels = pa.array([[1.0, 2.0, 3.0, 4.0], [1.0, -3.5e38, 3.0, 4.0], [1.0, np.inf, 3.0, 4.0]], pa.list_(pa.float64()))
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=pa.table({"pixels": pixels})), schema)
+    assert decoded.inputs[0].dtype == np.float32 and decoded.num_records == 1
+    assert [d.error for d in dead] == [
+        "column 'pixels' value -3.5e+38 is outside the float32 range (±3.4e38)",
+        "column 'pixels' holds NaN or infinite values",
+    ]
