@@ -81,7 +81,14 @@ class _SourceColumn:
 
 def _parquet_catalog(path: str) -> dict[str, _SourceColumn]:
     with FileSystems.open(path, compression_type="uncompressed") as handle:
-        schema = pq.ParquetFile(handle).schema_arrow
+        try:
+            schema = pq.ParquetFile(handle).schema_arrow
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(
+                f"cannot read the Parquet footer of {path!r}, the first input file, to learn the columns "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); replace or remove the file, "
+                f"or list a readable file first."
+            ) from None
     catalog = {}
     for f in schema:
         t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type  # dictionary encoding is storage

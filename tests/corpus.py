@@ -229,6 +229,22 @@ def tfrecord_key_that_is_not_utf8(tmp_path) -> Case:
     return case
 
 
+def corrupt_parquet_files_among_good_ones(tmp_path) -> Case:
+    first = _parquet(tmp_path / "a.parquet", pa.table(_good_table()))
+    (tmp_path / "b-garbage.parquet").write_bytes(b"not a parquet file" * 10)  # footer unreadable: one dead letter
+    pq.write_table(pa.table(_good_table(100)), str(tmp_path / "c-damaged.parquet"), row_group_size=GOOD_ROWS // 2)
+    data = bytearray((tmp_path / "c-damaged.parquet").read_bytes())
+    chunk = pq.ParquetFile(str(tmp_path / "c-damaged.parquet")).metadata.row_group(1).column(1)  # 'f0' of row group 1
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start : start + 12] = bytes(b ^ 0xFF for b in data[start : start + 12])  # its page header
+    (tmp_path / "c-damaged.parquet").write_bytes(bytes(data))
+    half = GOOD_ROWS // 2
+    return Case([first, str(tmp_path / "b-garbage.parquet"), str(tmp_path / "c-damaged.parquet")],
+                {**PARQUET, "max_dead_letter_fraction": 1.0}, attributed=GOOD_ROWS + half,
+                dead={"b-garbage.parquet:*": "is not a readable Parquet file",
+                      **{f"c-damaged.parquet:{i}": "row group 1 of file" for i in range(half, GOOD_ROWS)}})
+
+
 def null_keys(tmp_path) -> Case:
     columns = {**_good_table(), "id": pa.array([None] + list(range(1, GOOD_ROWS)), pa.int64())}
     path = _parquet(tmp_path / "nullkey.parquet", pa.table(columns))
@@ -286,6 +302,12 @@ def first_record_is_a_sequence_example(tmp_path) -> Case:
     return Case([path], launcher_error="first record of .*seq.tfrecord.* is a tf.train.SequenceExample, not a tf.train.Example")
 
 
+def first_parquet_file_corrupt(tmp_path) -> Case:
+    (tmp_path / "a-garbage.parquet").write_bytes(b"not a parquet file" * 10)
+    second = _parquet(tmp_path / "b.parquet", pa.table(_good_table()))
+    return Case([str(tmp_path / "a-garbage.parquet"), second], PARQUET, launcher_error="cannot read the Parquet footer of .*a-garbage.parquet")
+
+
 def model_file_that_is_not_a_model(tmp_path) -> Case:
     (tmp_path / "model.keras").write_bytes(b"this is not a zip archive")
     path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
@@ -324,9 +346,10 @@ RECORD_LEVEL: list[Callable] = [
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
     compressed_tfrecords_among_plain_ones, sequence_example_with_the_features_in_its_context,
     parquet_equivalent_types_across_files, tfrecord_key_that_is_not_utf8, float64_beyond_the_float32_range,
+    corrupt_parquet_files_among_good_ones,
 ]
 RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,
-    first_record_is_a_sequence_example,
+    first_record_is_a_sequence_example, first_parquet_file_corrupt,
     model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
 ]

@@ -126,10 +126,18 @@ def _open(path: str):
     return FileSystems.open(path, mime_type="application/octet-stream", compression_type="uncompressed")
 
 
-def parquet_shards(path: str) -> list[tuple[str, int, int, int]]:
-    """(path, first row group, end row group, index of the shard's first record) per shard."""
+# What pyarrow raises on a damaged Parquet file (bad magic bytes, thrift, pages, compression).
+_PARQUET_ERRORS = (OSError, pa.ArrowException)
+
+
+def parquet_shards(path: str) -> list[tuple[str, int, Optional[int], int]]:
+    """(path, first row group, end row group, index of the shard's first record) per shard. A file
+    whose footer cannot be read is one shard with end None: its reader reports it unreadable."""
     with _open(path) as handle:
-        metadata = pq.ParquetFile(handle).metadata
+        try:
+            metadata = pq.ParquetFile(handle).metadata
+        except _PARQUET_ERRORS:
+            return [(path, 0, None, 0)]
     shards, first_record = [], 0
     for start in range(0, metadata.num_row_groups, ROW_GROUPS_PER_SHARD):
         end = min(start + ROW_GROUPS_PER_SHARD, metadata.num_row_groups)
@@ -139,23 +147,70 @@ def parquet_shards(path: str) -> list[tuple[str, int, int, int]]:
 
 
 def read_parquet_shard(
-    path: str, key_prefix: str, row_groups: range, first_index: int, schema: RecordSchema, batch_size: int
+    path: str, key_prefix: str, row_groups: Optional[range], first_index: int, schema: RecordSchema, batch_size: int
 ) -> Iterator[RawBatch]:
-    """Yields the shard's records as RawBatches of at most `batch_size` rows. A file whose columns
-    do not fit `schema` yields one RawBatch with `read_error` standing for all the shard's records."""
+    """Yields the shard's records as RawBatches of at most `batch_size` rows (row_groups None: the
+    whole file). A file whose columns do not fit `schema` yields one RawBatch with `read_error`
+    standing for all the shard's records; a damaged file, see `_read_row_groups`."""
     with _open(path) as handle:
-        parquet = pq.ParquetFile(handle)
+        try:
+            parquet = pq.ParquetFile(handle)
+        except _PARQUET_ERRORS as error:  # its row count is unknown: one dead letter for the file
+            yield RawBatch(
+                source=path, key_prefix=key_prefix, first_index=0, unreadable=1, dead_key=f"{key_prefix}:*",
+                read_error=f"file {path} is not a readable Parquet file ({_first_line(error)}); this one dead letter stands for all its records",
+            )
+            return
+        if row_groups is None:  # its footer could not be read when the file was split, but can now
+            row_groups, first_index = range(parquet.metadata.num_row_groups), 0
         problem = parquet_schema_problem(parquet.schema_arrow, schema)
         if problem is not None:
             rows = sum(parquet.metadata.row_group(i).num_rows for i in row_groups)
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=first_index, read_error=f"file {path}: {problem}", unreadable=rows)
             return
-        index = first_index
-        batches = parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=schema.read_columns)
-        for batch in prefetched(batches):
+        yield from _read_row_groups(parquet, path, key_prefix, row_groups, first_index, schema.read_columns, batch_size)
+
+
+def _read_row_groups(
+    parquet: pq.ParquetFile, path: str, key_prefix: str, row_groups: range, first_index: int, columns: list, batch_size: int
+) -> Iterator[RawBatch]:
+    """The row groups' records as RawBatches. When a row group cannot be decoded (a damaged page),
+    the records before the damage are kept, each record of the damaged row group not yet read is
+    one dead letter (the footer gives the count), and the later row groups are read."""
+    index = first_index
+    try:
+        for batch in prefetched(parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=columns)):
             table = pa.Table.from_batches([batch])
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=table)
             index += table.num_rows
+        return
+    except _PARQUET_ERRORS:
+        pass
+    # Slow path, damaged files only: the rest of the shard row group by row group.
+    group_first = first_index
+    for group in row_groups:
+        rows = parquet.metadata.row_group(group).num_rows
+        done = index - group_first  # records of this group already yielded
+        group_first += rows
+        if done >= rows:
+            continue
+        try:
+            table = parquet.read_row_group(group, columns=columns).slice(done)
+        except _PARQUET_ERRORS as error:
+            yield RawBatch(
+                source=path, key_prefix=key_prefix, first_index=index, unreadable=rows - done,
+                read_error=f"row group {group} of file {path} is unreadable ({_first_line(error)})",
+            )
+            index += rows - done
+            continue
+        for batch in table.to_batches(max_chunksize=batch_size):
+            yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=pa.Table.from_batches([batch]))
+            index += batch.num_rows
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 _DONE = object()
@@ -247,9 +302,13 @@ def read_all(path: str, schema: RecordSchema, batch_size: int = 4096) -> Iterato
     prefix = os.path.basename(path)
     if schema.input_format == "parquet":
         for shard_path, start, end, first in parquet_shards(path):
-            yield from read_parquet_shard(shard_path, prefix, range(start, end), first, schema, batch_size)
+            yield from read_parquet_shard(shard_path, prefix, _row_groups(start, end), first, schema, batch_size)
     else:
         yield from read_tfrecord_file(path, prefix, batch_size)
+
+
+def _row_groups(start: int, end: Optional[int]) -> Optional[range]:
+    return None if end is None else range(start, end)
 
 
 class _ExpandShards(beam.DoFn):
@@ -278,7 +337,7 @@ class _ReadShard(beam.DoFn):
         path, start, end, first_index = shard
         prefix = self._prefixes[path]
         if self._schema.input_format == "parquet":
-            batches = read_parquet_shard(path, prefix, range(start, end), first_index, self._schema, self._batch_size)
+            batches = read_parquet_shard(path, prefix, _row_groups(start, end), first_index, self._schema, self._batch_size)
         else:
             batches = read_tfrecord_file(path, prefix, self._batch_size)
         for batch in batches:

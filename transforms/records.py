@@ -109,6 +109,7 @@ class RawBatch:
     serialized: Optional[Sequence[bytes]] = None  # a tf.string tensor (n,), or a list of bytes
     read_error: Optional[str] = None  # set: the batch stands for `unreadable` records it could not read
     unreadable: int = 0
+    dead_key: Optional[str] = None  # with read_error: the one dead letter's key when the records cannot be counted ('<file>:*')
 
     @property
     def num_records(self) -> int:
@@ -449,6 +450,8 @@ def _fits(value, arrow_type: pa.DataType) -> bool:
 def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedBatch], list[DeadLetter]]:
     """Checks and decodes a batch. Returns the valid records (None if there are none) and one
     DeadLetter per invalid record, with a reason naming the field and the problem."""
+    if raw.dead_key is not None:
+        return None, [DeadLetter(raw.dead_key, raw.source, b"", raw.read_error)]
     if raw.read_error is not None:
         first = raw.first_index
         return None, [DeadLetter(f"{raw.key_prefix}:{i}", raw.source, b"", raw.read_error) for i in range(first, first + raw.unreadable)]

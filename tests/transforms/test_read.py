@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from transforms.read import _masked_crc32c, detect_format, key_prefixes, prefetched, read_tfrecord_file, tfrecord_compression
+from transforms.read import _masked_crc32c, detect_format, key_prefixes, prefetched, read_all, read_tfrecord_file, tfrecord_compression
 from transforms.records import _as_bytes
 
 
@@ -83,3 +83,46 @@ def test_masked_crc32c_matches_tensorflows_record_headers(tmp_path):
     path = _write_tfrecord(tmp_path / "one.tfrecord", [b"abc"])
     head = open(path, "rb").read(12)
     assert _masked_crc32c(head[:8]) == int.from_bytes(head[8:12], "little")
+
+
+def _damaged_parquet(path, rows=12, row_group_size=4, damaged_group=1):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": np.arange(rows), "a": np.arange(rows) * 0.5}), str(path), row_group_size=row_group_size)
+    chunk = pq.ParquetFile(str(path)).metadata.row_group(damaged_group).column(1)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + 12] = bytes(b ^ 0xFF for b in data[start : start + 12])
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def _tabular_schema():
+    import pyarrow as pa
+
+    from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
+
+    return RecordSchema("parquet", (ModelInputSpec("x", (1,), (ColumnSpec("a", 1, False),)),), key=FieldSpec("id", pa.int64()))
+
+
+@pytest.mark.parametrize("batch_size", [3, 5, 100])
+def test_a_damaged_row_group_dead_letters_its_records_and_the_others_are_read(batch_size, tmp_path):
+    path = _damaged_parquet(tmp_path / "d.parquet")
+    batches = list(read_all(path, _tabular_schema(), batch_size=batch_size))
+    read = [i for b in batches if b.table is not None for i in b.table.column("id").to_pylist()]
+    unreadable = [(b.first_index, b.unreadable) for b in batches if b.read_error is not None]
+    assert read == [0, 1, 2, 3, 8, 9, 10, 11]
+    assert unreadable == [(4, 4)]
+    assert all(b.num_records <= batch_size for b in batches if b.table is not None)
+
+
+def test_a_file_whose_footer_is_unreadable_is_one_dead_letter_keyed_file_star(tmp_path):
+    from transforms.records import decode_batch
+
+    (tmp_path / "bad.parquet").write_bytes(b"garbage" * 20)
+    (batch,) = read_all(str(tmp_path / "bad.parquet"), _tabular_schema())
+    assert batch.num_records == 1
+    decoded, (letter,) = decode_batch(batch, _tabular_schema())
+    assert decoded is None and letter.key == "bad.parquet:*" and "is not a readable Parquet file" in letter.error
