@@ -23,8 +23,8 @@ from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
-from transforms.read import detect_format
-from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
+from transforms.read import detect_format, tfrecord_compression
+from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
 
 __all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec"]
 
@@ -84,10 +84,17 @@ class _SourceColumn:
 
 def _parquet_catalog(path: str) -> dict[str, _SourceColumn]:
     with FileSystems.open(path, compression_type="uncompressed") as handle:
-        schema = pq.ParquetFile(handle).schema_arrow
+        try:
+            schema = pq.ParquetFile(handle).schema_arrow
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(
+                f"cannot read the Parquet footer of {path!r}, the first input file, to learn the columns "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); replace or remove the file, "
+                f"or list a readable file first."
+            ) from None
     catalog = {}
     for f in schema:
-        t = f.type
+        t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type  # dictionary encoding is storage
         if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
             value_type = t.value_type
             numeric = pa.types.is_integer(value_type) or pa.types.is_floating(value_type)
@@ -106,13 +113,16 @@ def _tfrecord_catalog(paths: tuple[str, ...]) -> dict[str, _SourceColumn]:
     example = None
     for path in paths:
         try:
-            first = list(tf.data.TFRecordDataset([path]).take(1).as_numpy_iterator())
+            first = list(tf.data.TFRecordDataset([path], tfrecord_compression(path)).take(1).as_numpy_iterator())
             example = tf.train.Example.FromString(first[0]) if first else None
+            other = not_an_example_reason(first[0], example) if first else None
         except Exception as error:  # DataLossError, protobuf DecodeError
             raise ValueError(
                 f"cannot read the first record of {path!r} to learn the features ({type(error).__name__}: "
-                f"{str(error).strip().splitlines()[0]}); is it an uncompressed TFRecord file of tf.train.Example?"
+                f"{str(error).strip().splitlines()[0]}); is it a TFRecord file (plain, GZIP or ZLIB) of tf.train.Example?"
             ) from None
+        if other is not None:
+            raise ValueError(f"the first record of {path!r} cannot be read as features: {other}; the input must be tf.train.Example records.")
         if example is not None:
             break
     if example is None:

@@ -57,10 +57,10 @@ def _bytes(value: str):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
 
 
-def _tfrecord(path, records: list[bytes]) -> str:
+def _tfrecord(path, records: list[bytes], compression: str = "") -> str:
     import tensorflow as tf
 
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    with tf.io.TFRecordWriter(str(path), compression) as writer:
         for record in records:
             writer.write(record)
     return str(path)
@@ -143,6 +143,19 @@ def not_an_example(tmp_path) -> Case:
                 dead={"junk.tfrecord:8": "record is not a serialized tf.train.Example"})
 
 
+def _sequence_example(context: dict) -> bytes:
+    import tensorflow as tf
+
+    steps = tf.train.FeatureLists(feature_list={"steps": tf.train.FeatureList(feature=[_floats([1.0]), _floats([2.0])])})
+    return tf.train.SequenceExample(context=tf.train.Features(feature=context), feature_lists=steps).SerializeToString()
+
+
+def sequence_example_with_the_features_in_its_context(tmp_path) -> Case:
+    case = _with_bad_record(tmp_path, "seq", _sequence_example({"features": _floats([1.0] * 6), "id": _bytes("seq")}))
+    case.dead = {"seq": "record is a tf.train.SequenceExample, not a tf.train.Example"}
+    return case
+
+
 def nan_values(tmp_path) -> Case:
     case = _with_bad_record(tmp_path, "nan", _example({"features": _floats([1, 2, float("nan"), 4, 5, 6]), "id": _bytes("bad")}))
     case.dead = {"bad": "holds NaN or infinite values"}
@@ -155,6 +168,15 @@ def infinite_values(tmp_path) -> Case:
     path = _parquet(tmp_path / "inf.parquet", pa.table(columns))
     return Case([path], {**PARQUET, "max_dead_letter_fraction": 0.5}, attributed=GOOD_ROWS - 2,
                 dead={GOOD_ROWS - 2: "column 'f2' holds NaN or infinite values", GOOD_ROWS - 1: "column 'f2' holds NaN or infinite values"})
+
+
+def float64_beyond_the_float32_range(tmp_path) -> Case:
+    columns = _good_table()
+    columns["f2"] = pa.array(np.r_[np.ones(GOOD_ROWS - 2), 3.5e38, np.inf])  # float64
+    path = _parquet(tmp_path / "big.parquet", pa.table(columns))
+    return Case([path], {**PARQUET, "max_dead_letter_fraction": 0.5}, attributed=GOOD_ROWS - 2,
+                dead={GOOD_ROWS - 2: "column 'f2' value 3.5e+38 is outside the float32 range (±3.4e38)",
+                      GOOD_ROWS - 1: "column 'f2' holds NaN or infinite values"})
 
 
 def parquet_null_values(tmp_path) -> Case:
@@ -187,6 +209,42 @@ def parquet_wrong_type_in_a_later_file(tmp_path) -> Case:
                 dead={"b.parquet:3": "column 'f0' has type string, expected a number as in the first input file"})
 
 
+def parquet_equivalent_types_across_files(tmp_path) -> Case:
+    first = {**_good_table(), "id": pa.array([f"a{i}" for i in range(GOOD_ROWS)]), "n": pa.array(range(GOOD_ROWS), pa.int32())}
+    dictionary = {**_good_table(), "id": pa.array([f"b{i}" for i in range(GOOD_ROWS)]).dictionary_encode(), "n": pa.array(range(GOOD_ROWS), pa.int8())}
+    large = {**_good_table(), "id": pa.array([f"c{i}" for i in range(GOOD_ROWS)], pa.large_string()),
+             "n": pa.array([2**40] + list(range(1, GOOD_ROWS)), pa.int64())}  # one value does not fit int32
+    large = {**large, **{c: large[c].cast(pa.float64()) for c in COLUMNS}}
+    paths = [_parquet(tmp_path / f"{name}.parquet", pa.table(columns)) for name, columns in (("a", first), ("b", dictionary), ("c", large))]
+    return Case(paths, {**PARQUET, "passthrough_columns": ["n"]}, attributed=3 * GOOD_ROWS - 1,
+                dead={"c0": "column 'n' value 1099511627776 is not within the range of int32"})
+
+
+def tfrecord_key_that_is_not_utf8(tmp_path) -> Case:
+    import tensorflow as tf
+
+    key = tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff\xfe-bad"]))
+    case = _with_bad_record(tmp_path, "binkey", _example({"features": _floats([1.0] * 6), "id": key}))
+    case.dead = {"binkey.tfrecord:8": "key column 'id' value b'\\xff\\xfe-bad' is not valid UTF-8 text"}
+    return case
+
+
+def corrupt_parquet_files_among_good_ones(tmp_path) -> Case:
+    first = _parquet(tmp_path / "a.parquet", pa.table(_good_table()))
+    (tmp_path / "b-garbage.parquet").write_bytes(b"not a parquet file" * 10)  # footer unreadable: one dead letter
+    pq.write_table(pa.table(_good_table(100)), str(tmp_path / "c-damaged.parquet"), row_group_size=GOOD_ROWS // 2)
+    data = bytearray((tmp_path / "c-damaged.parquet").read_bytes())
+    chunk = pq.ParquetFile(str(tmp_path / "c-damaged.parquet")).metadata.row_group(1).column(1)  # 'f0' of row group 1
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start : start + 12] = bytes(b ^ 0xFF for b in data[start : start + 12])  # its page header
+    (tmp_path / "c-damaged.parquet").write_bytes(bytes(data))
+    half = GOOD_ROWS // 2
+    return Case([first, str(tmp_path / "b-garbage.parquet"), str(tmp_path / "c-damaged.parquet")],
+                {**PARQUET, "max_dead_letter_fraction": 1.0}, attributed=GOOD_ROWS + half,
+                dead={"b-garbage.parquet:*": "is not a readable Parquet file",
+                      **{f"c-damaged.parquet:{i}": "row group 1 of file" for i in range(half, GOOD_ROWS)}})
+
+
 def null_keys(tmp_path) -> Case:
     columns = {**_good_table(), "id": pa.array([None] + list(range(1, GOOD_ROWS)), pa.int64())}
     path = _parquet(tmp_path / "nullkey.parquet", pa.table(columns))
@@ -203,6 +261,17 @@ def empty_file_among_others(tmp_path) -> Case:
     (tmp_path / "a-empty.tfrecord").write_bytes(b"")
     path = _tfrecord(tmp_path / "b.tfrecord", _good_records())
     return Case([str(tmp_path / "a-empty.tfrecord"), path], {"key_column": "id"}, attributed=GOOD_ROWS)
+
+
+def compressed_tfrecords_among_plain_ones(tmp_path) -> Case:
+    paths = [
+        _tfrecord(tmp_path / "a-gzip-no-extension.tfrecord", _good_records("a"), "GZIP"),  # first: the launcher reads it
+        _tfrecord(tmp_path / "b-plain.tfrecord", _good_records("b")),
+        _tfrecord(tmp_path / "c.tfrecord.gz", _good_records("c"), "GZIP"),
+        _tfrecord(tmp_path / "d-zlib-no-extension.tfrecord", _good_records("d"), "ZLIB"),
+        _tfrecord(tmp_path / "e.tfrecord.zlib", _good_records("e"), "ZLIB"),
+    ]
+    return Case(paths, {"key_column": "id"}, attributed=5 * GOOD_ROWS)
 
 
 # ------------------------------------------------------------------------------ run-level
@@ -225,6 +294,18 @@ def inputs_matching_no_columns(tmp_path) -> Case:
 def first_file_column_of_the_wrong_type(tmp_path) -> Case:
     path = _parquet(tmp_path / "strings.parquet", pa.table({**_good_table(), "f1": pa.array(["a"] * GOOD_ROWS)}))
     return Case([path], PARQUET, launcher_error="column 'f1' has type string")
+
+
+def first_record_is_a_sequence_example(tmp_path) -> Case:
+    record = _sequence_example({"features": _floats([1.0] * 6), "id": _bytes("seq")})
+    path = _tfrecord(tmp_path / "seq.tfrecord", [record] + _good_records())
+    return Case([path], launcher_error="first record of .*seq.tfrecord.* is a tf.train.SequenceExample, not a tf.train.Example")
+
+
+def first_parquet_file_corrupt(tmp_path) -> Case:
+    (tmp_path / "a-garbage.parquet").write_bytes(b"not a parquet file" * 10)
+    second = _parquet(tmp_path / "b.parquet", pa.table(_good_table()))
+    return Case([str(tmp_path / "a-garbage.parquet"), second], PARQUET, launcher_error="cannot read the Parquet footer of .*a-garbage.parquet")
 
 
 def model_file_that_is_not_a_model(tmp_path) -> Case:
@@ -263,8 +344,12 @@ RECORD_LEVEL: list[Callable] = [
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
     parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file,
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
+    compressed_tfrecords_among_plain_ones, sequence_example_with_the_features_in_its_context,
+    parquet_equivalent_types_across_files, tfrecord_key_that_is_not_utf8, float64_beyond_the_float32_range,
+    corrupt_parquet_files_among_good_ones,
 ]
 RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,
+    first_record_is_a_sequence_example, first_parquet_file_corrupt,
     model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
 ]

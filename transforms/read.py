@@ -27,6 +27,7 @@ __all__ = [
     "read_all",
     "key_prefixes",
     "detect_format",
+    "tfrecord_compression",
 ]
 
 METRICS_NAMESPACE = "attribution"
@@ -41,7 +42,7 @@ def detect_format(paths: Sequence[str], declared: str) -> str:
         return declared
     formats = set()
     for path in paths:
-        name = path.lower()
+        name = _without_compression_suffix(path.lower())
         if name.endswith((".parquet", ".pq")):
             formats.add("parquet")
         elif name.endswith((".tfrecord", ".tfrecords", ".tfr")):
@@ -57,6 +58,56 @@ def detect_format(paths: Sequence[str], declared: str) -> str:
             f"--input-format. Files: {list(paths)[:5]}"
         )
     return formats.pop()
+
+
+def _without_compression_suffix(name: str) -> str:
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+_COMPRESSION_SUFFIXES = {".gz": "GZIP", ".gzip": "GZIP", ".zlib": "ZLIB"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZLIB_FLAGS = (0x01, 0x5E, 0x9C, 0xDA)  # the second header byte after 0x78, per compression level
+
+
+def tfrecord_compression(path: str) -> str:
+    """TensorFlow's compression_type for a TFRecord file: 'GZIP', 'ZLIB' or '' (uncompressed).
+
+    From the extension (.gz, .gzip, .zlib), else from the first bytes: the gzip magic 1f 8b; a
+    zlib header (78 01/5e/9c/da) only when the bytes are not a valid plain first record (its length
+    and the length's masked CRC-32C), since a plain record's length may start with 0x78.
+    """
+    name = path.lower()
+    for suffix, compression in _COMPRESSION_SUFFIXES.items():
+        if name.endswith(suffix):
+            return compression
+    with _open(path) as handle:
+        head = handle.read(12)
+    if head.startswith(_GZIP_MAGIC):
+        return "GZIP"
+    if len(head) >= 2 and head[0] == 0x78 and head[1] in _ZLIB_FLAGS and not _plain_record_header(head):
+        return "ZLIB"
+    return ""
+
+
+def _plain_record_header(head: bytes) -> bool:
+    """Whether 12 bytes are a plain TFRecord header: uint64 length, then its masked CRC-32C."""
+    if len(head) < 12:
+        return False
+    return int.from_bytes(head[8:12], "little") == _masked_crc32c(head[:8])
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of `data`, masked as TFRecord headers store it."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    crc ^= 0xFFFFFFFF
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def key_prefixes(paths: Sequence[str]) -> dict[str, str]:
@@ -75,10 +126,18 @@ def _open(path: str):
     return FileSystems.open(path, mime_type="application/octet-stream", compression_type="uncompressed")
 
 
-def parquet_shards(path: str) -> list[tuple[str, int, int, int]]:
-    """(path, first row group, end row group, index of the shard's first record) per shard."""
+# What pyarrow raises on a damaged Parquet file (bad magic bytes, thrift, pages, compression).
+_PARQUET_ERRORS = (OSError, pa.ArrowException)
+
+
+def parquet_shards(path: str) -> list[tuple[str, int, Optional[int], int]]:
+    """(path, first row group, end row group, index of the shard's first record) per shard. A file
+    whose footer cannot be read is one shard with end None: its reader reports it unreadable."""
     with _open(path) as handle:
-        metadata = pq.ParquetFile(handle).metadata
+        try:
+            metadata = pq.ParquetFile(handle).metadata
+        except _PARQUET_ERRORS:
+            return [(path, 0, None, 0)]
     shards, first_record = [], 0
     for start in range(0, metadata.num_row_groups, ROW_GROUPS_PER_SHARD):
         end = min(start + ROW_GROUPS_PER_SHARD, metadata.num_row_groups)
@@ -88,23 +147,70 @@ def parquet_shards(path: str) -> list[tuple[str, int, int, int]]:
 
 
 def read_parquet_shard(
-    path: str, key_prefix: str, row_groups: range, first_index: int, schema: RecordSchema, batch_size: int
+    path: str, key_prefix: str, row_groups: Optional[range], first_index: int, schema: RecordSchema, batch_size: int
 ) -> Iterator[RawBatch]:
-    """Yields the shard's records as RawBatches of at most `batch_size` rows. A file whose columns
-    do not fit `schema` yields one RawBatch with `read_error` standing for all the shard's records."""
+    """Yields the shard's records as RawBatches of at most `batch_size` rows (row_groups None: the
+    whole file). A file whose columns do not fit `schema` yields one RawBatch with `read_error`
+    standing for all the shard's records; a damaged file, see `_read_row_groups`."""
     with _open(path) as handle:
-        parquet = pq.ParquetFile(handle)
+        try:
+            parquet = pq.ParquetFile(handle)
+        except _PARQUET_ERRORS as error:  # its row count is unknown: one dead letter for the file
+            yield RawBatch(
+                source=path, key_prefix=key_prefix, first_index=0, unreadable=1, dead_key=f"{key_prefix}:*",
+                read_error=f"file {path} is not a readable Parquet file ({_first_line(error)}); this one dead letter stands for all its records",
+            )
+            return
+        if row_groups is None:  # its footer could not be read when the file was split, but can now
+            row_groups, first_index = range(parquet.metadata.num_row_groups), 0
         problem = parquet_schema_problem(parquet.schema_arrow, schema)
         if problem is not None:
             rows = sum(parquet.metadata.row_group(i).num_rows for i in row_groups)
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=first_index, read_error=f"file {path}: {problem}", unreadable=rows)
             return
-        index = first_index
-        batches = parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=schema.read_columns)
-        for batch in prefetched(batches):
+        yield from _read_row_groups(parquet, path, key_prefix, row_groups, first_index, schema.read_columns, batch_size)
+
+
+def _read_row_groups(
+    parquet: pq.ParquetFile, path: str, key_prefix: str, row_groups: range, first_index: int, columns: list, batch_size: int
+) -> Iterator[RawBatch]:
+    """The row groups' records as RawBatches. When a row group cannot be decoded (a damaged page),
+    the records before the damage are kept, each record of the damaged row group not yet read is
+    one dead letter (the footer gives the count), and the later row groups are read."""
+    index = first_index
+    try:
+        for batch in prefetched(parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=columns)):
             table = pa.Table.from_batches([batch])
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=table)
             index += table.num_rows
+        return
+    except _PARQUET_ERRORS:
+        pass
+    # Slow path, damaged files only: the rest of the shard row group by row group.
+    group_first = first_index
+    for group in row_groups:
+        rows = parquet.metadata.row_group(group).num_rows
+        done = index - group_first  # records of this group already yielded
+        group_first += rows
+        if done >= rows:
+            continue
+        try:
+            table = parquet.read_row_group(group, columns=columns).slice(done)
+        except _PARQUET_ERRORS as error:
+            yield RawBatch(
+                source=path, key_prefix=key_prefix, first_index=index, unreadable=rows - done,
+                read_error=f"row group {group} of file {path} is unreadable ({_first_line(error)})",
+            )
+            index += rows - done
+            continue
+        for batch in table.to_batches(max_chunksize=batch_size):
+            yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=pa.Table.from_batches([batch]))
+            index += batch.num_rows
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 _DONE = object()
@@ -154,16 +260,18 @@ def prefetched(items: Iterator, depth: int = 2) -> Iterator:
 def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[RawBatch]:
     """Yields the file's serialized records as RawBatches of at most `batch_size` records.
 
-    Uses TensorFlow's reader (CRC-checked, C++), which reads any path `tf.io.gfile` supports.
+    Uses TensorFlow's reader (CRC-checked, C++), which reads any path `tf.io.gfile` supports;
+    GZIP and ZLIB files are decompressed (see `tfrecord_compression`).
     A truncated or corrupted file yields every record before the damage, then one RawBatch with
     `read_error` set that stands for the unreadable rest (one dead letter, so counts reconcile).
     """
     import tensorflow as tf
 
+    compression = tfrecord_compression(path)
     index = 0
     # Kept as string tensors: converting each record to a Python bytes object would cost as much
     # as parsing it; tf.io.parse_example takes the tensor as it is.
-    batches = prefetched(iter(tf.data.TFRecordDataset([path]).batch(batch_size)))
+    batches = prefetched(iter(tf.data.TFRecordDataset([path], compression).batch(batch_size)))
     while True:
         try:
             records = next(batches)  # tf.string tensor (n,)
@@ -176,7 +284,7 @@ def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[
     # Slow path, damaged files only: re-read the failed batch record by record up to the damage.
     records, reason = [], "read error"
     try:
-        for record in tf.data.TFRecordDataset([path]).skip(index).as_numpy_iterator():
+        for record in tf.data.TFRecordDataset([path], compression).skip(index).as_numpy_iterator():
             records.append(record)
     except tf.errors.DataLossError as error:
         reason = error.message.strip().splitlines()[0]
@@ -194,9 +302,13 @@ def read_all(path: str, schema: RecordSchema, batch_size: int = 4096) -> Iterato
     prefix = os.path.basename(path)
     if schema.input_format == "parquet":
         for shard_path, start, end, first in parquet_shards(path):
-            yield from read_parquet_shard(shard_path, prefix, range(start, end), first, schema, batch_size)
+            yield from read_parquet_shard(shard_path, prefix, _row_groups(start, end), first, schema, batch_size)
     else:
         yield from read_tfrecord_file(path, prefix, batch_size)
+
+
+def _row_groups(start: int, end: Optional[int]) -> Optional[range]:
+    return None if end is None else range(start, end)
 
 
 class _ExpandShards(beam.DoFn):
@@ -225,7 +337,7 @@ class _ReadShard(beam.DoFn):
         path, start, end, first_index = shard
         prefix = self._prefixes[path]
         if self._schema.input_format == "parquet":
-            batches = read_parquet_shard(path, prefix, range(start, end), first_index, self._schema, self._batch_size)
+            batches = read_parquet_shard(path, prefix, _row_groups(start, end), first_index, self._schema, self._batch_size)
         else:
             batches = read_tfrecord_file(path, prefix, self._batch_size)
         for batch in batches:

@@ -30,6 +30,7 @@ __all__ = [
     "DecodedBatch",
     "DeadLetter",
     "decode_batch",
+    "not_an_example_reason",
 ]
 
 TFRECORD_KINDS = ("float_list", "int64_list", "bytes_list")
@@ -108,6 +109,7 @@ class RawBatch:
     serialized: Optional[Sequence[bytes]] = None  # a tf.string tensor (n,), or a list of bytes
     read_error: Optional[str] = None  # set: the batch stands for `unreadable` records it could not read
     unreadable: int = 0
+    dead_key: Optional[str] = None  # with read_error: the one dead letter's key when the records cannot be counted ('<file>:*')
 
     @property
     def num_records(self) -> int:
@@ -161,12 +163,13 @@ def synthesized_keys(raw: RawBatch, rows: np.ndarray) -> pa.Array:
 def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Optional[str]:
     """Why a Parquet file's columns cannot be read with `schema` (resolved from the first input
     file), or None. Numeric types may differ (they are converted); lists must stay lists, and the
-    key, label and pass-through columns must keep their type."""
+    key, label and pass-through columns must keep their type up to how it is stored (see
+    `_readable_as`)."""
     names = set(arrow_schema.names)
     for column in schema.source_columns:
         if column.name not in names:
             return f"column {column.name!r} is missing (the first input file has it)"
-        arrow_type = arrow_schema.field(column.name).type
+        arrow_type = _plain_type(arrow_schema.field(column.name).type)
         value_type = arrow_type.value_type if _is_list_type(arrow_type) else arrow_type
         if _is_list_type(arrow_type) != column.is_list or not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
             expected = "a list of numbers" if column.is_list else "a number"
@@ -176,9 +179,30 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
             continue
         if f.name not in names:
             return f"column {f.name!r} is missing (the first input file has it)"
-        if arrow_schema.field(f.name).type != f.arrow_type:
+        if not _readable_as(arrow_schema.field(f.name).type, f.arrow_type):
             return f"column {f.name!r} has type {arrow_schema.field(f.name).type}, the first input file has {f.arrow_type}"
     return None
+
+
+def _plain_type(arrow_type: pa.DataType) -> pa.DataType:
+    """A dictionary type's value type: dictionary encoding is how a column is stored, not what it holds."""
+    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+
+
+_SAME_VALUES = ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary()))
+
+
+def _readable_as(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a key/label/pass-through column of type `actual` can be read as `expected` (its
+    type in the first input file): the same values stored differently (dictionary-encoded,
+    string/large_string, binary/large_binary), an integer of any width (a value that does not fit
+    dead-letters its record, see `_as_type`), or a float no wider than `expected`."""
+    actual, expected = _plain_type(actual), _plain_type(expected)
+    if actual == expected or any(actual in group and expected in group for group in _SAME_VALUES):
+        return True
+    if pa.types.is_integer(actual) and pa.types.is_integer(expected):
+        return True
+    return pa.types.is_floating(actual) and pa.types.is_floating(expected) and actual.bit_width <= expected.bit_width
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +229,8 @@ class _Problems:
 
 def _arrow_column(table: pa.Table, name: str) -> pa.Array:
     column = table.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
 
 
 def _is_list_type(arrow_type: pa.DataType) -> bool:
@@ -223,7 +248,7 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         and column.values.null_count == 0
         and column.offset == 0
     ):  # the common case: one zero-copy view, no per-row checks needed
-        return column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, spec.length)
+        return _as_float32(column.values.to_numpy(zero_copy_only=False).reshape(n, spec.length), spec, problems)
     if _is_list_type(column.type):
         lengths = column.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)  # (n,)
         problems.add(lengths < 0, lambda r: f"column {spec.name!r} is null")
@@ -235,7 +260,6 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         if not ok.all():
             column = column.filter(pa.array(ok))
         flat = column.flatten()
-        values = np.zeros((n, spec.length), dtype=np.float32)
         if flat.null_count:
             has_null = np.zeros(n, dtype=bool)
             null_positions = np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))
@@ -244,10 +268,31 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
             flat = flat.fill_null(0)
         if not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
             raise ValueError(f"column {spec.name!r} holds {flat.type} values; expected numbers.")
-        values[ok] = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, spec.length)
-        return values
+        flat_values = flat.to_numpy(zero_copy_only=False)
+        values = np.zeros((n, spec.length), dtype=flat_values.dtype)
+        values[ok] = flat_values.reshape(-1, spec.length)
+        return _as_float32(values, spec, problems)
     problems.add(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"column {spec.name!r} is null")
-    return column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, 1)
+    return _as_float32(column.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, 1), spec, problems)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_float32(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """(n, length) values of one record per row as float32. A finite float64 value beyond the
+    float32 range (it would become ±inf) dead-letters its record with the value."""
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4:  # integers up to int64 fit the range
+        big = (values > _FLOAT32_MAX) | (values < -_FLOAT32_MAX)  # (n, length); ±inf too
+        if big.any():
+            big &= np.isfinite(values)
+            problems.add(
+                big.any(axis=1),
+                lambda r: f"column {spec.name!r} value {values[r][big[r]][0]:.3g} is outside the float32 range (±3.4e38)",
+            )
+            with np.errstate(over="ignore"):
+                return values.astype(np.float32)
+    return values.astype(np.float32, copy=False)
 
 
 _TF_DTYPES = {"float_list": "float32", "int64_list": "int64", "bytes_list": "string"}
@@ -284,6 +329,9 @@ def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
         example = tf.train.Example.FromString(serialized)
     except Exception as error:  # protobuf's DecodeError
         return f"record is not a serialized tf.train.Example ({error})"
+    other = not_an_example_reason(serialized, example)
+    if other is not None:
+        return other
     feature_map = example.features.feature
     expected = [(c.name, c.kind, c.length) for c in schema.source_columns]
     expected += [(f.name, f.kind, 1) for f in (schema.key, schema.label, *schema.passthrough) if f is not None]
@@ -299,10 +347,54 @@ def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
     return None
 
 
+def not_an_example_reason(serialized: bytes, example=None) -> Optional[str]:
+    """Why a record that protobuf parses as a tf.train.Example is none, or None when it is one.
+
+    Protobuf parses any message whose field 1 fits as an Example and keeps the rest as unknown
+    fields: a tf.train.SequenceExample parses as an Example of its context features. So a record
+    with fields an Example does not have is not an Example. `example`: the record already parsed.
+    """
+    import tensorflow as tf
+
+    example = tf.train.Example.FromString(serialized) if example is None else example
+    size = example.ByteSize()
+    example.DiscardUnknownFields()
+    if example.ByteSize() == size:
+        return None
+    try:
+        if tf.train.SequenceExample.FromString(serialized).HasField("feature_lists"):
+            return "record is a tf.train.SequenceExample, not a tf.train.Example (it has feature_lists)"
+    except Exception:  # protobuf's DecodeError: some other message
+        pass
+    return "record is not a tf.train.Example (it holds fields an Example does not have)"
+
+
+def _shaped_like_examples(serialized) -> np.ndarray:
+    """bool (n,): whether each record is empty or exactly one field-1 entry, as a serialized
+    tf.train.Example is. Vectorised over the batch; a record that is not (another message, a
+    SequenceExample with feature_lists) takes the per-record check in `_example_problem`."""
+    import tensorflow as tf
+
+    lengths = tf.strings.length(serialized).numpy().astype(np.int64)  # (n,)
+    head = tf.io.decode_raw(tf.strings.substr(serialized, 0, 6), tf.uint8, fixed_length=6).numpy()  # (n, 6)
+    # Field 1, length-delimited: tag byte 0x0a, then the field's length as a varint (<= 5 bytes).
+    value = np.zeros(len(lengths), dtype=np.int64)
+    size = np.zeros(len(lengths), dtype=np.int64)
+    done = np.zeros(len(lengths), dtype=bool)
+    for k in range(5):
+        byte = head[:, 1 + k].astype(np.int64)
+        active = ~done
+        value[active] |= (byte[active] & 0x7F) << (7 * k)
+        size[active] += 1
+        done |= (byte & 0x80) == 0
+    return (lengths == 0) | ((head[:, 0] == 0x0A) & done & (1 + size + value == lengths))
+
+
 def _parse_tfrecord(raw: RawBatch, schema: RecordSchema, problems: _Problems) -> tuple[dict, np.ndarray]:
-    """Parses the batch in one call; only when that fails, finds the bad records one by one.
+    """Parses the batch in one call; only when that fails, or a record is not shaped like an
+    Example, finds the bad records one by one.
     Returns (features of the good records, indices of the good records)."""
-    parsed = try_parse_examples(raw.serialized, schema)
+    parsed = try_parse_examples(raw.serialized, schema) if _shaped_like_examples(raw.serialized).all() else None
     if parsed is not None:
         return parsed, np.arange(raw.num_records)
     records = _as_bytes(raw.serialized)
@@ -316,11 +408,40 @@ def _parse_tfrecord(raw: RawBatch, schema: RecordSchema, problems: _Problems) ->
     return _parse_examples([records[i] for i in good], schema), good
 
 
-def _string_or_number_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+def _string_or_number_array(values: np.ndarray) -> pa.Array:
+    """A parsed feature as Arrow: binary for tf.string values, else the numbers' own type."""
     if values.dtype == object:  # bytes from tf.string
-        array = pa.array(values.tolist(), type=pa.binary())
-        return array.cast(arrow_type) if arrow_type != pa.binary() else array
-    return pa.array(values).cast(arrow_type)
+        return pa.array(values.tolist(), type=pa.binary())
+    return pa.array(values)
+
+
+def _as_type(array: pa.Array, spec: FieldSpec, role: str, rows: np.ndarray, problems: _Problems) -> pa.Array:
+    """`array` (aligned with `rows`) cast to `spec.arrow_type`. A value that does not fit (bytes
+    that are not UTF-8 for a string, an integer out of the type's range) dead-letters its record
+    and is null in the result."""
+    if array.type == spec.arrow_type:
+        return array
+    try:
+        return array.cast(spec.arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values = array.to_pylist()  # slow path: a batch holding a value that does not fit
+    bad = np.array([v is not None and not _fits(v, spec.arrow_type) for v in values], dtype=bool)
+    expected = "valid UTF-8 text" if pa.types.is_string(spec.arrow_type) or pa.types.is_large_string(spec.arrow_type) else f"within the range of {spec.arrow_type}"
+    problems.add(
+        rows[bad],
+        lambda r: f"{role} {spec.name!r} value {values[np.searchsorted(rows, r)]!r} is not {expected} "
+        f"(the column is read as {spec.arrow_type})",
+    )
+    return pc.if_else(pa.array(bad), pa.nulls(len(array), array.type), array).cast(spec.arrow_type)
+
+
+def _fits(value, arrow_type: pa.DataType) -> bool:
+    try:
+        pa.array([value]).cast(arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,6 +450,8 @@ def _string_or_number_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.A
 def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedBatch], list[DeadLetter]]:
     """Checks and decodes a batch. Returns the valid records (None if there are none) and one
     DeadLetter per invalid record, with a reason naming the field and the problem."""
+    if raw.dead_key is not None:
+        return None, [DeadLetter(raw.dead_key, raw.source, b"", raw.read_error)]
     if raw.read_error is not None:
         first = raw.first_index
         return None, [DeadLetter(f"{raw.key_prefix}:{i}", raw.source, b"", raw.read_error) for i in range(first, first + raw.unreadable)]
@@ -341,11 +464,15 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
         parsed, rows = _parse_tfrecord(raw, schema, problems)
         values = {c.name: parsed[c.name].astype(np.float32, copy=False) for c in schema.source_columns} if len(rows) else {}
         fields = {
-            f.name: _string_or_number_array(parsed[f.name], f.arrow_type)
+            f.name: _string_or_number_array(parsed[f.name])
             for f in (schema.key, schema.label, *schema.passthrough)
             if f is not None and len(rows)
         }
     # `values`/`fields` are aligned with `rows` (the records that parsed); problems use record indices.
+    roles = {f.name: role for f, role in ((schema.key, "key column"), (schema.label, "label column")) if f is not None}
+    for f in (schema.key, schema.label, *schema.passthrough):
+        if f is not None and f.name in fields:
+            fields[f.name] = _as_type(fields[f.name], f, roles.get(f.name, "column"), rows, problems)
     for name, array in values.items():
         finite = np.isfinite(array).all(axis=1)
         problems.add(rows[~finite], lambda r, name=name: f"column {name!r} holds NaN or infinite values")
@@ -401,11 +528,11 @@ def _dead_letters(raw: RawBatch, schema: RecordSchema, problems: _Problems, fiel
     records = _as_bytes(raw.serialized) if raw.serialized is not None and problems.reasons else None
     for index in sorted(problems.reasons):
         key = None
-        if schema.key is not None and schema.key.name in fields:
-            position = np.searchsorted(rows, index)
-            if position < len(rows) and rows[position] == index:
-                key = fields[schema.key.name][int(position)].as_py()
-        if key is None and schema.key is not None and raw.serialized is not None:
+        position = np.searchsorted(rows, index)
+        in_rows = position < len(rows) and rows[position] == index  # the record parsed
+        if schema.key is not None and schema.key.name in fields and in_rows:
+            key = fields[schema.key.name][int(position)].as_py()  # None: null, or a value that did not fit
+        elif schema.key is not None and raw.serialized is not None:
             key = _key_from_example(records[index], schema.key.name)
         if key is None:
             key = f"{raw.key_prefix}:{raw.first_index + index}"

@@ -2,7 +2,8 @@ import threading
 
 import pytest
 
-from transforms.read import detect_format, key_prefixes, prefetched
+from transforms.read import _masked_crc32c, detect_format, key_prefixes, prefetched, read_all, read_tfrecord_file, tfrecord_compression
+from transforms.records import _as_bytes
 
 
 def test_prefetched_yields_everything_in_order():
@@ -41,3 +42,87 @@ def test_format_from_extensions_and_mixed_input_is_refused():
 def test_key_prefixes_are_paths_below_the_common_directory():
     assert key_prefixes(["/d/x/a.parquet", "/d/y/a.parquet"]) == {"/d/x/a.parquet": "x/a.parquet", "/d/y/a.parquet": "y/a.parquet"}
     assert key_prefixes(["/d/x/a.parquet"]) == {"/d/x/a.parquet": "a.parquet"}
+
+
+def _write_tfrecord(path, records, compression=""):
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path), compression) as writer:
+        for record in records:
+            writer.write(record)
+    return str(path)
+
+
+@pytest.mark.parametrize("compression", ["", "GZIP", "ZLIB"])
+def test_compression_is_detected_from_the_bytes_without_an_extension(compression, tmp_path):
+    path = _write_tfrecord(tmp_path / "data.tfrecord", [b"record one", b"record two"], compression)
+    assert tfrecord_compression(path) == compression
+    batches = list(read_tfrecord_file(path, "data.tfrecord", batch_size=10))
+    assert [b.read_error for b in batches] == [None]
+    assert _as_bytes(batches[0].serialized) == [b"record one", b"record two"]
+
+
+def test_compression_from_the_extension_and_of_an_empty_file(tmp_path):
+    assert tfrecord_compression(str(tmp_path / "a.tfrecord.gz")) == "GZIP"
+    assert tfrecord_compression(str(tmp_path / "a.tfrecord.zlib")) == "ZLIB"
+    (tmp_path / "empty.tfrecord").write_bytes(b"")
+    assert tfrecord_compression(str(tmp_path / "empty.tfrecord")) == ""
+    assert detect_format(["a.tfrecord.gz", "b.tfrecord.zlib", "c.tfrecord"], "auto") == "tfrecord"
+
+
+def test_a_plain_record_whose_length_looks_like_a_zlib_header_stays_plain(tmp_path):
+    record = b"x" * (0x9C78)  # its length's first two bytes are 78 9c, a zlib header
+    path = _write_tfrecord(tmp_path / "long.tfrecord", [record])
+    assert open(path, "rb").read(2) == b"\x78\x9c"
+    assert tfrecord_compression(path) == ""
+    (batch,) = read_tfrecord_file(path, "long.tfrecord", batch_size=10)
+    assert _as_bytes(batch.serialized) == [record]
+
+
+def test_masked_crc32c_matches_tensorflows_record_headers(tmp_path):
+    path = _write_tfrecord(tmp_path / "one.tfrecord", [b"abc"])
+    head = open(path, "rb").read(12)
+    assert _masked_crc32c(head[:8]) == int.from_bytes(head[8:12], "little")
+
+
+def _damaged_parquet(path, rows=12, row_group_size=4, damaged_group=1):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": np.arange(rows), "a": np.arange(rows) * 0.5}), str(path), row_group_size=row_group_size)
+    chunk = pq.ParquetFile(str(path)).metadata.row_group(damaged_group).column(1)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + 12] = bytes(b ^ 0xFF for b in data[start : start + 12])
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def _tabular_schema():
+    import pyarrow as pa
+
+    from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema
+
+    return RecordSchema("parquet", (ModelInputSpec("x", (1,), (ColumnSpec("a", 1, False),)),), key=FieldSpec("id", pa.int64()))
+
+
+@pytest.mark.parametrize("batch_size", [3, 5, 100])
+def test_a_damaged_row_group_dead_letters_its_records_and_the_others_are_read(batch_size, tmp_path):
+    path = _damaged_parquet(tmp_path / "d.parquet")
+    batches = list(read_all(path, _tabular_schema(), batch_size=batch_size))
+    read = [i for b in batches if b.table is not None for i in b.table.column("id").to_pylist()]
+    unreadable = [(b.first_index, b.unreadable) for b in batches if b.read_error is not None]
+    assert read == [0, 1, 2, 3, 8, 9, 10, 11]
+    assert unreadable == [(4, 4)]
+    assert all(b.num_records <= batch_size for b in batches if b.table is not None)
+
+
+def test_a_file_whose_footer_is_unreadable_is_one_dead_letter_keyed_file_star(tmp_path):
+    from transforms.records import decode_batch
+
+    (tmp_path / "bad.parquet").write_bytes(b"garbage" * 20)
+    (batch,) = read_all(str(tmp_path / "bad.parquet"), _tabular_schema())
+    assert batch.num_records == 1
+    decoded, (letter,) = decode_batch(batch, _tabular_schema())
+    assert decoded is None and letter.key == "bad.parquet:*" and "is not a readable Parquet file" in letter.error

@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import tensorflow as tf
 
-from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RawBatch, RecordSchema, decode_batch
+from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RawBatch, RecordSchema, decode_batch, parquet_schema_problem
 
 IMAGE = ModelInputSpec("image", (2, 2, 1), (ColumnSpec("pixels", 4, True),))
 TABULAR = ModelInputSpec("tabular", (2,), (ColumnSpec("a", 1, False), ColumnSpec("b", 1, False)))
@@ -118,3 +119,87 @@ def test_fixed_size_list_column_with_nulls_takes_the_checked_path():
     decoded, dead = decode_batch(RawBatch("f", "f", 0, table=pa.table({"pixels": column})), schema)
     np.testing.assert_array_equal(decoded.inputs[0].reshape(2, 4), [[1, 2, 3, 4], [5, 6, 7, 8]])
     assert [d.error for d in dead] == ["column 'pixels' is null", "column 'pixels' holds null values"]
+
+
+def _sequence_example(context: bytes, feature_lists: bool = True) -> bytes:
+    parsed = tf.train.Example.FromString(context)
+    lists = {"steps": tf.train.FeatureList(feature=[tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))])}
+    message = tf.train.SequenceExample(context=parsed.features)
+    if feature_lists:
+        message.feature_lists.CopyFrom(tf.train.FeatureLists(feature_list=lists))
+    return message.SerializeToString()
+
+
+def test_sequence_examples_and_other_messages_are_not_examples_even_when_their_features_fit():
+    schema = RecordSchema("tfrecord", (ModelInputSpec("v", (3,), (ColumnSpec("v", 3, True),)),), key=FieldSpec("id", pa.string()))
+    good = _example(id=b"ok", v=[1.0, 2.0, 3.0])
+    other = good + b"\x1a\x02hi"  # an unknown field 3 after a valid Example
+    records = [good, _sequence_example(_example(id=b"seq", v=[1.0, 2.0, 3.0])), other]
+    decoded, dead = decode_batch(RawBatch("r.tfrecord", "r.tfrecord", 0, serialized=records), schema)
+    assert decoded.keys.to_pylist() == ["ok"]
+    assert [(d.key, d.error) for d in dead] == [
+        ("seq", "record is a tf.train.SequenceExample, not a tf.train.Example (it has feature_lists)"),
+        ("ok", "record is not a tf.train.Example (it holds fields an Example does not have)"),
+    ]
+
+
+def test_records_shaped_like_examples_take_the_vectorised_path():
+    from transforms.records import _shaped_like_examples
+
+    big = _example(v=[0.5] * 300)  # a multi-byte length varint
+    context_only = _sequence_example(_example(v=[1.0]), feature_lists=False)  # the same bytes as an Example
+    shaped = _shaped_like_examples([big, b"", context_only, _sequence_example(_example(v=[1.0])), big + b"\x1a\x00"])
+    assert shaped.tolist() == [True, True, True, False, False]
+
+
+def test_equivalent_types_are_read_as_the_first_files_and_values_that_do_not_fit_are_dead_lettered():
+    schema = RecordSchema("parquet", (TABULAR,), key=FieldSpec("id", pa.string()), passthrough=(FieldSpec("n", pa.int32()),))
+    table = pa.table({
+        "a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0],
+        "id": pa.array(["x", "y", "z"]).dictionary_encode(),
+        "n": pa.array([1, 2**40, 3], pa.int64()),
+    })
+    assert parquet_schema_problem(table.schema, schema) is None
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=table), schema)
+    assert decoded.keys.type == pa.string() and decoded.keys.to_pylist() == ["x", "z"]
+    assert decoded.passthrough["n"].type == pa.int32() and decoded.passthrough["n"].to_pylist() == [1, 3]
+    assert [(d.key, d.error) for d in dead] == [("y", "column 'n' value 1099511627776 is not within the range of int32 (the column is read as int32)")]
+
+
+@pytest.mark.parametrize(
+    "actual, expected, readable",
+    [
+        (pa.large_string(), pa.string(), True),
+        (pa.dictionary(pa.int32(), pa.string()), pa.large_string(), True),
+        (pa.large_binary(), pa.binary(), True),
+        (pa.int8(), pa.int64(), True),
+        (pa.int64(), pa.int32(), True),  # values checked one by one
+        (pa.float32(), pa.float64(), True),
+        (pa.float64(), pa.float32(), False),  # would round
+        (pa.string(), pa.binary(), False),
+        (pa.int64(), pa.string(), False),
+    ],
+)
+def test_which_key_and_passthrough_types_count_as_the_same(actual, expected, readable):
+    schema = RecordSchema("parquet", (TABULAR,), key=FieldSpec("id", expected))
+    problem = parquet_schema_problem(pa.schema([("a", pa.float32()), ("b", pa.float32()), ("id", actual)]), schema)
+    assert (problem is None) == readable, problem
+
+
+def test_a_tfrecord_key_that_is_not_utf8_dead_letters_its_record_only():
+    schema = RecordSchema("tfrecord", (ModelInputSpec("v", (3,), (ColumnSpec("v", 3, True),)),), key=FieldSpec("id", pa.string()))
+    records = [_example(id=b"ok", v=[1.0, 2.0, 3.0]), _example(id=b"\xff\xfebad", v=[1.0, 2.0, 3.0])]
+    decoded, dead = decode_batch(RawBatch("r.tfrecord", "r.tfrecord", 5, serialized=records), schema)
+    assert decoded.keys.to_pylist() == ["ok"]
+    assert [(d.key, d.error) for d in dead] == [("r.tfrecord:6", "key column 'id' value b'\\xff\\xfebad' is not valid UTF-8 text (the column is read as string)")]
+
+
+def test_float64_values_beyond_the_float32_range_are_named_apart_from_infinities():
+    schema = RecordSchema("parquet", (IMAGE,))
+    pixels = pa.array([[1.0, 2.0, 3.0, 4.0], [1.0, -3.5e38, 3.0, 4.0], [1.0, np.inf, 3.0, 4.0]], pa.list_(pa.float64()))
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=pa.table({"pixels": pixels})), schema)
+    assert decoded.inputs[0].dtype == np.float32 and decoded.num_records == 1
+    assert [d.error for d in dead] == [
+        "column 'pixels' value -3.5e+38 is outside the float32 range (±3.4e38)",
+        "column 'pixels' holds NaN or infinite values",
+    ]
