@@ -84,6 +84,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--date", help="fills {date} in --model/--input/--output/--background/--baseline paths.")
     add("--param", action="append", type=_param, dest="params", help="NAME=VALUE: fills {NAME} in those paths; repeat for several.")
     add("--wait", action="store_true", default=None, help="on a remote runner, wait for the job and finalize it (default: return with the job id).")
+    add("--quiet", action="store_true", help="no progress line while the run goes (the summary at the end is still printed).")
     add("--debug", action="store_true", help="show tracebacks for user errors.")
 
 
@@ -185,7 +186,7 @@ def config_from_args(args: argparse.Namespace):
 
     values = load_yaml_config(args.config) if args.config else {}
     values.pop("pipeline_options", None)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug", "wait") and v is not None}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug", "wait", "quiet") and v is not None}
     for name in ("passthrough_columns", "slice_columns"):
         if name in flags:
             flags[name] = [c for item in flags[name] for c in item.split(",") if c]
@@ -197,6 +198,27 @@ def config_from_args(args: argparse.Namespace):
     values.update(flags)
     source = f"--config {args.config} and flags" if args.config else "the flags"
     return RunConfig.from_mapping(values, source=source)
+
+
+def check_pipeline_flags_quickly(beam_args: Sequence[str], own_parser: argparse.ArgumentParser) -> None:
+    """The same check as check_pipeline_args for flags, against Beam's flags as listed in
+    pipeline.beam_flags: a mistyped flag is reported without importing Beam."""
+    from pipeline.beam_flags import BEAM_FLAGS
+
+    flags = [arg.split("=", 1)[0] for arg in beam_args if arg.startswith("-")]
+    unknown = [flag for flag in flags if flag not in BEAM_FLAGS]
+    if unknown:
+        known = [*BEAM_FLAGS, *(o for p in _subparsers(own_parser) for a in p._actions for o in a.option_strings)]
+        _raise_unknown(unknown, unknown[0], known)
+
+
+def _raise_unknown(unknown: list, flag: Optional[str], known: list) -> None:
+    suggestion = difflib.get_close_matches(flag, known, n=1) if flag else []
+    hint = f" Did you mean {suggestion[0]}?" if suggestion else ""
+    raise ValueError(
+        f"unknown argument(s) {unknown}: not a setting of this program (see --help) nor a Beam "
+        f"pipeline option.{hint}"
+    )
 
 
 def check_pipeline_args(beam_args: Sequence[str], own_parser: argparse.ArgumentParser) -> None:
@@ -212,12 +234,7 @@ def check_pipeline_args(beam_args: Sequence[str], own_parser: argparse.ArgumentP
     if not unknown:
         return
     known = [o for p in (beam_parser, *_subparsers(own_parser)) for a in p._actions for o in a.option_strings]
-    suggestion = difflib.get_close_matches(flags[0], known, n=1) if flags else []
-    hint = f" Did you mean {suggestion[0]}?" if suggestion else ""
-    raise ValueError(
-        f"unknown argument(s) {unknown}: not a setting of this program (see --help) nor a Beam "
-        f"pipeline option.{hint}"
-    )
+    _raise_unknown(unknown, flags[0] if flags else None, known)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -259,11 +276,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from pipeline.config import load_yaml_config
 
             beam_args = options_to_args(load_yaml_config(args.config).get("pipeline_options") or {}) + beam_args
-        check_pipeline_args(beam_args, parser)
+        # Everything that can be checked without TensorFlow or Beam first: answers in a second.
         config = config_from_args(args)
+        check_pipeline_flags_quickly(beam_args, parser)
+        check_pipeline_args(beam_args, parser)
         from pipeline.run import run_attribution
 
-        manifest = run_attribution(config, beam_args, wait=args.wait)
+        manifest = run_attribution(config, beam_args, wait=args.wait, progress=not args.quiet)
         if manifest["status"] == "submitted":
             print(f"submitted to {manifest['runner']}: job {manifest['job_id']}" + (f"  {manifest['job_url']}" if manifest["job_url"] else ""))
             print(f"when it has finished: attribution-pipeline finalize {config.output}")

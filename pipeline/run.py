@@ -13,13 +13,15 @@ import errno
 import logging
 import os
 import re
+import sys
 import time
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipeline.build import build_pipeline
 from pipeline.config import RunConfig
@@ -31,6 +33,9 @@ from pipeline.output_dir import (
 )
 from pipeline.output_lock import OutputLock
 from pipeline.plan import RunPlan, resolve_plan
+from pipeline.progress import ProgressReporter, parquet_total_rows
+from transforms.progress import records_done
+from transforms.read import METRICS_NAMESPACE
 
 __all__ = ["run_attribution", "make_pipeline", "RunFailedError", "LOCAL_RUNNERS"]
 
@@ -43,8 +48,6 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     FnApiRunner directly: DirectRunner would first try PrismRunner, which downloads a binary."""
     runner_name = options.view_as(StandardOptions).runner
     if runner_name in (None, "DirectRunner", "direct", "FnApiRunner"):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
 
@@ -138,11 +141,14 @@ def _storage_refused(error: BaseException) -> bool:
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = None, wait: Optional[bool] = None) -> dict[str, Any]:
+def run_attribution(
+    config: RunConfig, pipeline_args: Optional[Sequence[str]] = None, wait: Optional[bool] = None, progress: bool = False
+) -> dict[str, Any]:
     """Runs the job. Returns the manifest, or for a remote job not waited for, its launch record
     (status 'submitted', job_id, job_url, staging).
 
-    wait: None = wait on local runners only. Raises ValueError for a misconfigured run before
+    wait: None = wait on local runners only. progress: show a progress line on stderr while
+    waiting (pipeline.progress). Raises ValueError for a misconfigured run before
     the pipeline starts, RunFailedError when the finished run fails its checks (or the disk
     filled up). The output folder is locked for the run (pipeline.output_lock); a run that fails
     removes its staging folder, leaving the previous result as it was.
@@ -160,7 +166,7 @@ def run_attribution(config: RunConfig, pipeline_args: Optional[Sequence[str]] = 
     staging = FileSystems.join(config.output, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     try:
         _prepare_output(config)
-        return _run(dataclasses.replace(plan, staging_dir=staging), pipeline_args, wait, started)
+        return _run(dataclasses.replace(plan, staging_dir=staging), pipeline_args, wait, started, progress)
     except BaseException as error:
         remove_staging(staging)
         if created:
@@ -195,7 +201,19 @@ def _remove_if_only_ours(output: str) -> None:
         shutil.rmtree(output, ignore_errors=True)
 
 
-def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started: float) -> dict[str, Any]:
+def _records_done_by_metrics(result) -> Callable[[], int]:
+    def read() -> int:
+        metrics = _metrics(result)
+        return sum(int(metrics.get(f"{METRICS_NAMESPACE}/{name}", 0)) for name in ("records_attributed", "records_dead_lettered"))
+
+    return read
+
+
+def _progress_total(plan: RunPlan) -> Optional[int]:
+    return parquet_total_rows(plan.input_files) if plan.input_format == "parquet" else None
+
+
+def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started: float, progress: bool) -> dict[str, Any]:
     config, staging = plan.config, plan.staging_dir
     options = PipelineOptions(pipeline_args)
     runner = options.view_as(StandardOptions).runner
@@ -204,14 +222,28 @@ def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started:
     build_pipeline(pipeline, plan)
     launch = _launch(plan, pipeline_args, runner, started, time.time())
     write_json(FileSystems.join(staging, LAUNCH_FILE), launch)
+    in_process = isinstance(pipeline.runner, FnApiRunner)
+    # Workers in this process count into transforms.progress (not so with multi_processing ones,
+    # which report nothing until the end: no progress line then).
+    counted_here = options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    reporter = None
+    if progress and in_process and counted_here:  # run() returns once the pipeline is done: report meanwhile
+        reporter = ProgressReporter(records_done, _progress_total(plan)).start()
     try:
         result = pipeline.run()
         job = _job_reference(result, options)
         write_json(FileSystems.join(staging, LAUNCH_FILE), {**launch, **job})
         if not wait:
             return {"status": "submitted", "output": config.output, "staging": staging, "runner": runner, **job}
+        if progress and not in_process:
+            if job["job_id"]:
+                print(f"running on {runner}: job {job['job_id']}" + (f"  {job['job_url']}" if job["job_url"] else ""), file=sys.stderr)
+            reporter = ProgressReporter(_records_done_by_metrics(result), _progress_total(plan)).start()
         result.wait_until_finish()
     except ValueError as error:
         # Past the launcher's checks a ValueError is a fault, not a user error: keep its traceback.
         raise RuntimeError(f"the pipeline failed: {error}") from error
+    finally:
+        if reporter is not None:
+            reporter.stop()
     return finalize_run(config.output, staging, _metrics(result))

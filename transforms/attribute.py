@@ -28,6 +28,7 @@ from attributions.result import Attributions
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
 from audit.summary import SummarySpec, summarize_batch
+from transforms import progress
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
 from transforms.records import DecodedBatch, RecordSchema, decode_batch
@@ -212,6 +213,7 @@ class AttributeBatches(beam.DoFn):
         table, example_index = self._engine.attribute_rows(batch)
         self._latency.update(int((time.perf_counter() - start) * 1e6))
         self._records.inc(batch.num_records)
+        progress.add_done(batch.num_records)
         self._rows.inc(table.num_rows)
         not_finite = table.num_rows - pa.compute.sum(table.column("attributions_finite")).as_py()
         if not_finite:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from transforms import progress
 from transforms.read import METRICS_NAMESPACE
 from transforms.records import RecordSchema, decode_batch
 
@@ -23,6 +24,7 @@ class DecodeBatches(beam.DoFn):
         decoded, dead = decode_batch(raw, self._schema)
         if dead:
             self._dead.inc(len(dead))
+            progress.add_done(len(dead))
             for letter in dead:
                 yield beam.pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter.as_row())
         if decoded is not None:

@@ -98,3 +98,59 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
 
     with pytest.raises(ValueError, match="matches no files"):
         main(["run", "--model", "m.keras", "--input", str(tmp_path / "none-*.parquet"), "--output", str(tmp_path / "o"), "--debug"])
+
+
+def test_config_and_flag_errors_come_before_tensorflow_or_beam_is_imported(tmp_path):
+    """--help, a mistyped method, a missing --output, a mistyped flag, bad YAML: answered without
+    importing TensorFlow or Beam (seconds of start-up), checked in a fresh interpreter."""
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    cases = {
+        "help": ["run", "--help"],
+        "method": ["run", "--model", "m", "--input", "i", "--output", "o", "--method", "integrated_gradient"],
+        "output": ["run", "--model", "m", "--input", "i"],
+        "flag": ["run", "--model", "m", "--input", "i", "--output", "o", "--stpes", "3"],
+        "other_method": ["run", "--model", "m", "--input", "i", "--output", "o", "--method", "gradient", "--steps", "3"],
+        "yaml": ["run", "--config", str(tmp_path / "bad.yaml"), "--output", "o"],
+        "date": ["run", "--model", "m", "--input", "i", "--output", "o/{date}", "--date", "../x"],
+    }
+    code = (
+        "import sys, json\nfrom pipeline.cli import main\ncodes = {}\n"
+        "for name, args in json.loads(sys.argv[1]).items():\n"
+        "    try:\n        codes[name] = main(args)\n    except SystemExit as exit:\n        codes[name] = exit.code\n"
+        "print(json.dumps({'codes': codes, 'heavy': sorted(m for m in ('tensorflow', 'keras', 'apache_beam') if m in sys.modules)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == {"help": 0, "method": 2, "output": 2, "flag": 2, "other_method": 2, "yaml": 2, "date": 2}, done.stderr
+    assert result["heavy"] == []
+    assert "method 'integrated_gradient' is not valid" in done.stderr and "Did you mean --steps?" in done.stderr
+    assert "missing required setting(s) ['output']" in done.stderr and "is not valid YAML" in done.stderr
+
+
+def test_the_list_of_beam_flags_known_without_beam_matches_the_installed_beam():
+    from pipeline.beam_flags import BEAM_FLAGS, live_beam_flags
+
+    assert BEAM_FLAGS == live_beam_flags(), "regenerate pipeline/beam_flags.py: python -m pipeline.beam_flags"
+
+
+def test_a_run_shows_progress_on_stderr_and_quiet_silences_it(linear_model, tabular_data, tmp_path, monkeypatch):
+    import pipeline.progress as progress
+
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.05)  # the test run is short
+    args = ["run", "--model", linear_model[0], "--input", tabular_data[0], "--key-column", "id", "--method", "smoothgrad",
+            "--samples", "400", "--input-map", "features=" + ",".join(COLUMNS)]
+    shown = _run_capturing_stderr(args + ["--output", str(tmp_path / "a")])
+    lines = [line for line in shown.splitlines() if line.startswith("progress: ")]
+    assert lines and all(" of 40 records (" in line and "records/s" in line for line in lines), shown
+    assert "\r" not in shown and "\x1b[" not in shown  # plain lines when stderr is not a terminal
+    assert "progress: " not in _run_capturing_stderr(args + ["--output", str(tmp_path / "b"), "--quiet"])
+
+
+def _run_capturing_stderr(args) -> str:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(args) == 0
+    return err.getvalue()
