@@ -33,6 +33,7 @@ setup(
         "pyyaml>=6,<7",
         "matplotlib>=3.8,<4",  # the HTML report's plots (imported only by `report`)
         "threadpoolctl>=3.1,<4",  # one BLAS thread for the summaries' small matrix products
+        "rich>=13,<16",  # the progress bar on a terminal (Keras depends on it too)
     ],
     extras_require={
         # The demo and the tests train small models on scikit-learn's bundled datasets.

@@ -280,6 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = config_from_args(args)
         check_pipeline_flags_quickly(beam_args, parser)
         check_pipeline_args(beam_args, parser)
+        _import_tensorflow_without_sklearn()
         from pipeline.run import run_attribution
 
         manifest = run_attribution(config, beam_args, wait=args.wait, progress=not args.quiet)
@@ -298,6 +299,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunFailedError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_RUN_FAILED
+
+
+def _import_tensorflow_without_sklearn() -> None:
+    """Imports TensorFlow and Keras with scikit-learn hidden: Keras imports it (and SciPy) for its
+    scikit-learn wrappers, which this program never uses, and that was 1-3 s of every run's start
+    when scikit-learn is installed (the demo and test extras install it). It is importable again
+    afterwards; only Keras' wrappers, in this process, see it as missing."""
+    if "tensorflow" in sys.modules or "sklearn" in sys.modules:
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` raise ImportError
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        if sys.modules.get("sklearn", 0) is None:
+            del sys.modules["sklearn"]
 
 
 def run_program() -> None:
