@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import json
 import logging
 import os
 import sys
@@ -103,15 +102,29 @@ def _thresholds(args: argparse.Namespace):
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from audit.compare import compare_runs, format_comparison, json_ready
+    from audit.compare import compare_runs, format_comparison
+    from audit.json_safe import dumps
     from audit.runs import load_run
 
+    if args.json_path:
+        _prepare_output_file(args.json_path, "--json", "comparison.json")
     document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args))
     print(format_comparison(document))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as handle:
-            json.dump(json_ready(document), handle, indent=1, allow_nan=False)
+            handle.write(dumps(document, indent=1))
     return EXIT_DRIFT if document["drift"] and args.fail_on_drift else 0
+
+
+def _prepare_output_file(path: str, flag: str, example: str) -> None:
+    """A local file the command writes: its folder is created; a folder at `path` is an error."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path!r} is a folder; give the path of a file to write, e.g. {os.path.join(path, example)!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {path!r}: cannot create its folder {folder!r} ({error.strerror}); choose another path.") from None
 
 
 def _finalize(args: argparse.Namespace) -> int:
@@ -126,6 +139,7 @@ def _report(args: argparse.Namespace) -> int:
     from audit.report import write_report
     from audit.runs import load_run
 
+    _prepare_output_file(args.out, "--out", "report.html")
     baseline = load_run(args.baseline) if args.baseline else None
     write_report(load_run(args.run), args.out, baseline, _thresholds(args))
     print(f"report: {args.out}")

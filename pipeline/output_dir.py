@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
+from audit import json_safe
 from audit.runs import MANIFEST_NAME
 from audit.summary_output import SUMMARY_FILES
 from transforms.count import COUNTS_FILE
@@ -33,8 +34,9 @@ DONE_MARKER = "pipeline_done.json"
 
 
 def write_json(path: str, document: Any) -> None:
+    """Strict JSON: non-finite floats are written as null (see audit.json_safe)."""
     with FileSystems.create(path) as handle:
-        handle.write(json.dumps(document, indent=2).encode())
+        handle.write(json_safe.dumps(document, indent=2).encode())
 
 
 def read_json(path: str) -> Any:
