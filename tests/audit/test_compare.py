@@ -134,3 +134,11 @@ def test_json_safe_writes_non_finite_floats_as_null():
     text = dumps({"a": float("nan"), "b": [np.float32("inf"), np.float64(2.5)], "c": (1, "x")})
     assert json.loads(text) == {"a": None, "b": [None, 2.5], "c": [1, "x"]}
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_the_manifest_writer_writes_non_finite_floats_as_null(tmp_path):
+    from pipeline.output_dir import write_json
+
+    write_json(str(tmp_path / "manifest.json"), {"metrics": {"mean": float("nan")}, "settings": {"x": np.float32("-inf")}})
+    text = (tmp_path / "manifest.json").read_text()
+    assert json.loads(text) == {"metrics": {"mean": None}, "settings": {"x": None}} and "NaN" not in text
