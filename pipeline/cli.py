@@ -61,7 +61,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--input-map", action="append", type=_input_map, dest="inputs", help="MODEL_INPUT=COLUMN or MODEL_INPUT=COL1,COL2,...")
     add("--output-name", help="which model output to explain (multi-output models).")
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
-    add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False (only for files you trust).")
+    add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
     add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")
     add("--max-dead-letter-fraction", type=float, help="fail the run when more than this share of records is dead-lettered (default 0.1).")

@@ -406,7 +406,7 @@ def _check_number(name: str, value: Any, expected: str, in_range) -> None:
 # - batch_size, chunk_size: records per element and rows per gradient call are held in memory
 #   (a chunk of 1,000,000 rows of a 28x28 image is 3 GiB of float32 before gradients).
 LIMITS: dict[str, tuple[int, str]] = {
-    "steps": (4096, "Gauss-Legendre's cost grows as steps^3 and 4096 points integrate any smooth model exactly enough"),
+    "steps": (4096, "the Gauss-Legendre rule costs steps^3 time and steps^2 memory, and completeness stops improving long before"),
     "samples": (10_000, "the sampling noise falls only as 1/sqrt(samples), and each sample is one gradient per record"),
     "batch_size": (1_000_000, "a batch is held in a worker's memory at once"),
     "chunk_size": (1_000_000, "a chunk's rows and their gradients are held in memory at once"),
