@@ -3,9 +3,9 @@
 Keras' safe mode covers only Keras files. A SavedModel is a graph, and a graph can do more than
 arithmetic: `tf.io.write_file`, `tf.print`, `tf.py_function`, queues, file readers all run when the
 model is called. So before loading one, every op of its graph is checked against an allowlist of
-side-effect-free ops (math, nn, array, control flow, reading variables, stateless random): the
-top-level nodes of every MetaGraphDef and the nodes of every function in its library. A denylist
-would let any op TensorFlow adds later through.
+side-effect-free ops (math, nn, array, control flow, tensor lists, reading variables, stateless
+random): the top-level nodes of every MetaGraphDef and the nodes of every function in its library.
+A denylist would let any op TensorFlow adds later through.
 
 Two places get a few more ops, because the loader needs them and the model's own functions cannot
 reach them:
@@ -67,6 +67,14 @@ _CONTROL_FLOW = """
 If StatelessIf While StatelessWhile Case StatelessCase PartitionedCall StatefulPartitionedCall
 Switch Merge Enter Exit NextIteration LoopCond ControlTrigger Assert
 """
+# Lists of tensors held in memory by loops (Keras LSTM/GRU/RNN layers export these).
+_TENSOR_LISTS = """
+EmptyTensorList TensorListReserve TensorListFromTensor TensorListGetItem TensorListSetItem
+TensorListStack TensorListLength TensorListElementShape TensorListPushBack TensorListPopBack
+TensorListConcatV2 TensorListSplit TensorListGather TensorListScatterIntoExistingList
+TensorListResize TensorArrayV3 TensorArrayReadV3 TensorArrayWriteV3 TensorArrayGatherV3
+TensorArrayScatterV3 TensorArraySizeV3 TensorArrayConcatV3 TensorArraySplitV3
+"""
 # Reading variables (the model's weights); writing them is left to the loader (see module doc).
 _VARIABLE_READS = """
 VarHandleOp ReadVariableOp VarIsInitializedOp ResourceGather ResourceGatherNd VariableShape
@@ -81,7 +89,7 @@ StatelessRandomGetAlg
 """
 
 SAFE_OPS: frozenset[str] = frozenset(
-    " ".join((_ARRAY, _MATH, _NN, _CONTROL_FLOW, _VARIABLE_READS, _STATELESS_RANDOM)).split()
+    " ".join((_ARRAY, _MATH, _NN, _CONTROL_FLOW, _TENSOR_LISTS, _VARIABLE_READS, _STATELESS_RANDOM)).split()
 )
 _TOP_LEVEL_OPS = SAFE_OPS | {"AssignVariableOp", "VariableV2", "Variable", "Assign"}
 _CHECKPOINT_OPS = _TOP_LEVEL_OPS | {

@@ -151,9 +151,11 @@ def _keras_exports(tmp_path):
     x = keras.layers.Conv2D(4, 3, activation="relu")(image)
     x = keras.layers.BatchNormalization()(keras.layers.MaxPooling2D()(x))
     conv = keras.Model(image, keras.layers.Dense(2)(keras.layers.Dropout(0.2)(keras.layers.Flatten()(x))))
-    dense.export(str(tmp_path / "dense"), verbose=False)
-    conv.export(str(tmp_path / "conv"), verbose=False)
-    return str(tmp_path / "dense"), str(tmp_path / "conv")
+    sequence = keras.Input((5, 2), name="sequence")
+    recurrent = keras.Model(sequence, keras.layers.Dense(2)(keras.layers.LSTM(3)(sequence)))  # a While loop over tensor lists
+    for name, model in (("dense", dense), ("conv", conv), ("lstm", recurrent)):
+        model.export(str(tmp_path / name), verbose=False)
+    return str(tmp_path / "dense"), str(tmp_path / "conv"), str(tmp_path / "lstm")
 
 
 def test_keras_exported_saved_models_pass_the_op_allowlist(tmp_path):
@@ -178,3 +180,23 @@ def test_a_saved_model_with_side_effects_is_refused_before_it_runs_unless_truste
     model = load_model(path, unsafe_deserialization=True)  # the opt-in: loaded, and it does what it says
     model.model_functions().predict([X])
     assert written.read_text() == "written by the model"
+
+
+def test_checkpoint_ops_are_refused_where_a_signature_can_reach_them(tmp_path):
+    import tensorflow as tf
+
+    class Saver(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones((6, 3)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+        def serve(self, features):
+            tf.raw_ops.SaveV2(prefix=str(tmp_path / "ckpt"), tensor_names=["w"], shape_and_slices=[""], tensors=[self.w])
+            return {"scores": tf.matmul(features, self.w)}
+
+    module = Saver()
+    tf.saved_model.save(module, str(tmp_path / "saver"), signatures={"serving_default": module.serve})
+    with pytest.raises(ValueError, match=r"not on the allowlist of side-effect-free ops: SaveV2 \(in function '__inference_serve"):
+        load_model(str(tmp_path / "saver"))
+    assert not list(tmp_path.glob("ckpt*"))
