@@ -3,14 +3,25 @@
 
 Keras files are loaded with ``safe_mode=True`` (no arbitrary code, e.g. `Lambda` layers) unless the
 caller opts out with ``unsafe_deserialization=True``. A SavedModel is a graph and runs no Python code
-when loaded; its ``serving_default`` signature is what is explained.
+when loaded, but its graph can have side effects (write files, print, run Python through py_func):
+unless the caller opts out the same way, every op of its graph must be on the allowlist of
+`attributions.saved_model_ops`. Its ``serving_default`` signature is what is explained.
+
+The bytes loaded are the bytes fingerprinted: the model (a file, or every file of a SavedModel
+directory) is copied once into a private temporary directory and hashed while it is copied, and the
+copy is what is loaded. The launcher records that sha256; a worker given it (``expected_sha256``)
+refuses a model whose bytes differ, e.g. a file replaced while the job was running. Copying costs
+one read of the model per process, which loading costs anyway; hashing the original path and then
+loading it would leave a window in which the file can change between the two.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -18,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from attributions.model_functions import ModelFunctions, build_model_functions
+from attributions.saved_model_ops import disallowed_ops
 
 __all__ = ["LoadedModel", "load_model", "model_fingerprint"]
 
@@ -43,6 +55,8 @@ class LoadedModel:
     output_sizes: tuple[int, ...]
     _call_all: Callable[[tuple], list]  # inputs -> every output tensor, in output_names order
     _keras_model: Any = None
+    output_dtypes: tuple[str, ...] = ()  # one per output, e.g. 'float32'
+    sha256: str = ""  # of the bytes loaded (see model_fingerprint)
 
     def output_index(self, output_name: Optional[str]) -> int:
         if output_name is None:
@@ -103,50 +117,79 @@ class LoadedModel:
         )
 
 
-def _local_copy(path: str, workdir: str) -> str:
-    """Copies a remote file or directory to `workdir`; local paths are returned as they are."""
-    if "://" not in path:
-        return path
+def _model_files(path: str) -> list[tuple[str, str]]:
+    """(relative name, full path) of the model's files, in fingerprint order: the file itself
+    (relative name ''), or every file under a SavedModel directory ('/variables/...')."""
+    if not tf.io.gfile.isdir(path):
+        return [("", path)]
+    base = path.rstrip("/")
+    files = sorted(f"{root.rstrip('/')}/{name}" for root, _, names in tf.io.gfile.walk(base) for name in names)
+    return [(file[len(base):], file) for file in files]
+
+
+def _copy_and_hash(path: str, workdir: str) -> tuple[str, str]:
+    """Copies the model at `path` (local or remote) into `workdir`, hashing the bytes as they are
+    copied; returns (the copy's path, sha256 hex as model_fingerprint computes it)."""
+    digest = hashlib.sha256()
     target = os.path.join(workdir, os.path.basename(path.rstrip("/")))
-    if tf.io.gfile.isdir(path):
-        for root, _, files in tf.io.gfile.walk(path):
-            relative = root[len(path.rstrip("/")) :].lstrip("/")
-            os.makedirs(os.path.join(target, relative), exist_ok=True)
-            for name in files:
-                tf.io.gfile.copy(f"{root.rstrip('/')}/{name}", os.path.join(target, relative, name))
-    else:
-        tf.io.gfile.copy(path, target)
-    return target
+    is_dir = tf.io.gfile.isdir(path)
+    for relative, source in _model_files(path):
+        digest.update(relative.encode())
+        destination = target + relative
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        with tf.io.gfile.GFile(source, "rb") as reader, open(destination, "wb") as writer:
+            while chunk := reader.read(1 << 20):
+                digest.update(chunk)
+                writer.write(chunk)
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    return target, digest.hexdigest()
 
 
-def load_model(path: str, unsafe_deserialization: bool = False) -> LoadedModel:
+def load_model(path: str, unsafe_deserialization: bool = False, expected_sha256: Optional[str] = None) -> LoadedModel:
     """Loads the model at `path` (.keras, .h5 or a SavedModel directory).
 
-    Raises ValueError with what to do when the path is missing, is not a model, or holds code that
-    safe mode refuses.
+    expected_sha256: the fingerprint the launcher recorded; a model whose bytes differ is refused.
+    Raises ValueError with what to do when the path is missing, is not a model, holds code that
+    safe mode refuses, or changed since the launcher fingerprinted it.
     """
     if not tf.io.gfile.exists(path):
         raise ValueError(f"model path {path!r} does not exist; pass a .keras/.h5 file or a SavedModel directory.")
     with tempfile.TemporaryDirectory(prefix="attribution-model-") as workdir:
-        local = _local_copy(path, workdir)
+        local, sha256 = _copy_and_hash(path, workdir)
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            raise ValueError(
+                f"model {path!r} changed after the run was launched: its bytes hash to sha256 {sha256[:16]}..., "
+                f"but the launcher recorded {expected_sha256[:16]}... in the manifest. Refusing to attribute "
+                f"with a different model than the one recorded; do not replace a model while a run uses it "
+                f"(write new versions to new paths), and launch the run again."
+            )
         if tf.io.gfile.isdir(local):
             if not tf.io.gfile.exists(os.path.join(local, "saved_model.pb")):
                 raise ValueError(
                     f"model directory {path!r} has no saved_model.pb; expected a TensorFlow SavedModel "
                     f"directory or a .keras/.h5 file."
                 )
-            return _load_saved_model(path, local)
-        if not path.lower().endswith(KERAS_SUFFIXES):
+            model = _load_saved_model(path, local, unsafe_deserialization)
+        elif not path.lower().endswith(KERAS_SUFFIXES):
             raise ValueError(
                 f"model file {path!r} has an unknown suffix; expected one of {list(KERAS_SUFFIXES)} or "
                 f"a SavedModel directory."
             )
-        return _load_keras(path, local, unsafe_deserialization)
+        else:
+            model = _load_keras(path, local, unsafe_deserialization)
+    model.sha256 = sha256
+    return model
 
 
 def _load_keras(path: str, local: str, unsafe_deserialization: bool) -> LoadedModel:
     import keras
 
+    if local.lower().endswith(".keras") and not zipfile.is_zipfile(local):
+        raise ValueError(
+            f"could not load {path!r} as a Keras model: it is not a complete .keras (zip) archive "
+            f"({os.path.getsize(local):,} bytes; truncated or corrupted?). Save or copy the model again."
+        )
     try:
         model = keras.saving.load_model(local, compile=False, safe_mode=not unsafe_deserialization)
     except ValueError as error:
@@ -156,8 +199,10 @@ def _load_keras(path: str, local: str, unsafe_deserialization: bool) -> LoadedMo
                 f"deserialize. Only if you trust this file, pass --unsafe-deserialization "
                 f"(config key 'unsafe_deserialization: true'). Keras said: {error}"
             ) from None
+        _raise_if_unknown_class(path, error)
         raise ValueError(f"could not load {path!r} as a Keras model: {error}") from None
     except Exception as error:  # Keras raises many types for a file that is not a model.
+        _raise_if_unknown_class(path, error)
         raise ValueError(
             f"could not load {path!r} as a Keras model ({type(error).__name__}: {error}); check that "
             f"it is a .keras/.h5 file saved by Keras."
@@ -186,10 +231,42 @@ def _load_keras(path: str, local: str, unsafe_deserialization: bool) -> LoadedMo
         output_sizes=tuple(int(np.prod(t.shape[1:])) for t in model.outputs),
         _call_all=call_all,
         _keras_model=model,
+        output_dtypes=tuple(str(t.dtype) for t in model.outputs),
     )
 
 
-def _load_saved_model(path: str, local: str) -> LoadedModel:
+_UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
+
+
+def _raise_if_unknown_class(path: str, error: Exception) -> None:
+    """Keras' error for a custom class it cannot find is a dump of the whole config: say it in one line."""
+    match = _UNKNOWN_CLASS.search(str(error))
+    if match:
+        registered = re.search(rf"'registered_name': '([^']*{re.escape(match.group(1))})'", str(error))
+        also = f" (registered as {registered.group(1)!r})" if registered else ""
+        raise ValueError(
+            f"the model {path!r} uses a custom class {match.group(1)!r}{also} that this program cannot "
+            f"create: it loads Keras' built-in layers only and takes no custom objects. Rebuild the model from "
+            f"built-in layers, or export it as a SavedModel (model.export(PATH)), which needs no Python classes."
+        ) from None
+
+
+def _check_saved_model_ops(path: str, local: str) -> None:
+    with open(os.path.join(local, "saved_model.pb"), "rb") as handle:
+        found = disallowed_ops(handle.read())
+    if found:
+        ops = ", ".join(f"{op} (in {found[op][0]})" for op in sorted(found)[:8])
+        raise ValueError(
+            f"the SavedModel {path!r} contains op(s) that can have side effects when called (file "
+            f"writes, printing, Python calls, ...) and are not on the allowlist of side-effect-free ops: "
+            f"{ops}. Only if you trust this model, pass --unsafe-deserialization (config key "
+            f"'unsafe_deserialization: true')."
+        )
+
+
+def _load_saved_model(path: str, local: str, unsafe_deserialization: bool) -> LoadedModel:
+    if not unsafe_deserialization:
+        _check_saved_model_ops(path, local)
     loaded = tf.saved_model.load(local)
     if "serving_default" not in loaded.signatures:
         raise ValueError(f"the SavedModel {path!r} has no 'serving_default' signature to explain.")
@@ -219,26 +296,17 @@ def _load_saved_model(path: str, local: str) -> LoadedModel:
         output_sizes=tuple(int(np.prod(outputs[n].shape[1:])) for n in output_names),
         _call_all=call_all,
         _keras_model=loaded,  # kept alive: the signature's variables belong to it
+        output_dtypes=tuple(outputs[n].dtype.name for n in output_names),
     )
 
 
 def model_fingerprint(path: str) -> str:
-    """sha256 (hex) of the model file, or of a SavedModel directory's relative paths and contents."""
+    """sha256 (hex) of the model file, or of a SavedModel directory's relative paths and contents
+    (the same value `load_model` computes for the bytes it loads)."""
     digest = hashlib.sha256()
-    if tf.io.gfile.isdir(path):
-        base = path.rstrip("/")
-        files = sorted(
-            f"{root.rstrip('/')}/{name}" for root, _, names in tf.io.gfile.walk(base) for name in names
-        )
-        for file in files:
-            digest.update(file[len(base) :].encode())
-            _update_from_file(digest, file)
-    else:
-        _update_from_file(digest, path)
+    for relative, file in _model_files(path):
+        digest.update(relative.encode())
+        with tf.io.gfile.GFile(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
-
-
-def _update_from_file(digest, path: str) -> None:
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from audit.json_safe import json_ready  # re-exported: NaN/inf (e.g. a rank correlation of a constant vector) as None
 from audit.rank import kendall_tau_b, spearman, top_k_overlap
 from audit.runs import RunResult
 
@@ -42,8 +43,8 @@ class DriftThresholds:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"drift threshold {f.name} must be a number >= 0; got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"drift threshold {f.name} must be a finite number >= 0; got {value!r}.")
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise ValueError(f"top_k must be a positive integer; got {self.top_k!r}.")
 
@@ -133,8 +134,29 @@ def _setting_differences(a: RunResult, b: RunResult) -> list[str]:
     return warnings
 
 
+def _feature_names(run: RunResult) -> list[str]:
+    return [f["name"] for f in run.summary["features"]]
+
+
+def _abbreviated(names: list[str], shown: int = 5) -> str:
+    text = ", ".join(repr(n) for n in names[:shown])
+    return f"[{text}, ... ({len(names)} in all)]" if len(names) > shown else f"[{text}]"
+
+
+def _check_common_features(a: RunResult, b: RunResult) -> None:
+    names_a, names_b = _feature_names(a), _feature_names(b)
+    if not set(names_a) & set(names_b):
+        raise ValueError(
+            f"runs {a.path!r} and {b.path!r} have no feature in common (A: {_abbreviated(names_a)}; "
+            f"B: {_abbreviated(names_b)}), so their importances cannot be compared; compare two runs "
+            f"of models with the same input columns."
+        )
+
+
 def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = DriftThresholds()) -> dict[str, Any]:
-    """The comparison document (JSON-ready): per-group metrics, drift reasons, warnings."""
+    """The comparison document (JSON-ready): per-group metrics, drift reasons, warnings.
+    ValueError when the runs share no feature (there would be nothing to compare)."""
+    _check_common_features(a, b)
     keys_a, keys_b = list(a.groups), list(b.groups)
     common = [k for k in keys_a if k in b.groups]
     leaves_a, leaves_b = _leaf_importance(a), _leaf_importance(b)
@@ -155,18 +177,6 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "groups_only_in_a": [f"{k}={v}" for k, v in keys_a if (k, v) not in b.groups],
         "groups_only_in_b": [f"{k}={v}" for k, v in keys_b if (k, v) not in a.groups],
     }
-
-
-def json_ready(value: Any) -> Any:
-    """The document with NaN/inf floats (e.g. a rank correlation of a constant vector) as None,
-    so that it is valid JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
 
 
 def format_comparison(document: dict[str, Any], features: int = 10) -> str:

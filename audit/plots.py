@@ -1,7 +1,13 @@
-"""The report's figures, drawn with matplotlib's headless Agg backend and returned as PNG bytes."""
+"""The report's figures, drawn with matplotlib's headless Agg backend and returned as PNG bytes.
+
+Every text in a figure comes from the data (column names, keys, slice values) or is plain text, so
+matplotlib's mathtext and TeX are off for all of them: a column named `price $` or `$\\bogus$` is
+drawn as written, instead of failing the whole report with a mathtext parse error.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 from typing import Optional, Sequence
 
@@ -22,6 +28,22 @@ def _pyplot():
     return plt
 
 
+_PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def _plain_text(draw):
+    """Draws (and saves) the figure with mathtext and TeX off (see the module docstring)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context(_PLAIN_TEXT):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
@@ -29,6 +51,7 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+@_plain_text
 def importance_bars(names: Sequence[str], values: np.ndarray, title: str) -> bytes:
     """Horizontal bars, largest on top. values (n,) mean |attribution|."""
     plt = _pyplot()
@@ -41,6 +64,7 @@ def importance_bars(names: Sequence[str], values: np.ndarray, title: str) -> byt
     return _png(figure)
 
 
+@_plain_text
 def class_heatmap(matrix: np.ndarray, classes: Sequence[str], features: Sequence[str], title: str) -> bytes:
     """matrix (groups, features) of mean |attribution|, each row scaled to its own maximum;
     classes: the row labels (classes or slice values)."""
@@ -63,6 +87,7 @@ def _as_image(values: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return array
 
 
+@_plain_text
 def maps_grid(maps: Sequence[np.ndarray], titles: Sequence[str], shape: Sequence[int], title: str) -> bytes:
     """Mean |attribution| maps, one panel each; maps: flat (prod(shape),) arrays."""
     plt = _pyplot()
@@ -82,6 +107,7 @@ def maps_grid(maps: Sequence[np.ndarray], titles: Sequence[str], shape: Sequence
     return _png(figure)
 
 
+@_plain_text
 def exemplar_grid(rows: Sequence[tuple[str, list]], shape: Sequence[int]) -> bytes:
     """rows: (criterion, [(caption, inputs (n,), attributions (n,)), ...]); each panel shows the
     input in grey with the attribution overlaid (red positive, blue negative, per-panel scale)."""
@@ -109,6 +135,7 @@ def exemplar_grid(rows: Sequence[tuple[str, list]], shape: Sequence[int]) -> byt
     return _png(figure)
 
 
+@_plain_text
 def completeness_histogram(edges: Sequence, counts: Sequence[int], threshold: float) -> bytes:
     """Bars over fixed relative-error bins (edges may end with 'inf')."""
     plt = _pyplot()
@@ -130,6 +157,7 @@ def _edge(edge) -> str:
     return "∞" if edge == "inf" else f"{float(edge):g}"
 
 
+@_plain_text
 def prediction_histogram(edges: Sequence[float], counts: Sequence[int], class_shares: dict[str, float]) -> bytes:
     """The explained score's histogram (from the summary's sample) beside the class shares."""
     plt = _pyplot()
@@ -145,6 +173,7 @@ def prediction_histogram(edges: Sequence[float], counts: Sequence[int], class_sh
     return _png(figure)
 
 
+@_plain_text
 def drift_scatter(a: np.ndarray, b: np.ndarray, labels: Optional[Sequence[str]] = None) -> bytes:
     """Mean |attribution| per feature, baseline vs this run, with the identity line."""
     plt = _pyplot()

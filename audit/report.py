@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import tempfile
 from typing import Any, Optional
 
 import numpy as np
@@ -230,5 +232,16 @@ def render_report(run: RunResult, baseline: Optional[RunResult] = None, threshol
 
 
 def write_report(run: RunResult, path: str, baseline: Optional[RunResult] = None, thresholds: DriftThresholds = DriftThresholds()) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(render_report(run, baseline, thresholds))
+    """Renders the report, then writes it to a temporary file beside `path` and renames that over
+    `path`: a report that fails at any point leaves an existing file at `path` as it was."""
+    page = render_report(run, baseline, thresholds)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".report-", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(page)
+        os.chmod(handle.name, 0o644)  # as an ordinary file; NamedTemporaryFile creates it 0600
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise

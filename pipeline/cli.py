@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import json
 import logging
 import os
 import sys
@@ -62,7 +61,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--input-map", action="append", type=_input_map, dest="inputs", help="MODEL_INPUT=COLUMN or MODEL_INPUT=COL1,COL2,...")
     add("--output-name", help="which model output to explain (multi-output models).")
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
-    add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False (only for files you trust).")
+    add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
     add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")
     add("--max-dead-letter-fraction", type=float, help="fail the run when more than this share of records is dead-lettered (default 0.1).")
@@ -104,15 +103,29 @@ def _thresholds(args: argparse.Namespace):
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from audit.compare import compare_runs, format_comparison, json_ready
+    from audit.compare import compare_runs, format_comparison
+    from audit.json_safe import dumps
     from audit.runs import load_run
 
+    if args.json_path:
+        _prepare_output_file(args.json_path, "--json", "comparison.json")
     document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args))
     print(format_comparison(document))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as handle:
-            json.dump(json_ready(document), handle, indent=1, allow_nan=False)
+            handle.write(dumps(document, indent=1))
     return EXIT_DRIFT if document["drift"] and args.fail_on_drift else 0
+
+
+def _prepare_output_file(path: str, flag: str, example: str) -> None:
+    """A local file the command writes: its folder is created; a folder at `path` is an error."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path!r} is a folder; give the path of a file to write, e.g. {os.path.join(path, example)!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {path!r}: cannot create its folder {folder!r} ({error.strerror}); choose another path.") from None
 
 
 def _finalize(args: argparse.Namespace) -> int:
@@ -129,6 +142,7 @@ def _report(args: argparse.Namespace) -> int:
     from audit.report import write_report
     from audit.runs import load_run
 
+    _prepare_output_file(args.out, "--out", "report.html")
     baseline = load_run(args.baseline) if args.baseline else None
     write_report(load_run(args.run), args.out, baseline, _thresholds(args))
     print(f"report: {args.out}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
@@ -128,14 +129,12 @@ class RunConfig:
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         for name in ("batch_size", "chunk_size", "summary_sample_size", "max_slice_values"):
             _check_positive_int(name, getattr(self, name))
-        threshold = self.completeness_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
-            raise ValueError(f"completeness_threshold must be a number > 0 (e.g. 0.05 for 5 %); got {threshold!r}.")
+        _check_number("completeness_threshold", self.completeness_threshold, "a number > 0 (e.g. 0.05 for 5 %)",
+                      lambda v: v > 0)
         if self.slice_columns and not self.summaries:
             raise ValueError("slice_columns are summary groups, but summaries is false; drop one or the other.")
-        fraction = self.max_dead_letter_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-            raise ValueError(f"max_dead_letter_fraction must be a number in [0, 1] (e.g. 0.1); got {fraction!r}.")
+        _check_number("max_dead_letter_fraction", self.max_dead_letter_fraction, "a number in [0, 1] (e.g. 0.1)",
+                      lambda v: 0 <= v <= 1)
         for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys", "summaries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
@@ -150,6 +149,11 @@ class RunConfig:
                 "check_duplicate_keys needs a key_column: synthesized '<file>:<index>' keys are unique."
             )
         self.target_spec()  # parses and validates the target
+        self._validate_method_settings()
+        for name in ("batch_size", "chunk_size", "steps", "samples"):
+            _check_limit(name, self.setting(name) if name in _ALL_METHOD_SETTINGS else getattr(self, name))
+
+    def _validate_method_settings(self) -> None:
         if self.method == "integrated_gradients":
             _check_positive_int("steps", self.setting("steps"))
             _check_choice("rule", self.setting("rule"), tuple(RULES))
@@ -160,12 +164,10 @@ class RunConfig:
                 raise ValueError(f"seed must be an integer; got {self.setting('seed')!r}.")
         if self.method == "smoothgrad":
             _check_choice("smoothgrad_variant", self.setting("smoothgrad_variant"), SMOOTHGRAD_VARIANTS)
-            noise = self.setting("noise_fraction")
-            if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-                raise ValueError(
-                    f"noise_fraction must be a number >= 0 (noise std as a fraction of each input's "
-                    f"value range, e.g. 0.15); got {noise!r}."
-                )
+            _check_number(
+                "noise_fraction", self.setting("noise_fraction"),
+                "a number >= 0 (noise std as a fraction of each input's value range, e.g. 0.15)", lambda v: v >= 0,
+            )
         if self.method == "expected_gradients":
             if self.background is None:
                 raise ValueError(
@@ -237,7 +239,7 @@ def parse_baseline(value: Any) -> BaselineSpec:
     """'zeros' | 'constant:VALUE' | a number | 'file:PATH' -> BaselineSpec."""
     hint = "expected 'zeros', 'constant:0.5' (or a number) or 'file:PATH'"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return BaselineSpec("constant", value=float(value))
+        return _constant_baseline(float(value), value)
     if not isinstance(value, str):
         raise ValueError(f"baseline {value!r} is not valid; {hint}.")
     if value == "zeros":
@@ -245,12 +247,23 @@ def parse_baseline(value: Any) -> BaselineSpec:
     kind, _, argument = value.partition(":")
     if kind == "constant":
         try:
-            return BaselineSpec("constant", value=float(argument))
+            number = float(argument)
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            return _constant_baseline(number, value)
     if kind == "file" and argument:
         return BaselineSpec("file", path=argument)
     raise ValueError(f"baseline {value!r} is not valid; {hint}.")
+
+
+def _constant_baseline(number: float, given: Any) -> BaselineSpec:
+    if not math.isfinite(number):
+        raise ValueError(
+            f"baseline {given!r} is not a finite number: every point of the path from it would be "
+            f"NaN/inf and so would every attribution; use a finite constant such as 'constant:0.5'."
+        )
+    return BaselineSpec("constant", value=number)
 
 
 def load_yaml_config(path: str) -> dict[str, Any]:
@@ -269,6 +282,13 @@ def load_yaml_config(path: str) -> dict[str, Any]:
                 values = yaml.safe_load(handle)
     except FileNotFoundError:
         raise ValueError(f"config file {path!r} does not exist.") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path!r} is a folder; pass the YAML file itself (e.g. configs/example.yaml).") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"config file {path!r} is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at "
+            f"offset {error.start}); save it as UTF-8."
+        ) from None
     except yaml.YAMLError as error:
         raise ValueError(f"config file {path!r} is not valid YAML: {error}") from None
     if values is None:
@@ -383,3 +403,37 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+
+
+def _check_number(name: str, value: Any, expected: str, in_range) -> None:
+    """A real, finite number within `in_range` (NaN compares false to everything, so it would slip
+    through a plain range check and poison every result computed from it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be {expected}; got {value!r}.")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number ({expected}); got {value!r}.")
+    if not in_range(value):
+        raise ValueError(f"{name} must be {expected}; got {value!r}.")
+
+
+# Upper bounds of the sizes, each far above any useful value and below what breaks a worker:
+# - steps: Gauss-Legendre solves a steps x steps eigenproblem (4096: 128 MiB, seconds, once per
+#   worker; 100,000 would need 74.5 GiB) and completeness errors stop improving long before.
+# - samples: SmoothGrad/expected-gradients noise falls as 1/sqrt(samples); past 10,000 a run costs
+#   10,000 gradient evaluations per record for under 1 % less noise.
+# - batch_size, chunk_size: records per element and rows per gradient call are held in memory
+#   (a chunk of 1,000,000 rows of a 28x28 image is 3 GiB of float32 before gradients).
+LIMITS: dict[str, tuple[int, str]] = {
+    "steps": (4096, "the Gauss-Legendre rule costs steps^3 time and steps^2 memory, and completeness stops improving long before"),
+    "samples": (10_000, "the sampling noise falls only as 1/sqrt(samples), and each sample is one gradient per record"),
+    "batch_size": (1_000_000, "a batch is held in a worker's memory at once"),
+    "chunk_size": (1_000_000, "a chunk's rows and their gradients are held in memory at once"),
+}
+
+
+def _check_limit(name: str, value: Any) -> None:
+    if value is None:
+        return
+    limit, reason = LIMITS[name]
+    if value > limit:
+        raise ValueError(f"{name} {value:,} is too large: at most {limit:,} ({reason}); use a smaller {name}.")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Optional, Sequence
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
+from audit import json_safe
 from audit.runs import MANIFEST_NAME
 from audit.summary_output import SUMMARY_FILES
 from pipeline.output_lock import LOCK_FILE
@@ -55,20 +55,10 @@ _TOOL = "attribution-pipeline"
 _RESULT_NAMES = (f"{ATTRIBUTIONS_PREFIX}-*", f"{DEAD_LETTER_PREFIX}-*", COUNTS_FILE, *SUMMARY_FILES)
 
 
-def _json_ready(value: Any) -> Any:
-    """`value` with non-finite floats as None: JSON has no NaN (a bare NaN makes the file invalid)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def write_json(path: str, document: Any) -> None:
+    """Strict JSON: non-finite floats are written as null (see audit.json_safe)."""
     with FileSystems.create(path) as handle:
-        handle.write(json.dumps(_json_ready(document), indent=2, allow_nan=False).encode())
+        handle.write(json_safe.dumps(document, indent=2).encode())
 
 
 def read_json(path: str) -> Any:

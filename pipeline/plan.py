@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from attributions.loading import LoadedModel, load_model, model_fingerprint
+from attributions.loading import LoadedModel, load_model
 from audit.summary import FeatureSpec, SummarySpec
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
@@ -267,6 +267,18 @@ def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpe
     )
 
 
+def _check_output_dtype(model: LoadedModel, output_name: Optional[str]) -> None:
+    index = model.output_index(output_name)
+    dtype = model.output_dtypes[index] if model.output_dtypes else "float32"
+    if not ("float" in dtype or "half" in dtype):
+        raise ValueError(
+            f"model output {model.output_names[index]!r} has dtype {dtype}; the gradient of an integer "
+            f"output is zero or undefined (it is piecewise constant), so every attribution would be 0. "
+            f"Explain a floating-point output instead: the scores or probabilities before the argmax/cast "
+            f"(export them as an output and pick it with --output-name)."
+        )
+
+
 def _check_target(config: RunConfig, num_outputs: int) -> None:
     target = config.target_spec()
     if target.mode == "index" and target.index >= num_outputs:
@@ -286,6 +298,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
     input_format = detect_format(input_files, config.input_format)
     catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files)
     model = load_model(config.model, config.unsafe_deserialization)
+    _check_output_dtype(model, config.output_name)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]
     _check_target(config, num_outputs)
     model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
@@ -299,7 +312,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         reference_format = detect_format([reference_path], "auto")
         load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
 
-    fingerprint = model_fingerprint(config.model)
+    fingerprint = model.sha256  # of the bytes loaded here; workers check theirs against it
     metadata = {
         "attribution.method": config.method,
         "attribution.parameters": _method_params(config),
@@ -326,5 +339,6 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         reference_path=reference_path,
         reference_format=reference_format,
         summary=summary_spec(config, schema),
+        model_sha256=fingerprint,
     )
     return RunPlan(config, input_files, input_format, settings, fingerprint)

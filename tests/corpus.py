@@ -339,6 +339,98 @@ def target_index_out_of_range(tmp_path) -> Case:
     return Case([path], {"target": 7}, launcher_error="target index 7 is out of range: the explained output has 3 values")
 
 
+def integer_model_output(tmp_path) -> Case:
+    import keras
+
+    inputs = keras.Input((6,), name="features")
+    predicted_class = keras.ops.cast(keras.ops.argmax(keras.layers.Dense(3)(inputs), axis=-1), "int32")
+    keras.Model(inputs, predicted_class).save(str(tmp_path / "argmax.keras"))
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], model=str(tmp_path / "argmax.keras"),
+                launcher_error=r"model output .* has dtype int32; the gradient of an integer output is zero or undefined")
+
+
+def baseline_constant_nan(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"method": "integrated_gradients", "baseline": "constant:nan"},
+                launcher_error=r"baseline 'constant:nan' is not a finite number")
+
+
+def noise_fraction_infinite(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"method": "smoothgrad", "noise_fraction": "inf"},
+                launcher_error=r"noise_fraction must be a finite number .*; got inf")
+
+
+def steps_too_large(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"method": "integrated_gradients", "steps": 100_000},
+                launcher_error=r"steps 100,000 is too large: at most 4,096")
+
+
+def config_path_is_a_folder(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"config": str(tmp_path)}, launcher_error=r"config file '.*' is a folder")
+
+
+def config_not_utf8(tmp_path) -> Case:
+    (tmp_path / "latin1.yaml").write_bytes("key_column: clé\n".encode("latin-1"))
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"config": str(tmp_path / "latin1.yaml")}, launcher_error=r"config file '.*latin1\.yaml' is not UTF-8 text")
+
+
+def truncated_keras_file(tmp_path) -> Case:
+    import keras
+
+    inputs = keras.Input((6,), name="features")
+    keras.Model(inputs, keras.layers.Dense(3)(inputs)).save(str(tmp_path / "full.keras"))
+    data = (tmp_path / "full.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], model=str(tmp_path / "cut.keras"),
+                launcher_error=r"could not load '.*cut\.keras' as a Keras model: it is not a complete \.keras \(zip\) archive")
+
+
+def unregistered_custom_layer(tmp_path) -> Case:
+    import keras
+
+    class Doubling(keras.layers.Layer):  # not registered, and its module cannot be imported
+        def call(self, x):
+            return x * 2.0
+
+    Doubling.__module__ = "a_module_that_is_not_installed"
+    inputs = keras.Input((6,), name="features")
+    keras.Model(inputs, keras.layers.Dense(3)(Doubling()(inputs))).save(str(tmp_path / "custom.keras"))
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], model=str(tmp_path / "custom.keras"),
+                launcher_error=r"uses a custom class 'Doubling' .*loads Keras' built-in layers only")
+
+
+def saved_model_writing_a_file(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    model = save_file_writing_saved_model(tmp_path / "writer", tmp_path / "written.txt")
+    return Case([path], model=model, launcher_error=r"contains op\(s\) that can have side effects .*WriteFile .*pass --unsafe-deserialization")
+
+
+def save_file_writing_saved_model(directory, written) -> str:
+    """A SavedModel whose serving signature writes `written` on every call (tf.io.write_file)."""
+    import tensorflow as tf
+
+    class Writer(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones((6, 3)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+        def serve(self, features):
+            tf.io.write_file(str(written), "written by the model")
+            return {"scores": tf.matmul(features, self.w)}
+
+    module = Writer()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    return str(directory)
+
+
 RECORD_LEVEL: list[Callable] = [
     truncated_tfrecord, corrupted_crc, example_missing_a_feature, feature_of_the_wrong_length,
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
@@ -352,4 +444,6 @@ RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,
     first_record_is_a_sequence_example, first_parquet_file_corrupt,
     model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
+    integer_model_output, baseline_constant_nan, noise_fraction_infinite, steps_too_large, config_path_is_a_folder,
+    config_not_utf8, truncated_keras_file, unregistered_custom_layer, saved_model_writing_a_file,
 ]

@@ -60,6 +60,8 @@ class AttributionSettings:
     reference_path: Optional[str] = None
     reference_format: Optional[str] = None
     summary: Optional[SummarySpec] = None  # None: no dataset summaries
+    # The launcher's fingerprint of the model: a worker refuses a model whose bytes differ.
+    model_sha256: Optional[str] = None
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -94,7 +96,7 @@ class AttributionEngine:
         from attributions.loading import load_model
 
         self.settings = settings
-        model = load_model(settings.model_path, settings.unsafe_deserialization)
+        model = load_model(settings.model_path, settings.unsafe_deserialization, settings.model_sha256)
         self._model = model  # keeps the model (and its variables) alive
         self.fns = model.model_functions(settings.output_name, settings.explain_logits)
         self._references = None

@@ -7,13 +7,13 @@ CombineFn, so each worker merges its own before anything crosses the network (co
 from __future__ import annotations
 
 import io
-import json
 from functools import reduce
 
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from audit import json_safe
 from audit.summary import RunSummary, SummarySpec
 from audit.summary_output import (
     EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, exemplars_table, features_table, summary_document,
@@ -48,7 +48,7 @@ def write_summary_files(summary: RunSummary, output_dir: str, dead_letters: int,
         pq.write_table(table, buffer, compression="snappy")
         paths.append(_write(FileSystems.join(output_dir, name), buffer.getvalue()))
     document = summary_document(summary, dead_letters, settings)
-    paths.append(_write(FileSystems.join(output_dir, SUMMARY_FILE), json.dumps(document, indent=1).encode()))
+    paths.append(_write(FileSystems.join(output_dir, SUMMARY_FILE), json_safe.dumps(document, indent=1).encode()))
     return paths
 
 

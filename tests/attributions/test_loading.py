@@ -109,3 +109,94 @@ def test_fingerprint_is_the_file_sha256(linear_model):
     path = linear_model[0]
     with open(path, "rb") as handle:
         assert model_fingerprint(path) == hashlib.sha256(handle.read()).hexdigest()
+
+
+def test_load_model_hashes_the_bytes_it_loads_and_refuses_other_bytes(linear_model, tmp_path):
+    path = linear_model[0]
+    model = load_model(path)
+    assert model.sha256 == model_fingerprint(path)
+    assert load_model(path, expected_sha256=model.sha256).sha256 == model.sha256
+    with pytest.raises(ValueError, match=r"model '.*linear\.keras' changed after the run was launched: its bytes hash to "
+                                         r"sha256 [0-9a-f]{16}\.\.\., but the launcher recorded 0000000000000000\.\.\."):
+        load_model(path, expected_sha256="0" * 64)
+
+
+def test_a_model_replaced_while_a_run_is_going_fails_the_run_loudly(linear_model, tabular_data, tmp_path, monkeypatch):
+    import pipeline.run
+    from helpers import save_linear_model
+    from pipeline.config import RunConfig
+
+    path, weights, bias = linear_model
+    resolve = pipeline.run.resolve_plan
+
+    def resolve_then_replace(config):
+        plan = resolve(config)
+        save_linear_model(path, weights * 2.0, bias)  # a new version written over the one fingerprinted
+        return plan
+
+    monkeypatch.setattr(pipeline.run, "resolve_plan", resolve_then_replace)
+    config = RunConfig.from_mapping({"model": path, "input": tabular_data[0], "output": str(tmp_path / "out"), "method": "gradient",
+                                     "inputs": {"features": [f"f{j}" for j in range(6)]}})
+    with pytest.raises(Exception, match="changed after the run was launched"):
+        pipeline.run.run_attribution(config)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def _keras_exports(tmp_path):
+    import keras
+
+    inputs = keras.Input((6,), name="features")
+    dense = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(4, activation="relu")(inputs)))
+    image = keras.Input((8, 8, 1), name="pixels")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(image)
+    x = keras.layers.BatchNormalization()(keras.layers.MaxPooling2D()(x))
+    conv = keras.Model(image, keras.layers.Dense(2)(keras.layers.Dropout(0.2)(keras.layers.Flatten()(x))))
+    sequence = keras.Input((5, 2), name="sequence")
+    recurrent = keras.Model(sequence, keras.layers.Dense(2)(keras.layers.LSTM(3)(sequence)))  # a While loop over tensor lists
+    for name, model in (("dense", dense), ("conv", conv), ("lstm", recurrent)):
+        model.export(str(tmp_path / name), verbose=False)
+    return str(tmp_path / "dense"), str(tmp_path / "conv"), str(tmp_path / "lstm")
+
+
+def test_keras_exported_saved_models_pass_the_op_allowlist(tmp_path):
+    from attributions.saved_model_ops import disallowed_ops
+
+    for path in _keras_exports(tmp_path):
+        with open(f"{path}/saved_model.pb", "rb") as handle:
+            assert disallowed_ops(handle.read()) == {}, path
+        model = load_model(path)
+        assert model.kind == "saved_model" and model.output_dtypes[0] == "float32"
+
+
+def test_a_saved_model_with_side_effects_is_refused_before_it_runs_unless_trusted(tmp_path):
+    from corpus import save_file_writing_saved_model
+
+    written = tmp_path / "written.txt"
+    path = save_file_writing_saved_model(tmp_path / "writer", written)
+    with pytest.raises(ValueError, match=r"contains op\(s\) that can have side effects .*: WriteFile \(in function "
+                                         r"'__inference_serve_\d+'\)\. Only if you trust this model, pass --unsafe-deserialization"):
+        load_model(path)
+    assert not written.exists()
+    model = load_model(path, unsafe_deserialization=True)  # the opt-in: loaded, and it does what it says
+    model.model_functions().predict([X])
+    assert written.read_text() == "written by the model"
+
+
+def test_checkpoint_ops_are_refused_where_a_signature_can_reach_them(tmp_path):
+    import tensorflow as tf
+
+    class Saver(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones((6, 3)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+        def serve(self, features):
+            tf.raw_ops.SaveV2(prefix=str(tmp_path / "ckpt"), tensor_names=["w"], shape_and_slices=[""], tensors=[self.w])
+            return {"scores": tf.matmul(features, self.w)}
+
+    module = Saver()
+    tf.saved_model.save(module, str(tmp_path / "saver"), signatures={"serving_default": module.serve})
+    with pytest.raises(ValueError, match=r"not on the allowlist of side-effect-free ops: SaveV2 \(in function '__inference_serve"):
+        load_model(str(tmp_path / "saver"))
+    assert not list(tmp_path.glob("ckpt*"))

@@ -1,6 +1,7 @@
 """compare on real runs: identical data shows no drift; a shifted feature is caught, by value."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def test_thresholds_decide_and_small_groups_are_not_judged(runs):
     strict_rows = DriftThresholds(min_group_rows=1000)
     document = compare_runs(load_run(runs["a"]), load_run(runs["shifted"]), strict_rows)
     assert not any(g["checked"] for g in document["groups"]) and not document["drift"]
-    with pytest.raises(ValueError, match="min_spearman must be a number >= 0"):
+    with pytest.raises(ValueError, match="min_spearman must be a finite number >= 0"):
         DriftThresholds(min_spearman=-1)
 
 
@@ -100,3 +101,44 @@ def test_json_ready_turns_nan_and_inf_into_null():
 
     assert json_ready({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"}) == {"a": None, "b": [1.0, None], "c": "x"}
     json.dumps(json_ready({"rho": float("nan")}), allow_nan=False)
+
+
+def test_runs_without_common_features_are_refused_naming_both_feature_sets(runs, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(runs["same"], other)
+    summary_path = other / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    for j, feature in enumerate(summary["features"]):
+        feature["name"] = f"pixel_{j}"
+    summary_path.write_text(json.dumps(summary))
+    assert main(["compare", runs["a"], str(other), "--fail-on-drift"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(r"have no feature in common \(A: \['f0', 'f1', 'f2', 'f3', 'f4', \.\.\. \(6 in all\)\]; "
+                     r"B: \['pixel_0', .*\(6 in all\)\]\), so their importances cannot be compared", err), err
+
+
+def test_json_and_its_folder_are_created_and_a_folder_path_is_refused(runs, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "cmp.json"
+    assert main(["compare", runs["a"], runs["same"], "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["drift"] is False
+    assert main(["compare", runs["a"], runs["same"], "--json", str(tmp_path)]) == 2
+    assert "--json '%s' is a folder; give the path of a file to write" % tmp_path in capsys.readouterr().err
+
+
+def test_json_safe_writes_non_finite_floats_as_null():
+    from audit.json_safe import dumps
+
+    text = dumps({"a": float("nan"), "b": [np.float32("inf"), np.float64(2.5)], "c": (1, "x")})
+    assert json.loads(text) == {"a": None, "b": [None, 2.5], "c": [1, "x"]}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_the_manifest_writer_writes_non_finite_floats_as_null(tmp_path):
+    from pipeline.output_dir import write_json
+
+    write_json(str(tmp_path / "manifest.json"), {"metrics": {"mean": float("nan")}, "settings": {"x": np.float32("-inf")}})
+    text = (tmp_path / "manifest.json").read_text()
+    assert json.loads(text) == {"metrics": {"mean": None}, "settings": {"x": None}} and "NaN" not in text

@@ -132,3 +132,64 @@ def test_a_run_without_rows_gets_a_report_that_says_so(linear_model, tmp_path):
                                             "output": str(tmp_path / "out"), "inputs": {"features": columns}}))
     page = render_report(load_run(str(tmp_path / "out")), baseline=load_run(str(tmp_path / "out")))
     assert "there is nothing to summarize" in page and "<img" not in page
+
+
+HOSTILE = ["$\\bogus{x}$", "<script>alert(1)</script>", "price $5", "a&b\"c", "f4", "f5"]
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A run whose column names, keys and slice values are mathtext and HTML."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from helpers import linear_weights, save_linear_model
+
+    tmp_path = tmp_path_factory.mktemp("hostile")
+    model = save_linear_model(tmp_path / "linear.keras", *linear_weights())
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(60, 6)).astype(np.float32)
+    columns = {name: pa.array(values[:, j]) for j, name in enumerate(HOSTILE)}
+    columns["id"] = pa.array([f"<script>k{i}</script>$\\x{{" for i in range(60)])
+    columns["seg"] = pa.array(["$\\bad$", "<b>bold</b>"] * 30)
+    pq.write_table(pa.table(columns), str(tmp_path / "hostile.parquet"))
+    run_attribution(RunConfig.from_mapping({"model": model, "input": str(tmp_path / "hostile.parquet"), "output": str(tmp_path / "run"),
+                                            "inputs": {"features": HOSTILE}, "key_column": "id", "slice_columns": ["seg"],
+                                            "method": "gradient"}))
+    return str(tmp_path / "run"), tmp_path
+
+
+def test_mathtext_and_html_in_names_keys_and_slices_are_shown_as_text(hostile_run, capsys):
+    run_dir, tmp_path = hostile_run
+    out = tmp_path / "new folder" / "report.html"
+    assert main(["report", run_dir, "--baseline", run_dir, "--out", str(out)]) == 0, capsys.readouterr().err
+    page = out.read_text()
+    assert "<script>" not in page and "<b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "$\\bogus{x}$" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert page.count("<img ") >= 4
+
+
+def test_a_failing_report_leaves_the_previous_report_byte_for_byte(hostile_run, monkeypatch):
+    from audit import plots
+    from audit.report import write_report
+
+    run_dir, tmp_path = hostile_run
+    out = tmp_path / "kept.html"
+    write_report(load_run(run_dir), str(out))
+    before = out.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(plots, "importance_bars", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        write_report(load_run(run_dir), str(out))
+    assert out.read_bytes() == before and before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report-")) == []
+
+
+def test_report_out_that_is_a_folder_is_refused(hostile_run, capsys):
+    run_dir, tmp_path = hostile_run
+    assert main(["report", run_dir, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--out '%s' is a folder; give the path of a file to write, e.g. " % tmp_path in err and len(err.strip().splitlines()) == 1

@@ -138,3 +138,45 @@ def test_unquoted_yaml_dates_are_read_as_text(tmp_path):
     path.write_text("model: m\ninput: in/dt={date}/*.parquet\noutput: out/{day}\ndate: 2026-11-27\nparams: {day: 2026-11-26}\n")
     config = RunConfig.from_mapping(load_yaml_config(str(path)))
     assert (config.date, config.input, config.output) == ("2026-11-27", ("in/dt=2026-11-27/*.parquet",), "out/2026-11-26")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"baseline": "constant:nan"}, r"baseline 'constant:nan' is not a finite number"),
+        ({"baseline": "constant:inf"}, r"baseline 'constant:inf' is not a finite number"),
+        ({"baseline": float("-inf")}, r"baseline -inf is not a finite number"),
+        ({"method": "smoothgrad", "noise_fraction": float("nan")}, r"noise_fraction must be a finite number .*; got nan"),
+        ({"method": "smoothgrad", "noise_fraction": float("inf")}, r"noise_fraction must be a finite number .*; got inf"),
+        ({"completeness_threshold": float("nan")}, r"completeness_threshold must be a finite number .*; got nan"),
+        ({"completeness_threshold": float("inf")}, r"completeness_threshold must be a finite number .*; got inf"),
+        ({"max_dead_letter_fraction": float("nan")}, r"max_dead_letter_fraction must be a finite number .*; got nan"),
+    ],
+)
+def test_non_finite_numbers_are_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_mapping({**BASE, **values})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"steps": 100_000}, r"steps 100,000 is too large: at most 4,096 \(the Gauss-Legendre rule costs steps\^3 time"),
+        ({"method": "smoothgrad", "samples": 10_001}, r"samples 10,001 is too large: at most 10,000"),
+        ({"batch_size": 1_000_001}, r"batch_size 1,000,001 is too large: at most 1,000,000"),
+        ({"chunk_size": 2_000_000}, r"chunk_size 2,000,000 is too large: at most 1,000,000"),
+    ],
+)
+def test_sizes_have_upper_bounds_with_the_reason(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_mapping({**BASE, **values})
+    assert RunConfig.from_mapping({**BASE, "steps": 4096, "batch_size": 1_000_000, "chunk_size": 1_000_000}).setting("steps") == 4096
+
+
+def test_a_config_path_that_is_a_folder_or_not_utf8_says_so(tmp_path):
+    with pytest.raises(ValueError, match=r"config file '.*' is a folder; pass the YAML file itself"):
+        load_yaml_config(str(tmp_path))
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"config file '.*latin1\.yaml' is not UTF-8 text \(byte b'\\xe9' at offset 10\); save it as UTF-8"):
+        load_yaml_config(str(path))
