@@ -33,6 +33,8 @@ class Case:
     dead: dict = field(default_factory=dict)
     launcher_error: Optional[str] = None  # run-level cases: a regex of the message
     model: Optional[str] = None  # None: the shared linear model
+    output: Optional[str] = None  # None: a new folder 'out' (which must not be created)
+    untouched: Optional[str] = None  # a folder of someone else's: byte for byte the same afterwards
 
 
 def _good(n: int = GOOD_ROWS) -> np.ndarray:
@@ -431,6 +433,92 @@ def save_file_writing_saved_model(directory, written) -> str:
     return str(directory)
 
 
+# ------------------------------------------------------------------------------ output folder
+# Run-level too: the launcher stops with one line, and `untouched` is byte for byte as it was.
+
+
+def output_folder_of_someone_else(tmp_path) -> Case:
+    project = tmp_path / "project"
+    project.mkdir()
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    _parquet(project / "attributions_input.parquet", pa.table(_good_table()))  # names older versions deleted
+    (project / "summary.json").write_text('{"mine": true}')
+    (project / "manifest.json").write_text('{"status": "complete", "theirs": true}')
+    (project / "sub").mkdir()
+    (project / "sub" / "dead_letter-00000-of-00001.parquet").write_bytes(b"keep me")
+    return Case([path], {"key_column": "id", "overwrite": True}, output=str(project), untouched=str(project),
+                launcher_error=r"output folder '.*project' is not empty and holds no run of this program \(4 entries")
+
+
+def _victim(tmp_path) -> str:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "manifest.json").write_text("precious")
+    (victim / "attributions-00000-of-00001.parquet").write_bytes(b"precious too")
+    return str(victim)
+
+
+def date_climbing_out_of_the_output(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"key_column": "id", "date": "../../victim"}, output=str(tmp_path / "runs" / "a" / "{date}"),
+                untouched=_victim(tmp_path), launcher_error="date must be a date written YYYY-MM-DD")
+
+
+def param_climbing_out_of_the_output(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"key_column": "id", "param": "part=../../victim"}, output=str(tmp_path / "runs" / "a" / "{part}"),
+                untouched=_victim(tmp_path), launcher_error="param 'part' value '../../victim' cannot go into a path")
+
+
+def _data_folder(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    return data, _parquet(data / "d.parquet", pa.table(_good_table()))
+
+
+def output_is_the_input_folder(tmp_path) -> Case:
+    data, _ = _data_folder(tmp_path)
+    return Case([f"{data}/*.parquet"], PARQUET, output=str(data), untouched=str(data),
+                launcher_error=r"input file '.*/data/d\.parquet' is inside the output folder '.*/data'")
+
+
+def input_glob_reaching_into_the_output(tmp_path) -> Case:
+    data, _ = _data_folder(tmp_path)
+    return Case([f"{data}/**.parquet"], PARQUET, output=str(data / "out"), untouched=str(data),
+                launcher_error="would match files the run writes into --output")
+
+
+def input_file_inside_the_output(tmp_path) -> Case:
+    data, path = _data_folder(tmp_path)
+    return Case([path], PARQUET, output=str(data), untouched=str(data), launcher_error=r"input file '.*d\.parquet' is inside the output folder")
+
+
+def _keep(tmp_path) -> str:
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "a_file").write_text("x")
+    return str(keep)
+
+
+def output_that_is_a_file(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    keep = _keep(tmp_path)
+    return Case([path], {"key_column": "id"}, output=f"{keep}/a_file", untouched=keep, launcher_error="is a file; it must be a folder")
+
+
+def output_under_a_file(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    keep = _keep(tmp_path)
+    return Case([path], {"key_column": "id"}, output=f"{keep}/a_file/out", untouched=keep, launcher_error="cannot write to --output")
+
+
+def output_name_too_long(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    keep = _keep(tmp_path)
+    return Case([path], {"key_column": "id"}, output=f"{keep}/{'x' * 300}", untouched=keep,
+                launcher_error="cannot write to --output .*File name too long")
+
+
 RECORD_LEVEL: list[Callable] = [
     truncated_tfrecord, corrupted_crc, example_missing_a_feature, feature_of_the_wrong_length,
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
@@ -446,4 +534,7 @@ RUN_LEVEL: list[Callable] = [
     model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
     integer_model_output, baseline_constant_nan, noise_fraction_infinite, steps_too_large, config_path_is_a_folder,
     config_not_utf8, truncated_keras_file, unregistered_custom_layer, saved_model_writing_a_file,
+    output_folder_of_someone_else, date_climbing_out_of_the_output, param_climbing_out_of_the_output,
+    output_is_the_input_folder, input_glob_reaching_into_the_output, input_file_inside_the_output,
+    output_that_is_a_file, output_under_a_file, output_name_too_long,
 ]

@@ -2,6 +2,8 @@
 records dead-lettered (reason named) and counts reconciled; run-level cases stop on the launcher
 with one line, exit status 2 and no traceback."""
 
+import pathlib
+
 import pytest
 
 import corpus
@@ -36,16 +38,26 @@ def test_run_level_cases_stop_on_the_launcher_with_one_message(make_case, linear
     import re
 
     case = make_case(tmp_path)
-    args = ["run", "--model", case.model or linear_model[0], "--output", str(tmp_path / "out"), "--method", "gradient"]
+    args = ["run", "--model", case.model or linear_model[0], "--output", case.output or str(tmp_path / "out"), "--method", "gradient"]
     for path in case.input:
         args += ["--input", path]
     for name, value in case.settings.items():
         if name == "inputs":
             args += ["--input-map", "features=" + ",".join(value["features"])]
+        elif value is True:
+            args += [f"--{name.replace('_', '-')}"]
         else:
             args += [f"--{name.replace('_', '-')}", str(value)]
+    before = _snapshot(case.untouched) if case.untouched else None
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(case.launcher_error, err), err
-    assert not (tmp_path / "out").exists()  # stopped before anything was written
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()  # stopped before anything was written
+    if case.untouched:
+        assert _snapshot(case.untouched) == before  # someone else's files, byte for byte
+
+
+def _snapshot(folder: str) -> dict:
+    root = pathlib.Path(folder)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
