@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 
 from pipeline.errors import RunFailedError
 
-__all__ = ["main", "run_program", "build_parser", "config_from_args"]
+__all__ = ["main", "run_program", "build_parser", "config_from_args", "configure_logging"]
 
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 3
@@ -30,7 +30,7 @@ EXIT_DRIFT = 4
 def _input_map(value: str) -> tuple[str, Any]:
     name, sep, columns = value.partition("=")
     if not sep or not name or not columns:
-        raise argparse.ArgumentTypeError(f"--input-map expects NAME=COLUMN or NAME=COL1,COL2,...; got {value!r}")
+        raise argparse.ArgumentTypeError(f"--inputs expects NAME=COLUMN, NAME=COL1,COL2,... or NAME='GLOB*'; got {value!r}")
     parts = [c for c in columns.split(",") if c]
     return name, parts[0] if len(parts) == 1 and "," not in columns else parts
 
@@ -43,48 +43,56 @@ def _param(value: str) -> tuple[str, str]:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    def add(flag: str, **options) -> None:
+    def add(*names: str, **options) -> None:
         # Every dashed flag also answers to its underscore spelling (Beam's style, and the only
         # one Dataflow Flex Template parameter names allow), e.g. --key-column / --key_column.
-        flags = [flag, "--" + flag[2:].replace("-", "_")] if "-" in flag[2:] else [flag]
+        # The first name is the setting's own (as in YAML); later ones are older spellings.
+        flags = []
+        for flag in names:
+            flags += [flag, "--" + flag[2:].replace("-", "_")] if "-" in flag[2:] else [flag]
         parser.add_argument(*flags, **options)
 
-    add("--config", help="YAML file with settings (flags override it); see configs/.")
-    add("--model", help="Keras .keras/.h5 file or TensorFlow SavedModel directory (local or gs://).")
-    add("--input", action="append", help="input file or glob; repeat for several.")
-    add("--output", help="output directory for Parquet files, dead letters and manifest.json.")
+    add("--config", metavar="FILE.yaml", help="YAML file with settings (flags override it); see configs/.")
+    add("--model", metavar="PATH", help="Keras .keras/.h5 file or TensorFlow SavedModel directory (local or gs://).")
+    add("--input", action="append", metavar="PATH_OR_GLOB", help="Parquet or TFRecord file or glob (local or gs://); repeat for several.")
+    add("--output", metavar="FOLDER", help="output directory for Parquet files, dead letters and manifest.json.")
     add("--input-format", choices=["auto", "tfrecord", "parquet"], help="default: from the extension.")
-    add("--method", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients.")
-    add("--target", help="predicted (default) | INDEX | label:COLUMN | top_k:K.")
-    add("--key-column", help="column carried to the output as the key (default: '<file>:<index>').")
-    add("--passthrough", action="append", dest="passthrough_columns", help="column copied to the output; repeat or comma-separate.")
-    add("--input-map", action="append", type=_input_map, dest="inputs", help="MODEL_INPUT=COLUMN or MODEL_INPUT=COL1,COL2,...")
-    add("--output-name", help="which model output to explain (multi-output models).")
+    add("--method", metavar="METHOD", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients.")
+    add("--target", metavar="TARGET", help="predicted (default) | INDEX | label:COLUMN | top_k:K.")
+    add("--key-column", metavar="COLUMN", help="column carried to the output as the key (default: '<file>:<index>').")
+    add("--passthrough-columns", "--passthrough", action="append", dest="passthrough_columns", metavar="COLUMN",
+        help="column copied to every output row; repeat or comma-separate (--passthrough also works).")
+    add("--inputs", "--input-map", action="append", type=_input_map, dest="inputs", metavar="INPUT=COLUMNS",
+        help="which columns a model input reads: INPUT=COLUMN (a list/tensor column), INPUT=COL1,COL2,... (scalar "
+             "columns, in order) or a glob INPUT='f*' (file order); repeat per input. Default: the column named like the "
+             "input, or for a (k,) input the k numeric columns that are not key/pass-through/label/slice (--input-map also works).")
+    add("--output-name", metavar="NAME", help="which model output to explain (multi-output models).")
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
     add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")
-    add("--max-dead-letter-fraction", type=float, help="fail the run when more than this share of records is dead-lettered (default 0.1).")
+    add("--max-dead-letter-fraction", type=float, metavar="FRACTION", help="fail the run when more than this share of records is dead-lettered (default 0.1).")
     add("--batch-size", type=int, help="records per batch (default 1024).")
     add("--chunk-size", type=int, help="most rows (examples x steps/samples) per gradient call (default 1024).")
-    add("--steps", type=int, help="integrated gradients: points on the path (default 64).")
-    add("--rule", help="integrated gradients: gausslegendre (default) | riemann_left | riemann_right | riemann_middle | riemann_trapezoid.")
-    add("--baseline", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")
-    add("--smoothgrad-variant", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
-    add("--noise-fraction", type=float, help="SmoothGrad noise std as a fraction of each input's range (default 0.15).")
-    add("--samples", type=int, help="SmoothGrad (default 50) / expected gradients (default 200) samples per record.")
-    add("--seed", type=int, help="seed of the sampling methods (default 0).")
-    add("--background", help="expected gradients: Parquet/TFRecord file of background rows.")
+    add("--steps", type=int, metavar="N", help="integrated gradients: points on the path (default 64).")
+    add("--rule", metavar="RULE", help="integrated gradients: gausslegendre (default) | riemann_left | riemann_right | riemann_middle | riemann_trapezoid.")
+    add("--baseline", metavar="BASELINE", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")
+    add("--smoothgrad-variant", metavar="VARIANT", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
+    add("--noise-fraction", type=float, metavar="FRACTION", help="SmoothGrad noise std as a fraction of each input's range (default 0.15).")
+    add("--samples", type=int, metavar="N", help="SmoothGrad (default 50) / expected gradients (default 200) samples per record.")
+    add("--seed", type=int, metavar="N", help="seed of the sampling methods (default 0).")
+    add("--background", metavar="PATH", help="expected gradients: Parquet/TFRecord file of background rows.")
     add("--summaries", action=argparse.BooleanOptionalAction, default=None, help="write summary.json and summary_*.parquet in the same pass (default on).")
-    add("--slice-column", action="append", dest="slice_columns", help="summarize per value of this column too; repeat or comma-separate.")
-    add("--summary-sample-size", type=int, help="rows kept per summary group for approximate quantiles (default 2048).")
-    add("--completeness-threshold", type=float, help="relative completeness error counted as too large in summaries (default 0.05).")
-    add("--max-slice-values", type=int, help="distinct values summarized per slice column, the rest pooled as __other__ (default 1000).")
-    add("--date", help="fills {date} in --model/--input/--output/--background/--baseline paths.")
-    add("--param", action="append", type=_param, dest="params", help="NAME=VALUE: fills {NAME} in those paths; repeat for several.")
+    add("--slice-columns", "--slice-column", action="append", dest="slice_columns", metavar="COLUMN",
+        help="also summarize per value of this column (e.g. country); repeat or comma-separate (--slice-column also works).")
+    add("--summary-sample-size", type=int, metavar="ROWS", help="rows kept per summary group for approximate quantiles (default 2048).")
+    add("--completeness-threshold", type=float, metavar="FRACTION", help="relative completeness error counted as too large in summaries (default 0.05).")
+    add("--max-slice-values", type=int, metavar="N", help="distinct values summarized per slice column, the rest pooled as __other__ (default 1000).")
+    add("--date", metavar="YYYY-MM-DD", help="fills {date} in --model/--input/--output/--background/--baseline paths.")
+    add("--param", action="append", type=_param, dest="params", metavar="NAME=VALUE", help="NAME=VALUE: fills {NAME} in those paths; repeat for several.")
     add("--wait", action="store_true", default=None, help="on a remote runner, wait for the job and finalize it (default: return with the job id).")
     add("--quiet", action="store_true", help="no progress line while the run goes (the summary at the end is still printed).")
-    add("--debug", action="store_true", help="show tracebacks for user errors.")
+    add("--debug", action="store_true", help=_DEBUG_HELP)
 
 
 def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,29 +157,47 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+_RUN_EPILOG = """\
+Every setting is also a YAML key with the same name (--key-column <-> key_column):
+configs/example.yaml lists them all with their defaults; flags override the file.
+
+Flags this program does not know are Apache Beam pipeline options and go to the runner, e.g.
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+  --direct_num_workers=2 --direct_running_mode=multi_processing
+(see the README's "Running at scale"). A flag neither knows is an error, with a suggestion.
+
+Exit status: 0 done, 2 a user error (one line; --debug for the traceback), 3 the run failed its
+checks (counts, dead letters, storage)."""
+
+_DEBUG_HELP = "show the traceback of a user error (normally one line)."
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attribution-pipeline", description=__doc__.split("\n")[0], allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    _run_arguments(commands.add_parser("run", help="attribute a dataset", allow_abbrev=False))
+    _run_arguments(commands.add_parser(
+        "run", help="attribute a dataset", allow_abbrev=False, epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ))
     compare = commands.add_parser("compare", help="compare two runs' summaries and flag drift", allow_abbrev=False)
     compare.add_argument("run_a", metavar="RUN_A", help="the reference run's output directory")
     compare.add_argument("run_b", metavar="RUN_B", help="the run to check against it")
     compare.add_argument("--fail-on-drift", action="store_true", help=f"exit with status {EXIT_DRIFT} when drift exceeds a threshold.")
     compare.add_argument("--json", dest="json_path", help="also write the comparison as JSON to this file.")
     _threshold_arguments(compare)
-    compare.add_argument("--debug", action="store_true")
+    compare.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     finalize = commands.add_parser("finalize", help="commit a finished remote job's output and write its manifest", allow_abbrev=False)
     finalize.add_argument("output", metavar="OUTPUT", help="the run's output directory")
-    finalize.add_argument("--debug", action="store_true")
+    finalize.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     report = commands.add_parser("report", help="write a self-contained HTML report of a run", allow_abbrev=False)
     report.add_argument("run", metavar="RUN", help="the run's output directory")
     report.add_argument("--baseline", help="an earlier run to show drift against")
     report.add_argument("--out", required=True, help="the HTML file to write")
     _threshold_arguments(report)
-    report.add_argument("--debug", action="store_true")
+    report.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     demo = commands.add_parser("demo", help="train two small models on scikit-learn data and attribute them", allow_abbrev=False)
     demo.add_argument("--output", default="demo_output", help="directory for the demo's models, data and results.")
-    demo.add_argument("--debug", action="store_true")
+    demo.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     return parser
 
 
@@ -255,6 +281,26 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
     return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
 
 
+# Warnings Beam logs while it is imported that say nothing about the user's run (e.g. without the
+# gcp extra, every command printed the first one). Matched from the start of the message, exactly.
+_IMPORT_NOISE = (
+    "apitools not found, and bigquery client libraries are not available",
+)
+
+
+class _DropImportNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.WARNING and str(record.msg).startswith(_IMPORT_NOISE))
+
+
+def configure_logging() -> None:
+    """WARNING and above on stderr, one line each, without Beam's import-time noise."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropImportNoise) for f in handler.filters):
+            handler.addFilter(_DropImportNoise())
+
+
 def _print_summary(manifest: dict) -> None:
     counts = manifest["counts"]
     print(
@@ -273,7 +319,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         if args.command == "demo":
             if beam_args:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -100,10 +101,13 @@ class RunConfig:
         if not isinstance(values, Mapping):
             raise ValueError(f"{source} must be a mapping of settings; got {type(values).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
+        values = _resolve_aliases(values, source)
         unknown = sorted(set(values) - known)
         if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"unknown setting(s) {unknown} in {source}; known settings are {sorted(known)}."
+                f"unknown setting(s) {unknown} in {source}.{hint} Known settings are {sorted(known)}."
             )
         missing = [name for name in ("model", "input", "output") if values.get(name) in (None, "", [])]
         if missing:
@@ -395,9 +399,25 @@ def fill_path_templates(values: Mapping[str, Any], params: Mapping[str, str]) ->
     return filled
 
 
+# Older spellings of settings (the command line's former flag names), accepted in YAML too.
+SETTING_ALIASES = {"input_map": "inputs", "passthrough": "passthrough_columns", "slice_column": "slice_columns"}
+
+
+def _resolve_aliases(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    resolved = dict(values)
+    for alias, name in SETTING_ALIASES.items():
+        if alias in resolved:
+            if name in resolved:
+                raise ValueError(f"{source} gives both {alias!r} and {name!r}, two names of one setting; keep {name!r}.")
+            resolved[name] = resolved.pop(alias)
+    return resolved
+
+
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise ValueError(f"{name} {value!r} is not valid; expected one of {list(choices)}.")
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6) if isinstance(value, str) else []
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{name} {value!r} is not valid; expected one of {list(choices)}.{hint}")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -163,6 +163,8 @@ def run_demo(output: str) -> None:
     from pipeline.config import RunConfig
     from pipeline.run import run_attribution
 
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output!r} is a file; the demo needs a folder for its models, data and runs.")
     start = time.time()
     assets = os.path.join(output, "assets")
     print("training a CNN on scikit-learn digits and an MLP on breast cancer data (fixed seed) ...")
@@ -179,7 +181,7 @@ def run_demo(output: str) -> None:
     })
     print(f"\n[1/2] integrated gradients, digits CNN, TFRecord -> Parquet (DirectRunner)\n"
           f"  attribution-pipeline run --model {digits['model']} --input '{digits_config.input[0]}' "
-          f"--output {digits_out} --method integrated_gradients --steps 32 --key-column id --passthrough label --slice-column label --overwrite")
+          f"--output {digits_out} --method integrated_gradients --steps 32 --key-column id --passthrough-columns label --slice-columns label --overwrite")
     manifest = run_attribution(digits_config)
     table = _attributions(manifest)
     counts = manifest["counts"]

@@ -8,10 +8,12 @@ ValueError that says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,7 +28,7 @@ from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
 from transforms.read import detect_format, tfrecord_compression
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
 
-__all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec"]
+__all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec", "describe_mapping"]
 
 
 
@@ -156,14 +158,17 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
                 f"outside the model or explain a sub-model that starts at the embedding output)."
             )
         size = math.prod(shape)
-        columns = config.inputs.get(name, name)
+        columns = _columns_for(name, shape, config, catalog, model.input_names)
         hint = (
             f"map it in the config (inputs: {{{name}: COLUMN}} or inputs: {{{name}: [COL1, COL2, ...]}}) or "
-            f"with --input-map {name}=COLUMN[,COLUMN...]. Input columns: {_describe(catalog)}"
+            f"with --inputs {name}=COLUMN[,COLUMN...] or a glob --inputs {name}='PREFIX*'. Input columns: {_describe(catalog)}"
         )
         if isinstance(columns, str):
             if columns not in catalog:
-                raise ValueError(f"model input {name!r} (shape {shape}) matches no input column {columns!r}; {hint}")
+                raise ValueError(
+                    f"model input {name!r} (shape {shape}) matches no input column {columns!r}{_did_you_mean(columns, catalog)}"
+                    f"{_candidates_note(name, shape, config, catalog)}; {hint}"
+                )
             source = catalog[columns]
             _check_numeric(source)
             if source.is_list:
@@ -197,6 +202,74 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
     return tuple(specs)
 
 
+def _columns_for(
+    name: str, shape: tuple, config: RunConfig, catalog: dict[str, _SourceColumn], model_inputs: tuple[str, ...]
+) -> Union[str, tuple[str, ...]]:
+    """The column(s) model input `name` reads: as mapped (a glob such as 'f*' expands to the
+    matching columns in file order), else the column of its own name, else, for a (k,) input,
+    the k numeric scalar columns that are not the key, pass-through, label or slice columns."""
+    mapped = config.inputs.get(name)
+    if mapped is not None:
+        return _expand_globs(name, mapped, catalog)
+    if name in catalog or len(shape) != 1:
+        return name
+    candidates = _tabular_candidates(config, catalog)
+    # Only one model input may claim the remaining columns, and only when their count fits exactly.
+    unmapped = [n for n in model_inputs if n not in config.inputs and n not in catalog]
+    if len(candidates) != shape[0] or len(unmapped) != 1:
+        return name  # the caller explains what the input offers and how to map it
+    return candidates
+
+
+def _tabular_candidates(config: RunConfig, catalog: dict[str, _SourceColumn]) -> tuple[str, ...]:
+    """Numeric scalar columns that are not the key, pass-through, label or slice columns, in file order."""
+    taken = {config.key_column, *config.passthrough_columns, *config.slice_columns, config.target_spec().column}
+    return tuple(c.name for c in catalog.values() if c.numeric and not c.is_list and c.name not in taken)
+
+
+def _candidates_note(name: str, shape: tuple, config: RunConfig, catalog: dict[str, _SourceColumn]) -> str:
+    if name in config.inputs or len(shape) != 1:
+        return ""
+    candidates = _tabular_candidates(config, catalog)
+    shown = ", ".join(candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+    return (
+        f" (and the input has {len(candidates)} numeric scalar columns that are not key, pass-through, label or slice "
+        f"columns{': ' + shown if candidates else ''}; read by default only when there are exactly {shape[0]})"
+    )
+
+
+def _did_you_mean(column: str, catalog: dict) -> str:
+    """' (did you mean 'ID'?)' for a column of another case or a near spelling; '' otherwise."""
+    same_case = [c for c in catalog if c.lower() == column.lower()]
+    close = same_case or difflib.get_close_matches(column, list(catalog), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_mapping(schema: RecordSchema) -> dict[str, list[str]]:
+    """Model input -> the columns it reads, in order (recorded in the manifest)."""
+    return {spec.name: [c.name for c in spec.columns] for spec in schema.model_inputs}
+
+
+def _expand_globs(name: str, mapped: Union[str, tuple[str, ...]], catalog: dict[str, _SourceColumn]) -> Union[str, tuple[str, ...]]:
+    patterns = (mapped,) if isinstance(mapped, str) else mapped
+    if not any(_is_glob(p) for p in patterns):
+        return mapped
+    columns: list[str] = []
+    for pattern in patterns:
+        if not _is_glob(pattern):
+            columns.append(pattern)
+            continue
+        matched = [c for c in catalog if fnmatch.fnmatchcase(c, pattern) and c not in columns]
+        if not matched:
+            raise ValueError(f"inputs[{name!r}] pattern {pattern!r} matches no input column. Input columns: {_describe(catalog)}")
+        columns += matched
+    return tuple(columns)
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
 def _check_numeric(source: _SourceColumn) -> None:
     if not source.numeric:
         raise ValueError(
@@ -207,7 +280,7 @@ def _check_numeric(source: _SourceColumn) -> None:
 
 def _field(catalog: dict[str, _SourceColumn], name: str, role: str) -> FieldSpec:
     if name not in catalog:
-        raise ValueError(f"{role} {name!r} is not a column of the input. Input columns: {_describe(catalog)}")
+        raise ValueError(f"{role} {name!r} is not a column of the input{_did_you_mean(name, catalog)}. Input columns: {_describe(catalog)}")
     source = catalog[name]
     if source.kind and source.is_list:
         raise ValueError(f"{role} {name!r} is a TFRecord feature with {source.length} values; it must hold one value.")

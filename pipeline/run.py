@@ -32,7 +32,7 @@ from pipeline.output_dir import (
     write_json,
 )
 from pipeline.output_lock import OutputLock
-from pipeline.plan import RunPlan, resolve_plan
+from pipeline.plan import RunPlan, describe_mapping, resolve_plan
 from pipeline.progress import ProgressReporter, parquet_total_rows
 from transforms.progress import records_done
 from transforms.read import METRICS_NAMESPACE
@@ -89,7 +89,8 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
         "settings": config.to_dict(),
         "pipeline_options": pipeline_args,
         "runner": runner or "DirectRunner",
-        "input": {"patterns": list(config.input), "format": plan.input_format, "files": list(plan.input_files)},
+        "input": {"patterns": list(config.input), "format": plan.input_format, "files": list(plan.input_files),
+                  "mapping": describe_mapping(plan.schema)},
         "model": {"path": config.model, "sha256": plan.model_fingerprint},
         "started": started,
         "planned": planned,
@@ -128,6 +129,19 @@ def _prepare_output(config: RunConfig) -> None:
     claim(state)
 
 
+def _mapping_notes(plan: RunPlan) -> list[str]:
+    """What the launcher chose for the user: model inputs read from columns they did not name."""
+    notes = []
+    for name, columns in describe_mapping(plan.schema).items():
+        given = plan.config.inputs.get(name)
+        if columns == [name] or (given is not None and list((given,) if isinstance(given, str) else given) == columns):
+            continue
+        shown = ", ".join(columns) if len(columns) <= 12 else ", ".join(columns[:6]) + ", ..., " + ", ".join(columns[-3:])
+        why = "the glob given" if given is not None else "the numeric columns that are not key, pass-through, label or slice, in file order"
+        notes.append(f"model input {name!r} reads {len(columns)} columns ({why}): {shown}")
+    return notes
+
+
 def _storage_refused(error: BaseException) -> bool:
     """A write refused for lack of room: a full disk, a quota, a file-size limit."""
     while error is not None:
@@ -156,6 +170,9 @@ def run_attribution(
     started = time.time()
     pipeline_args = list(pipeline_args or [])
     plan = resolve_plan(config)
+    if progress:
+        for note in _mapping_notes(plan):
+            print(note, file=sys.stderr)
     check_output_outside_inputs(config.output, config.input, plan.input_files)
     check_output(config.output, config.overwrite)  # before the folder is created or locked
     created = "://" not in config.output and not os.path.exists(config.output)

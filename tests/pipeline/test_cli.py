@@ -154,3 +154,44 @@ def _run_capturing_stderr(args) -> str:
     with contextlib.redirect_stderr(err):
         assert main(args) == 0
     return err.getvalue()
+
+
+def test_beams_import_time_noise_is_dropped_and_real_warnings_are_kept():
+    code = (
+        "import logging\nfrom pipeline.cli import configure_logging\nconfigure_logging()\n"
+        "logging.warning('apitools not found, and bigquery client libraries are not available despite the import not raising an ImportError.')\n"
+        "logging.getLogger('apache_beam').warning('a real warning')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.stderr.strip().splitlines() == ["WARNING apache_beam: a real warning"]
+
+
+def test_every_flag_of_every_command_has_help_and_run_help_points_to_beam_options():
+    from pipeline.cli import _subparsers, build_parser
+
+    for sub in _subparsers(build_parser()):
+        undocumented = [a.option_strings for a in sub._actions if a.option_strings and not a.help]
+        assert undocumented == [], (sub.prog, undocumented)
+    text = _cli("run", "--help").stdout
+    assert "Apache Beam pipeline options" in text and "configs/example.yaml" in text and "--runner=DataflowRunner" in text
+
+
+def test_each_subcommand_answers_user_errors_in_one_line_with_status_2(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    missing = str(tmp_path / "missing")
+    cases = [
+        ["compare", missing, str(tmp_path / "empty")],
+        ["compare", str(tmp_path / "empty"), str(tmp_path / "empty")],
+        ["report", missing, "--out", str(tmp_path / "r.html")],
+        ["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r.html")],
+        ["finalize", missing],
+        ["finalize", str(tmp_path / "empty")],
+        ["demo", "--output", str(tmp_path / "a_file")],
+        ["run", "--model", "m.keras", "--input", "i.parquet"],
+    ]
+    for args in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "empty"]  # nothing created by a refused command

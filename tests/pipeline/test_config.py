@@ -15,7 +15,7 @@ def test_defaults_and_method_settings():
 
 
 def test_unknown_keys_are_rejected_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['step'\] in config; known settings are"):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['step'\] in config. Did you mean 'steps'\? Known settings are"):
         RunConfig.from_mapping({**BASE, "step": 3})
 
 
@@ -180,3 +180,17 @@ def test_a_config_path_that_is_a_folder_or_not_utf8_says_so(tmp_path):
     path.write_bytes("model: café\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"config file '.*latin1\.yaml' is not UTF-8 text \(byte b'\\xe9' at offset 10\); save it as UTF-8"):
         load_yaml_config(str(path))
+
+
+def test_enumerated_values_and_settings_get_a_did_you_mean():
+    with pytest.raises(ValueError, match=r"method 'integrated_gradient' is not valid; .* Did you mean 'integrated_gradients'\?"):
+        RunConfig.from_mapping({**BASE, "method": "integrated_gradient"})
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['key_colum'\] in config. Did you mean 'key_column'\?"):
+        RunConfig.from_mapping({**BASE, "key_colum": "id"})
+
+
+def test_the_former_flag_names_are_accepted_as_setting_names():
+    config = RunConfig.from_mapping({**BASE, "input_map": {"x": ["a", "b"]}, "passthrough": ["p"], "slice_column": ["s"]})
+    assert (dict(config.inputs), config.passthrough_columns, config.slice_columns) == ({"x": ("a", "b")}, ("p",), ("s",))
+    with pytest.raises(ValueError, match="gives both 'passthrough' and 'passthrough_columns', two names of one setting"):
+        RunConfig.from_mapping({**BASE, "passthrough": ["p"], "passthrough_columns": ["q"]})

@@ -35,7 +35,11 @@ def test_valid_plan_maps_columns_and_builds_the_output_schema(linear_model, tabu
     "extra, message",
     [
         ({"input": "nowhere/*.parquet"}, "matches no files"),
-        ({"inputs": {}}, r"model input 'features' \(shape \(6,\)\) matches no input column 'features'; map it"),
+        ({"inputs": {}}, r"model input 'features' \(shape \(6,\)\) matches no input column 'features' \(and the input has 8 "
+                         r"numeric scalar columns that are not key, pass-through, label or slice columns: id, label, f0, .*; read by "
+                         r"default only when there are exactly 6\); map it"),
+        ({"inputs": {"features": "g*"}}, r"inputs\['features'\] pattern 'g\*' matches no input column"),
+        ({"key_column": "ID"}, r"key column 'ID' is not a column of the input \(did you mean 'id'\?\)"),
         ({"inputs": {"features": COLUMNS[:5]}}, r"has shape \(6,\) \(6 values\) but is mapped to 5 columns"),
         ({"inputs": {"features": COLUMNS[:5] + ["nope"]}}, r"mapped to columns \['nope'\] that the input lacks"),
         ({"inputs": {"other": "f0"}}, r"inputs maps \['other'\], which the model does not have"),
@@ -81,3 +85,18 @@ def test_unknown_extension_asks_for_the_format(tmp_path, linear_model, tabular_d
     with pytest.raises(ValueError, match="pass --input-format parquet|tfrecord"):
         resolve_plan(config)
     assert resolve_plan(_config(linear_model[0], str(tmp_path / "data.bin"), tmp_path, input_format="parquet")).input_format == "parquet"
+
+
+def test_a_vector_input_reads_the_remaining_numeric_columns_by_default(linear_model, tabular_data, tmp_path):
+    """Key and label named: the six f-columns left are exactly what the (6,) input needs."""
+    config = RunConfig.from_mapping({"model": linear_model[0], "input": tabular_data[0], "output": str(tmp_path / "out"),
+                                     "key_column": "id", "target": "label:label"})
+    assert [c.name for c in resolve_plan(config).schema.source_columns] == COLUMNS
+
+
+def test_a_glob_maps_columns_in_file_order(linear_model, tmp_path):
+    columns = {"id": pa.array([1, 2]), **{f"x{j}": pa.array([float(j)] * 2, pa.float32()) for j in (3, 1, 0, 2, 5, 4)}}
+    pq.write_table(pa.table(columns), str(tmp_path / "d.parquet"))
+    config = RunConfig.from_mapping({"model": linear_model[0], "input": str(tmp_path / "d.parquet"), "output": str(tmp_path / "out"),
+                                     "inputs": {"features": "x*"}})
+    assert [c.name for c in resolve_plan(config).schema.source_columns] == ["x3", "x1", "x0", "x2", "x5", "x4"]
