@@ -195,3 +195,17 @@ def test_each_subcommand_answers_user_errors_in_one_line_with_status_2(tmp_path,
         err = capsys.readouterr().err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
     assert sorted(os.listdir(tmp_path)) == ["a_file", "empty"]  # nothing created by a refused command
+
+
+def test_a_tabular_run_needs_no_input_map_and_says_which_columns_it_read(linear_model, tabular_data, tmp_path):
+    args = ["run", "--model", linear_model[0], "--input", tabular_data[0], "--output", str(tmp_path / "out"),
+            "--key-column", "id", "--passthrough-columns", "label", "--method", "gradient"]
+    shown = _run_capturing_stderr(args)
+    assert "model input 'features' reads 6 columns (the numeric columns that are not key, pass-through, label or slice, " \
+           "in file order): f0, f1, f2, f3, f4, f5" in shown
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"]["mapping"] == {"features": COLUMNS}
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    weights = linear_model[1]
+    for key, row in rows.items():
+        np.testing.assert_allclose([row[f"attr_{c}"] for c in COLUMNS], weights[:, row["target"]], rtol=1e-6)
