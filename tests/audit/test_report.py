@@ -197,28 +197,25 @@ def test_report_out_that_is_a_folder_is_refused(hostile_run, capsys):
 
 @pytest.fixture
 def figures(monkeypatch):
-    """Every figure the report draws, by the plotting function's name, kept open for inspection."""
+    """Every figure the report draws, as (plotting function's name, figure), kept open for inspection."""
+    import inspect
+    import io
+
+    import matplotlib.pyplot as plt
+
     from audit import plots
 
     drawn = []
-    original = plots._png
 
     def keep(figure):
-        import inspect
-
-        caller = inspect.stack()[1].function
-        drawn.append((caller, figure))
-        figure.canvas.draw()
-        buffer = __import__("io").BytesIO()
+        drawn.append((inspect.stack()[1].function, figure))
+        buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
         return buffer.getvalue()
 
     monkeypatch.setattr(plots, "_png", keep)
     yield drawn
-    import matplotlib.pyplot as plt
-
     plt.close("all")
-    del original
 
 
 def _colorbars(figure):
