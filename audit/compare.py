@@ -23,7 +23,7 @@ from audit.json_safe import json_ready  # re-exported: NaN/inf (e.g. a rank corr
 from audit.rank import kendall_tau_b, spearman, top_k_overlap
 from audit.runs import RunResult
 
-__all__ = ["DriftThresholds", "compare_runs", "format_comparison", "json_ready"]
+__all__ = ["DriftThresholds", "compare_runs", "format_comparison", "identity_differences", "spans_note", "json_ready", "THRESHOLD_HELP"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,20 @@ class DriftThresholds:
                 raise ValueError(f"drift threshold {f.name} must be a finite number >= 0; got {value!r}.")
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise ValueError(f"top_k must be a positive integer; got {self.top_k!r}.")
+
+
+# (metavar, what the flag sets, unit) of each threshold, for --help and the README's table.
+THRESHOLD_HELP: dict[str, tuple[str, str, str]] = {
+    "min_spearman": ("RHO", "drift when Spearman's rank correlation of the features' mean |attribution| (A vs B) falls below this", "correlation, -1..1"),
+    "min_top_k_overlap": ("SHARE", "drift when fewer than this share of A's top-k features (by mean |attribution|) are in B's top k", "share, 0..1"),
+    "top_k": ("K", "how many top features --min-top-k-overlap compares", "features"),
+    "max_relative_change": ("SHARE", "drift when an important feature's mean |attribution| changes by more than this, relative to A", "share of A's value, 0.5 = 50 %"),
+    "min_share": ("SHARE", "a feature counts as important for --max-relative-change when it holds at least this share of A's total mean |attribution|", "share, 0..1"),
+    "max_prediction_shift": ("STDS", "drift when the mean explained score moves by more than this many of A's standard deviations", "standard deviations of A's score"),
+    "max_class_share_change": ("DISTANCE", "drift when the explained classes' shares of rows move by more than this total variation distance", "0..1"),
+    "max_completeness_increase": ("SHARE", "drift when the share of rows over the completeness-error threshold rises by more than this", "share, 0.05 = 5 percentage points"),
+    "min_group_rows": ("ROWS", "groups (classes, slice values) with fewer rows than this in either run are shown but not judged", "rows"),
+}
 
 
 def _leaf_importance(run: RunResult) -> dict[tuple[str, str], dict[tuple[str, int], float]]:
@@ -125,13 +139,37 @@ def _class_shares(run: RunResult) -> dict[str, float]:
     return {g["value"]: g["rows"] / total for g in targets}
 
 
+# Settings that change what an attribution means: drift across them is not drift of the data.
+IDENTITY_SETTINGS = ("method", "target", "output_name", "explain_logits")
+# Settings that change the estimate, not its meaning: reported as warnings.
+ESTIMATE_SETTINGS = ("steps", "rule", "baseline", "samples")
+
+
+def _model_identity(run: RunResult) -> tuple[str, str]:
+    """('sha256', digest), or ('path', path) for a run without a fingerprint: a model is the same
+    model when its bytes are, wherever it is stored (a dated path of an unchanged file is the same)."""
+    model = run.manifest["model"]
+    return ("sha256", model["sha256"]) if model.get("sha256") else ("path", model.get("path"))
+
+
+def identity_differences(a: RunResult, b: RunResult) -> list[str]:
+    """What makes two runs' attributions answer different questions: the method, the target, the
+    explained output, logits vs probabilities, or the model (by sha256; by path without one).
+    Each entry reads 'method (integrated_gradients vs gradient)'."""
+    settings_a, settings_b = a.manifest["settings"], b.manifest["settings"]
+    differences = [f"{k} ({settings_a.get(k)} vs {settings_b.get(k)})" for k in IDENTITY_SETTINGS if settings_a.get(k) != settings_b.get(k)]
+    (kind_a, model_a), (kind_b, model_b) = _model_identity(a), _model_identity(b)
+    if (kind_a, model_a) != (kind_b, model_b):
+        if kind_a == kind_b == "sha256":
+            differences.append(f"model (sha256 {model_a[:12]}... vs {model_b[:12]}...)")
+        else:
+            differences.append(f"model ({a.manifest['model'].get('path')} vs {b.manifest['model'].get('path')})")
+    return differences
+
+
 def _setting_differences(a: RunResult, b: RunResult) -> list[str]:
     settings_a, settings_b = a.manifest["settings"], b.manifest["settings"]
-    keys = ("method", "target", "steps", "rule", "baseline", "samples", "explain_logits", "output_name")
-    warnings = [f"{k} differs: {settings_a.get(k)!r} vs {settings_b.get(k)!r}" for k in keys if settings_a.get(k) != settings_b.get(k)]
-    if a.manifest["model"]["sha256"] != b.manifest["model"]["sha256"]:
-        warnings.append("the model differs (sha256): changes may come from the model, not the data")
-    return warnings
+    return [f"{k} differs: {settings_a.get(k)!r} vs {settings_b.get(k)!r}" for k in ESTIMATE_SETTINGS if settings_a.get(k) != settings_b.get(k)]
 
 
 def _feature_names(run: RunResult) -> list[str]:
@@ -153,10 +191,22 @@ def _check_common_features(a: RunResult, b: RunResult) -> None:
         )
 
 
-def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = DriftThresholds()) -> dict[str, Any]:
+def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = DriftThresholds(), allow_different: bool = False) -> dict[str, Any]:
     """The comparison document (JSON-ready): per-group metrics, drift reasons, warnings.
-    ValueError when the runs share no feature (there would be nothing to compare)."""
+
+    ValueError when the runs share no feature (there would be nothing to compare), and when they
+    differ in method, target, explained output or model (see `identity_differences`): a change of
+    importance is then the change of question, not drift. With allow_different=True they are
+    compared anyway and the document's `spans_different` lists what differs.
+    """
     _check_common_features(a, b)
+    spans = identity_differences(a, b)
+    if spans and not allow_different:
+        raise ValueError(
+            f"runs {a.path!r} and {b.path!r} differ in {'; '.join(spans)}: their attributions answer different "
+            f"questions, so a difference is not drift; compare runs of one model, method and target, or pass "
+            f"--allow-different to compare them anyway."
+        )
     keys_a, keys_b = list(a.groups), list(b.groups)
     common = [k for k in keys_a if k in b.groups]
     leaves_a, leaves_b = _leaf_importance(a), _leaf_importance(b)
@@ -171,6 +221,7 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "run_a": a.path, "run_b": b.path,
         "thresholds": dataclasses.asdict(thresholds),
         "drift": bool(reasons), "reasons": reasons,
+        "spans_different": spans,
         "warnings": _setting_differences(a, b),
         "class_shares": {"a": shares_a, "b": shares_b, "total_variation": distance},
         "groups": groups,
@@ -179,9 +230,20 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
     }
 
 
+FEATURE_ORDER = "sorted by |change| of mean |attribution|, largest first"
+
+
+def spans_note(document: dict[str, Any]) -> Optional[str]:
+    """The sentence saying that a comparison spans different methods/targets/models, or None."""
+    spans = document.get("spans_different") or []
+    return f"this comparison spans different {'; '.join(spans)} (--allow-different): read changes as the effect of that, not as drift of the data" if spans else None
+
+
 def format_comparison(document: dict[str, Any], features: int = 10) -> str:
     """A terminal table: one line per group, then the most changed features overall."""
     lines = [f"A: {document['run_a']}", f"B: {document['run_b']}"]
+    note = spans_note(document)
+    lines += [f"NOTE: {note}"] if note else []
     lines += [f"warning: {w}" for w in document["warnings"]]
     header = f"{'group':<24} {'rows A':>8} {'rows B':>8} {'spearman':>9} {'kendall':>8} {'top-k':>6} {'score shift':>11} {'compl. Δ':>9}  drift"
     lines += ["", header, "-" * len(header)]
@@ -194,10 +256,16 @@ def format_comparison(document: dict[str, Any], features: int = 10) -> str:
         )
     overall = next((g for g in document["groups"] if g["kind"] == "overall"), None)
     if overall:
-        lines += ["", "most changed features (overall, mean |attribution|):", f"{'feature':<28} {'A':>10} {'B':>10} {'change':>9}"]
+        lines += ["", f"most changed features (overall, mean |attribution|; {FEATURE_ORDER}):",
+                  f"{'feature':<28} {'A':>10} {'B':>10} {'change':>9}"]
         for f in overall["features"][:features]:
             relative = f"{f['relative_change']:+.1%}" if f["relative_change"] is not None else "-"
             lines.append(f"{f['feature']:<28.28} {f['mean_abs_a']:>10.4g} {f['mean_abs_b']:>10.4g} {relative:>9}")
     lines.append("")
-    lines.append("DRIFT: " + "; ".join(document["reasons"]) if document["drift"] else "no drift beyond the thresholds")
+    if document["drift"]:
+        lines += ["DRIFT:"] + [f"  - {reason}" for reason in document["reasons"]]
+    else:
+        lines.append("no drift beyond the thresholds")
+    if note:
+        lines.append(f"(across different {'; '.join(document['spans_different'])})")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = [
     "importance_bars", "class_heatmap", "maps_grid", "exemplar_grid", "completeness_histogram",
-    "prediction_histogram", "drift_scatter",
+    "prediction_histogram", "score_distribution", "drift_scatter",
 ]
 
 
@@ -89,49 +89,68 @@ def _as_image(values: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 @_plain_text
 def maps_grid(maps: Sequence[np.ndarray], titles: Sequence[str], shape: Sequence[int], title: str) -> bytes:
-    """Mean |attribution| maps, one panel each; maps: flat (prod(shape),) arrays."""
+    """Mean |attribution| maps, one panel each; maps: flat (prod(shape),) arrays. Every panel
+    shares one colour scale (0 to the largest value of any panel), shown by one colorbar, so
+    that classes can be compared by brightness."""
     plt = _pyplot()
     columns = min(len(maps), 6)
     rows = int(np.ceil(len(maps) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.7 * rows + 0.4), squeeze=False)
-    for panel, (values, caption) in enumerate(zip(maps, titles)):
+    images = []
+    for values in maps:
         image = _as_image(values, shape)
-        if image.ndim == 3:
-            image = np.abs(image).sum(axis=-1)
+        images.append(np.abs(image).sum(axis=-1) if image.ndim == 3 else image)
+    top = max(float(np.max(image, initial=0)) for image in images) or 1.0
+    figure, axes = plt.subplots(rows, columns, figsize=(max(1.6 * columns + 0.9, 4.8), 1.8 * rows + 0.7), squeeze=False, layout="constrained")
+    for panel, (image, caption) in enumerate(zip(images, titles)):
         ax = axes[panel // columns][panel % columns]
-        ax.imshow(image, cmap="magma")
+        drawn = ax.imshow(image, cmap="magma", vmin=0, vmax=top)
         ax.set_title(caption, fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
-    figure.suptitle(title, fontsize=10)
+    bar = figure.colorbar(drawn, ax=list(axes.flat), shrink=0.9, fraction=0.04)
+    bar.set_label("mean |attribution|", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    figure.suptitle(title + ("\n(one colour scale for all panels)" if len(images) > 1 else ""), fontsize=9)
     return _png(figure)
 
 
 @_plain_text
 def exemplar_grid(rows: Sequence[tuple[str, list]], shape: Sequence[int]) -> bytes:
     """rows: (criterion, [(caption, inputs (n,), attributions (n,)), ...]); each panel shows the
-    input in grey with the attribution overlaid (red positive, blue negative, per-panel scale)."""
+    input in grey with the attribution overlaid (red positive, blue negative). The panels of one
+    row (one criterion, compared side by side) share a colour scale, ± the row's largest
+    |attribution|, shown by the colorbar at the row's end."""
     plt = _pyplot()
     columns = max(len(items) for _, items in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.5 * columns, 1.75 * len(rows)), squeeze=False)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.1 * columns + 0.8, 2.5 * len(rows)), squeeze=False, layout="constrained")
     for r, (criterion, items) in enumerate(rows):
-        for c, (caption, inputs, attributions) in enumerate(items):
+        attributions = []
+        for _, _, values in items:
+            attribution = _as_image(values, shape)
+            attributions.append(attribution.sum(axis=-1) if attribution.ndim == 3 else attribution)
+        limit = max(float(np.abs(a).max(initial=0)) for a in attributions) or 1.0
+        overlay = None
+        for c, ((caption, inputs, _), attribution) in enumerate(zip(items, attributions)):
             ax = axes[r][c]
-            image, attribution = _as_image(inputs, shape), _as_image(attributions, shape)
+            image = _as_image(inputs, shape)
             if image.ndim == 3:
                 span = np.ptp(image) or 1.0
                 ax.imshow((image - image.min()) / span)
-                attribution = attribution.sum(axis=-1)
             else:
                 ax.imshow(image, cmap="gray_r")
-            limit = np.abs(attribution).max() or 1.0
-            ax.imshow(attribution, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55)
+            overlay = ax.imshow(attribution, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55)
             ax.set_title(caption, fontsize=7)
         axes[r][0].text(-0.15, 0.5, criterion.replace("_", " "), transform=axes[r][0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)
+        if overlay is not None:
+            bar = figure.colorbar(overlay, ax=list(axes[r]), fraction=0.03, pad=0.01)
+            bar.set_label("attribution", fontsize=7)
+            bar.ax.tick_params(labelsize=6)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+        if not ax.images:
+            ax.axis("off")
     return _png(figure)
 
 
@@ -158,8 +177,9 @@ def _edge(edge) -> str:
 
 
 @_plain_text
-def prediction_histogram(edges: Sequence[float], counts: Sequence[int], class_shares: dict[str, float]) -> bytes:
-    """The explained score's histogram (from the summary's sample) beside the class shares."""
+def prediction_histogram(edges: Sequence[float], counts: Sequence[int], class_shares: dict[str, float], share_label: str = "share of rows") -> bytes:
+    """The explained score's histogram (from the summary's sample) beside the class shares (for
+    runs with at least two explained classes; see `score_distribution` otherwise)."""
     plt = _pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 2.8), gridspec_kw={"width_ratios": [3, 2]})
     if len(counts):
@@ -169,23 +189,87 @@ def prediction_histogram(edges: Sequence[float], counts: Sequence[int], class_sh
     classes = sorted(class_shares, key=lambda c: (len(c), c))
     right.bar(classes, [class_shares[c] for c in classes], color="#6a9f58")
     right.set_xlabel("explained class")
-    right.set_ylabel("share of rows")
+    right.set_ylabel(share_label)
     return _png(figure)
 
 
 @_plain_text
-def drift_scatter(a: np.ndarray, b: np.ndarray, labels: Optional[Sequence[str]] = None) -> bytes:
-    """Mean |attribution| per feature, baseline vs this run, with the identity line."""
+def score_distribution(series: Sequence[tuple[str, Sequence[float], Sequence[int]]], xlabel: str, title: str) -> bytes:
+    """Histograms of the explained score, one per series (label, edges (b + 1,), counts (b,)),
+    drawn as outlines over each other: for a scalar-output model (whose one output is all there
+    is to show) and for the ranks of a top_k run."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(4.5, 4.2))
-    axes.scatter(a, b, s=12, color="#3b6ea8")
-    top = max(float(np.max(a, initial=0)), float(np.max(b, initial=0))) * 1.05 or 1.0
+    figure, axes = plt.subplots(figsize=(7, 2.8))
+    colours = ["#3b6ea8", "#c0392b", "#6a9f58", "#8e44ad", "#d68910", "#555555"]
+    for i, (label, edges, counts) in enumerate(series):
+        if len(counts):
+            axes.stairs(counts, edges, color=colours[i % len(colours)], fill=len(series) == 1, alpha=0.8 if len(series) == 1 else 1.0,
+                        linewidth=1.5, label=label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("rows (sample)")
+    axes.set_title(title, fontsize=10)
+    if len(series) > 1:
+        axes.legend(fontsize=8)
+    return _png(figure)
+
+
+# Offsets (points) tried in turn for a point's number, the first that overlaps nothing placed.
+_LABEL_OFFSETS = ((5, 5), (5, -12), (-13, 5), (-13, -12), (0, 10), (0, -16), (9, -3), (-18, -3))
+
+
+def _place_labels(figure, axes, xs: np.ndarray, ys: np.ndarray, texts: Sequence[str], obstacles: np.ndarray) -> list:
+    """Annotates each point with its text at the first offset whose box stays inside the axes and
+    overlaps no label placed before it nor any point of `obstacles` ((m, 2) data coordinates;
+    greedy, in display coordinates); the last offset when all overlap. Returns the annotations."""
+    renderer = figure.canvas.get_renderer()
+    points = axes.transData.transform(obstacles)  # (m, 2) pixels
+    frame = axes.get_window_extent(renderer)
+    placed, boxes = [], []
+    for (x, y), text in zip(zip(xs, ys), texts):
+        for dx, dy in _LABEL_OFFSETS:
+            note = axes.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color="#b03a2e",
+                                 fontweight="bold", arrowprops={"arrowstyle": "-", "color": "#b03a2e", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 2})
+            box = note.get_window_extent(renderer).expanded(1.1, 1.15)
+            hits_point = any(box.x0 <= px <= box.x1 and box.y0 <= py <= box.y1 for px, py in points)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if inside and not hits_point and not any(box.overlaps(other) for other in boxes):
+                break
+            if (dx, dy) != _LABEL_OFFSETS[-1]:
+                note.remove()
+        placed.append(note)
+        boxes.append(box)
+    return placed
+
+
+@_plain_text
+def drift_scatter(a: np.ndarray, b: np.ndarray, labels: Optional[Sequence[str]] = None, numbered: int = 10) -> bytes:
+    """Mean |attribution| per feature, baseline vs this run, with the identity line. The
+    `numbered` features that changed most (by |b - a|) are drawn in red with a number placed so
+    that numbers do not overlap, and listed by number beside the plot (name and relative change);
+    the other features are grey, unlabelled (the report's table lists them)."""
+    plt = _pyplot()
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    order = np.argsort(-np.abs(b - a), kind="stable")[: numbered if labels is not None else 0]  # most changed first
+    figure, (axes, legend) = plt.subplots(1, 2, figsize=(7.8, 4.2), gridspec_kw={"width_ratios": [4.5, 3.3]})
+    rest = np.setdiff1d(np.arange(len(a)), order)
+    others = axes.scatter(a[rest], b[rest], s=10, color="#9aa7b4", label="other features")
+    changed = axes.scatter(a[order], b[order], s=16, color="#b03a2e", label=f"the {len(order)} most changed (numbered)")
+    top = max(float(np.max(a, initial=0)), float(np.max(b, initial=0))) * 1.08 or 1.0
     axes.plot([0, top], [0, top], color="#999999", linewidth=1)
     axes.set_xlim(0, top)
     axes.set_ylim(0, top)
     axes.set_xlabel("baseline run: mean |attribution|")
     axes.set_ylabel("this run: mean |attribution|")
-    if labels is not None:
-        for x, y, text in list(zip(a, b, labels))[:8]:
-            axes.annotate(text, (x, y), fontsize=6)
+    _place_labels(figure, axes, a[order], b[order], [str(i + 1) for i in range(len(order))], np.column_stack([a, b]))
+    legend.axis("off")
+    legend.legend(handles=[changed, others, *axes.lines], labels=[changed.get_label(), others.get_label(), "no change (y = x)"],
+                  fontsize=7, loc="lower left", frameon=False)
+    lines = []
+    for i, j in enumerate(order):
+        change = f"{(b[j] - a[j]) / a[j]:+.1%}" if a[j] > 0 else "new"
+        name = str(labels[j]) if len(str(labels[j])) <= 26 else str(labels[j])[:25] + "…"
+        lines.append(f"{i + 1:>2}  {name:<26} {change:>8}")
+    if lines:
+        legend.text(0, 1, "most changed (|change| of mean |attribution|):\n" + "\n".join(lines), va="top", ha="left",
+                    fontsize=7.5, family="monospace", transform=legend.transAxes)
     return _png(figure)

@@ -17,12 +17,13 @@ from typing import Any, Optional
 import numpy as np
 
 from audit import plots
-from audit.compare import DriftThresholds, compare_runs
+from audit.compare import FEATURE_ORDER, DriftThresholds, compare_runs, spans_note
 from audit.runs import RunResult
 
-__all__ = ["write_report", "render_report"]
+__all__ = ["write_report", "render_report", "caption"]
 
 TOP_FEATURES = 25
+DRIFT_NUMBERED = 10  # features numbered in the drift scatter
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -36,11 +37,16 @@ def _image(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+class _Figure(str):
+    """A number already written as text (e.g. '+56.5%'): right-aligned like a number."""
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(
-            f'<td class="n">{_format(v)}</td>' if isinstance(v, (int, float)) and not isinstance(v, bool) else f"<td>{html.escape(str(v))}</td>"
+            f'<td class="n">{_format(v)}</td>' if isinstance(v, (int, float)) and not isinstance(v, bool)
+            else f'<td class="n">{html.escape(v)}</td>' if isinstance(v, _Figure) else f"<td>{html.escape(str(v))}</td>"
             for v in row
         ) + "</tr>"
         for row in rows
@@ -121,25 +127,56 @@ def _section_groups(run: RunResult, maps: dict) -> str:
             continue
         groups = run.groups
         matrix = np.array([[groups[(kind, v)]["features"][f]["mean_abs"] for f in features] for v in values])
-        label = "explained class" if kind == "target" else kind[len("slice:"):]
-        names = [f"class {v}" if kind == "target" else f"{label}={v}" for v in values]
+        label = {"target": "explained class", "rank": "rank (top_k)"}.get(kind, kind[len("slice:"):])
+        names = [f"class {v}" if kind == "target" else (f"rank {v}" if kind == "rank" else f"{label}={v}") for v in values]
         parts.append(_image(plots.class_heatmap(matrix, names, features, f"mean |attribution| per {label}"), f"heatmap per {label}"))
     classes = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == "target"), key=lambda c: (len(c), c))
     for feature in _image_features(run):
         per_class = [maps[("target", c, feature["name"])] for c in classes]
         parts.append(_image(plots.maps_grid(per_class, [f"class {c}" for c in classes], feature["shape"],
-                                            f"mean |attribution| of {feature['name']} per class"), f"per-class maps {feature['name']}"))
+                                            f"mean |attribution| of {feature['name']} per class" + (" (all ranks)" if _is_top_k(run) else "")),
+                            f"per-class maps {feature['name']}"))
+        ranks = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == "rank"), key=int)
+        if ranks:
+            parts.append(_image(plots.maps_grid([maps[("rank", r, feature["name"])] for r in ranks], [f"rank {r}" for r in ranks],
+                                                feature["shape"], f"mean |attribution| of {feature['name']} per rank (1 = top class)"),
+                                f"per-rank maps {feature['name']}"))
     return "<h2>Importance per class and slice</h2>" + "".join(parts) if parts else ""
+
+
+CRITERIA = {
+    "highest_score": "highest score", "lowest_score": "lowest score",
+    "most_faithful": "most faithful (smallest completeness error)", "least_faithful": "least faithful (largest completeness error)",
+}
+
+
+def _distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most one exemplar per (criterion, class), the best ranked: runs written before the
+    summaries chose one per class (audit.summary.Exemplars) may hold near copies of one class."""
+    seen, kept = set(), []
+    for row in sorted(rows, key=lambda r: (r["criterion"], r["rank"])):
+        if (row["criterion"], row["target"]) not in seen:
+            seen.add((row["criterion"], row["target"]))
+            kept.append(row)
+    order = list(dict.fromkeys(r["criterion"] for r in rows))  # the criteria in the file's order
+    return sorted(kept, key=lambda r: (order.index(r["criterion"]), r["rank"]))
+
+
+def _is_top_k(run: RunResult) -> bool:
+    return str(run.manifest["settings"].get("target", "")).startswith("top_k")
 
 
 def _section_exemplars(run: RunResult) -> str:
     images = _image_features(run)
-    table = run.exemplars.to_pylist()
+    table = _distinct(run.exemplars.to_pylist())
     if not table:
         return ""
-    colours = " Red: attribution towards the explained class; blue: against." if images else ""
+    colours = (" Red: attribution towards the explained class; blue: against; the panels of a row share the colour scale "
+               "of the colorbar at its end.") if images else ""
+    ranks = " Rows are each record's top class (rank 1) only: the runners-up of a top_k run would fill the lowest scores." if _is_top_k(run) else ""
     parts = ["<h2>Examples</h2>", '<p class="note">Highest and lowest explained scores, and the most and least faithful '
-             f"rows (smallest and largest relative completeness error).{colours}</p>"]
+             "rows (smallest and largest relative completeness error), at most one per explained class and criterion: the rows "
+             f"nearest an extreme are mostly near copies of one class's most typical input.{ranks}{colours}</p>"]
     offsets = np.cumsum([0] + [f["length"] for f in run.summary["features"]])
     by_criterion: dict[str, list] = {}
     for row in table:
@@ -149,20 +186,36 @@ def _section_exemplars(run: RunResult) -> str:
             continue
         start, end = offsets[j], offsets[j + 1]
         grid = [
-            (criterion, [(_caption(r), np.array(r["inputs"][start:end]), np.array(r["attributions"][start:end]))
-                         for r in sorted(rows, key=lambda r: r["rank"])])
+            (CRITERIA.get(criterion, criterion).split(" (")[0],
+             [(caption(r), np.array(r["inputs"][start:end]), np.array(r["attributions"][start:end])) for r in rows])
             for criterion, rows in by_criterion.items()
         ]
         parts.append(_image(plots.exemplar_grid(grid, feature["shape"]), f"exemplars {feature['name']}"))
-    rows = [[r["criterion"], r["rank"] + 1, r["key"], r["target"], r["score"], r["delta_rel"] if r["delta_rel"] is not None else float("nan")]
+    rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], f"class {r['target']}", r["score"], _completeness_text(r["delta_rel"])]
             for r in table]
-    parts.append(_table(["criterion", "rank", "key", "class", "score", "relative completeness error"], rows))
+    parts.append(_table(["criterion", "key", "explained class", "score F(x)[class]", "relative completeness error"], rows))
     return "".join(parts)
 
 
-def _caption(row: dict[str, Any]) -> str:
-    delta = "" if row["delta_rel"] is None else f" δ{row['delta_rel']:.0e}"
-    return f"{row['key'][-14:]}\nc{row['target']} {row['score']:.2f}{delta}"
+def _completeness_text(delta_rel: Optional[float]) -> str:
+    """A relative completeness error in percent: 7e-4 -> '0.07 %'; None -> 'n/a (not a path method)'."""
+    if delta_rel is None or not np.isfinite(delta_rel):
+        return "n/a (not a path method)"
+    return f"{100 * delta_rel:.2g} %"
+
+
+def _short(key: str, width: int = 22) -> str:
+    return key if len(key) <= width else key[: width // 2 - 1] + "…" + key[-(width // 2):]
+
+
+def caption(row: dict[str, Any]) -> str:
+    """An exemplar panel's caption, every field named: key, explained class, score and (for path
+    methods) the relative completeness error, e.g. 'key img12 / class 4 / score 0.998 /
+    completeness error 0.07 %' on four lines."""
+    lines = [f"key {_short(str(row['key']))}", f"class {row['target']}", f"score {row['score']:.3f}"]
+    if row["delta_rel"] is not None:
+        lines.append(f"completeness error {_completeness_text(row['delta_rel'])}")
+    return "\n".join(lines)
 
 
 def _section_distributions(run: RunResult) -> str:
@@ -177,13 +230,7 @@ def _section_distributions(run: RunResult) -> str:
                      f'{completeness["quantiles"]["q99"]:.3g}.</p>')
         histogram = completeness["histogram"]
         parts.append(_image(plots.completeness_histogram(histogram["edges"], histogram["counts"], completeness["threshold"]), "completeness histogram"))
-    prediction = overall["prediction"]
-    classes = {g["value"]: g["rows"] / max(overall["rows"], 1) for g in run.summary["groups"] if g["kind"] == "target"}
-    parts.append("<h2>Predictions</h2>")
-    parts.append(f'<p>Explained score: mean {prediction["mean"]:.4g}, std {prediction["std"]:.4g}, min {prediction["min"]:.4g}, '
-                 f'max {prediction["max"]:.4g} over {overall["rows"]:,} rows.</p>')
-    histogram = prediction["histogram_of_sample"]
-    parts.append(_image(plots.prediction_histogram(histogram["edges"], histogram["counts"], classes), "prediction distribution"))
+    parts += _section_predictions(run, overall)
     slices = [g for g in run.summary["groups"] if g["kind"].startswith("slice:")]
     if slices:
         parts.append("<h2>Slices</h2>")
@@ -195,28 +242,88 @@ def _section_distributions(run: RunResult) -> str:
     return "".join(parts)
 
 
-def _section_drift(run: RunResult, baseline: RunResult, thresholds: DriftThresholds) -> str:
-    document = compare_runs(baseline, run, thresholds)
-    status = '<span class="drift">DRIFT</span>: ' + html.escape("; ".join(document["reasons"])) if document["drift"] \
-        else '<span class="ok">no drift beyond the thresholds</span>'
-    parts = ["<h2>Drift against the baseline run</h2>", f"<p>Baseline: {html.escape(baseline.path)}. {status}</p>"]
+def _explained_outputs(run: RunResult) -> Optional[int]:
+    """The explained output's width when the manifest records it (runs before it did: None)."""
+    return run.manifest["model"].get("outputs")
+
+
+def _section_predictions(run: RunResult, overall: dict[str, Any]) -> list[str]:
+    """The explained score's distribution; per rank for top_k runs; class shares only when there
+    are two or more explained classes (a scalar-output model, e.g. a sigmoid, has one: its
+    score distribution is the figure, a one-bar 'class share' would say nothing)."""
+    prediction = overall["prediction"]
+    target_groups = [g for g in run.summary["groups"] if g["kind"] == "target"]
+    rank_groups = [g for g in run.summary["groups"] if g["kind"] == "rank"]
+    scalar = _explained_outputs(run) == 1 or len(target_groups) < 2
+    pooled = f" (all {len(rank_groups)} ranks pooled: see per rank below)" if rank_groups else ""
+    parts = ["<h2>Predictions</h2>",
+             f'<p>Explained score: mean {prediction["mean"]:.4g}, std {prediction["std"]:.4g}, min {prediction["min"]:.4g}, '
+             f'max {prediction["max"]:.4g} over {overall["rows"]:,} rows{pooled}.</p>']
+    kind = "logit" if run.manifest["settings"].get("explain_logits") else "output"
+    if rank_groups:
+        parts.append(f'<p class="note">This run explains each record\'s top {len(rank_groups)} classes (target '
+                     f'{html.escape(str(run.manifest["settings"]["target"]))}): one row per record and rank. Scores are shown per rank '
+                     "(rank 1 = the record's top class); pooled, they would mix confident top classes with unlikely runners-up.</p>")
+        parts.append(_table(["rank", "rows", "mean score", "std", "min", "max"],
+                            [[f"rank {g['value']}", g["rows"], g["prediction"]["mean"], g["prediction"]["std"], g["prediction"]["min"],
+                              g["prediction"]["max"]] for g in rank_groups]))
+        series = [(f"rank {g['value']}", g["prediction"]["histogram_of_sample"]["edges"], g["prediction"]["histogram_of_sample"]["counts"])
+                  for g in rank_groups]
+        parts.append(_image(plots.score_distribution(series, f"explained score F(x)[class] (model {kind})", "explained score per rank"),
+                            "score distribution per rank"))
+    if scalar:
+        histogram = prediction["histogram_of_sample"]
+        what = "the model's single output" if _explained_outputs(run) == 1 else "the one explained class"
+        parts.append(f'<p class="note">One explained class ({what}): its score distribution is shown instead of class shares.</p>')
+        parts.append(_image(plots.score_distribution([("all rows", histogram["edges"], histogram["counts"])],
+                                                     f"score F(x) (model {kind})", "score distribution"), "score distribution"))
+    elif not rank_groups:
+        classes = {g["value"]: g["rows"] / max(overall["rows"], 1) for g in target_groups}
+        histogram = prediction["histogram_of_sample"]
+        parts.append(_image(plots.prediction_histogram(histogram["edges"], histogram["counts"], classes), "prediction distribution"))
+    else:
+        classes = {g["value"]: g["rows"] / max(overall["rows"], 1) for g in target_groups}
+        histogram = prediction["histogram_of_sample"]
+        parts.append(_image(plots.prediction_histogram(histogram["edges"], histogram["counts"], classes,
+                                                       f"share of rows (all {len(rank_groups)} ranks)"), "prediction distribution"))
+    return parts
+
+
+def _relative(change: Optional[float]) -> "_Figure":
+    """A relative change as the CLI writes it: 0.5646 -> '+56.5%'."""
+    return _Figure("–" if change is None or not np.isfinite(change) else f"{change:+.1%}")
+
+
+def _section_drift(run: RunResult, baseline: RunResult, thresholds: DriftThresholds, allow_different: bool = False) -> str:
+    document = compare_runs(baseline, run, thresholds, allow_different=allow_different)
+    parts = ["<h2>Drift against the baseline run</h2>", f"<p>Baseline: {html.escape(baseline.path)}.</p>"]
+    note = spans_note(document)
+    if note:
+        parts.append(f'<p class="drift">Note: {html.escape(note)}.</p>')
+    if document["drift"]:
+        parts.append('<p><span class="drift">DRIFT</span>:</p><ul>' + "".join(f"<li>{html.escape(r)}</li>" for r in document["reasons"]) + "</ul>")
+    else:
+        parts.append('<p><span class="ok">no drift beyond the thresholds</span></p>')
     parts += [f'<p class="note">warning: {html.escape(w)}</p>' for w in document["warnings"]]
     rows = [[f"{g['kind']}={g['value']}", g["rows_a"], g["rows_b"], g["spearman"], g["kendall_tau_b"], g["top_k_overlap"],
              g["prediction"]["shift_in_std_a"], "DRIFT" if g["drift"] else ("ok" if g["checked"] else "few rows")]
             for g in document["groups"]]
-    parts.append(_table(["group", "rows baseline", "rows", "Spearman", "Kendall τ-b", "top-k overlap", "score shift (std)", ""], rows))
+    parts.append(_table(["group", "rows baseline", "rows", "Spearman", "Kendall τ-b", "top-k overlap", "score shift (std of baseline)", ""], rows))
     overall = next(g for g in document["groups"] if g["kind"] == "overall")
     a = np.array([f["mean_abs_a"] for f in overall["features"]])
     b = np.array([f["mean_abs_b"] for f in overall["features"]])
-    parts.append(_image(plots.drift_scatter(a, b, [f["feature"] for f in overall["features"]]), "drift scatter"))
-    changed = [[f["feature"], f["mean_abs_a"], f["mean_abs_b"], f["relative_change"] if f["relative_change"] is not None else float("nan")]
-               for f in overall["features"][:15]]
-    parts.append(_table(["feature", "baseline mean |attr|", "mean |attr|", "relative change"], changed))
+    parts.append(_image(plots.drift_scatter(a, b, [f["feature"] for f in overall["features"]], DRIFT_NUMBERED), "drift scatter"))
+    parts.append(f'<p class="note">Most changed features (overall), {FEATURE_ORDER}; # = the number in the scatter.</p>')
+    changed = [[str(i + 1) if i < DRIFT_NUMBERED else "", f["feature"], f["mean_abs_a"], f["mean_abs_b"], f["change"], _relative(f["relative_change"])]
+               for i, f in enumerate(overall["features"][:15])]
+    parts.append(_table(["#", "feature", "baseline mean |attr|", "mean |attr|", "change", "relative change"], changed))
     return "".join(parts)
 
 
-def render_report(run: RunResult, baseline: Optional[RunResult] = None, thresholds: DriftThresholds = DriftThresholds()) -> str:
-    """The report as one HTML string."""
+def render_report(run: RunResult, baseline: Optional[RunResult] = None, thresholds: DriftThresholds = DriftThresholds(),
+                  allow_different: bool = False) -> str:
+    """The report as one HTML string. With a baseline that differs in method, target or model,
+    ValueError unless allow_different (see audit.compare.compare_runs)."""
     maps = _element_maps(run)
     title = f"Attribution report: {run.manifest['settings']['method']} on {run.path}"
     body = [f"<h1>{html.escape(title)}</h1>", _section_run(run)]
@@ -225,16 +332,17 @@ def render_report(run: RunResult, baseline: Optional[RunResult] = None, threshol
     else:
         body.append("<p>No row with finite attributions was written in this run: there is nothing to summarize.</p>")
     if baseline is not None and ("overall", "all") in run.groups and ("overall", "all") in baseline.groups:
-        body.append(_section_drift(run, baseline, thresholds))
+        body.append(_section_drift(run, baseline, thresholds, allow_different))
     body.append(_section_settings(run))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
 
 
-def write_report(run: RunResult, path: str, baseline: Optional[RunResult] = None, thresholds: DriftThresholds = DriftThresholds()) -> None:
+def write_report(run: RunResult, path: str, baseline: Optional[RunResult] = None, thresholds: DriftThresholds = DriftThresholds(),
+                 allow_different: bool = False) -> None:
     """Renders the report, then writes it to a temporary file beside `path` and renames that over
     `path`: a report that fails at any point leaves an existing file at `path` as it was."""
-    page = render_report(run, baseline, thresholds)
+    page = render_report(run, baseline, thresholds, allow_different)
     folder = os.path.dirname(os.path.abspath(path))
     handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".report-", suffix=".tmp", delete=False)
     try:

@@ -4,7 +4,9 @@
 two in any order; `RunSummary.finalize` gives the tables and the JSON an auditor reads. Groups:
 the whole run ('overall'/'all'), each explained class ('target'/'3'), and each value of every
 slice column the user names ('slice:country'/'DE'; null values as '__null__', values past
-`max_slice_values` distinct ones pooled as '__other__').
+`max_slice_values` distinct ones pooled as '__other__'), and, for a `top_k` run (several rows per
+record), each rank ('rank'/'1' = each record's top class, '2' = its runner-up, ...): pooling the
+ranks mixes confident top classes with unlikely runners-up (a bimodal score distribution).
 
 Per group and feature (a scalar column's attribution, or a tensor column's per-row total): count,
 mean, mean |attribution|, standard deviation (population) exactly, and quantiles estimated from a
@@ -12,20 +14,23 @@ uniform sample (see `audit.moments`). Per element of each tensor column: the sam
 quantiles (the attribution maps). Rows whose attributions are not finite are counted, not summed.
 Per group also: the explained score's distribution and, for path methods, the completeness error
 (`convergence_delta_rel`): its exact histogram on fixed edges and the share of rows over the threshold.
-Over the whole run: exemplars (highest/lowest scores, most/least faithful rows) with their inputs.
+Over the whole run: exemplars (highest/lowest scores, most/least faithful rows) with their inputs,
+at most one per explained class and criterion, and for `top_k` runs from rank-1 rows only (see
+`Exemplars`).
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 
 from audit.moments import Moments, RowSample, grouped_moments
 
-__all__ = ["FeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
+__all__ = ["FeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Fixed edges of the completeness-error histogram (relative error), so counts merge exactly.
@@ -95,9 +100,27 @@ class GroupSummary:
         )
 
 
+def best_per_class(order: np.ndarray, targets: np.ndarray, capacity: int) -> np.ndarray:
+    """Indices of the best row (smallest `order`) of each class, best classes first, at most
+    `capacity` of them. order, targets: (n,). Ties keep the earlier row."""
+    ranked = np.argsort(order, kind="stable")  # (n,)
+    _, first = np.unique(targets[ranked], return_index=True)  # each class's best position in `ranked`
+    return ranked[np.sort(first)][:capacity]
+
+
 @dataclass
 class Exemplars:
-    """The best `capacity` rows by `order` (smaller first), with what a report shows of them."""
+    """The extreme row of each explained class, for the `capacity` classes whose extreme row is
+    best by `order` (smaller first), with what a report shows of them.
+
+    Why one per class: the rows nearest an extreme are mostly near copies of one pattern (six
+    equally confident images of the same digit, all scored 1.00), which teach nothing the first
+    did not; the extreme of each class shows how the model's evidence differs between classes.
+    The rule is exact under merging in any order: a class among the best `capacity` overall is
+    among the best `capacity` in the part that holds its best row (every class ranked above it
+    there is ranked above it overall too), so keeping that many per part loses nothing. A model
+    with one explained class (a scalar output) therefore has one exemplar per criterion.
+    """
 
     capacity: int
     order: np.ndarray  # (n,)
@@ -110,13 +133,14 @@ class Exemplars:
 
     def merge(self, other: "Exemplars") -> "Exemplars":
         order = np.concatenate([self.order, other.order])
-        keep = np.argsort(order, kind="stable")[: self.capacity]
+        targets = np.concatenate([self.targets, other.targets])
+        keep = best_per_class(order, targets, self.capacity)
         keys = self.keys + other.keys
         return Exemplars(
             self.capacity,
             order[keep],
             [keys[i] for i in keep],
-            np.concatenate([self.targets, other.targets])[keep],
+            targets[keep],
             np.concatenate([self.scores, other.scores])[keep],
             np.concatenate([self.deltas, other.deltas])[keep],
             np.concatenate([self.inputs, other.inputs])[keep],
@@ -180,11 +204,22 @@ def _attribution_matrices(spec: SummarySpec, table: pa.Table) -> tuple[np.ndarra
     return values, elements
 
 
-def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
-    """(group kind, value names, codes (R,)) for every grouping of the rows."""
+def _ranks(example_index: np.ndarray) -> np.ndarray:
+    """(R,) 0-based rank of each row within its record: rows of one record are adjacent, in rank
+    order (top_k: the record's top class first), so a row's rank is its distance from the first."""
+    _, first, inverse = np.unique(example_index, return_index=True, return_inverse=True)
+    return np.arange(len(example_index)) - first[inverse.reshape(-1)]
+
+
+def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray, ranks: Optional[np.ndarray]) -> list[tuple[str, list[str], np.ndarray]]:
+    """(group kind, value names, codes (R,)) for every grouping of the rows; ranks (R,) 0-based,
+    None when every record has one row."""
     groupings = [("overall", ["all"], np.zeros(len(targets), dtype=np.int64))]
     classes, codes = np.unique(targets, return_inverse=True)
     groupings.append(("target", [str(c) for c in classes], codes.reshape(-1)))
+    if ranks is not None:
+        values, codes = np.unique(ranks, return_inverse=True)
+        groupings.append(("rank", [str(v + 1) for v in values], codes.reshape(-1)))
     for name in spec.slice_columns:
         encoded = table.column(name).combine_chunks().dictionary_encode()  # per distinct value, not per row
         names = [str(v) for v in encoded.dictionary.to_pylist()]
@@ -213,7 +248,10 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
     summary = RunSummary.empty(spec)
     summary.rows_not_finite = int((~finite).sum())
     table = table.filter(pa.array(finite)) if not finite.all() else table
-    example_index = np.asarray(example_index)[finite]
+    example_index = np.asarray(example_index)
+    # top_k: several rows per record (in every batch, so every batch groups by rank alike).
+    ranks = _ranks(example_index)[finite] if len(np.unique(example_index)) < len(example_index) else None  # (R,)
+    example_index = example_index[finite]
     if table.num_rows == 0:
         return summary
     values, elements = _attribution_matrices(spec, table)  # (R, F), {name: (R, L)}
@@ -230,7 +268,7 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
     # One matrix for every grouping's moments: [features | each tensor's elements | score].
     blocks = [values, *elements.values(), scores[:, None]]
     bounds = np.cumsum([0] + [b.shape[1] for b in blocks])  # column ranges of the blocks
-    groupings = _group_codes(spec, table, targets)
+    groupings = _group_codes(spec, table, targets, ranks)
     all_moments = grouped_moments(np.concatenate(blocks, axis=1, dtype=np.float32), [(codes, len(names)) for _, names, codes in groupings])
 
     finite_delta = np.isfinite(deltas)  # (R,)
@@ -264,26 +302,27 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
             )
             key = (kind, value)
             summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
-    summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table)
+    primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
+    summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table, primary)
     return summary
 
 
-def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table) -> dict[str, Exemplars]:
+def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table, primary: np.ndarray) -> dict[str, Exemplars]:
+    """The exemplars of each criterion among the rows `primary` (indices into the batch's rows)."""
     orders = {"highest_score": -scores, "lowest_score": scores}
     if spec.path_method:
         orders.update(most_faithful=deltas, least_faithful=-deltas)
     n = spec.exemplars_per_criterion
     chosen = {}
     for name, order in orders.items():
-        candidates = np.argpartition(order, n - 1)[:n] if len(order) > n else np.arange(len(order))
-        rows = candidates[np.argsort(order[candidates], kind="stable")]
+        rows = primary[best_per_class(order[primary], targets[primary], n)]
         records = example_index[rows]
         flat_inputs = np.concatenate([np.asarray(x)[records].reshape(len(rows), -1) for x in inputs], axis=1)
         flat_attributions = np.concatenate(
             [_attribution_rows(table, f, rows) for f in spec.features], axis=1
         )
         chosen[name] = Exemplars(
-            n, order[rows], keys.take(pa.array(rows)).to_pylist(), targets[rows].astype(np.int64), scores[rows], deltas[rows],
+            n, order[rows], keys.take(pa.array(rows, pa.int64())).to_pylist(), targets[rows].astype(np.int64), scores[rows], deltas[rows],
             flat_inputs.astype(np.float32), flat_attributions.astype(np.float32),
         )
     return chosen

@@ -1,8 +1,9 @@
 """A finished `RunSummary` as files: two Parquet tables and a JSON document (no Beam).
 
 summary_features.parquet, one row per (group, feature, element):
-  group_kind      'overall' | 'target' | 'slice:<column>'
-  group_value     'all' | the class index | the slice value ('__null__', '__other__')
+  group_kind      'overall' | 'target' | 'rank' (top_k runs) | 'slice:<column>'
+  group_value     'all' | the class index | the rank (1 = each record's top class) | the slice
+                  value ('__null__', '__other__')
   feature         the source column
   element         -1 for the feature itself (a tensor column's per-row total attribution), else
                   the element's row-major index in the tensor column
@@ -10,7 +11,8 @@ summary_features.parquet, one row per (group, feature, element):
   mean, mean_abs, std    float64 (std: population, ddof=0)
   q01 ... q99     float64, approximate quantiles from a uniform sample (null for elements)
 summary_exemplars.parquet, one row per (criterion, rank): key, target, score, delta_rel, and the
-  rows' inputs and attributions (list<float32>, source columns concatenated row-major).
+  rows' inputs and attributions (list<float32>, source columns concatenated row-major); at most
+  one row per (criterion, target), from rank-1 rows in top_k runs (audit.summary.Exemplars).
 summary.json: run-level numbers per group (rows, score distribution, completeness error) and the
   feature statistics of every group at feature level.
 """
@@ -46,11 +48,11 @@ def quantile_name(q: float) -> str:
 
 
 def _sorted_groups(summary: RunSummary) -> list:
-    order = {"overall": 0, "target": 1}
+    order = {"overall": 0, "target": 1, "rank": 2}
 
     def sort_key(item):
         (kind, value), _ = item
-        number = int(value) if kind == "target" else 0
+        number = int(value) if kind in ("target", "rank") else 0
         return (order.get(kind, 2), kind, number, value)
 
     return sorted(summary.groups.items(), key=sort_key)

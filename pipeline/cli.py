@@ -96,11 +96,16 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
-    from audit.compare import DriftThresholds
+    from audit.compare import THRESHOLD_HELP, DriftThresholds
 
+    group = parser.add_argument_group("drift thresholds", "when two runs count as drifted (a group is judged only with --min-group-rows rows in both)")
     for f in dataclasses.fields(DriftThresholds):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, type=type(f.default), dest=f"threshold_{f.name}", help=f"drift threshold (default {f.default}).")
+        metavar, what, unit = THRESHOLD_HELP[f.name]
+        group.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), dest=f"threshold_{f.name}", metavar=metavar,
+                           help=f"{what} (default {f.default}; unit: {unit}).".replace("%", "%%"))
+    parser.add_argument("--allow-different", action="store_true",
+                        help="compare runs that differ in method, target, explained output or model (sha256) instead of refusing "
+                             f"(exit {EXIT_USER_ERROR}); the output then says what the comparison spans.")
 
 
 def _thresholds(args: argparse.Namespace):
@@ -117,7 +122,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.json_path:
         _prepare_output_file(args.json_path, "--json", "comparison.json")
-    document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args))
+    document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args), allow_different=args.allow_different)
     print(format_comparison(document))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as handle:
@@ -152,7 +157,7 @@ def _report(args: argparse.Namespace) -> int:
 
     _prepare_output_file(args.out, "--out", "report.html")
     baseline = load_run(args.baseline) if args.baseline else None
-    write_report(load_run(args.run), args.out, baseline, _thresholds(args))
+    write_report(load_run(args.run), args.out, baseline, _thresholds(args), allow_different=args.allow_different)
     print(f"report: {args.out}")
     return 0
 
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_a", metavar="RUN_A", help="the reference run's output directory")
     compare.add_argument("run_b", metavar="RUN_B", help="the run to check against it")
     compare.add_argument("--fail-on-drift", action="store_true", help=f"exit with status {EXIT_DRIFT} when drift exceeds a threshold.")
-    compare.add_argument("--json", dest="json_path", help="also write the comparison as JSON to this file.")
+    compare.add_argument("--json", dest="json_path", metavar="FILE", help="also write the comparison as JSON to this file.")
     _threshold_arguments(compare)
     compare.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     finalize = commands.add_parser("finalize", help="commit a finished remote job's output and write its manifest", allow_abbrev=False)
@@ -191,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     report = commands.add_parser("report", help="write a self-contained HTML report of a run", allow_abbrev=False)
     report.add_argument("run", metavar="RUN", help="the run's output directory")
-    report.add_argument("--baseline", help="an earlier run to show drift against")
-    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--baseline", metavar="RUN", help="an earlier run to show drift against")
+    report.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
     _threshold_arguments(report)
     report.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     demo = commands.add_parser("demo", help="train two small models on scikit-learn data and attribute them", allow_abbrev=False)

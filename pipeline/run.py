@@ -91,7 +91,9 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
         "runner": runner or "DirectRunner",
         "input": {"patterns": list(config.input), "format": plan.input_format, "files": list(plan.input_files),
                   "mapping": describe_mapping(plan.schema)},
-        "model": {"path": config.model, "sha256": plan.model_fingerprint},
+        # outputs: the explained output's width (1: a scalar score, e.g. a sigmoid; the report
+        # then shows its distribution instead of class shares).
+        "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs},
         "started": started,
         "planned": planned,
     }

@@ -1,5 +1,6 @@
 """compare on real runs: identical data shows no drift; a shifted feature is caught, by value."""
 
+import dataclasses
 import json
 import re
 
@@ -142,3 +143,67 @@ def test_the_manifest_writer_writes_non_finite_floats_as_null(tmp_path):
     write_json(str(tmp_path / "manifest.json"), {"metrics": {"mean": float("nan")}, "settings": {"x": np.float32("-inf")}})
     text = (tmp_path / "manifest.json").read_text()
     assert json.loads(text) == {"metrics": {"mean": None}, "settings": {"x": None}} and "NaN" not in text
+
+
+def _with_manifest(run_dir, tmp_path, name, **changes):
+    """A copy of a run whose manifest has `changes` (settings.X=..., model=...) applied."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(run_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for key, value in changes.items():
+        if key == "model":
+            manifest["model"].update(value)
+        else:
+            manifest["settings"][key] = value
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return str(copy)
+
+
+def test_runs_of_different_methods_targets_or_models_are_refused_unless_allowed(runs, tmp_path, capsys):
+    other_method = _run(load_run(runs["a"]).manifest["model"]["path"], runs["features"], tmp_path / "gradient", method="gradient")
+    assert main(["compare", runs["a"], other_method, "--fail-on-drift"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "differ in method (gradient_x_input vs gradient)" in err and "--allow-different" in err
+
+    other_target = _with_manifest(runs["same"], tmp_path, "target", target="1")
+    assert main(["compare", runs["a"], other_target]) == 2
+    assert "differ in target (0 vs 1)" in capsys.readouterr().err
+    other_model = _with_manifest(runs["same"], tmp_path, "model", model={"sha256": "f" * 64, "path": "/elsewhere/model.keras"})
+    assert main(["compare", runs["a"], other_model]) == 2
+    assert "differ in model (sha256 " in capsys.readouterr().err
+    moved_model = _with_manifest(runs["same"], tmp_path, "moved", model={"path": "/a/dated/copy/of/the/same.keras"})
+    assert main(["compare", runs["a"], moved_model, "--fail-on-drift"]) == 0  # the same bytes elsewhere: the same model
+
+    out = tmp_path / "cmp.json"
+    assert main(["compare", runs["a"], other_method, "--allow-different", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NOTE: this comparison spans different method (gradient_x_input vs gradient)" in text
+    assert json.loads(out.read_text())["spans_different"] == ["method (gradient_x_input vs gradient)"]
+    with pytest.raises(ValueError, match="differ in method"):
+        compare_runs(load_run(runs["a"]), load_run(other_method))
+
+
+def test_drift_reasons_are_a_list_and_the_feature_order_is_stated(runs):
+    text = format_comparison(compare_runs(load_run(runs["a"]), load_run(runs["shifted"])))
+    verdict = text.split("\nDRIFT:\n")[1].splitlines()
+    assert len(verdict) >= 2 and all(line.startswith("  - ") for line in verdict)
+    assert "most changed features (overall, mean |attribution|; sorted by |change| of mean |attribution|, largest first)" in text
+    assert re.search(r"\nf0 +[0-9.]+ +[0-9.]+ +\+200\.0%\n", text)
+
+
+def test_every_threshold_flag_says_what_it_measures_its_default_and_unit(capsys):
+    from pipeline.cli import build_parser
+
+    for command in ("compare", "report"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "THRESHOLD_" not in text and "drift threshold (default" not in text
+        for f in dataclasses.fields(DriftThresholds):
+            flag = "--" + f.name.replace("_", "-")
+            help_text = re.search(re.escape(flag) + r" [A-Z]+ (.*?)\(default ([^;]+); unit: ([^)]+)\)", text)
+            assert help_text and help_text.group(2) == str(f.default) and len(help_text.group(1)) > 30, (command, flag)
+        assert "--allow-different" in text

@@ -193,3 +193,143 @@ def test_report_out_that_is_a_folder_is_refused(hostile_run, capsys):
     assert main(["report", run_dir, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--out '%s' is a folder; give the path of a file to write, e.g. " % tmp_path in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure the report draws, as (plotting function's name, figure), kept open for inspection."""
+    import inspect
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from audit import plots
+
+    drawn = []
+
+    def keep(figure):
+        drawn.append((inspect.stack()[1].function, figure))
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+        return buffer.getvalue()
+
+    monkeypatch.setattr(plots, "_png", keep)
+    yield drawn
+    plt.close("all")
+
+
+def _colorbars(figure):
+    return [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+
+
+def test_maps_share_one_colour_scale_shown_by_a_colorbar(image_runs, figures):
+    render_report(load_run(image_runs[1]))
+    maps = [f for name, f in figures if name == "maps_grid"]
+    assert len(maps) == 2  # overall, per class
+    for figure in maps:
+        panels = [ax for ax in figure.axes if ax.images]
+        assert len(_colorbars(figure)) == 1
+        assert len({ax.images[0].get_clim() for ax in panels}) == 1  # one scale for every panel
+        assert _colorbars(figure)[0].get_ylabel() == "mean |attribution|"
+    per_class = maps[1]
+    assert len([ax for ax in per_class.axes if ax.images]) == 3
+    exemplars = next(f for name, f in figures if name == "exemplar_grid")
+    assert len(_colorbars(exemplars)) == 4  # one per criterion row
+
+
+def test_exemplar_captions_are_written_out_and_one_per_criterion_and_class(image_runs):
+    from audit.report import caption
+
+    run = load_run(image_runs[1])
+    page = render_report(run)
+    table = run.exemplars.to_pylist()
+    pairs = [(r["criterion"], r["target"]) for r in table]
+    assert len(pairs) == len(set(pairs)) and {c for c, _ in pairs} == {"highest_score", "lowest_score", "most_faithful", "least_faithful"}
+    assert all(sum(c == criterion for c, _ in pairs) == 3 for criterion in {c for c, _ in pairs})  # 3 classes: one each
+    row = table[0]
+    assert caption(row).splitlines() == [f"key {row['key']}", f"class {row['target']}", f"score {row['score']:.3f}",
+                                         f"completeness error {100 * row['delta_rel']:.2g} %"]
+    section = page.split("<h2>Examples</h2>")[1].split("<h2>")[0]
+    assert "<th>key</th><th>explained class</th><th>score F(x)[class]</th><th>relative completeness error</th>" in section
+    assert section.count("<tr>") == 1 + len(table)
+    assert f"<td>class {row['target']}</td>" in section and f"{100 * row['delta_rel']:.2g} %" in section
+
+
+def test_a_top_k_run_is_summarized_per_rank(image_runs, figures):
+    _, _, tmp_path = image_runs
+    rng = np.random.default_rng(9)
+    data = write_vector_tfrecord(tmp_path / "topk.tfrecord", rng.random((150, 16)).astype(np.float32), ids=[f"t{i}" for i in range(150)],
+                                 feature_name="pixels")
+    run_attribution(RunConfig.from_mapping({"model": str(tmp_path / "cnn.keras"), "input": data, "output": str(tmp_path / "topk"),
+                                            "key_column": "id", "method": "integrated_gradients", "steps": 8, "target": "top_k:2"}))
+    run = load_run(str(tmp_path / "topk"))
+    assert {(g["value"], g["rows"]) for g in run.summary["groups"] if g["kind"] == "rank"} == {("1", 150), ("2", 150)}
+    rows = read_parquet_dir(tmp_path / "topk").to_pylist()
+    rank_one = {(r["id"], r["target"]) for r in rows if r["target_score"] == max(s["target_score"] for s in rows if s["id"] == r["id"])}
+    assert all((r["key"], r["target"]) in rank_one for r in run.exemplars.to_pylist())  # exemplars: top classes only
+    page = render_report(run)
+    assert "explains each record's top 2 classes" in page and "(all 2 ranks pooled: see per rank below)" in page
+    assert re.findall(r"<td>rank (\d)</td><td class=\"n\">([\d,]+)</td>", page) == [("1", "150"), ("2", "150")]
+    alts = re.findall(r'<img alt="([^"]+)"', page)
+    assert "score distribution per rank" in alts and "per-rank maps pixels" in alts
+    per_rank = next(f for name, f in figures if name == "score_distribution")
+    assert [t.get_text() for t in per_rank.axes[0].get_legend().get_texts()] == ["rank 1", "rank 2"]
+
+
+def test_a_scalar_output_model_gets_a_score_distribution_not_class_shares(tmp_path, figures):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from helpers import save_linear_model
+
+    rng = np.random.default_rng(2)
+    model = save_linear_model(tmp_path / "sigmoid.keras", rng.normal(size=(6, 1)).astype(np.float32), np.zeros(1, np.float32), activation="sigmoid")
+    columns = [f"f{j}" for j in range(6)]
+    pq.write_table(pa.table({c: rng.normal(size=200).astype(np.float32) for c in columns}), str(tmp_path / "d.parquet"))
+    run_attribution(RunConfig.from_mapping({"model": model, "input": str(tmp_path / "d.parquet"), "output": str(tmp_path / "out"),
+                                            "inputs": {"features": columns}, "method": "gradient"}))
+    run = load_run(str(tmp_path / "out"))
+    assert run.manifest["model"]["outputs"] == 1
+    page = render_report(run)
+    alts = re.findall(r'<img alt="([^"]+)"', page)
+    assert "score distribution" in alts and "prediction distribution" not in alts
+    assert "One explained class (the model's single output)" in page
+    assert [name for name, _ in figures].count("prediction_histogram") == 0
+    histogram = next(f for name, f in figures if name == "score_distribution").axes[0]
+    assert histogram.get_xlabel() == "score F(x) (model output)" and histogram.patches
+
+
+def test_drift_section_lists_reasons_uses_percent_states_the_order_and_labels_without_overlap(image_runs, figures):
+    base, today, _ = image_runs
+    page = render_report(load_run(today), baseline=load_run(base))
+    section = page.split("Drift against the baseline run")[1].split("<h2>")[0]
+    assert re.search(r'<span class="drift">DRIFT</span>:</p><ul>(<li>[^<]+</li>){2,}</ul>', section)
+    assert "sorted by |change| of mean |attribution|, largest first" in section
+    relative = re.findall(r"<td class=\"n\">([+-]\d+\.\d%)</td></tr>", section)
+    assert len(relative) == 15 and all(-100 <= float(r[:-1]) for r in relative)
+    assert not re.search(r"<td class=\"n\">0\.\d+</td></tr>", section)  # no bare fraction in the last column
+    scatter = next(f for name, f in figures if name == "drift_scatter")
+    renderer = scatter.canvas.get_renderer()
+    notes = [t for t in scatter.axes[0].texts]
+    assert [t.get_text() for t in notes] == [str(i) for i in range(1, 11)]
+    boxes = [t.get_window_extent(renderer) for t in notes]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    legend = scatter.axes[1].texts[0].get_text().splitlines()
+    assert len(legend) == 11 and legend[1].split()[0] == "1" and legend[1].split()[1].startswith("pixels[")
+
+
+def test_report_refuses_a_baseline_of_another_method_unless_allowed(image_runs, tmp_path, capsys):
+    base, today, _ = image_runs
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["settings"]["method"] = "gradient"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "r.html"
+    assert main(["report", today, "--baseline", str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "differ in method (gradient vs integrated_gradients)" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(["report", today, "--baseline", str(other), "--out", str(out), "--allow-different"]) == 0
+    assert "this comparison spans different method (gradient vs integrated_gradients)" in out.read_text()

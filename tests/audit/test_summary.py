@@ -47,3 +47,39 @@ def test_merging_in_any_order_gives_the_same_summary():
     assert a["group_value"] == b["group_value"] and a["rows"] == b["rows"]
     for column in ("mean", "mean_abs", "std", "q50"):
         np.testing.assert_allclose(np.array(a[column], dtype=float), np.array(b[column], dtype=float), rtol=1e-12)
+
+
+def _exemplar_keys(summary):
+    return {name: list(chosen.keys) for name, chosen in summary.exemplars.items()}
+
+
+def test_exemplars_are_one_per_class_and_merging_parts_equals_one_pass():
+    spec = SummarySpec(features=SPEC.features, path_method=True, exemplars_per_criterion=2)
+    parts = [_rows(seed, n=12) for seed in range(4)]
+    table = pa.concat_tables([t for t, _ in parts])
+    inputs = tuple(np.concatenate([i[j] for _, i in parts]) for j in range(2))
+    whole = summarize_batch(spec, table, inputs, np.arange(table.num_rows))
+    merged = RunSummary.empty(spec)
+    for t, i in reversed(parts):
+        merged = merged.merge(summarize_batch(spec, t, i, np.arange(12)))
+    assert _exemplar_keys(merged) == _exemplar_keys(whole)
+    finite = [r for r in table.to_pylist() if r["attributions_finite"]]
+    best = {}
+    for r in sorted(finite, key=lambda r: -r["target_score"]):
+        best.setdefault(r["target"], r["key"])
+    assert _exemplar_keys(whole)["highest_score"] == list(best.values())  # the top row of each of the 2 classes
+    for chosen in whole.exemplars.values():
+        assert len(set(chosen.targets.tolist())) == len(chosen.targets) == 2
+
+
+def test_top_k_rows_are_summarized_per_rank_and_exemplars_come_from_rank_one():
+    table, inputs = _rows(7, n=12)
+    example_index = np.repeat(np.arange(6), 2)  # top_k:2: rows (record 0 rank 1, record 0 rank 2, record 1 rank 1, ...)
+    summary = summarize_batch(SPEC, table, (inputs[0][:6], inputs[1][:6]), example_index)
+    finite = table.column("attributions_finite").to_pylist()
+    ranks = {value: group.rows for (kind, value), group in summary.groups.items() if kind == "rank"}
+    assert ranks == {"1": sum(finite[0::2]), "2": sum(finite[1::2])}  # row 3 (rank 2) is not finite
+    rank_one_keys = set(table.column("key").to_pylist()[0::2])
+    assert all(set(chosen.keys) <= rank_one_keys for chosen in summary.exemplars.values())
+    one_row_each = summarize_batch(SPEC, table, inputs, np.arange(12))
+    assert not any(kind == "rank" for kind, _ in one_row_each.groups)
