@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 from apache_beam.utils.shared import Shared
 
+from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB, automatic_chunk_size
 from attributions.expected_gradients import expected_gradients
 from attributions.gradient import gradient
 from attributions.gradient_x_input import gradient_x_input
@@ -50,7 +51,8 @@ class AttributionSettings:
     schema: RecordSchema
     output_schema: pa.Schema
     method_params: dict = field(default_factory=dict)
-    chunk_size: int = 1024
+    chunk_size: Optional[int] = None  # None: sized per model from chunk_memory_mib (attributions.chunking)
+    chunk_memory_mib: int = DEFAULT_CHUNK_MEMORY_MIB
     output_name: Optional[str] = None
     explain_logits: bool = False
     unsafe_deserialization: bool = False
@@ -96,12 +98,15 @@ class AttributionEngine:
         model = load_model(settings.model_path, settings.unsafe_deserialization)
         self._model = model  # keeps the model (and its variables) alive
         self.fns = model.model_functions(settings.output_name, settings.explain_logits)
+        # Rows per gradient call: the explicit setting, else what the memory budget allows for
+        # this model (measured on its traced gradient function, once per worker).
+        self.chunk_size = settings.chunk_size or automatic_chunk_size(self.fns, settings.chunk_memory_mib)
         self._references = None
         self._background_mean = None
         if settings.reference_path is not None:
             self._references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
         if settings.method == "expected_gradients":
-            self._background_mean = self.fns.predict(self._references, settings.chunk_size).mean(axis=0)  # (C,)
+            self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
 
     def _baselines(self) -> tuple:
         """One (*shape) (or (1, *shape)) array per model input, broadcast over a batch."""
@@ -121,10 +126,10 @@ class AttributionEngine:
         if s.method in _GRADIENT_METHODS and s.target.mode != "top_k":
             # One fused call per chunk: the gradient function resolves 'predicted' itself.
             targets = requested_targets(s.target, batch.num_records, batch.labels)
-            result = _GRADIENT_METHODS[s.method](self.fns, batch.inputs, targets, s.chunk_size)
+            result = _GRADIENT_METHODS[s.method](self.fns, batch.inputs, targets, self.chunk_size)
             example_index, targets, scores = np.arange(batch.num_records), result.targets, result.target_scores
         else:
-            outputs = self.fns.predict(batch.inputs, s.chunk_size)  # (B, C)
+            outputs = self.fns.predict(batch.inputs, self.chunk_size)  # (B, C)
             example_index, targets = expand_targets(s.target, outputs, batch.labels)  # (R,), (R,)
             scores = outputs[example_index, targets]  # (R,)
             inputs = batch.inputs
@@ -140,16 +145,16 @@ class AttributionEngine:
         sampling methods (a hash of each row's record key)."""
         s, p = self.settings, self.settings.method_params
         if s.method in _GRADIENT_METHODS:
-            return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, s.chunk_size)
+            return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
         if s.method == "integrated_gradients":
-            return integrated_gradients(self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], s.chunk_size)
+            return integrated_gradients(self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size)
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "smoothgrad":
             return smoothgrad(
-                self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], s.chunk_size
+                self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], self.chunk_size
             )
         return expected_gradients(
-            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], s.chunk_size, self._background_mean
+            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], self.chunk_size, self._background_mean
         )
 
 
@@ -181,6 +186,7 @@ class AttributeBatches(beam.DoFn):
         self._loads = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "model_loads")
         self._latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "attribution_batch_latency_micro_secs")
         self._load_latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "model_load_latency_milli_secs")
+        self._chunk_rows = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "gradient_chunk_rows")
         self._load_millis = None
 
     def _load(self):
@@ -211,6 +217,7 @@ class AttributeBatches(beam.DoFn):
         start = time.perf_counter()
         table, example_index = self._engine.attribute_rows(batch)
         self._latency.update(int((time.perf_counter() - start) * 1e6))
+        self._chunk_rows.update(self._engine.chunk_size)
         self._records.inc(batch.num_records)
         self._rows.inc(table.num_rows)
         not_finite = table.num_rows - pa.compute.sum(table.column("attributions_finite")).as_py()
