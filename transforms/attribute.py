@@ -137,17 +137,21 @@ class AttributionEngine:
                 inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
             sampling = s.method in ("smoothgrad", "expected_gradients")
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
-            result = self._run_method(inputs, targets, key_seeds)
+            result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
         return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result), example_index
 
-    def _run_method(self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray]) -> Attributions:
+    def _run_method(
+        self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray
+    ) -> Attributions:
         """inputs (R, *shape) per model input, targets (R,) >= 0, key_seeds uint64 (R,) for the
-        sampling methods (a hash of each row's record key)."""
+        sampling methods (a hash of each row's record key), outputs (R, C): the model's at inputs."""
         s, p = self.settings, self.settings.method_params
         if s.method in _GRADIENT_METHODS:
             return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
         if s.method == "integrated_gradients":
-            return integrated_gradients(self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size)
+            return integrated_gradients(
+                self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size, outputs
+            )
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "smoothgrad":
             return smoothgrad(
