@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,6 +150,7 @@ def main(argv=None) -> int:
             sides = [("pipeline", pipeline_command), ("script", script_command)]
             for side, command in sides if r % 2 == 0 else sides[::-1]:
                 target = os.path.join(workdir, f"out-{side}-{n}" + (".parquet" if side == "script" else ""))
+                shutil.rmtree(target, ignore_errors=True)  # a fresh output, as a first run would have
                 run = timed(command(model, data[n], target))
                 samples.setdefault(f"{side}_wall_{n}", []).append(run["wall_seconds"])
                 samples.setdefault(f"{side}_peak_rss_{n}", []).append(run["peak_rss_mib"])

@@ -68,7 +68,10 @@ class RunConfig:
     max_dead_letter_fraction: float = 0.1
     # Count keys that occur more than once (a shuffle over all keys: off by default).
     check_duplicate_keys: bool = False
-    batch_size: int = 1024
+    # Records per pipeline element: 4,096 amortises per-element costs (Beam, summaries, Arrow) over
+    # more rows (a 20-column MLP: attribution 1.1x faster and summaries 3 % instead of 7-10 % of it
+    # than at 1,024); gradient memory is bounded by the chunk, not by the batch.
+    batch_size: int = 4096
     # Most rows (examples x steps/samples) per gradient call; None: the most that fit
     # chunk_memory_mib for this model (measured on its gradient graph at worker start).
     chunk_size: Optional[int] = None
