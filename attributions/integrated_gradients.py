@@ -15,7 +15,7 @@ import numpy as np
 from attributions.integration_rules import DEFAULT_RULE, integration_rule
 from attributions.model_functions import ModelFunctions
 from attributions.result import Attributions, attribution_sums
-from attributions.sampling import gradients_at_points
+from attributions.sampling import validate_chunk_size
 
 __all__ = ["integrated_gradients", "DEFAULT_STEPS"]
 
@@ -59,24 +59,21 @@ def integrated_gradients(
     targets = np.asarray(targets, dtype=np.int32)
     diffs = tuple(x - b for x, b in zip(inputs, baselines))  # each (B, *shape)
 
-    zero_baselines = tuple(not np.any(b) for b in baselines)
-
-    def build_points(ex: slice, pts: slice) -> tuple:
-        # Interpolated in float64, rounded once to float32: points do not drift with rounding.
-        a = alphas[pts]  # (s,) float64
-        points = []
-        for b, d, zero in zip(baselines, diffs, zero_baselines):
-            p = a.reshape(1, -1, *([1] * (d.ndim - 1))) * d[ex, None]  # (e, s, *shape) float64
-            if not zero:  # a zero baseline adds nothing (0 + y is y exactly): skip a pass
-                np.add(p, b[ex, None], out=p)
-            points.append(p.astype(np.float32))
-        return tuple(points)  # each (e, s, *shape)
-
+    # Blocks of e examples x s points, e * s <= chunk_size (an example's points split over
+    # several blocks when steps > chunk_size); points built and weighted inside the compiled call.
+    chunk_size = validate_chunk_size(chunk_size)
+    num_points = len(alphas)
+    examples_per_block, points_per_block = max(1, chunk_size // num_points), min(num_points, chunk_size)
     sums = [np.zeros(x.shape, dtype=np.float64) for x in inputs]  # weighted gradient sums
-    for ex, pts, grads in gradients_at_points(fns, build_points, targets, len(alphas), chunk_size):
-        w = weights[pts]  # (s,)
-        for total, g in zip(sums, grads):
-            total[ex] += np.einsum("s,es...->e...", w, g)  # (e, *shape)
+    for e0 in range(0, len(targets), examples_per_block):
+        ex = slice(e0, e0 + examples_per_block)
+        for s0 in range(0, num_points, points_per_block):
+            pts = slice(s0, s0 + points_per_block)
+            block = fns.path_gradients(
+                [b[ex] for b in baselines], [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex]
+            )  # each (e, *shape) float64
+            for total, part in zip(sums, block):
+                total[ex] += part
     attributions = tuple((d * s).astype(np.float32) for d, s in zip(diffs, sums))
 
     at_inputs = fns.predict(inputs, chunk_size) if outputs_at_inputs is None else outputs_at_inputs  # (B, C)

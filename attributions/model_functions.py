@@ -11,6 +11,14 @@
     target_scores:   float32 (B,), outputs[b, used_targets[b]]
     input_gradients: tuple of float32 arrays, each (B, *input_shape): d target_score / d input
     used_targets:    int32 (B,)
+* ``path_gradients(baselines, diffs, alphas, weights, targets) -> weighted_sums``
+    baselines, diffs: tuple of float32 arrays, one per model input, each (E, *input_shape)
+    alphas, weights:  float64 (S,), points on the path and their quadrature weights
+    targets:          int32 (E,), >= 0
+    weighted_sums:    tuple of float64 arrays, each (E, *input_shape):
+                      sum_s weights[s] * d score / d input at float32(baselines + alphas[s] * diffs)
+  The E x S points are built, differentiated and weighted inside one compiled call (path
+  methods: integrated gradients), so only E rows cross between numpy and TensorFlow, not E x S.
 
 The model is always called with ``training=False`` (dropout and batch norm in inference mode).
 """
@@ -35,6 +43,7 @@ class ModelFunctions:
 
     predict_fn: Callable
     gradients_fn: Callable
+    path_gradients_fn: Callable
     input_shapes: tuple[tuple[int, ...], ...]
     num_outputs: int
 
@@ -56,6 +65,25 @@ class ModelFunctions:
             _as_tensors(inputs), tf.convert_to_tensor(np.asarray(targets, dtype=np.int32))
         )
         return scores.numpy(), tuple(g.numpy() for g in grads), used.numpy()
+
+    def path_gradients(
+        self,
+        baselines: Sequence[np.ndarray],
+        diffs: Sequence[np.ndarray],
+        alphas: np.ndarray,
+        weights: np.ndarray,
+        targets: np.ndarray,
+    ) -> tuple[np.ndarray, ...]:
+        """(E, *shape_i) baselines and diffs per input, float64 (S,) alphas and weights, int32 (E,)
+        targets -> float64 (E, *shape_i) weighted gradient sums per input (module docstring)."""
+        sums = self.path_gradients_fn(
+            _as_tensors(baselines),
+            _as_tensors(diffs),
+            tf.convert_to_tensor(np.asarray(alphas, dtype=np.float64)),
+            tf.convert_to_tensor(np.asarray(weights, dtype=np.float64)),
+            tf.convert_to_tensor(np.asarray(targets, dtype=np.int32)),
+        )
+        return tuple(t.numpy() for t in sums)
 
 
 def _as_tensors(inputs: Sequence[np.ndarray]) -> tuple:
@@ -88,9 +116,7 @@ def build_model_functions(
     def predict_fn(inputs):
         return _as_matrix(output_fn(tuple(inputs)))  # (B, C)
 
-    @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)])
-    def gradients_fn(inputs, targets):
-        inputs = tuple(inputs)
+    def scores_and_gradients(inputs: tuple, targets: tf.Tensor) -> tuple:
         with tf.GradientTape() as tape:
             tape.watch(inputs)
             outputs = _as_matrix(output_fn(inputs))  # (B, C)
@@ -102,4 +128,26 @@ def build_model_functions(
         grads = tape.gradient(scores, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return scores, tuple(grads), used_targets
 
-    return ModelFunctions(predict_fn, gradients_fn, input_shapes, int(num_outputs))
+    @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)])
+    def gradients_fn(inputs, targets):
+        return scores_and_gradients(tuple(inputs), targets)
+
+    path = tf.TensorSpec((None,), tf.float64)
+
+    @tf.function(input_signature=[signature, signature, path, path, tf.TensorSpec((None,), tf.int32)])
+    def path_gradients_fn(baselines, diffs, alphas, weights, targets):
+        e, s = tf.shape(targets)[0], tf.shape(alphas)[0]
+        points = []
+        for b, d, shape in zip(baselines, diffs, input_shapes):
+            a = tf.reshape(alphas, [1, -1] + [1] * len(shape))  # (1, S, 1...)
+            # Interpolated in float64, rounded once to float32: points do not drift with rounding.
+            p = tf.cast(tf.cast(b, tf.float64)[:, None] + a * tf.cast(d, tf.float64)[:, None], tf.float32)  # (E, S, *shape)
+            points.append(tf.reshape(p, [e * s, *shape]))  # (E*S, *shape)
+        _, grads, _ = scores_and_gradients(tuple(points), tf.repeat(targets, s))  # each (E*S, *shape)
+        # (E, S, K) x (S,) -> (E, K), K = prod(shape): a plain batched matrix-vector product.
+        return tuple(
+            tf.reshape(tf.linalg.matvec(tf.cast(tf.reshape(g, [e, s, -1]), tf.float64), weights, transpose_a=True), [e, *shape])
+            for g, shape in zip(grads, input_shapes)
+        )  # each (E, *shape)
+
+    return ModelFunctions(predict_fn, gradients_fn, path_gradients_fn, input_shapes, int(num_outputs))
