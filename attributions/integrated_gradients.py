@@ -70,7 +70,8 @@ def integrated_gradients(
         for s0 in range(0, num_points, points_per_block):
             pts = slice(s0, s0 + points_per_block)
             block = fns.path_gradients(
-                [b[ex] for b in baselines], [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex]
+                [b[ex] for b in baselines], [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex],
+                pad_to=examples_per_block,
             )  # each (e, *shape) float64
             for total, part in zip(sums, block):
                 total[ex] += part
