@@ -19,7 +19,7 @@
                       sum_s weights[s] * d score / d input at float32(baselines + alphas[s] * diffs)
   The E x S points are built, differentiated and weighted inside one compiled call (path
   methods: integrated gradients), so only E rows cross between numpy and TensorFlow, not E x S.
-  Compiled with XLA for models without convolutions or pooling (`XlaWhereItPays`).
+  The path arithmetic is compiled with XLA; the model runs on TensorFlow's own kernels.
 
 The model is always called with ``training=False`` (dropout and batch norm in inference mode).
 """
@@ -79,13 +79,13 @@ class ModelFunctions:
         """(E, *shape_i) baselines and diffs per input, float64 (S,) alphas and weights, int32 (E,)
         targets -> float64 (E, *shape_i) weighted gradient sums per input (module docstring).
 
-        pad_to: the caller's full block of examples. When the path function is XLA-compiled
-        (one compilation per shape), a smaller block is padded with zero rows to the next power
-        of two (at most pad_to), so a run compiles a handful of shapes, not one per remainder.
+        pad_to: the caller's full block of examples. XLA compiles the path arithmetic once per
+        shape, so a smaller block is padded with zero rows to the next power of two (at most
+        pad_to): a run compiles a handful of shapes, not one per batch remainder.
         """
         num = len(targets)
         padded = num
-        if pad_to is not None and num < pad_to and getattr(self.path_gradients_fn, "uses_xla", False):
+        if pad_to is not None and num < pad_to:
             padded = min(int(pad_to), 1 << (num - 1).bit_length())
         if padded > num:
             baselines, diffs = (tuple(_pad_rows(x, padded) for x in arrays) for arrays in (baselines, diffs))
@@ -154,65 +154,37 @@ def build_model_functions(
 
     path = tf.TensorSpec((None,), tf.float64)
 
-    def path_gradients_body(baselines, diffs, alphas, weights, targets):
-        e, s = tf.shape(targets)[0], tf.shape(alphas)[0]
+    # The path's own arithmetic (points, weighting) is compiled with XLA, which fuses its float64
+    # casts and products into one pass each; the model itself keeps TensorFlow's kernels, so the
+    # gradients are bit-identical to the plain graph's (XLA's dots differ in the last bits, which
+    # flips a ReLU at a kink: 7e-4 relative on one row in 200k against the same model unfused).
+    @tf.function(jit_compile=True)
+    def build_points(baselines, diffs, alphas):
+        e, s = tf.shape(baselines[0])[0], tf.shape(alphas)[0]
         points = []
         for b, d, shape in zip(baselines, diffs, input_shapes):
             a = tf.reshape(alphas, [1, -1] + [1] * len(shape))  # (1, S, 1...)
             # Interpolated in float64, rounded once to float32: points do not drift with rounding.
             p = tf.cast(tf.cast(b, tf.float64)[:, None] + a * tf.cast(d, tf.float64)[:, None], tf.float32)  # (E, S, *shape)
             points.append(tf.reshape(p, [e * s, *shape]))  # (E*S, *shape)
-        _, grads, _ = scores_and_gradients(tuple(points), tf.repeat(targets, s))  # each (E*S, *shape)
+        return tuple(points)
+
+    @tf.function(jit_compile=True)
+    def weigh(grads, weights, e):
         # (E, S, K) x (S,) -> (E, K), K = prod(shape): a plain batched matrix-vector product.
+        s = tf.shape(weights)[0]
         return tuple(
             tf.reshape(tf.linalg.matvec(tf.cast(tf.reshape(g, [e, s, -1]), tf.float64), weights, transpose_a=True), [e, *shape])
             for g, shape in zip(grads, input_shapes)
-        )  # each (E, *shape)
+        )
 
-    path_signature = [signature, signature, path, path, tf.TensorSpec((None,), tf.int32)]
-    path_gradients_fn = XlaWhereItPays(
-        tf.function(path_gradients_body, input_signature=path_signature),
-        tf.function(path_gradients_body, input_signature=path_signature, jit_compile=True),
-        gradients_fn,
+    def path_gradients_body(baselines, diffs, alphas, weights, targets):
+        e, s = tf.shape(targets)[0], tf.shape(alphas)[0]
+        points = build_points(tuple(baselines), tuple(diffs), alphas)  # each (E*S, *shape)
+        _, grads, _ = scores_and_gradients(tuple(points), tf.repeat(targets, s))  # each (E*S, *shape)
+        return weigh(tuple(grads), weights, e)  # each (E, *shape)
+
+    path_gradients_fn = tf.function(
+        path_gradients_body, input_signature=[signature, signature, path, path, tf.TensorSpec((None,), tf.int32)]
     )
     return ModelFunctions(predict_fn, gradients_fn, path_gradients_fn, input_shapes, int(num_outputs))
-
-
-# Op types XLA's CPU backend ran slower than TensorFlow's own (oneDNN) kernels: IG on the bench's
-# CNN took 2.4x as long compiled. Dense models gain: the E x S points, their casts and the
-# activations are fused instead of written out op by op (20-32-16-3 MLP: 1.7x faster).
-_XLA_SLOWER = ("Conv", "Pool")
-
-
-class XlaWhereItPays:
-    """A path function compiled with XLA (`jit_compile=True`) for models without convolutions or
-    pooling, else TensorFlow's own graph; also the plain graph when XLA cannot compile the model
-    (an op it does not support). The choice is made once, from the op types of the model's
-    gradient graph: deterministic for a model, so every worker computes the same way.
-
-    XLA compiles once per input shape: callers keep the number of shapes small (see
-    `ModelFunctions.path_gradients`' pad_to)."""
-
-    def __init__(self, plain: Callable, compiled: Callable, gradients_fn: Callable):
-        self._plain, self._compiled, self._gradients_fn = plain, compiled, gradients_fn
-        self._use_xla: Optional[bool] = None
-        self._compiled_once = False
-
-    @property
-    def uses_xla(self) -> bool:
-        if self._use_xla is None:
-            graph = self._gradients_fn.get_concrete_function().graph
-            self._use_xla = not any(slow in op.type for op in graph.get_operations() for slow in _XLA_SLOWER)
-        return self._use_xla
-
-    def __call__(self, *args):
-        if self.uses_xla:
-            try:
-                result = self._compiled(*args)
-                self._compiled_once = True
-                return result
-            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError):
-                if self._compiled_once:
-                    raise  # XLA compiled this model before: a real error, not an unsupported op
-                self._use_xla = False
-        return self._plain(*args)
