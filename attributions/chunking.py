@@ -7,13 +7,16 @@ thousand rows take gigabytes. So the chunk is sized per model, once per worker:
 
     chunk_rows = min(MAX_CHUNK_ROWS, budget_bytes // bytes_per_row)
 
-`bytes_per_row` is measured on the compiled gradient function itself (`ModelFunctions.gradients_fn`,
-traced once at worker start): the sum over every tensor of its graph whose first dimension is the
-batch, forward and backward, of its per-row size in bytes, plus the method's own per-row numpy
-arrays (the interpolated points in float64 and float32, the gradients, their float64 weighting:
-`HOST_BYTES_PER_INPUT_VALUE` per input value). Summing every tensor over-counts (TensorFlow frees
+`bytes_per_row` is measured on the model's compiled forward pass (`ModelFunctions.predict_fn`,
+traced once per worker; every method calls it anyway, so the probe costs no extra trace): the sum
+over every tensor of its graph whose first dimension is the batch of its per-row size in bytes,
+times `BACKWARD_FACTOR` for the backward pass (each forward activation is kept for the tape and
+gets a gradient of its own size), plus the path's own per-row arrays (the
+points in float64 and float32, the gradients, their float64 weighting:
+`PATH_BYTES_PER_INPUT_VALUE` per input value). Summing every tensor over-counts (TensorFlow frees
 intermediate tensors once consumed), so the budget is an upper bound on the chunk's working set.
-It needs no model-specific code: any Keras or SavedModel model that traces works.
+It needs no model-specific code: any Keras or SavedModel model that traces works. (Tracing the
+gradient graph instead cost 1.1 s at worker start for a path method, which never runs it.)
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ DEFAULT_CHUNK_MEMORY_MIB = 512
 # Rows per call past which small models gain nothing measurable (per-call overhead is < 2 % of a
 # 65,536-row call of a 20-32-16-3 MLP) while arrays grow past the CPU caches.
 MAX_CHUNK_ROWS = 65536
+# The forward graph's tensors x 2 for the gradient call: the backward pass's tensors summed the
+# same way were 1.7-2.0x the forward pass's on the bench's MLPs and CNN, forward included.
+BACKWARD_FACTOR = 2
 # float64 point + float32 point + float32 gradient + float64 weighted copy, per input value.
-HOST_BYTES_PER_INPUT_VALUE = 8 + 4 + 4 + 8
+PATH_BYTES_PER_INPUT_VALUE = 8 + 4 + 4 + 8
 
 
 def bytes_per_row(fns: ModelFunctions) -> int:
-    """Bytes per row of one gradient call: every batch-shaped tensor of the traced gradient graph
-    (unknown trailing dimensions counted as 1) plus the host-side arrays per input value."""
-    graph = fns.gradients_fn.get_concrete_function().graph  # traced once; cached by tf.function
+    """Bytes per row of one gradient call: every batch-shaped tensor of the traced forward graph
+    (unknown trailing dimensions counted as 1) x BACKWARD_FACTOR, plus the path's arrays."""
+    graph = fns.predict_fn.get_concrete_function().graph  # traced once; reused by every predict call
     total = 0
     for op in graph.get_operations():
         for tensor in op.outputs:
@@ -47,7 +53,7 @@ def bytes_per_row(fns: ModelFunctions) -> int:
             per_row = int(np.prod([d if d is not None else 1 for d in shape.as_list()[1:]]))
             total += per_row * tensor.dtype.size
     values = sum(int(np.prod(shape)) for shape in fns.input_shapes)
-    return total + HOST_BYTES_PER_INPUT_VALUE * values
+    return BACKWARD_FACTOR * total + PATH_BYTES_PER_INPUT_VALUE * values
 
 
 def automatic_chunk_size(fns: ModelFunctions, memory_mib: int = DEFAULT_CHUNK_MEMORY_MIB) -> int:

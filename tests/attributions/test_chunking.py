@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from attributions import integrated_gradients
-from attributions.chunking import HOST_BYTES_PER_INPUT_VALUE, MAX_CHUNK_ROWS, automatic_chunk_size, bytes_per_row
+from attributions.chunking import PATH_BYTES_PER_INPUT_VALUE, MAX_CHUNK_ROWS, automatic_chunk_size, bytes_per_row
 from attributions.model_functions import build_model_functions
 
 
@@ -18,9 +18,9 @@ def dense_functions(width: int, inputs: int = 5):
 
 def test_bytes_per_row_counts_the_hidden_activations_forward_and_backward():
     small, large = bytes_per_row(dense_functions(8)), bytes_per_row(dense_functions(1008))
-    # 1,000 more hidden units: at least the matmul output, the tanh and their gradients (4 x 4 bytes each).
-    assert large - small >= 1000 * 4 * 4
-    assert small >= HOST_BYTES_PER_INPUT_VALUE * 5
+    # 1,000 more hidden units: at least the matmul output and the tanh, x 2 for the backward pass.
+    assert large - small >= 1000 * 2 * 4 * 2
+    assert small >= PATH_BYTES_PER_INPUT_VALUE * 5
 
 
 def test_the_chunk_fits_the_budget_and_the_cap():
