@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,7 +19,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.shared import Shared
+from apache_beam.utils.windowed_value import WindowedValue
 
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB, automatic_chunk_size
 from attributions.expected_gradients import expected_gradients
@@ -28,7 +31,7 @@ from attributions.integrated_gradients import integrated_gradients
 from attributions.result import Attributions
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
-from audit.summary import SummarySpec, summarize_batch
+from audit.summary import RunSummary, SummarySpec, summarize_batch
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
 from transforms.records import DecodedBatch, RecordSchema, decode_batch
@@ -174,8 +177,10 @@ _unreported_loads_lock = threading.Lock()
 class AttributeBatches(beam.DoFn):
     """DecodedBatch -> pyarrow.Table of output rows, with one engine per worker process.
 
-    With settings.summary set, each batch's `RunSummary` also goes to the SUMMARY_TAG output
-    (summarized here, where the inputs are at hand for the exemplars; merged by a combiner).
+    With settings.summary set, each bundle's `RunSummary` also goes to the SUMMARY_TAG output
+    (summarized here, where the inputs are at hand for the exemplars; merged by a combiner). The
+    batches are summarized in a background thread while the model works on the next batch, and
+    merged there: one summary per bundle, emitted in finish_bundle.
     """
 
     SUMMARY_TAG = "summaries"
@@ -192,6 +197,7 @@ class AttributeBatches(beam.DoFn):
         self._load_latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "model_load_latency_milli_secs")
         self._chunk_rows = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "gradient_chunk_rows")
         self._load_millis = None
+        self._summaries: Optional[_BundleSummary] = None
 
     def _load(self):
         global _unreported_loads
@@ -206,9 +212,13 @@ class AttributeBatches(beam.DoFn):
         # The tag ties the shared copy to these settings: two steps with different models in
         # one process get one engine each.
         self._engine = self._shared.acquire(self._load, tag=_settings_tag(self._settings)).engine
+        if self._settings.summary is not None:
+            self._summaries = _BundleSummary(self._settings.summary)
 
     def start_bundle(self):
         global _unreported_loads
+        if self._summaries is not None:
+            self._summaries.reset()  # a failed bundle's partial summary must not reach the next one
         with _unreported_loads_lock:
             loads, _unreported_loads = _unreported_loads, 0
         if loads:
@@ -228,10 +238,61 @@ class AttributeBatches(beam.DoFn):
         if not_finite:
             self._not_finite.inc(not_finite)
         yield table
-        if self._settings.summary is not None:
+        if self._summaries is not None:
+            self._summaries.add(table, batch.inputs, example_index)
+
+    def finish_bundle(self):
+        summary = self._summaries.result() if self._summaries is not None else None
+        if summary is not None:
             yield beam.pvalue.TaggedOutput(
-                self.SUMMARY_TAG, summarize_batch(self._settings.summary, table, batch.inputs, example_index)
+                self.SUMMARY_TAG, WindowedValue(summary, GlobalWindow().max_timestamp(), [GlobalWindow()])
             )
+
+    def teardown(self):
+        if self._summaries is not None:
+            self._summaries.close()
+
+
+class _BundleSummary:
+    """The merged summary of a bundle's batches, computed off the model's path: each batch is
+    summarized and merged in one background thread (numpy and TensorFlow release the GIL in their
+    heavy steps, so it overlaps the next batch's gradients). One batch in flight at a time, so at
+    most one batch's table waits here; a failure re-raises in the bundle that added the batch."""
+
+    def __init__(self, spec: SummarySpec):
+        self._spec = spec
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
+        self._in_flight = None
+        self._merged: Optional[RunSummary] = None
+
+    def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
+        self._wait()
+        self._in_flight = self._executor.submit(self._summarize, table, inputs, example_index)
+
+    def _summarize(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
+        summary = summarize_batch(self._spec, table, inputs, example_index)
+        self._merged = summary if self._merged is None else self._merged.merge(summary)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()  # re-raises a failed summary
+
+    def reset(self) -> None:
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the failed bundle already reported its error
+            pass
+        self._merged = None
+
+    def result(self) -> Optional[RunSummary]:
+        """The bundle's merged summary (None without batches); starts the next bundle afresh."""
+        self._wait()
+        merged, self._merged = self._merged, None
+        return merged
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
 
 
 class _EngineHolder:
