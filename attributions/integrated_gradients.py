@@ -8,14 +8,14 @@ reported per example as the convergence delta.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from attributions.integration_rules import DEFAULT_RULE, integration_rule
 from attributions.model_functions import ModelFunctions
 from attributions.result import Attributions, attribution_sums
-from attributions.sampling import gradients_at_points
+from attributions.sampling import validate_chunk_size
 
 __all__ = ["integrated_gradients", "DEFAULT_STEPS"]
 
@@ -30,6 +30,7 @@ def integrated_gradients(
     steps: int = DEFAULT_STEPS,
     rule: str = DEFAULT_RULE,
     chunk_size: int = 1024,
+    outputs_at_inputs: Optional[np.ndarray] = None,
 ) -> Attributions:
     """Integrated gradients of B examples.
 
@@ -40,33 +41,47 @@ def integrated_gradients(
       steps: number of points on the path (default 64).
       rule: quadrature rule name (default 'gausslegendre').
       chunk_size: most (examples x steps) rows evaluated in one gradient call.
+      outputs_at_inputs: the model's outputs (B, C) at `inputs` when the caller has them already
+        (saves one forward pass); None: computed here.
     Returns: attributions (B, *shape_i) per input, convergence_delta and output_change (B,).
     """
     alphas, weights = integration_rule(rule, steps)  # (S,), (S,)
     inputs = tuple(np.asarray(x, dtype=np.float32) for x in inputs)
+    # One baseline row for every example (the usual case): its output is computed once.
+    shared_baseline = all(np.shape(b) in (x.shape[1:], (1, *x.shape[1:])) for b, x in zip(baselines, inputs))
+    baseline_rows = (
+        tuple(np.asarray(b, dtype=np.float32).reshape(1, *x.shape[1:]) for b, x in zip(baselines, inputs))
+        if shared_baseline else None
+    )  # each (1, *shape)
     baselines = tuple(
         np.broadcast_to(np.asarray(b, dtype=np.float32), x.shape) for b, x in zip(baselines, inputs)
     )
     targets = np.asarray(targets, dtype=np.int32)
     diffs = tuple(x - b for x, b in zip(inputs, baselines))  # each (B, *shape)
 
-    def build_points(ex: slice, pts: slice) -> tuple:
-        # Interpolated in float64, rounded once to float32: points do not drift with rounding.
-        a = alphas[pts]  # (s,) float64
-        return tuple(
-            (b[ex, None] + a.reshape(1, -1, *([1] * (d.ndim - 1))) * d[ex, None].astype(np.float64)).astype(np.float32)
-            for b, d in zip(baselines, diffs)
-        )  # each (e, s, *shape)
-
+    # Blocks of e examples x s points, e * s <= chunk_size (an example's points split over
+    # several blocks when steps > chunk_size); points built and weighted inside the compiled call.
+    chunk_size = validate_chunk_size(chunk_size)
+    num_points = len(alphas)
+    examples_per_block, points_per_block = max(1, chunk_size // num_points), min(num_points, chunk_size)
     sums = [np.zeros(x.shape, dtype=np.float64) for x in inputs]  # weighted gradient sums
-    for ex, pts, grads in gradients_at_points(fns, build_points, targets, len(alphas), chunk_size):
-        w = weights[pts]  # (s,)
-        for total, g in zip(sums, grads):
-            total[ex] += np.einsum("s,es...->e...", w, g)  # (e, *shape)
+    for e0 in range(0, len(targets), examples_per_block):
+        ex = slice(e0, e0 + examples_per_block)
+        for s0 in range(0, num_points, points_per_block):
+            pts = slice(s0, s0 + points_per_block)
+            block = fns.path_gradients(
+                [b[ex] for b in baselines], [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex],
+                pad_to=examples_per_block,
+            )  # each (e, *shape) float64
+            for total, part in zip(sums, block):
+                total[ex] += part
     attributions = tuple((d * s).astype(np.float32) for d, s in zip(diffs, sums))
 
-    at_inputs = fns.predict(inputs, chunk_size)  # (B, C)
-    at_baselines = fns.predict(baselines, chunk_size)  # (B, C)
+    at_inputs = fns.predict(inputs, chunk_size) if outputs_at_inputs is None else outputs_at_inputs  # (B, C)
+    if shared_baseline:
+        at_baselines = np.broadcast_to(fns.predict(baseline_rows), at_inputs.shape)  # (B, C)
+    else:
+        at_baselines = fns.predict(baselines, chunk_size)  # (B, C)
     rows = np.arange(len(targets))
     output_change = at_inputs[rows, targets].astype(np.float64) - at_baselines[rows, targets]
     delta = attribution_sums(attributions) - output_change

@@ -1,6 +1,6 @@
 """Evaluating gradients at many points per example, in chunks of bounded size.
 
-Path and sampling methods (integrated gradients, SmoothGrad, expected gradients) need the gradient
+Sampling methods (SmoothGrad, expected gradients) need the gradient
 at S points per example. `gradients_at_points` evaluates them as (examples x points) in one call per
 chunk, never more than `chunk_size` rows at once, so memory is bounded by the chunk size and not by
 batch size x steps.

@@ -303,11 +303,11 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
             key = (kind, value)
             summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
     primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
-    summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table, primary)
+    summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary)
     return summary
 
 
-def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table, primary: np.ndarray) -> dict[str, Exemplars]:
+def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary: np.ndarray) -> dict[str, Exemplars]:
     """The exemplars of each criterion among the rows `primary` (indices into the batch's rows)."""
     orders = {"highest_score": -scores, "lowest_score": scores}
     if spec.path_method:
@@ -318,19 +318,15 @@ def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, table
         rows = primary[best_per_class(order[primary], targets[primary], n)]
         records = example_index[rows]
         flat_inputs = np.concatenate([np.asarray(x)[records].reshape(len(rows), -1) for x in inputs], axis=1)
-        flat_attributions = np.concatenate(
-            [_attribution_rows(table, f, rows) for f in spec.features], axis=1
-        )
         chosen[name] = Exemplars(
             n, order[rows], keys.take(pa.array(rows, pa.int64())).to_pylist(), targets[rows].astype(np.int64), scores[rows], deltas[rows],
-            flat_inputs.astype(np.float32), flat_attributions.astype(np.float32),
+            flat_inputs.astype(np.float32), _attribution_rows(spec, values, elements, rows),
         )
     return chosen
 
 
-def _attribution_rows(table: pa.Table, feature: FeatureSpec, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), length) attributions of one source column for the chosen rows."""
-    column = table.column(f"attr_{feature.name}").take(pa.array(rows)).combine_chunks()
-    if feature.is_tensor:
-        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(rows), feature.length)
-    return column.to_numpy(zero_copy_only=False).reshape(len(rows), 1)
+def _attribution_rows(spec: SummarySpec, values: np.ndarray, elements: dict, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), sum of feature lengths) float32 attributions of the chosen rows, source columns
+    concatenated, read from the batch's matrices (float32 values held in float64: exact)."""
+    parts = [elements[f.name][rows] if f.is_tensor else values[rows, j : j + 1] for j, f in enumerate(spec.features)]
+    return np.concatenate(parts, axis=1).astype(np.float32)

@@ -37,7 +37,7 @@ class BuiltPipeline:
     plan: RunPlan
     attributions: beam.PCollection  # pyarrow.Table per batch
     dead_letters: beam.PCollection  # dict rows (key, source, record, error)
-    summaries: beam.PCollection  # audit.summary.RunSummary per batch (empty when summaries are off)
+    summaries: beam.PCollection  # audit.summary.RunSummary per bundle (empty when summaries are off)
 
 
 def _mark_done(_, path: str, *written: list) -> None:

@@ -404,6 +404,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         output_schema=output_schema(schema, config.method, {k: v for k, v in metadata.items() if v is not None}),
         method_params=_method_params(config),
         chunk_size=config.chunk_size,
+        chunk_memory_mib=config.chunk_memory_mib,
         output_name=config.output_name,
         explain_logits=config.explain_logits,
         unsafe_deserialization=config.unsafe_deserialization,

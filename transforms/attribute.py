@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,8 +19,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.shared import Shared
+from apache_beam.utils.windowed_value import WindowedValue
 
+from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB, automatic_chunk_size
 from attributions.expected_gradients import expected_gradients
 from attributions.gradient import gradient
 from attributions.gradient_x_input import gradient_x_input
@@ -27,7 +31,7 @@ from attributions.integrated_gradients import integrated_gradients
 from attributions.result import Attributions
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
-from audit.summary import SummarySpec, summarize_batch
+from audit.summary import RunSummary, SummarySpec, summarize_batch
 from transforms import progress
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
@@ -51,7 +55,8 @@ class AttributionSettings:
     schema: RecordSchema
     output_schema: pa.Schema
     method_params: dict = field(default_factory=dict)
-    chunk_size: int = 1024
+    chunk_size: Optional[int] = None  # None: sized per model from chunk_memory_mib (attributions.chunking)
+    chunk_memory_mib: int = DEFAULT_CHUNK_MEMORY_MIB
     output_name: Optional[str] = None
     explain_logits: bool = False
     unsafe_deserialization: bool = False
@@ -99,12 +104,15 @@ class AttributionEngine:
         model = load_model(settings.model_path, settings.unsafe_deserialization, settings.model_sha256)
         self._model = model  # keeps the model (and its variables) alive
         self.fns = model.model_functions(settings.output_name, settings.explain_logits)
+        # Rows per gradient call: the explicit setting, else what the memory budget allows for
+        # this model (measured on its traced gradient function, once per worker).
+        self.chunk_size = settings.chunk_size or automatic_chunk_size(self.fns, settings.chunk_memory_mib)
         self._references = None
         self._background_mean = None
         if settings.reference_path is not None:
             self._references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
         if settings.method == "expected_gradients":
-            self._background_mean = self.fns.predict(self._references, settings.chunk_size).mean(axis=0)  # (C,)
+            self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
 
     def _baselines(self) -> tuple:
         """One (*shape) (or (1, *shape)) array per model input, broadcast over a batch."""
@@ -124,10 +132,10 @@ class AttributionEngine:
         if s.method in _GRADIENT_METHODS and s.target.mode != "top_k":
             # One fused call per chunk: the gradient function resolves 'predicted' itself.
             targets = requested_targets(s.target, batch.num_records, batch.labels)
-            result = _GRADIENT_METHODS[s.method](self.fns, batch.inputs, targets, s.chunk_size)
+            result = _GRADIENT_METHODS[s.method](self.fns, batch.inputs, targets, self.chunk_size)
             example_index, targets, scores = np.arange(batch.num_records), result.targets, result.target_scores
         else:
-            outputs = self.fns.predict(batch.inputs, s.chunk_size)  # (B, C)
+            outputs = self.fns.predict(batch.inputs, self.chunk_size)  # (B, C)
             example_index, targets = expand_targets(s.target, outputs, batch.labels)  # (R,), (R,)
             scores = outputs[example_index, targets]  # (R,)
             inputs = batch.inputs
@@ -135,24 +143,28 @@ class AttributionEngine:
                 inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
             sampling = s.method in ("smoothgrad", "expected_gradients")
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
-            result = self._run_method(inputs, targets, key_seeds)
+            result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
         return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result), example_index
 
-    def _run_method(self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray]) -> Attributions:
+    def _run_method(
+        self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray
+    ) -> Attributions:
         """inputs (R, *shape) per model input, targets (R,) >= 0, key_seeds uint64 (R,) for the
-        sampling methods (a hash of each row's record key)."""
+        sampling methods (a hash of each row's record key), outputs (R, C): the model's at inputs."""
         s, p = self.settings, self.settings.method_params
         if s.method in _GRADIENT_METHODS:
-            return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, s.chunk_size)
+            return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
         if s.method == "integrated_gradients":
-            return integrated_gradients(self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], s.chunk_size)
+            return integrated_gradients(
+                self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size, outputs
+            )
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "smoothgrad":
             return smoothgrad(
-                self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], s.chunk_size
+                self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], self.chunk_size
             )
         return expected_gradients(
-            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], s.chunk_size, self._background_mean
+            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], self.chunk_size, self._background_mean
         )
 
 
@@ -168,8 +180,10 @@ _unreported_loads_lock = threading.Lock()
 class AttributeBatches(beam.DoFn):
     """DecodedBatch -> pyarrow.Table of output rows, with one engine per worker process.
 
-    With settings.summary set, each batch's `RunSummary` also goes to the SUMMARY_TAG output
-    (summarized here, where the inputs are at hand for the exemplars; merged by a combiner).
+    With settings.summary set, each bundle's `RunSummary` also goes to the SUMMARY_TAG output
+    (summarized here, where the inputs are at hand for the exemplars; merged by a combiner). The
+    batches are summarized in a background thread while the model works on the next batch, and
+    merged there: one summary per bundle, emitted in finish_bundle.
     """
 
     SUMMARY_TAG = "summaries"
@@ -184,7 +198,9 @@ class AttributeBatches(beam.DoFn):
         self._loads = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "model_loads")
         self._latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "attribution_batch_latency_micro_secs")
         self._load_latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "model_load_latency_milli_secs")
+        self._chunk_rows = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "gradient_chunk_rows")
         self._load_millis = None
+        self._summaries: Optional[_BundleSummary] = None
 
     def _load(self):
         global _unreported_loads
@@ -199,9 +215,13 @@ class AttributeBatches(beam.DoFn):
         # The tag ties the shared copy to these settings: two steps with different models in
         # one process get one engine each.
         self._engine = self._shared.acquire(self._load, tag=_settings_tag(self._settings)).engine
+        if self._settings.summary is not None:
+            self._summaries = _BundleSummary(self._settings.summary)
 
     def start_bundle(self):
         global _unreported_loads
+        if self._summaries is not None:
+            self._summaries.reset()  # a failed bundle's partial summary must not reach the next one
         with _unreported_loads_lock:
             loads, _unreported_loads = _unreported_loads, 0
         if loads:
@@ -214,6 +234,7 @@ class AttributeBatches(beam.DoFn):
         start = time.perf_counter()
         table, example_index = self._engine.attribute_rows(batch)
         self._latency.update(int((time.perf_counter() - start) * 1e6))
+        self._chunk_rows.update(self._engine.chunk_size)
         self._records.inc(batch.num_records)
         progress.add_done(batch.num_records)
         self._rows.inc(table.num_rows)
@@ -221,10 +242,61 @@ class AttributeBatches(beam.DoFn):
         if not_finite:
             self._not_finite.inc(not_finite)
         yield table
-        if self._settings.summary is not None:
+        if self._summaries is not None:
+            self._summaries.add(table, batch.inputs, example_index)
+
+    def finish_bundle(self):
+        summary = self._summaries.result() if self._summaries is not None else None
+        if summary is not None:
             yield beam.pvalue.TaggedOutput(
-                self.SUMMARY_TAG, summarize_batch(self._settings.summary, table, batch.inputs, example_index)
+                self.SUMMARY_TAG, WindowedValue(summary, GlobalWindow().max_timestamp(), [GlobalWindow()])
             )
+
+    def teardown(self):
+        if self._summaries is not None:
+            self._summaries.close()
+
+
+class _BundleSummary:
+    """The merged summary of a bundle's batches, computed off the model's path: each batch is
+    summarized and merged in one background thread (numpy and TensorFlow release the GIL in their
+    heavy steps, so it overlaps the next batch's gradients). One batch in flight at a time, so at
+    most one batch's table waits here; a failure re-raises in the bundle that added the batch."""
+
+    def __init__(self, spec: SummarySpec):
+        self._spec = spec
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
+        self._in_flight = None
+        self._merged: Optional[RunSummary] = None
+
+    def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
+        self._wait()
+        self._in_flight = self._executor.submit(self._summarize, table, inputs, example_index)
+
+    def _summarize(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
+        summary = summarize_batch(self._spec, table, inputs, example_index)
+        self._merged = summary if self._merged is None else self._merged.merge(summary)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()  # re-raises a failed summary
+
+    def reset(self) -> None:
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the failed bundle already reported its error
+            pass
+        self._merged = None
+
+    def result(self) -> Optional[RunSummary]:
+        """The bundle's merged summary (None without batches); starts the next bundle afresh."""
+        self._wait()
+        merged, self._merged = self._merged, None
+        return merged
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
 
 
 class _EngineHolder:

@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""Headline benchmark (issue #15): the default integrated-gradients job against a user's own script.
+
+    python bench/default_job.py            # 200k and 2M rows, 3 interleaved rounds
+    python bench/default_job.py --quick    # 20k and 200k rows, 1 round (smoke run)
+
+Both sides run as whole processes (launch to exit, wall clock) on the same Parquet file:
+
+* pipeline: `python -m pipeline run --model M --input D --output O --input-map features=f0,...,f19`
+  with NO tuning flags (integrated gradients, 64 Gauss-Legendre points, summaries on: the
+  defaults a new user gets);
+* script: bench/user_script.py, the ~40-line script such a user would write instead (pyarrow in,
+  one tf.function doing Gauss-Legendre IG over 1,024 rows x 64 points per call, Parquet out).
+
+Model: Dense 20 -> 32 -> 16 -> 3 (relu, softmax), trained on real data: scikit-learn's digits of
+classes 0, 1 and 2 (537 images), on the 20 pixels of largest variance. (Breast cancer has 30
+features but two classes; the digits give a real 3-class problem of the issue's shape.) Rows are
+resampled with 1 % Gaussian noise to reach the row counts. Files: 20 float32 columns f0..f19.
+
+Reports, per size: wall seconds of each side (median, min-max), the ratio script wall / pipeline
+wall (>= 1.0 means the pipeline is at least as fast), and the largest relative difference of the
+two attribution sets (max |a - b| / max |b|; target <= 1e-5). Writes bench/results/default_job.json
+and .md (default_job-quick.* with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from throughput import REPO, _peak_rss_mib, save_results, summarize  # noqa: E402
+
+FEATURES = 20
+COLUMNS = [f"f{j}" for j in range(FEATURES)]
+
+
+def real_rows() -> tuple[np.ndarray, np.ndarray]:
+    """(537, 20) float32 standardized pixels and (537,) labels in {0, 1, 2}."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = digits.target < 3
+    x, y = digits.data[keep].astype(np.float64), digits.target[keep]
+    columns = np.argsort(-x.var(axis=0), kind="stable")[:FEATURES]
+    x = x[:, columns]
+    return ((x - x.mean(axis=0)) / x.std(axis=0)).astype(np.float32), y
+
+
+def build_model(path: str) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x, y = real_rows()
+    model = keras.Sequential([
+        keras.Input((FEATURES,), name="features"),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    model.save(path)
+
+
+def write_data(path: str, n: int) -> None:
+    """n rows resampled from the real rows with 1 % noise (of each column's unit std)."""
+    x, _ = real_rows()
+    rng = np.random.default_rng(n)
+    rows = x[rng.integers(0, len(x), n)] + rng.normal(scale=0.01, size=(n, FEATURES)).astype(np.float32)
+    pq.write_table(pa.table({c: rows[:, j] for j, c in enumerate(COLUMNS)}), path)
+
+
+def timed(command: list[str]) -> dict:
+    """Runs a whole process; wall seconds launch to exit and its peak RSS (MiB)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env={**os.environ, "PYTHONPATH": REPO})
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, _peak_rss_mib(process.pid))
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        if process.returncode != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
+    return {"wall_seconds": wall, "peak_rss_mib": peak}
+
+
+def pipeline_command(model: str, data: str, output: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output,
+            "--input-map", "features=" + ",".join(COLUMNS)]
+
+
+def script_command(model: str, data: str, output: str) -> list[str]:
+    return [sys.executable, os.path.join(BENCH, "user_script.py"), model, data, output]
+
+
+def pipeline_attributions(output_dir: str) -> np.ndarray:
+    """(N, 20) attributions ordered by record index (synthesized keys '<file>:<index>')."""
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(glob.glob(os.path.join(output_dir, "attributions*.parquet")))])
+    index = np.array([int(k.rsplit(":", 1)[1]) for k in table.column(0).to_pylist()])
+    values = np.stack([table.column(f"attr_{c}").to_numpy() for c in COLUMNS], axis=1)
+    return values[np.argsort(index)]
+
+
+def script_attributions(path: str) -> np.ndarray:
+    table = pq.read_table(path)
+    return np.stack([table.column(f"attr_{c}").to_numpy() for c in COLUMNS], axis=1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20k and 200k rows, one round")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3; 1 with --quick)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="row counts (default 200000 2000000)")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    sizes = args.sizes or ([20_000, 200_000] if args.quick else [200_000, 2_000_000])
+    workdir = args.workdir or tempfile.mkdtemp(prefix="attribution-bench-default-")
+    os.makedirs(workdir, exist_ok=True)
+    model = os.path.join(workdir, "mlp20.keras")
+    build_model(model)
+    data = {n: os.path.join(workdir, f"rows-{n}.parquet") for n in sizes}
+    for n, path in data.items():
+        write_data(path, n)
+    print(f"workdir {workdir}; sizes {sizes}; rounds {rounds}", flush=True)
+
+    samples: dict[str, list[float]] = {}
+    agreement: dict[int, float] = {}
+    for r in range(rounds):
+        for n in sizes:
+            # Alternate which side goes first, so neither always runs on a warmer page cache.
+            sides = [("pipeline", pipeline_command), ("script", script_command)]
+            for side, command in sides if r % 2 == 0 else sides[::-1]:
+                target = os.path.join(workdir, f"out-{side}-{n}" + (".parquet" if side == "script" else ""))
+                shutil.rmtree(target, ignore_errors=True)  # a fresh output, as a first run would have
+                run = timed(command(model, data[n], target))
+                samples.setdefault(f"{side}_wall_{n}", []).append(run["wall_seconds"])
+                samples.setdefault(f"{side}_peak_rss_{n}", []).append(run["peak_rss_mib"])
+                print(f"round {r + 1} {n:,} rows {side}: {run['wall_seconds']:.1f} s, {run['peak_rss_mib']:.0f} MiB", flush=True)
+            if r == 0:
+                ours = pipeline_attributions(os.path.join(workdir, f"out-pipeline-{n}"))
+                theirs = script_attributions(os.path.join(workdir, f"out-script-{n}.parquet"))
+                agreement[n] = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+    figures = {name: summarize(values) for name, values in samples.items()}
+    ratios = {n: figures[f"script_wall_{n}"]["median"] / figures[f"pipeline_wall_{n}"]["median"] for n in sizes}
+    targets = {n: (1.1 if n >= 2_000_000 else 1.0) for n in sizes}
+    lines = ["| figure | median | min | max | unit |", "|---|---|---|---|---|"]
+    for name, f in sorted(figures.items()):
+        unit = "MiB" if "rss" in name else "s"
+        lines.append(f"| {name} | {f['median']:,.1f} | {f['min']:,.1f} | {f['max']:,.1f} | {unit} |")
+    met = {n: ratios[n] >= targets[n] for n in sizes}
+    lines += ["", "| rows | speed: script wall / pipeline wall | target | met | max relative difference (target <= 1e-5) |",
+              "|---|---|---|---|---|"]
+    for n in sizes:
+        lines.append(f"| {n:,} | {ratios[n]:.3f} | >= {targets[n]} | {'yes' if met[n] else '**no**'} | {agreement[n]:.2e} |")
+    document = {
+        "rounds": rounds, "sizes": sizes, "figures": figures,
+        "ratios_script_over_pipeline": {str(n): v for n, v in ratios.items()},
+        "targets": {str(n): v for n, v in targets.items()},
+        "met": {str(n): v for n, v in met.items()},
+        "max_relative_difference": {str(n): v for n, v in agreement.items()},
+        "pipeline_command": " ".join(pipeline_command("MODEL", "DATA", "OUT")),
+    }
+    save_results(args.results, "default_job-quick" if args.quick else "default_job", document, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
