@@ -2,9 +2,15 @@
 
 Every method is a pure function of `ModelFunctions` (the compiled model contract), a batch of
 inputs (one (B, *shape) array per model input) and per-example targets, and returns `Attributions`.
+Each lives in the module of its name, imported from there:
 
-The names below are imported on first use (PEP 562): importing a light submodule such as
-`attributions.integration_rules` (the launcher's config checks) must not import TensorFlow.
+    from attributions.integrated_gradients import integrated_gradients
+    from attributions.gradient import gradient   # also gradient_x_input, smoothgrad, expected_gradients
+
+The shared types below are imported on first use (PEP 562), so that importing a light module
+such as `attributions.integration_rules` (the launcher's config checks) does not import
+TensorFlow. (The methods cannot be re-exported here the same way: a function named like its
+module is shadowed by the module as soon as anything imports that module.)
 """
 
 import importlib
@@ -16,12 +22,7 @@ _WHERE = {
     "TargetSpec": "attributions.targets",
     "build_model_functions": "attributions.model_functions",
     "expand_targets": "attributions.targets",
-    "expected_gradients": "attributions.expected_gradients",
-    "gradient": "attributions.gradient",
-    "gradient_x_input": "attributions.gradient_x_input",
-    "integrated_gradients": "attributions.integrated_gradients",
     "integration_rule": "attributions.integration_rules",
-    "smoothgrad": "attributions.smoothgrad",
 }
 
 __all__ = sorted(_WHERE)

@@ -21,9 +21,12 @@ gradient graph instead cost 1.1 s at worker start for a path method, which never
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from attributions.model_functions import ModelFunctions
+if TYPE_CHECKING:  # annotations only: pipeline.config imports this module without TensorFlow
+    from attributions.model_functions import ModelFunctions
 
 __all__ = ["DEFAULT_CHUNK_MEMORY_MIB", "MAX_CHUNK_ROWS", "bytes_per_row", "automatic_chunk_size"]
 

@@ -72,8 +72,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
     add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")
     add("--max-dead-letter-fraction", type=float, metavar="FRACTION", help="fail the run when more than this share of records is dead-lettered (default 0.1).")
-    add("--batch-size", type=int, help="records per batch (default 1024).")
-    add("--chunk-size", type=int, help="most rows (examples x steps/samples) per gradient call (default 1024).")
+    add("--batch-size", type=int, metavar="RECORDS", help="records per pipeline element (default 4096).")
+    add("--chunk-size", type=int, metavar="ROWS", help="most rows (examples x steps/samples) per gradient call (default: "
+        "automatic, the most that fit --chunk-memory-mib for this model, at most 65,536).")
+    add("--chunk-memory-mib", type=int, metavar="MIB", help="memory budget of one gradient call when --chunk-size is not "
+        "given, in MiB per worker process (default 512).")
     add("--steps", type=int, metavar="N", help="integrated gradients: points on the path (default 64).")
     add("--rule", metavar="RULE", help="integrated gradients: gausslegendre (default) | riemann_left | riemann_right | riemann_middle | riemann_trapezoid.")
     add("--baseline", metavar="BASELINE", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")

@@ -54,6 +54,10 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 def _metrics(result) -> dict[str, Any]:
     """Every counter and distribution of the run, by 'namespace/name' ({} when the runner has none)."""
+    if type(result).__module__.endswith("portable_runner") and getattr(result, "_metrics", None) is not None:
+        # Beam's portable result keeps the first metrics it fetched for good: a progress poll during
+        # the run would otherwise freeze the manifest's metrics at that moment.
+        result._metrics = None  # pylint: disable=protected-access
     try:
         query = result.metrics().query()
     except (AttributeError, NotImplementedError):

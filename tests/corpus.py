@@ -290,7 +290,8 @@ def glob_matching_nothing(tmp_path) -> Case:
 
 def inputs_matching_no_columns(tmp_path) -> Case:
     path = _parquet(tmp_path / "other.parquet", pa.table({"x": pa.array([1.0], pa.float32())}))
-    return Case([path], launcher_error=r"model input 'features' \(shape \(6,\)\) matches no input column 'features'; map it")
+    return Case([path], launcher_error=r"model input 'features' \(shape \(6,\)\) matches no input column 'features' \(and the input has 1 numeric "
+                             r"scalar columns .*: x; read by default only when there are exactly 6\); map it")
 
 
 def first_file_column_of_the_wrong_type(tmp_path) -> Case:

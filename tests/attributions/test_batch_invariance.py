@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from attributions import expected_gradients, gradient, gradient_x_input, integrated_gradients, smoothgrad
+from attributions.expected_gradients import expected_gradients
+from attributions.gradient import gradient
+from attributions.gradient_x_input import gradient_x_input
+from attributions.integrated_gradients import integrated_gradients
+from attributions.smoothgrad import smoothgrad
 from attributions.loading import load_model
 from helpers import save_nonlinear_model
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attributions import integrated_gradients
+from attributions.integrated_gradients import integrated_gradients
 from attributions.chunking import PATH_BYTES_PER_INPUT_VALUE, MAX_CHUNK_ROWS, automatic_chunk_size, bytes_per_row
 from attributions.model_functions import build_model_functions
 

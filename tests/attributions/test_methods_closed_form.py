@@ -4,14 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attributions import (
-    build_model_functions,
-    expected_gradients,
-    gradient,
-    gradient_x_input,
-    integrated_gradients,
-    smoothgrad,
-)
+from attributions import build_model_functions
+from attributions.expected_gradients import expected_gradients
+from attributions.gradient import gradient
+from attributions.gradient_x_input import gradient_x_input
+from attributions.integrated_gradients import integrated_gradients
+from attributions.smoothgrad import smoothgrad
 from attributions.integration_rules import RULES
 
 RNG = np.random.default_rng(0)

@@ -6,7 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from attributions import build_model_functions, expected_gradients, integrated_gradients, smoothgrad
+from attributions import build_model_functions
+from attributions.expected_gradients import expected_gradients
+from attributions.integrated_gradients import integrated_gradients
+from attributions.smoothgrad import smoothgrad
 from attributions.integration_rules import RULES
 
 D = 4
