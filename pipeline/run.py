@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, PrismRunnerOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipeline.build import build_pipeline
@@ -33,6 +33,7 @@ from pipeline.output_dir import (
 )
 from pipeline.output_lock import OutputLock
 from pipeline.plan import RunPlan, describe_mapping, resolve_plan
+from pipeline.prism import find_prism, stop_prism_job_server
 from pipeline.progress import ProgressReporter, parquet_total_rows
 from transforms.progress import records_done
 from transforms.read import METRICS_NAMESPACE
@@ -40,15 +41,19 @@ from transforms.read import METRICS_NAMESPACE
 __all__ = ["run_attribution", "make_pipeline", "RunFailedError", "LOCAL_RUNNERS"]
 
 _LOGGER = logging.getLogger(__name__)
-LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner")
+# Runners whose job lives and dies with the launcher (PrismRunner's workers run in it): waited for.
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner", "PrismRunner", "prism")
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Beam pipeline for `options`. DirectRunner (the default) runs on Beam's in-process
-    FnApiRunner directly: DirectRunner would first try PrismRunner, which downloads a binary."""
+    FnApiRunner, never on Prism (README, "Runners": the progress line counts records in this
+    process). PrismRunner without --prism_location gets the binary pipeline.prism finds."""
     runner_name = options.view_as(StandardOptions).runner
     if runner_name in (None, "DirectRunner", "direct", "FnApiRunner"):
         return beam.Pipeline(runner=FnApiRunner(), options=options)
+    if runner_name in ("PrismRunner", "prism") and not options.view_as(PrismRunnerOptions).prism_location:
+        options.view_as(PrismRunnerOptions).prism_location = find_prism()  # None: Beam downloads one
     return beam.Pipeline(options=options)
 
 
@@ -257,10 +262,13 @@ def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started:
                 print(f"running on {runner}: job {job['job_id']}" + (f"  {job['job_url']}" if job["job_url"] else ""), file=sys.stderr)
             reporter = ProgressReporter(_records_done_by_metrics(result), _progress_total(plan)).start()
         result.wait_until_finish()
+        metrics = _metrics(result)  # from the job service: before it is stopped below
     except ValueError as error:
         # Past the launcher's checks a ValueError is a fault, not a user error: keep its traceback.
         raise RuntimeError(f"the pipeline failed: {error}") from error
     finally:
         if reporter is not None:
             reporter.stop()
-    return finalize_run(config.output, staging, _metrics(result))
+        if runner in ("PrismRunner", "prism"):  # Beam would stop it only at interpreter exit
+            stop_prism_job_server()
+    return finalize_run(config.output, staging, metrics)
