@@ -202,6 +202,8 @@ def run_attribution(
         raise
     finally:
         lock.release()
+        if PipelineOptions(pipeline_args).view_as(StandardOptions).runner in ("PrismRunner", "prism"):
+            stop_prism_job_server()  # Beam would stop it only at interpreter exit
 
 
 def _first_line(error: BaseException) -> str:
@@ -262,13 +264,10 @@ def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started:
                 print(f"running on {runner}: job {job['job_id']}" + (f"  {job['job_url']}" if job["job_url"] else ""), file=sys.stderr)
             reporter = ProgressReporter(_records_done_by_metrics(result), _progress_total(plan)).start()
         result.wait_until_finish()
-        metrics = _metrics(result)  # from the job service: before it is stopped below
     except ValueError as error:
         # Past the launcher's checks a ValueError is a fault, not a user error: keep its traceback.
         raise RuntimeError(f"the pipeline failed: {error}") from error
     finally:
         if reporter is not None:
             reporter.stop()
-        if runner in ("PrismRunner", "prism"):  # Beam would stop it only at interpreter exit
-            stop_prism_job_server()
-    return finalize_run(config.output, staging, metrics)
+    return finalize_run(config.output, staging, _metrics(result))

@@ -38,8 +38,10 @@ SETTINGS = {"key_column": "id", "method": "integrated_gradients", "steps": 16, "
 RECORDS = 80
 
 
-def _prism() -> str:
-    """The Prism binary, or a skip (a failure under $ATTRIBUTION_REQUIRE_PRISM=1) saying why."""
+@pytest.fixture(scope="module")
+def prism() -> str:
+    """The Prism binary, or a skip (a failure under $ATTRIBUTION_REQUIRE_PRISM=1) saying why.
+    Named before `job` in a test's arguments, so a skip costs nothing."""
     try:
         found = find_prism()
         reason = f"no Prism binary: set ${PRISM_BIN_ENV} or build one with: {install_command()}"
@@ -175,8 +177,7 @@ def _run_and_list_leftovers(command: list[str], timeout: float = 300) -> dict:
     return report
 
 
-def test_prism_runner_gives_the_in_process_rows_and_leaves_no_process(job):
-    prism = _prism()
+def test_prism_runner_gives_the_in_process_rows_and_leaves_no_process(prism, job):
     output = job["root"] / "prism_runner"
     report = _run_and_list_leftovers(_cli(job, output) + ["--runner=PrismRunner", f"--prism_location={prism}"])
     _assert_same_as_in_process(job, output, "PrismRunner")
@@ -184,12 +185,12 @@ def test_prism_runner_gives_the_in_process_rows_and_leaves_no_process(job):
     assert report["left"] == []
 
 
-def test_prism_runner_finds_the_binary_without_prism_location(job, monkeypatch):
+def test_prism_runner_finds_the_binary_without_prism_location(prism, job, monkeypatch):
     """In this process (the library API): the binary comes from $ATTRIBUTION_PRISM_BIN, and the job
     server Beam starts is stopped when the run ends; a second run starts a new one."""
     from pipeline.processes import descendants
 
-    monkeypatch.setenv(PRISM_BIN_ENV, _prism())
+    monkeypatch.setenv(PRISM_BIN_ENV, prism)
     before = set(descendants())
     for attempt in range(2):
         output = job["root"] / f"prism_library_{attempt}"
@@ -199,8 +200,7 @@ def test_prism_runner_finds_the_binary_without_prism_location(job, monkeypatch):
         assert set(descendants()) - before == set()  # the prism process is gone
 
 
-def test_prism_job_server_with_an_external_worker_pool_gives_the_in_process_rows(job, tmp_path):
-    prism = _prism()
+def test_prism_job_server_with_an_external_worker_pool_gives_the_in_process_rows(prism, job, tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     job_port, pool_port = _free_port(), _free_port()
     output = job["root"] / "prism_external"
