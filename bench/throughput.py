@@ -53,7 +53,8 @@ BATCH_SIZES = {"mlp": 4096, "seed": 4096, "cnn": 1024}
 # Models and data
 
 
-def build_models(directory: str) -> dict[str, str]:
+def build_models(directory: str, kinds: tuple[str, ...] = ("mlp", "cnn", "seed")) -> dict[str, str]:
+    """Trains (fixed seed) and saves the models named in `kinds`; returns their paths."""
     import keras
 
     from pipeline.demo import digits_data
@@ -67,7 +68,8 @@ def build_models(directory: str) -> dict[str, str]:
         keras.layers.Dense(10, activation="softmax"),
     ])
     mlp.compile("adam", "sparse_categorical_crossentropy")
-    mlp.fit(images.reshape(-1, 64), labels, epochs=5, batch_size=64, verbose=0)
+    if "mlp" in kinds:
+        mlp.fit(images.reshape(-1, 64), labels, epochs=5, batch_size=64, verbose=0)
     cnn = keras.Sequential([
         keras.Input((28, 28, 1), name="pixels"),
         keras.layers.Conv2D(32, 3, activation="relu"),
@@ -78,7 +80,8 @@ def build_models(directory: str) -> dict[str, str]:
         keras.layers.Dense(10),
     ])
     cnn.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cnn.fit(upsampled_digits(images), labels, epochs=1, batch_size=64, verbose=0)
+    if "cnn" in kinds:
+        cnn.fit(upsampled_digits(images), labels, epochs=1, batch_size=64, verbose=0)
     seed = keras.Sequential([
         keras.Input((784,), name="pixels"),
         keras.layers.Dense(10, activation="relu"),
@@ -86,6 +89,8 @@ def build_models(directory: str) -> dict[str, str]:
     ])
     paths = {}
     for name, model in (("mlp", mlp), ("cnn", cnn), ("seed", seed)):
+        if name not in kinds:
+            continue
         paths[name] = os.path.join(directory, f"{name}.keras")
         model.save(paths[name])
     return paths

@@ -389,9 +389,14 @@ def run_program() -> None:
     """Entry point of the `attribution-pipeline` script and `python -m pipeline`.
 
     Exits without the interpreter's teardown, which TensorFlow and Beam's threads stretch to
-    ~1.4 s here after the work is done; output streams and log handlers are flushed first.
+    ~1.4 s here after the work is done; output streams and log handlers are flushed first. That
+    also skips Beam's exit handlers, which stop the job servers and workers a runner started:
+    whatever of those is still running is stopped here, so no process of ours outlives the command.
     """
     code = main()
+    from pipeline.processes import stop_child_processes
+
+    stop_child_processes()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, PrismRunnerOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipeline.build import build_pipeline
@@ -33,6 +33,7 @@ from pipeline.output_dir import (
 )
 from pipeline.output_lock import OutputLock
 from pipeline.plan import RunPlan, describe_mapping, resolve_plan
+from pipeline.prism import find_prism, stop_prism_job_server
 from pipeline.progress import ProgressReporter, parquet_total_rows
 from transforms.progress import records_done
 from transforms.read import METRICS_NAMESPACE
@@ -40,15 +41,19 @@ from transforms.read import METRICS_NAMESPACE
 __all__ = ["run_attribution", "make_pipeline", "RunFailedError", "LOCAL_RUNNERS"]
 
 _LOGGER = logging.getLogger(__name__)
-LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner")
+# Runners whose job lives and dies with the launcher (PrismRunner's workers run in it): waited for.
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner", "PrismRunner", "prism")
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Beam pipeline for `options`. DirectRunner (the default) runs on Beam's in-process
-    FnApiRunner directly: DirectRunner would first try PrismRunner, which downloads a binary."""
+    FnApiRunner, never on Prism (README, "Runners": the progress line counts records in this
+    process). PrismRunner without --prism_location gets the binary pipeline.prism finds."""
     runner_name = options.view_as(StandardOptions).runner
     if runner_name in (None, "DirectRunner", "direct", "FnApiRunner"):
         return beam.Pipeline(runner=FnApiRunner(), options=options)
+    if runner_name in ("PrismRunner", "prism") and not options.view_as(PrismRunnerOptions).prism_location:
+        options.view_as(PrismRunnerOptions).prism_location = find_prism()  # None: Beam downloads one
     return beam.Pipeline(options=options)
 
 
@@ -203,6 +208,8 @@ def run_attribution(
         raise
     finally:
         lock.release()
+        if PipelineOptions(pipeline_args).view_as(StandardOptions).runner in ("PrismRunner", "prism"):
+            stop_prism_job_server()  # Beam would stop it only at interpreter exit
 
 
 def _first_line(error: BaseException) -> str:
