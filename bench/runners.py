@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from pipeline.processes import free_port, stop_session, wait_for_port  # noqa: E402
 from throughput import BATCH_SIZES, build_models, dataset, save_results, summarize, write_parquet  # noqa: E402
 
 RUNNERS = ("in_process", "prism", "prism_external")
@@ -47,29 +46,11 @@ ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPAT
        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode} before serving port {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
-
-
 class ExternalServices:
     """A Prism job server and an SDK worker pool, each in its own session, stopped by PID."""
 
     def __init__(self, prism: str, log_path: str):
-        self.job_port, self.pool_port = _free_port(), _free_port()
+        self.job_port, self.pool_port = free_port(), free_port()
         self._log = open(log_path, "w")
         self._processes = []
         try:
@@ -79,8 +60,8 @@ class ExternalServices:
             self._processes.append(subprocess.Popen(
                 [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={self.pool_port}"],
                 env=ENV, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True))
-            _wait_for_port(self.job_port, self._processes[0])
-            _wait_for_port(self.pool_port, self._processes[1])
+            wait_for_port(self.job_port, self._processes[0])
+            wait_for_port(self.pool_port, self._processes[1])
         except BaseException:
             self.stop()
             raise
@@ -91,13 +72,7 @@ class ExternalServices:
 
     def stop(self) -> None:
         for process in reversed(self._processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
+            stop_session(process)
         self._log.close()
 
 

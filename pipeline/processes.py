@@ -13,7 +13,7 @@ import signal
 import time
 from typing import Optional
 
-__all__ = ["descendants", "stop_child_processes"]
+__all__ = ["descendants", "stop_child_processes", "free_port", "wait_for_port", "stop_session"]
 
 
 def _parents() -> dict[int, int]:
@@ -98,3 +98,46 @@ def stop_child_processes(timeout: float = 5.0) -> list[int]:
         except (ProcessLookupError, PermissionError):
             pass
     return pids
+
+
+# Services started for a run (job servers, SDK worker pools): used by the runner tests and the
+# runner bench, which start them as the README's "Runners" section shows.
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process, timeout: float = 60.0) -> None:
+    """Returns once something listens on `port`; raises if `process` (a Popen) exits first or
+    nothing listens within `timeout` seconds (a hung service fails, it does not hang)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process {process.args} exited with {process.returncode} before serving port {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("localhost", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+
+
+def stop_session(process) -> None:
+    """Stops a Popen started with start_new_session=True and everything in its session: SIGTERM,
+    then SIGKILL after 10 s."""
+    import subprocess
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

@@ -10,49 +10,20 @@
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from helpers import read_parquet_dir, rows_by_key, save_nonlinear_model, write_vector_tfrecord
 from pipeline.config import RunConfig
+from pipeline.processes import free_port as _free_port
+from pipeline.processes import stop_session as _stop
+from pipeline.processes import wait_for_port as _wait_for_port
 from pipeline.run import run_attribution
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process {process.args} exited with {process.returncode} before serving port {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Kills the process and everything it started (its session), waiting at most 10 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 @pytest.fixture
