@@ -75,7 +75,10 @@ def integrated_gradients(
             )  # each (e, *shape) float64
             for total, part in zip(sums, block):
                 total[ex] += part
-    attributions = tuple((d * s).astype(np.float32) for d, s in zip(diffs, sums))
+    # A model that overflows makes rows non-finite: they are flagged per row (attributions_finite)
+    # and counted in the manifest, so numpy's overflow/invalid warnings would only repeat that.
+    with np.errstate(over="ignore", invalid="ignore"):
+        attributions = tuple((d * s).astype(np.float32) for d, s in zip(diffs, sums))
 
     at_inputs = fns.predict(inputs, chunk_size) if outputs_at_inputs is None else outputs_at_inputs  # (B, C)
     if shared_baseline:
@@ -84,7 +87,8 @@ def integrated_gradients(
         at_baselines = fns.predict(baselines, chunk_size)  # (B, C)
     rows = np.arange(len(targets))
     output_change = at_inputs[rows, targets].astype(np.float64) - at_baselines[rows, targets]
-    delta = attribution_sums(attributions) - output_change
+    with np.errstate(invalid="ignore"):  # inf - inf on those rows: NaN, flagged as above
+        delta = attribution_sums(attributions) - output_change
     return Attributions(
         attributions=attributions,
         convergence_delta=delta.astype(np.float32),
