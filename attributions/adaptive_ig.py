@@ -38,29 +38,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from attributions.integrated_gradients import DEFAULT_STEPS, integrated_gradients
-from attributions.integration_rules import DEFAULT_RULE, integration_rule
+from attributions.integration_rules import DEFAULT_MAX_STEPS
+from attributions.integration_rules import DEFAULT_RULE, check_adaptive_settings, integration_rule
 from attributions.model_functions import ModelFunctions
 from attributions.result import Attributions, attribution_mass, attribution_sums, completeness_error
 from attributions.sampling import validate_chunk_size
 
 __all__ = ["adaptive_integrated_gradients", "DEFAULT_MAX_STEPS", "PANEL_POINTS", "check_adaptive_settings"]
 
-DEFAULT_MAX_STEPS = 1024
 # Gauss-Legendre points per panel: exact on polynomials of degree 15 between kinks.
 PANEL_POINTS = 8
-
-
-def check_adaptive_settings(target: float, steps: int, max_steps: int, panel_points: int = PANEL_POINTS) -> None:
-    """ValueError naming the setting when the completeness target or max_steps cannot work."""
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not np.isfinite(target) or target <= 0:
-        raise ValueError(
-            f"completeness_target must be a finite number > 0 (e.g. 0.01 for 1 % of the attribution mass); got {target!r}."
-        )
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < steps:
-        raise ValueError(
-            f"max_steps must be an integer >= steps ({steps}): the gradient evaluations a row may use in all; "
-            f"got {max_steps!r}. Raise max_steps or lower steps."
-        )
 
 
 def adaptive_integrated_gradients(

@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = [
     "Attributions", "relative_delta", "RELATIVE_DELTA_EPSILON", "completeness_error", "attribution_mass",
-    "COMPLETENESS_FLOOR", "MONTE_CARLO_Z",
+    "COMPLETENESS_FLOOR", "MONTE_CARLO_Z", "COMPLETENESS_MEASURE",
 ]
 
 # Floor on |F(x) - F(baseline)| in the relative completeness error, so that a row whose output did
@@ -22,6 +22,11 @@ COMPLETENESS_FLOOR = 1e-6
 # Expected gradients: a delta within this many Monte-Carlo standard errors of Σattr is what
 # sampling explains (3: a row of pure sampling noise is flagged with probability 0.3 %).
 MONTE_CARLO_Z = 3.0
+# What `completeness_error` is, in the words the summaries, the manifest and the report show.
+COMPLETENESS_MEASURE = (
+    "completeness_error = |delta| / max(|F(x) - F(baseline)|, sum_i |attr_i|, 1e-6), delta = sum(attr) - (F(x) - F(baseline)); "
+    "expected gradients: max(|delta| - 3 x the Monte-Carlo standard error of sum(attr), 0) / the same scale"
+)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from attributions.integrated_gradients import integrated_gradients
 from attributions.model_functions import build_model_functions
-from attributions.adaptive_ig import PANEL_POINTS, adaptive_integrated_gradients, check_adaptive_settings
+from attributions.adaptive_ig import PANEL_POINTS, adaptive_integrated_gradients
+from attributions.integration_rules import check_adaptive_settings
 from attributions.result import completeness_error, relative_delta
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -169,3 +170,24 @@ def test_monte_carlo_rows_are_flagged_only_beyond_their_standard_error():
 def test_bad_adaptive_settings_are_refused_with_the_fix(target, max_steps, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_adaptive_settings(target, 64, max_steps)
+
+
+def test_expected_gradients_delta_is_judged_against_its_own_monte_carlo_error():
+    from attributions.expected_gradients import expected_gradients
+
+    # A smooth model: EG's delta is pure sampling noise, so almost no row should be flagged, while
+    # the plain relative error flags many at few samples.
+    w = RNG.normal(size=(5, 3)).astype(np.float32)
+    fns = build_model_functions(lambda inputs: tf.nn.softmax(tf.tanh(inputs[0]) @ w), [(5,)], 3)
+    x = RNG.normal(size=(200, 5)).astype(np.float32)
+    background = RNG.normal(size=(30, 5)).astype(np.float32)
+    targets = np.zeros(200, np.int32)
+    result = expected_gradients(fns, [x], [background], targets, np.arange(200, dtype=np.uint64), samples=20)
+    sums = result.attributions[0].astype(np.float64).sum(axis=1)
+    assert np.mean(np.abs(result.convergence_delta) > result.delta_stderr) > 0.15  # the noise is there
+    assert np.mean(relative_delta(result.convergence_delta, result.output_change) > 0.05) > 0.2
+    assert np.mean(result.completeness_error > 0) < 0.03  # beyond 3 standard errors: ~0.3 % expected
+    # The standard error is the spread of the sum's estimate: a second seed moves the sum by about it.
+    other = expected_gradients(fns, [x], [background], targets, np.arange(200, dtype=np.uint64), samples=20, seed=1)
+    moved = np.abs(other.attributions[0].astype(np.float64).sum(axis=1) - sums) / (np.sqrt(2) * result.delta_stderr)
+    assert 0.5 < np.median(moved) < 1.0  # |N(0, 1)| has median 0.67

@@ -20,7 +20,7 @@ def _rows(seed, n=12, countries=("DE", "FR", None)):
         "attr_a": pa.array(rng.normal(size=n).astype(np.float32)),
         "attr_img": pa.ListArray.from_arrays(pa.array(np.arange(0, 4 * n + 1, 4, dtype=np.int32)), pa.array(img.reshape(-1))),
         "convergence_delta": pa.array(np.zeros(n, np.float32)),
-        "convergence_delta_rel": pa.array(rng.random(n).astype(np.float32) * 0.1),
+        "completeness_error": pa.array(rng.random(n).astype(np.float32) * 0.1),
         "attributions_finite": pa.array([i != 3 for i in range(n)]),  # row 3 is not finite
     })
     inputs = (rng.random((n, 1)).astype(np.float32), rng.random((n, 2, 2)).astype(np.float32))
