@@ -175,7 +175,7 @@ def _section_exemplars(run: RunResult) -> str:
                "of the colorbar at its end.") if images else ""
     ranks = " Rows are each record's top class (rank 1) only: the runners-up of a top_k run would fill the lowest scores." if _is_top_k(run) else ""
     parts = ["<h2>Examples</h2>", '<p class="note">Highest and lowest explained scores, and the most and least faithful '
-             "rows (smallest and largest relative completeness error), at most one per explained class and criterion: the rows "
+             "rows (smallest and largest completeness error), at most one per explained class and criterion: the rows "
              f"nearest an extreme are mostly near copies of one class's most typical input.{ranks}{colours}</p>"]
     offsets = np.cumsum([0] + [f["length"] for f in run.summary["features"]])
     by_criterion: dict[str, list] = {}
@@ -193,12 +193,12 @@ def _section_exemplars(run: RunResult) -> str:
         parts.append(_image(plots.exemplar_grid(grid, feature["shape"]), f"exemplars {feature['name']}"))
     rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], f"class {r['target']}", r["score"], _completeness_text(r["completeness_error"])]
             for r in table]
-    parts.append(_table(["criterion", "key", "explained class", "score F(x)[class]", "relative completeness error"], rows))
+    parts.append(_table(["criterion", "key", "explained class", "score F(x)[class]", "completeness error"], rows))
     return "".join(parts)
 
 
 def _completeness_text(delta_rel: Optional[float]) -> str:
-    """A relative completeness error in percent: 7e-4 -> '0.07 %'; None -> 'n/a (not a path method)'."""
+    """A completeness error in percent: 7e-4 -> '0.07 %'; None -> 'n/a (not a path method)'."""
     if delta_rel is None or not np.isfinite(delta_rel):
         return "n/a (not a path method)"
     return f"{100 * delta_rel:.2g} %"
@@ -210,7 +210,7 @@ def _short(key: str, width: int = 22) -> str:
 
 def caption(row: dict[str, Any]) -> str:
     """An exemplar panel's caption, every field named: key, explained class, score and (for path
-    methods) the relative completeness error, e.g. 'key img12 / class 4 / score 0.998 /
+    methods) the completeness error, e.g. 'key img12 / class 4 / score 0.998 /
     completeness error 0.07 %' on four lines."""
     lines = [f"key {_short(str(row['key']))}", f"class {row['target']}", f"score {row['score']:.3f}"]
     if row["completeness_error"] is not None:

@@ -58,7 +58,7 @@ class FeatureSpec:
 @dataclass(frozen=True)
 class SummarySpec:
     """What to summarize. sample_size: rows kept per group for quantiles; completeness_threshold:
-    relative completeness error counted as too large (0.05 = 5 %)."""
+    completeness_error counted as too large (0.05 = 5 %)."""
 
     features: tuple[FeatureSpec, ...]
     path_method: bool
