@@ -1,5 +1,7 @@
 """summarize_batch and RunSummary.merge on hand-made rows."""
 
+from dataclasses import replace as dataclasses_replace
+
 import numpy as np
 import pyarrow as pa
 
@@ -83,3 +85,26 @@ def test_top_k_rows_are_summarized_per_rank_and_exemplars_come_from_rank_one():
     assert all(set(chosen.keys) <= rank_one_keys for chosen in summary.exemplars.values())
     one_row_each = summarize_batch(SPEC, table, inputs, np.arange(12))
     assert not any(kind == "rank" for kind, _ in one_row_each.groups)
+
+
+def test_steps_used_distribution_is_exact_and_merges_in_any_order():
+    from audit.summary_output import steps_document
+
+    spec = dataclasses_replace(SPEC, adaptive=True)
+    parts = []
+    for seed in range(3):
+        table, inputs = _rows(seed)
+        steps = np.random.default_rng(seed).choice([16, 32, 48, 1024], size=12).astype(np.int32)
+        met = steps < 1024
+        table = table.append_column("steps_used", pa.array(steps)).append_column("completeness_met", pa.array(met))
+        parts.append((summarize_batch(spec, table, inputs, np.arange(12)), steps, met, table.column("attributions_finite").to_numpy(zero_copy_only=False)))
+    merged = parts[2][0].merge(parts[0][0]).merge(parts[1][0])
+    steps = np.concatenate([s[f] for _, s, _, f in parts])  # finite rows only are summarized
+    met = np.concatenate([m[f] for _, _, m, f in parts])
+    overall = merged.groups[("overall", "all")]
+    values, counts = np.unique(steps, return_counts=True)
+    assert overall.steps_counts == {int(v): int(c) for v, c in zip(values, counts)}
+    document = steps_document(overall.steps_counts, overall.rows_met)
+    assert document["rows_met"] == met.sum() and document["gradient_evaluations"] == steps.sum()
+    assert document["mean"] == steps.mean() and document["quantiles"]["max"] == 1024
+    assert document["quantiles"]["q50"] == np.sort(steps)[int(np.ceil(0.5 * len(steps))) - 1]
