@@ -48,6 +48,8 @@ __all__ = ["adaptive_integrated_gradients", "DEFAULT_MAX_STEPS", "PANEL_POINTS",
 
 # Gauss-Legendre points per panel: exact on polynomials of degree 15 between kinks.
 PANEL_POINTS = 8
+# Memory for the refining rows' per-panel estimates (float64, rows x panels x input values).
+PANEL_MEMORY_MIB = 256
 
 
 def adaptive_integrated_gradients(
@@ -81,23 +83,27 @@ def adaptive_integrated_gradients(
     if not refine.size:
         return dataclasses.replace(first, steps_used=steps_used, completeness_met=error <= target)
 
-    inputs = tuple(np.asarray(x, dtype=np.float32)[refine] for x in inputs)  # each (R, *shape)
-    baselines = tuple(
-        np.broadcast_to(np.asarray(b, dtype=np.float32), (len(refine), *x.shape[1:])) for b, x in zip(baselines, inputs)
-    )  # each (R, *shape)
-    row_targets = np.asarray(targets, dtype=np.int32)[refine]
-    at_inputs = (fns.predict(inputs, chunk_size) if outputs_at_inputs is None else np.asarray(outputs_at_inputs)[refine])
-    panels = _Panels(fns, inputs, baselines, row_targets, at_inputs, steps, max_steps, panel_points, chunk_size)
-    panels.run(first.convergence_delta.astype(np.float64)[refine], target)
-
     attributions = tuple(a.copy() for a in first.attributions)
-    for whole, part in zip(attributions, panels.attributions()):
-        whole[refine] = part
-    delta, output_change = first.convergence_delta.copy(), first.output_change.copy()
-    delta[refine], output_change[refine] = panels.delta.astype(np.float32), panels.output_change.astype(np.float32)
-    error = first.completeness_error.copy()
-    error[refine] = panels.error.astype(np.float32)
-    steps_used[refine] = panels.steps_used
+    delta, output_change, error = first.convergence_delta.copy(), first.output_change.copy(), first.completeness_error.copy()
+    # Rows are refined in groups whose panel estimates fit PANEL_MEMORY_MIB (rows are independent,
+    # so the grouping changes nothing but memory).
+    values_per_row = sum(int(np.prod(np.shape(x)[1:])) for x in inputs) * (1 + (max_steps - steps) // (2 * panel_points))
+    group = max(1, (PANEL_MEMORY_MIB << 20) // (8 * values_per_row))
+    for g0 in range(0, len(refine), group):
+        rows = refine[g0 : g0 + group]  # (R,)
+        part_inputs = tuple(np.asarray(x, dtype=np.float32)[rows] for x in inputs)  # each (R, *shape)
+        part_baselines = tuple(
+            np.broadcast_to(np.asarray(b, dtype=np.float32), (len(rows), *x.shape[1:])) for b, x in zip(baselines, part_inputs)
+        )  # each (R, *shape)
+        row_targets = np.asarray(targets, dtype=np.int32)[rows]
+        at_inputs = fns.predict(part_inputs, chunk_size) if outputs_at_inputs is None else np.asarray(outputs_at_inputs)[rows]
+        panels = _Panels(fns, part_inputs, part_baselines, row_targets, at_inputs, steps, max_steps, panel_points, chunk_size)
+        panels.run(first.convergence_delta.astype(np.float64)[rows], target)
+        for whole, part in zip(attributions, panels.attributions()):
+            whole[rows] = part
+        delta[rows], output_change[rows] = panels.delta.astype(np.float32), panels.output_change.astype(np.float32)
+        error[rows] = panels.error.astype(np.float32)
+        steps_used[rows] = panels.steps_used
     return Attributions(
         attributions=attributions,
         convergence_delta=delta,

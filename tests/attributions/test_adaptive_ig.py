@@ -191,3 +191,14 @@ def test_expected_gradients_delta_is_judged_against_its_own_monte_carlo_error():
     other = expected_gradients(fns, [x], [background], targets, np.arange(200, dtype=np.uint64), samples=20, seed=1)
     moved = np.abs(other.attributions[0].astype(np.float64).sum(axis=1) - sums) / (np.sqrt(2) * result.delta_stderr)
     assert 0.5 < np.median(moved) < 1.0  # |N(0, 1)| has median 0.67
+
+
+def test_refining_rows_in_memory_bounded_groups_changes_nothing(kinked, monkeypatch):
+    import attributions.adaptive_ig as adaptive_ig
+
+    zeros, targets = [np.zeros(3, np.float32)], np.zeros(len(X), np.int32)
+    whole = adaptive_integrated_gradients(kinked, [X], zeros, targets, target=0.002, steps=16, max_steps=512)
+    monkeypatch.setattr(adaptive_ig, "PANEL_MEMORY_MIB", 0)  # one row per group
+    grouped = adaptive_integrated_gradients(kinked, [X], zeros, targets, target=0.002, steps=16, max_steps=512)
+    np.testing.assert_array_equal(grouped.steps_used, whole.steps_used)
+    np.testing.assert_allclose(grouped.attributions[0], whole.attributions[0], rtol=1e-6, atol=1e-7)
