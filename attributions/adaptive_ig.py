@@ -38,8 +38,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from attributions.integrated_gradients import DEFAULT_STEPS, integrated_gradients
-from attributions.integration_rules import DEFAULT_MAX_STEPS
-from attributions.integration_rules import DEFAULT_RULE, check_adaptive_settings, integration_rule
+from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, check_adaptive_settings, integration_rule
 from attributions.model_functions import ModelFunctions
 from attributions.result import Attributions, attribution_mass, attribution_sums, completeness_error
 from attributions.sampling import validate_chunk_size
@@ -87,14 +86,15 @@ def adaptive_integrated_gradients(
     delta, output_change, error = first.convergence_delta.copy(), first.output_change.copy(), first.completeness_error.copy()
     # Rows are refined in groups whose panel estimates fit PANEL_MEMORY_MIB (rows are independent,
     # so the grouping changes nothing but memory).
+    full_baselines = tuple(
+        np.broadcast_to(np.asarray(b, dtype=np.float32), np.shape(x)) for b, x in zip(baselines, inputs)
+    )  # each (B, *shape): a view, shared or per-example baselines alike
     values_per_row = sum(int(np.prod(np.shape(x)[1:])) for x in inputs) * (1 + (max_steps - steps) // (2 * panel_points))
     group = max(1, (PANEL_MEMORY_MIB << 20) // (8 * values_per_row))
     for g0 in range(0, len(refine), group):
         rows = refine[g0 : g0 + group]  # (R,)
         part_inputs = tuple(np.asarray(x, dtype=np.float32)[rows] for x in inputs)  # each (R, *shape)
-        part_baselines = tuple(
-            np.broadcast_to(np.asarray(b, dtype=np.float32), (len(rows), *x.shape[1:])) for b, x in zip(baselines, part_inputs)
-        )  # each (R, *shape)
+        part_baselines = tuple(b[rows] for b in full_baselines)  # each (R, *shape)
         row_targets = np.asarray(targets, dtype=np.int32)[rows]
         at_inputs = fns.predict(part_inputs, chunk_size) if outputs_at_inputs is None else np.asarray(outputs_at_inputs)[rows]
         panels = _Panels(fns, part_inputs, part_baselines, row_targets, at_inputs, steps, max_steps, panel_points, chunk_size)

@@ -202,3 +202,16 @@ def test_refining_rows_in_memory_bounded_groups_changes_nothing(kinked, monkeypa
     grouped = adaptive_integrated_gradients(kinked, [X], zeros, targets, target=0.002, steps=16, max_steps=512)
     np.testing.assert_array_equal(grouped.steps_used, whole.steps_used)
     np.testing.assert_allclose(grouped.attributions[0], whole.attributions[0], rtol=1e-6, atol=1e-7)
+
+
+def test_per_example_baselines_are_each_rows_own(kinked):
+    # A baseline per row, shifted along w so each row's kink moves: the same closed form holds
+    # with x - b in place of x, alpha* = (C - w.b) / (w.(x - b)).
+    shift = np.linspace(-0.1, 0.1, len(X))[:, None].astype(np.float32) * W / np.dot(W, W)  # (B, 3), w.b = shift
+    targets = np.zeros(len(X), np.int32)
+    result = adaptive_integrated_gradients(kinked, [X], [shift], targets, target=0.001, steps=16, max_steps=1024)
+    s_x, s_b = X.astype(np.float64) @ W, shift.astype(np.float64) @ W
+    kink = (C - s_b) / (s_x - s_b)
+    truth = W * (X - shift) * (1 - kink)[:, None]
+    assert result.completeness_met.all()
+    np.testing.assert_allclose(result.attributions[0], truth, rtol=0, atol=2e-3 * np.abs(truth).sum(axis=1).max())
