@@ -191,10 +191,15 @@ def _section_exemplars(run: RunResult) -> str:
             for criterion, rows in by_criterion.items()
         ]
         parts.append(_image(plots.exemplar_grid(grid, feature["shape"]), f"exemplars {feature['name']}"))
-    rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], f"class {r['target']}", r["score"], _completeness_text(r["completeness_error"])]
+    rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], f"class {r['target']}", r["score"], _completeness_text(_exemplar_error(r))]
             for r in table]
     parts.append(_table(["criterion", "key", "explained class", "score F(x)[class]", "completeness error"], rows))
     return "".join(parts)
+
+
+def _exemplar_error(row: dict[str, Any]) -> Optional[float]:
+    """An exemplar's completeness error (runs summarized before format 2 called it delta_rel)."""
+    return row["completeness_error"] if "completeness_error" in row else row.get("delta_rel")
 
 
 def _completeness_text(delta_rel: Optional[float]) -> str:
@@ -213,8 +218,8 @@ def caption(row: dict[str, Any]) -> str:
     methods) the completeness error, e.g. 'key img12 / class 4 / score 0.998 /
     completeness error 0.07 %' on four lines."""
     lines = [f"key {_short(str(row['key']))}", f"class {row['target']}", f"score {row['score']:.3f}"]
-    if row["completeness_error"] is not None:
-        lines.append(f"completeness error {_completeness_text(row['completeness_error'])}")
+    if _exemplar_error(row) is not None:
+        lines.append(f"completeness error {_completeness_text(_exemplar_error(row))}")
     return "\n".join(lines)
 
 
