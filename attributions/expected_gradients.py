@@ -5,6 +5,9 @@
 estimated with N Monte-Carlo samples per example. Completeness holds in expectation:
 sum_i EG_i ~ F(x) - E_r[F(r)]; the convergence delta uses the mean output over the whole background.
 The standard error of each feature's estimate is std_n / sqrt(N); each row reports the largest.
+The standard error of sum_i EG_i (std over samples of each sample's attribution sum, / sqrt(N))
+is the scale of the delta that sampling alone explains; `completeness_error` flags only the part
+of |delta| beyond 3 of them.
 Samples come from a generator seeded by (seed, example seed): batch invariant and reproducible.
 """
 
@@ -15,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from attributions.model_functions import ModelFunctions
-from attributions.result import Attributions, attribution_sums
+from attributions.result import Attributions, attribution_mass, attribution_sums, completeness_error
 from attributions.sampling import example_rng, gradients_at_points, per_example_points, sample_moments
 
 __all__ = ["expected_gradients", "DEFAULT_SAMPLES"]
@@ -44,7 +47,8 @@ def expected_gradients(
       samples: Monte-Carlo samples per example (default 200).
       background_outputs_mean: float (C,), mean model output over the background; computed here
         when None (pass it to avoid recomputing it for every batch).
-    Returns: attributions (B, *shape_i) per input, convergence_delta, output_change and stderr (B,).
+    Returns: attributions (B, *shape_i) per input, convergence_delta, output_change, stderr,
+      delta_stderr (the standard error of sum(attributions)) and completeness_error, each (B,).
     """
     if samples < 2:
         raise ValueError(f"expected gradients needs samples >= 2 to estimate its error; got {samples}.")
@@ -55,6 +59,7 @@ def expected_gradients(
         raise ValueError("expected gradients needs at least one background row; got none.")
     targets = np.asarray(targets, dtype=np.int32)
     draws: dict[int, tuple] = {}  # per example: (reference indices (N,), alphas (N,))
+    sample_sums = np.zeros((len(targets), samples))  # (B, N) each sample's attribution sum, all inputs
 
     def sample_one(b: int) -> tuple:
         rng = example_rng(seed, example_seeds[b])
@@ -68,7 +73,9 @@ def expected_gradients(
 
     def attribution_sample(i: int, ex: slice, pts: slice, g: np.ndarray) -> np.ndarray:
         refs = np.stack([draws[b][0][pts] for b in range(ex.start, ex.stop)])  # (e, s)
-        return (inputs[i][ex, None] - background[i][refs]).astype(np.float64) * g  # (e, s, *shape)
+        value = (inputs[i][ex, None] - background[i][refs]).astype(np.float64) * g  # (e, s, *shape)
+        sample_sums[ex, pts] += value.reshape(*value.shape[:2], -1).sum(axis=2)
+        return value
 
     build_points = per_example_points(inputs, samples, sample_one)
     blocks = gradients_at_points(fns, build_points, targets, samples, chunk_size)
@@ -87,9 +94,12 @@ def expected_gradients(
         background_outputs_mean, dtype=np.float64
     )[targets]
     delta = attribution_sums(attributions) - output_change
+    delta_stderr = sample_sums.std(axis=1, ddof=1) / np.sqrt(samples)  # (B,)
     return Attributions(
         attributions=attributions,
         convergence_delta=delta.astype(np.float32),
         output_change=output_change.astype(np.float32),
         stderr=stderr.astype(np.float32),
+        delta_stderr=delta_stderr.astype(np.float32),
+        completeness_error=completeness_error(delta, output_change, attribution_mass(attributions), delta_stderr),
     )

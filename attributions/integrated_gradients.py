@@ -14,7 +14,7 @@ import numpy as np
 
 from attributions.integration_rules import DEFAULT_RULE, integration_rule
 from attributions.model_functions import ModelFunctions
-from attributions.result import Attributions, attribution_sums
+from attributions.result import Attributions, attribution_mass, attribution_sums, completeness_error
 from attributions.sampling import validate_chunk_size
 
 __all__ = ["integrated_gradients", "DEFAULT_STEPS"]
@@ -43,7 +43,8 @@ def integrated_gradients(
       chunk_size: most (examples x steps) rows evaluated in one gradient call.
       outputs_at_inputs: the model's outputs (B, C) at `inputs` when the caller has them already
         (saves one forward pass); None: computed here.
-    Returns: attributions (B, *shape_i) per input, convergence_delta and output_change (B,).
+    Returns: attributions (B, *shape_i) per input, convergence_delta, output_change and
+      completeness_error (B,) (`attributions.result.completeness_error`).
     """
     alphas, weights = integration_rule(rule, steps)  # (S,), (S,)
     inputs = tuple(np.asarray(x, dtype=np.float32) for x in inputs)
@@ -93,4 +94,5 @@ def integrated_gradients(
         attributions=attributions,
         convergence_delta=delta.astype(np.float32),
         output_change=output_change.astype(np.float32),
+        completeness_error=completeness_error(delta, output_change, attribution_mass(attributions)),
     )

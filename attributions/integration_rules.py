@@ -19,7 +19,11 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["RULES", "DEFAULT_RULE", "integration_rule"]
+__all__ = ["RULES", "DEFAULT_RULE", "integration_rule", "DEFAULT_MAX_STEPS", "check_adaptive_settings"]
+
+# Completeness-driven integrated gradients (attributions.adaptive_ig): most gradient evaluations
+# per row by default. Its settings are checked here, with no TensorFlow import, for the launcher.
+DEFAULT_MAX_STEPS = 1024
 
 DEFAULT_RULE = "gausslegendre"
 
@@ -78,3 +82,16 @@ def _cached_rule(name: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     alphas.setflags(write=False)
     weights.setflags(write=False)
     return alphas, weights
+
+
+def check_adaptive_settings(target: float, steps: int, max_steps: int, panel_points: int = 8) -> None:
+    """ValueError naming the setting when the completeness target or max_steps cannot work."""
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not np.isfinite(target) or target <= 0:
+        raise ValueError(
+            f"completeness_target must be a finite number > 0 (e.g. 0.01 for 1 % of the attribution mass); got {target!r}."
+        )
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < steps:
+        raise ValueError(
+            f"max_steps must be an integer >= steps ({steps}): the gradient evaluations a row may use in all; "
+            f"got {max_steps!r}. Raise max_steps or lower steps."
+        )

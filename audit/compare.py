@@ -82,7 +82,17 @@ def _completeness_share(group: dict[str, Any]) -> Optional[float]:
     return None if not completeness else completeness["share_over_threshold"]
 
 
-def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, key: tuple[str, str], t: DriftThresholds) -> dict[str, Any]:
+def completeness_measure(run: RunResult) -> Optional[str]:
+    """The completeness error a run's summary counted (None: not a path method). Summaries before
+    format 2 counted |delta| / max(|dF|, 1e-6), which explodes as dF -> 0."""
+    overall = run.groups.get(("overall", "all")) or {}
+    if not overall.get("completeness"):
+        return None
+    return overall["completeness"].get("measure") or "|delta| / max(|F(x) - F(baseline)|, 1e-6) (summary format 1)"
+
+
+def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, key: tuple[str, str], t: DriftThresholds,
+                   same_measure: bool = True) -> dict[str, Any]:
     group_a, group_b = a.groups[key], b.groups[key]
     importance_a, importance_b = leaves_a.get(key, {}), leaves_b.get(key, {})
     leaves = [leaf for leaf in importance_a if leaf in importance_b]
@@ -99,7 +109,8 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
     ]
     std_a = group_a["prediction"]["std"]
     shift = group_b["prediction"]["mean"] - group_a["prediction"]["mean"]
-    share_a, share_b = _completeness_share(group_a), _completeness_share(group_b)
+    # Shares over the threshold of two different measures are not comparable: not judged.
+    share_a, share_b = (_completeness_share(group_a), _completeness_share(group_b)) if same_measure else (None, None)
     result = {
         "kind": key[0], "value": key[1], "rows_a": group_a["rows"], "rows_b": group_b["rows"],
         "checked": min(group_a["rows"], group_b["rows"]) >= t.min_group_rows,
@@ -142,7 +153,7 @@ def _class_shares(run: RunResult) -> dict[str, float]:
 # Settings that change what an attribution means: drift across them is not drift of the data.
 IDENTITY_SETTINGS = ("method", "target", "output_name", "explain_logits")
 # Settings that change the estimate, not its meaning: reported as warnings.
-ESTIMATE_SETTINGS = ("steps", "rule", "baseline", "samples")
+ESTIMATE_SETTINGS = ("steps", "rule", "baseline", "samples", "completeness_target", "max_steps")
 
 
 def _model_identity(run: RunResult) -> tuple[str, str]:
@@ -210,7 +221,9 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
     keys_a, keys_b = list(a.groups), list(b.groups)
     common = [k for k in keys_a if k in b.groups]
     leaves_a, leaves_b = _leaf_importance(a), _leaf_importance(b)
-    groups = [_compare_group(a, b, leaves_a, leaves_b, key, thresholds) for key in common]
+    measure_a, measure_b = completeness_measure(a), completeness_measure(b)
+    same_measure = measure_a == measure_b
+    groups = [_compare_group(a, b, leaves_a, leaves_b, key, thresholds, same_measure) for key in common]
     shares_a, shares_b = _class_shares(a), _class_shares(b)
     classes = sorted(set(shares_a) | set(shares_b), key=lambda c: (len(c), c))
     distance = 0.5 * sum(abs(shares_a.get(c, 0.0) - shares_b.get(c, 0.0)) for c in classes)
@@ -222,7 +235,10 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "thresholds": dataclasses.asdict(thresholds),
         "drift": bool(reasons), "reasons": reasons,
         "spans_different": spans,
-        "warnings": _setting_differences(a, b),
+        "warnings": _setting_differences(a, b) + ([] if same_measure else [
+            f"the runs measure completeness differently (A: {measure_a}; B: {measure_b}); the completeness share is not compared"
+        ]),
+        "completeness_measure": measure_a if same_measure else None,
         "class_shares": {"a": shares_a, "b": shares_b, "total_variation": distance},
         "groups": groups,
         "groups_only_in_a": [f"{k}={v}" for k, v in keys_a if (k, v) not in b.groups],

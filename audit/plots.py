@@ -164,7 +164,7 @@ def completeness_histogram(edges: Sequence, counts: Sequence[int], threshold: fl
     axes.bar(range(len(counts)), counts, color=colors)
     axes.set_xticks(range(len(counts)), labels=labels, rotation=45, ha="right", fontsize=7)
     axes.set_ylabel("rows")
-    axes.set_xlabel(f"relative completeness error |Σ attr − ΔF| / |ΔF| (red: ≥ {threshold:g})")
+    axes.set_xlabel(f"completeness error |Σ attr − ΔF| / max(|ΔF|, Σ|attr|) (red: ≥ {threshold:g})")
     return _png(figure)
 
 

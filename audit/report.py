@@ -175,7 +175,7 @@ def _section_exemplars(run: RunResult) -> str:
                "of the colorbar at its end.") if images else ""
     ranks = " Rows are each record's top class (rank 1) only: the runners-up of a top_k run would fill the lowest scores." if _is_top_k(run) else ""
     parts = ["<h2>Examples</h2>", '<p class="note">Highest and lowest explained scores, and the most and least faithful '
-             "rows (smallest and largest relative completeness error), at most one per explained class and criterion: the rows "
+             "rows (smallest and largest completeness error), at most one per explained class and criterion: the rows "
              f"nearest an extreme are mostly near copies of one class's most typical input.{ranks}{colours}</p>"]
     offsets = np.cumsum([0] + [f["length"] for f in run.summary["features"]])
     by_criterion: dict[str, list] = {}
@@ -191,14 +191,19 @@ def _section_exemplars(run: RunResult) -> str:
             for criterion, rows in by_criterion.items()
         ]
         parts.append(_image(plots.exemplar_grid(grid, feature["shape"]), f"exemplars {feature['name']}"))
-    rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], f"class {r['target']}", r["score"], _completeness_text(r["delta_rel"])]
+    rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], f"class {r['target']}", r["score"], _completeness_text(_exemplar_error(r))]
             for r in table]
-    parts.append(_table(["criterion", "key", "explained class", "score F(x)[class]", "relative completeness error"], rows))
+    parts.append(_table(["criterion", "key", "explained class", "score F(x)[class]", "completeness error"], rows))
     return "".join(parts)
 
 
+def _exemplar_error(row: dict[str, Any]) -> Optional[float]:
+    """An exemplar's completeness error (runs summarized before format 2 called it delta_rel)."""
+    return row["completeness_error"] if "completeness_error" in row else row.get("delta_rel")
+
+
 def _completeness_text(delta_rel: Optional[float]) -> str:
-    """A relative completeness error in percent: 7e-4 -> '0.07 %'; None -> 'n/a (not a path method)'."""
+    """A completeness error in percent: 7e-4 -> '0.07 %'; None -> 'n/a (not a path method)'."""
     if delta_rel is None or not np.isfinite(delta_rel):
         return "n/a (not a path method)"
     return f"{100 * delta_rel:.2g} %"
@@ -210,12 +215,26 @@ def _short(key: str, width: int = 22) -> str:
 
 def caption(row: dict[str, Any]) -> str:
     """An exemplar panel's caption, every field named: key, explained class, score and (for path
-    methods) the relative completeness error, e.g. 'key img12 / class 4 / score 0.998 /
+    methods) the completeness error, e.g. 'key img12 / class 4 / score 0.998 /
     completeness error 0.07 %' on four lines."""
     lines = [f"key {_short(str(row['key']))}", f"class {row['target']}", f"score {row['score']:.3f}"]
-    if row["delta_rel"] is not None:
-        lines.append(f"completeness error {_completeness_text(row['delta_rel'])}")
+    if _exemplar_error(row) is not None:
+        lines.append(f"completeness error {_completeness_text(_exemplar_error(row))}")
     return "\n".join(lines)
+
+
+def _steps_used_section(steps: dict[str, Any]) -> list[str]:
+    """Adaptive integrated gradients: how many gradient evaluations the rows took, and how many met
+    the completeness target."""
+    q = steps["quantiles"]
+    rows = [[value, count, count / steps["rows"]] for value, count in steps["counts"].items()]
+    return [
+        "<h3>Points used per row (completeness target)</h3>",
+        f'<p>{steps["rows_met"]:,} of {steps["rows"]:,} rows ({(steps["share_met"] or 0):.2%}) met the completeness target; '
+        f'{steps["gradient_evaluations"]:,} gradient evaluations in all, mean {steps["mean"]:.1f} per row, median {q["q50"]:g}, '
+        f'90th percentile {q["q90"]:g}, 99th {q["q99"]:g}, most {q["max"]:g}.</p>',
+        _table(["steps used", "rows", "share of rows"], rows),
+    ]
 
 
 def _section_distributions(run: RunResult) -> str:
@@ -225,11 +244,15 @@ def _section_distributions(run: RunResult) -> str:
     if completeness:
         parts.append("<h2>Completeness error</h2>")
         parts.append(f'<p>{completeness["rows_over_threshold"]:,} of {completeness["rows_with_delta"]:,} rows '
-                     f'({(completeness["share_over_threshold"] or 0):.2%}) have a relative completeness error over '
+                     f'({(completeness["share_over_threshold"] or 0):.2%}) have a completeness error over '
                      f'{completeness["threshold"]:g}; median {completeness["quantiles"]["q50"]:.3g}, 99th percentile '
                      f'{completeness["quantiles"]["q99"]:.3g}.</p>')
+        if completeness.get("measure"):
+            parts.append(f'<p class="note">{html.escape(completeness["measure"])}</p>')
         histogram = completeness["histogram"]
         parts.append(_image(plots.completeness_histogram(histogram["edges"], histogram["counts"], completeness["threshold"]), "completeness histogram"))
+        if completeness.get("steps_used"):
+            parts += _steps_used_section(completeness["steps_used"])
     parts += _section_predictions(run, overall)
     slices = [g for g in run.summary["groups"] if g["kind"].startswith("slice:")]
     if slices:

@@ -13,7 +13,9 @@ mean, mean |attribution|, standard deviation (population) exactly, and quantiles
 uniform sample (see `audit.moments`). Per element of each tensor column: the same moments without
 quantiles (the attribution maps). Rows whose attributions are not finite are counted, not summed.
 Per group also: the explained score's distribution and, for path methods, the completeness error
-(`convergence_delta_rel`): its exact histogram on fixed edges and the share of rows over the threshold.
+(`completeness_error`, attributions.result): its exact histogram on fixed edges and the share of
+rows over the threshold; with a completeness target (adaptive integrated gradients), the exact
+distribution of `steps_used` (rows per value) and the rows that met the target.
 Over the whole run: exemplars (highest/lowest scores, most/least faithful rows) with their inputs,
 at most one per explained class and criterion, and for `top_k` runs from rank-1 rows only (see
 `Exemplars`).
@@ -56,7 +58,7 @@ class FeatureSpec:
 @dataclass(frozen=True)
 class SummarySpec:
     """What to summarize. sample_size: rows kept per group for quantiles; completeness_threshold:
-    relative completeness error counted as too large (0.05 = 5 %)."""
+    completeness_error counted as too large (0.05 = 5 %)."""
 
     features: tuple[FeatureSpec, ...]
     path_method: bool
@@ -65,12 +67,15 @@ class SummarySpec:
     completeness_threshold: float = 0.05
     max_slice_values: int = 1000
     exemplars_per_criterion: int = 6
+    # Integrated gradients with a completeness target: rows carry steps_used and completeness_met.
+    adaptive: bool = False
 
 
 
 @dataclass
 class GroupSummary:
-    """One group's accumulators. sample columns: the F feature values, then score, then delta_rel."""
+    """One group's accumulators. sample columns: the F feature values, then score, then the
+    completeness error. steps_counts {steps_used: rows} and rows_met: adaptive runs only."""
 
     features: Moments
     elements: dict[str, Moments]
@@ -81,6 +86,8 @@ class GroupSummary:
     rows_over_threshold: int
     delta_histogram: np.ndarray  # (len(DELTA_EDGES) - 1,) int64
     sample: RowSample
+    steps_counts: dict = field(default_factory=dict)
+    rows_met: int = 0
 
     @property
     def rows(self) -> int:
@@ -97,6 +104,8 @@ class GroupSummary:
             self.rows_over_threshold + other.rows_over_threshold,
             self.delta_histogram + other.delta_histogram,
             self.sample.merge(other.sample),
+            {k: self.steps_counts.get(k, 0) + other.steps_counts.get(k, 0) for k in sorted({*self.steps_counts, *other.steps_counts})},
+            self.rows_met + other.rows_met,
         )
 
 
@@ -257,7 +266,7 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
     values, elements = _attribution_matrices(spec, table)  # (R, F), {name: (R, L)}
     scores = table.column("target_score").to_numpy(zero_copy_only=False).astype(np.float64)  # (R,)
     deltas = (
-        table.column("convergence_delta_rel").to_numpy(zero_copy_only=False).astype(np.float64)
+        table.column("completeness_error").to_numpy(zero_copy_only=False).astype(np.float64)
         if spec.path_method else np.full(table.num_rows, np.nan)
     )  # (R,)
     targets = table.column("target").to_numpy(zero_copy_only=False)
@@ -271,6 +280,8 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
     groupings = _group_codes(spec, table, targets, ranks)
     all_moments = grouped_moments(np.concatenate(blocks, axis=1, dtype=np.float32), [(codes, len(names)) for _, names, codes in groupings])
 
+    steps_used = table.column("steps_used").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
+    met = table.column("completeness_met").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
     finite_delta = np.isfinite(deltas)  # (R,)
     delta_bins = _delta_bins(deltas)  # (R,) histogram bin of each row (NaN rows: ignored)
     bins = len(DELTA_EDGES) - 1
@@ -299,12 +310,20 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
                 int(over[code]),
                 histograms[code],
                 RowSample.of(spec.sample_size, priorities[rows], sample_rows[rows]),
+                _value_counts(steps_used[rows]) if spec.adaptive else {},
+                int(met[rows].sum()) if spec.adaptive else 0,
             )
             key = (kind, value)
             summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
     primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
     summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary)
     return summary
+
+
+def _value_counts(values: np.ndarray) -> dict[int, int]:
+    """{value: rows} of an int array, values ascending."""
+    distinct, counts = np.unique(values, return_counts=True)
+    return {int(v): int(c) for v, c in zip(distinct, counts)}
 
 
 def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary: np.ndarray) -> dict[str, Exemplars]:

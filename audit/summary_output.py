@@ -10,7 +10,7 @@ summary_features.parquet, one row per (group, feature, element):
   rows            int64, rows summarized (finite attributions only)
   mean, mean_abs, std    float64 (std: population, ddof=0)
   q01 ... q99     float64, approximate quantiles from a uniform sample (null for elements)
-summary_exemplars.parquet, one row per (criterion, rank): key, target, score, delta_rel, and the
+summary_exemplars.parquet, one row per (criterion, rank): key, target, score, completeness_error, and the
   rows' inputs and attributions (list<float32>, source columns concatenated row-major); at most
   one row per (criterion, target), from rank-1 rows in top_k runs (audit.summary.Exemplars).
 summary.json: run-level numbers per group (rows, score distribution, completeness error) and the
@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
+from attributions.result import COMPLETENESS_MEASURE
 from audit.summary import DELTA_EDGES, QUANTILES, RunSummary
 
 __all__ = [
@@ -35,7 +36,9 @@ FEATURES_FILE = "summary_features.parquet"
 EXEMPLARS_FILE = "summary_exemplars.parquet"
 SUMMARY_FILE = "summary.json"
 SUMMARY_FILES = (FEATURES_FILE, EXEMPLARS_FILE, SUMMARY_FILE)
-FORMAT_VERSION = 1
+# 2: the completeness error is `completeness_error` (attributions.result), not |delta| / |dF|;
+# exemplars' delta_rel became completeness_error; steps_used per group for adaptive IG.
+FORMAT_VERSION = 2
 QUANTILE_METHOD = (
     "sample quantiles (numpy 'linear') of a uniform random sample of at most sample_size rows per "
     "group (bottom-k sampling, merged across workers); rank error std <= 0.5/sqrt(sample_size); "
@@ -90,7 +93,7 @@ def _append(columns, kind, value, feature, element, rows, mean, mean_abs, std, q
 
 
 def exemplars_table(summary: RunSummary) -> pa.Table:
-    rows: dict[str, list] = {name: [] for name in ("criterion", "rank", "key", "target", "score", "delta_rel", "inputs", "attributions")}
+    rows: dict[str, list] = {name: [] for name in ("criterion", "rank", "key", "target", "score", "completeness_error", "inputs", "attributions")}
     for criterion, chosen in summary.exemplars.items():
         for rank in range(len(chosen.keys)):
             for name, value in zip(rows, (
@@ -101,7 +104,7 @@ def exemplars_table(summary: RunSummary) -> pa.Table:
                 rows[name].append(value)
     schema = pa.schema([
         ("criterion", pa.string()), ("rank", pa.int32()), ("key", pa.string()), ("target", pa.int64()),
-        ("score", pa.float64()), ("delta_rel", pa.float64()),
+        ("score", pa.float64()), ("completeness_error", pa.float64()),
         ("inputs", pa.list_(pa.float32())), ("attributions", pa.list_(pa.float32())),
     ])
     return pa.table(rows, schema=schema)
@@ -145,6 +148,7 @@ def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[s
     if spec.path_method:
         delta_quantiles = group.sample.quantiles(qs, delta_column)
         document["completeness"] = {
+            "measure": COMPLETENESS_MEASURE,
             "threshold": spec.completeness_threshold,
             "rows_with_delta": group.rows_with_delta,
             "rows_over_threshold": group.rows_over_threshold,
@@ -152,6 +156,8 @@ def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[s
             "quantiles": {quantile_name(q): _number(v) for q, v in zip(QUANTILES, delta_quantiles)},
             "histogram": {"edges": [e if np.isfinite(e) else "inf" for e in DELTA_EDGES], "counts": group.delta_histogram.tolist()},
         }
+        if spec.adaptive:
+            document["completeness"]["steps_used"] = steps_document(group.steps_counts, group.rows_met)
     feature_quantiles = group.sample.quantiles(qs)
     for j, feature in enumerate(spec.features):
         document["features"][feature.name] = {
@@ -161,6 +167,28 @@ def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[s
             "quantiles": {quantile_name(q): _number(v) for q, v in zip(QUANTILES, feature_quantiles[:, j])},
         }
     return document
+
+
+def steps_document(counts: dict[int, int], rows_met: int) -> dict[str, Any]:
+    """The distribution of steps_used: {steps: rows} (exact), mean, quantiles, gradient
+    evaluations in all, and the rows that met the completeness target."""
+    values = np.array(sorted(counts), dtype=np.float64)
+    weights = np.array([counts[v] for v in sorted(counts)], dtype=np.float64)
+    rows = int(weights.sum())
+    cumulative = np.cumsum(weights) / rows if rows else weights
+
+    def quantile(q: float) -> Optional[float]:  # the smallest value with at least q of the rows at or below it
+        return float(values[np.searchsorted(cumulative, q - 1e-12)]) if rows else None
+
+    return {
+        "counts": {str(int(v)): int(c) for v, c in zip(values, weights)},
+        "rows": rows,
+        "gradient_evaluations": int((values * weights).sum()),
+        "mean": float((values * weights).sum() / rows) if rows else None,
+        "quantiles": {quantile_name(q): quantile(q) for q in (0.5, 0.9, 0.99)} | {"max": float(values[-1]) if rows else None},
+        "rows_met": int(rows_met),
+        "share_met": rows_met / rows if rows else None,
+    }
 
 
 def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str, Any]) -> dict[str, Any]:

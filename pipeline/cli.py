@@ -79,6 +79,10 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         "given, in MiB per worker process (default 512).")
     add("--steps", type=int, metavar="N", help="integrated gradients: points on the path (default 64).")
     add("--rule", metavar="RULE", help="integrated gradients: gausslegendre (default) | riemann_left | riemann_right | riemann_middle | riemann_trapezoid.")
+    add("--completeness-target", type=float, metavar="ERROR",
+        help="integrated gradients: re-integrate rows whose completeness_error is over ERROR (e.g. 0.01) with more points, "
+             "up to --max-steps (default off: --steps points for every row).")
+    add("--max-steps", type=int, metavar="N", help="integrated gradients with --completeness-target: most gradient evaluations per row (default 1024).")
     add("--baseline", metavar="BASELINE", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")
     add("--smoothgrad-variant", metavar="VARIANT", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
     add("--noise-fraction", type=float, metavar="FRACTION", help="SmoothGrad noise std as a fraction of each input's range (default 0.15).")

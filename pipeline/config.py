@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB
-from attributions.integration_rules import DEFAULT_RULE, RULES
+from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULES, check_adaptive_settings
 from attributions.targets import TargetSpec
 
 __all__ = [
@@ -32,7 +32,9 @@ SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 # Settings that only one method uses, with their defaults; giving one to another method is an error.
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
-    "integrated_gradients": {"steps": 64, "rule": DEFAULT_RULE, "baseline": "zeros"},
+    "integrated_gradients": {
+        "steps": 64, "rule": DEFAULT_RULE, "baseline": "zeros", "completeness_target": None, "max_steps": DEFAULT_MAX_STEPS,
+    },
     "smoothgrad": {"smoothgrad_variant": "smoothgrad", "noise_fraction": 0.15, "samples": 50, "seed": 0},
     "expected_gradients": {"background": None, "samples": 200, "seed": 0},
 }
@@ -96,6 +98,10 @@ class RunConfig:
     # Method settings (None: the method's default, see METHOD_SETTINGS).
     steps: Optional[int] = None
     rule: Optional[str] = None
+    # Completeness-driven IG (attributions.adaptive_ig): rows whose completeness_error is over this
+    # get more points, up to max_steps gradient evaluations each. None (default): fixed steps.
+    completeness_target: Optional[float] = None
+    max_steps: Optional[int] = None
     baseline: Optional[str] = None
     smoothgrad_variant: Optional[str] = None
     noise_fraction: Optional[float] = None
@@ -164,7 +170,7 @@ class RunConfig:
             )
         self.target_spec()  # parses and validates the target
         self._validate_method_settings()
-        for name in ("batch_size", "chunk_size", "steps", "samples"):
+        for name in ("batch_size", "chunk_size", "steps", "max_steps", "samples"):
             _check_limit(name, self.setting(name) if name in _ALL_METHOD_SETTINGS else getattr(self, name))
 
     def _validate_method_settings(self) -> None:
@@ -172,6 +178,13 @@ class RunConfig:
             _check_positive_int("steps", self.setting("steps"))
             _check_choice("rule", self.setting("rule"), tuple(RULES))
             parse_baseline(self.setting("baseline"))
+            if self.completeness_target is not None:
+                check_adaptive_settings(self.completeness_target, self.setting("steps"), self.setting("max_steps"))
+            elif self.max_steps is not None:
+                raise ValueError(
+                    f"max_steps ({self.max_steps}) caps completeness-driven integrated gradients, which is off; "
+                    f"set completeness_target too (e.g. 0.01), or drop max_steps."
+                )
         if self.method in ("smoothgrad", "expected_gradients"):
             _check_positive_int("samples", self.setting("samples"))
             if not isinstance(self.setting("seed"), int) or isinstance(self.setting("seed"), bool):
@@ -208,6 +221,8 @@ class RunConfig:
             value = self.setting(f.name) if f.name in _ALL_METHOD_SETTINGS else getattr(self, f.name)
             if f.name in _ALL_METHOD_SETTINGS and self.method not in _users_of(f.name):
                 continue
+            if f.name == "max_steps" and self.completeness_target is None:
+                continue  # caps only completeness-driven runs (and is refused without a target)
             if isinstance(value, tuple):
                 value = list(value)
             elif isinstance(value, Mapping):
@@ -455,6 +470,7 @@ def _check_number(name: str, value: Any, expected: str, in_range) -> None:
 #   (a chunk of 1,000,000 rows of a 28x28 image is 3 GiB of float32 before gradients).
 LIMITS: dict[str, tuple[int, str]] = {
     "steps": (4096, "the Gauss-Legendre rule costs steps^3 time and steps^2 memory, and completeness stops improving long before"),
+    "max_steps": (65_536, "each row may cost that many gradient evaluations, and completeness stops improving long before"),
     "samples": (10_000, "the sampling noise falls only as 1/sqrt(samples), and each sample is one gradient per record"),
     "batch_size": (1_000_000, "a batch is held in a worker's memory at once"),
     "chunk_size": (1_000_000, "a chunk's rows and their gradients are held in memory at once"),

@@ -152,8 +152,8 @@ def _digit_map(table: pa.Table) -> np.ndarray:
 
 
 def _delta_summary(table: pa.Table) -> str:
-    rel = table.column("convergence_delta_rel").to_numpy()
-    return f"completeness: median relative error {np.median(rel):.2e}, {np.mean(rel > 0.05):.1%} of rows over 5%"
+    error = table.column("completeness_error").to_numpy()
+    return f"completeness: median completeness_error {np.median(error):.2e}, {np.mean(error > 0.05):.1%} of rows over 5%"
 
 
 def run_demo(output: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from attributions.result import COMPLETENESS_MEASURE
 from audit.runs import MANIFEST_NAME
 from audit.summary_output import SUMMARY_FILE, SUMMARY_FILES
 from pipeline.config import RunConfig
@@ -132,6 +133,22 @@ def _counts(
     return counts, problems
 
 
+def _completeness(config: RunConfig, summary: Optional[dict]) -> dict[str, Any]:
+    """How completeness was measured and judged, with the run's overall figures when summarized."""
+    overall = next((g for g in (summary or {}).get("groups", []) if g["kind"] == "overall"), None)
+    figures = (overall or {}).get("completeness") or {}
+    return {
+        "measure": COMPLETENESS_MEASURE,
+        "column": "completeness_error",
+        "threshold": config.completeness_threshold,
+        "target": config.completeness_target,
+        "max_steps": config.setting("max_steps") if config.completeness_target is not None else None,
+        "rows_over_threshold": figures.get("rows_over_threshold"),
+        "share_over_threshold": figures.get("share_over_threshold"),
+        "steps_used": figures.get("steps_used"),
+    }
+
+
 def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[dict] = None) -> dict[str, Any]:
     """Commits a finished run's staged files and writes its manifest; returns the manifest.
 
@@ -182,6 +199,8 @@ def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[d
         },
         "metrics": metrics or {},
     }
+    if config.method in ("integrated_gradients", "expected_gradients"):
+        manifest["completeness"] = _completeness(config, summary)
     write_json(FileSystems.join(output, MANIFEST_NAME), manifest)
     if problems:
         raise RunFailedError(f"the run finished but failed its checks: {manifest['failure']}. Counts: {counts}")

@@ -337,6 +337,7 @@ def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpe
         sample_size=config.summary_sample_size,
         completeness_threshold=float(config.completeness_threshold),
         max_slice_values=config.max_slice_values,
+        adaptive=config.method == "integrated_gradients" and config.completeness_target is not None,
     )
 
 
@@ -361,8 +362,14 @@ def _check_target(config: RunConfig, num_outputs: int) -> None:
 
 
 def _method_params(config: RunConfig) -> dict[str, Any]:
-    """The method's own settings with defaults filled in (the IG baseline is recorded apart)."""
-    return {name: config.setting(name) for name in METHOD_SETTINGS.get(config.method, {}) if name != "baseline"}
+    """The method's own settings with defaults filled in (the IG baseline is recorded apart; the
+    completeness target and max_steps only when the target is set, so a fixed-step run's metadata
+    is what it was before them)."""
+    adaptive = () if config.completeness_target is None else ("completeness_target", "max_steps")
+    return {
+        name: config.setting(name) for name in METHOD_SETTINGS.get(config.method, {})
+        if name != "baseline" and (name not in ("completeness_target", "max_steps") or name in adaptive)
+    }
 
 
 def resolve_plan(config: RunConfig) -> RunPlan:
@@ -401,7 +408,8 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         method=config.method,
         target=config.target_spec(),
         schema=schema,
-        output_schema=output_schema(schema, config.method, {k: v for k, v in metadata.items() if v is not None}),
+        output_schema=output_schema(schema, config.method, {k: v for k, v in metadata.items() if v is not None},
+                                    adaptive=config.method == "integrated_gradients" and config.completeness_target is not None),
         method_params=_method_params(config),
         chunk_size=config.chunk_size,
         chunk_memory_mib=config.chunk_memory_mib,

@@ -23,6 +23,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.windowed_value import WindowedValue
 
+from attributions.adaptive_ig import adaptive_integrated_gradients
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB, automatic_chunk_size
 from attributions.expected_gradients import expected_gradients
 from attributions.gradient import gradient
@@ -154,6 +155,11 @@ class AttributionEngine:
         s, p = self.settings, self.settings.method_params
         if s.method in _GRADIENT_METHODS:
             return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
+        if s.method == "integrated_gradients" and p.get("completeness_target") is not None:
+            return adaptive_integrated_gradients(
+                self.fns, inputs, self._baselines(), targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
+                self.chunk_size, outputs,
+            )
         if s.method == "integrated_gradients":
             return integrated_gradients(
                 self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size, outputs

@@ -9,7 +9,13 @@ One row per record (per record x class for target mode top_k):
                            tensor column
   convergence_delta        float32, sum(attr) - (F(x) - F(baseline))      (path methods)
   convergence_delta_rel    float32, |delta| / max(|F(x) - F(baseline)|, 1e-6)   (path methods)
+  completeness_error       float32, |delta| / max(|F(x) - F(baseline)|, sum|attr|, 1e-6) (path methods;
+                           expected gradients: only |delta| beyond 3 Monte-Carlo standard errors):
+                           the measure summaries, report and compare use (attributions.result)
   attribution_stderr       float32, largest per-feature Monte-Carlo standard error (expected gradients)
+  convergence_delta_stderr float32, Monte-Carlo standard error of sum(attr) (expected gradients)
+  steps_used               int32, gradient evaluations spent on the row (IG with a completeness target)
+  completeness_met         bool, completeness_error <= the target (IG with a completeness target)
   attributions_finite      bool, false when the target score, an attribution or the delta is NaN or
                            infinite (e.g. an overflowing model): such a row must not be read as valid
 """
@@ -29,7 +35,8 @@ __all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_co
 
 PATH_METHODS = ("integrated_gradients", "expected_gradients")
 RESERVED_COLUMNS = (
-    "target", "target_score", "convergence_delta", "convergence_delta_rel", "attribution_stderr", "attributions_finite"
+    "target", "target_score", "convergence_delta", "convergence_delta_rel", "completeness_error", "attribution_stderr",
+    "convergence_delta_stderr", "steps_used", "completeness_met", "attributions_finite",
 )
 
 
@@ -37,8 +44,9 @@ def attribution_column_name(source_column: str) -> str:
     return f"attr_{source_column}"
 
 
-def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = None) -> pa.Schema:
-    """The attribution rows' Arrow schema; `metadata` values are stored as JSON strings."""
+def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = None, adaptive: bool = False) -> pa.Schema:
+    """The attribution rows' Arrow schema; `metadata` values are stored as JSON strings.
+    adaptive: integrated gradients with a completeness target (steps_used, completeness_met)."""
     key_type = schema.key.arrow_type if schema.key is not None else pa.string()
     fields = [pa.field(schema.key_name, key_type)]
     fields += [pa.field(f.name, f.arrow_type) for f in schema.passthrough]
@@ -47,9 +55,12 @@ def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = 
         arrow_type = pa.list_(pa.float32()) if column.is_list else pa.float32()
         fields.append(pa.field(attribution_column_name(column.name), arrow_type))
     if method in PATH_METHODS:
-        fields += [pa.field("convergence_delta", pa.float32()), pa.field("convergence_delta_rel", pa.float32())]
+        fields += [pa.field("convergence_delta", pa.float32()), pa.field("convergence_delta_rel", pa.float32()),
+                   pa.field("completeness_error", pa.float32())]
     if method == "expected_gradients":
-        fields.append(pa.field("attribution_stderr", pa.float32()))
+        fields += [pa.field("attribution_stderr", pa.float32()), pa.field("convergence_delta_stderr", pa.float32())]
+    if adaptive:
+        fields += [pa.field("steps_used", pa.int32()), pa.field("completeness_met", pa.bool_())]
     fields.append(pa.field("attributions_finite", pa.bool_()))
     encoded = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     return pa.schema(fields, metadata=encoded or None)
@@ -96,7 +107,13 @@ def attribution_table(
         finite &= np.isfinite(result.convergence_delta)
         columns["convergence_delta"] = pa.array(result.convergence_delta.astype(np.float32))
         columns["convergence_delta_rel"] = pa.array(relative_delta(result.convergence_delta, result.output_change))
+        columns["completeness_error"] = pa.array(np.asarray(result.completeness_error, dtype=np.float32))
     if result.stderr is not None:
         columns["attribution_stderr"] = pa.array(result.stderr.astype(np.float32))
+    if result.delta_stderr is not None:
+        columns["convergence_delta_stderr"] = pa.array(result.delta_stderr.astype(np.float32))
+    if result.steps_used is not None:
+        columns["steps_used"] = pa.array(result.steps_used.astype(np.int32))
+        columns["completeness_met"] = pa.array(np.asarray(result.completeness_met, dtype=bool))
     columns["attributions_finite"] = pa.array(finite)
     return pa.Table.from_arrays([columns[name].cast(out_schema.field(name).type) for name in out_schema.names], schema=out_schema)

@@ -207,3 +207,23 @@ def test_every_threshold_flag_says_what_it_measures_its_default_and_unit(capsys)
             help_text = re.search(re.escape(flag) + r" [A-Z]+ (.*?)\(default ([^;]+); unit: ([^)]+)\)", text)
             assert help_text and help_text.group(2) == str(f.default) and len(help_text.group(1)) > 30, (command, flag)
         assert "--allow-different" in text
+
+
+def test_completeness_shares_of_different_measures_are_not_compared(linear_model, tmp_path):
+    """A run summarized before completeness_error (summary format 1, |delta| / |dF|) against one
+    after: the shares over the threshold count different things, so they are not judged."""
+    import copy
+
+    model, _, _ = linear_model
+    features = np.random.default_rng(6).normal(size=(150, 6)).astype(np.float32)
+    run = load_run(_run(model, features, tmp_path / "ig", method="integrated_gradients", target="predicted", steps=8))
+    overall = run.groups[("overall", "all")]["completeness"]
+    assert overall["measure"].startswith("completeness_error = |delta| / max(")
+    assert compare_runs(run, run)["groups"][0]["completeness"] == {"share_over_threshold_a": 0.0, "share_over_threshold_b": 0.0, "change": 0.0}
+    old = dataclasses.replace(run, summary=copy.deepcopy(run.summary))
+    for group in old.summary["groups"]:
+        del group["completeness"]["measure"]
+        group["completeness"]["share_over_threshold"] = 0.9  # what an exploding measure could read
+    document = compare_runs(old, run)
+    assert all(g["completeness"] is None for g in document["groups"]) and not document["drift"]
+    assert any("measure completeness differently" in w and "summary format 1" in w for w in document["warnings"])

@@ -68,10 +68,10 @@ def test_report_numbers_equal_a_brute_force_pass_over_the_rows(image_runs):
     run_dir = image_runs[1]
     page = render_report(load_run(run_dir))
     rows = read_parquet_dir(run_dir)
-    deltas = np.asarray(rows.column("convergence_delta_rel").to_pylist())
+    deltas = np.asarray(rows.column("completeness_error").to_pylist())
     scores = np.asarray(rows.column("target_score").to_pylist())
     over = int((deltas > 0.05).sum())
-    assert f"{over:,} of {len(deltas):,} rows ({over / len(deltas):.2%}) have a relative completeness error over 0.05" in page
+    assert f"{over:,} of {len(deltas):,} rows ({over / len(deltas):.2%}) have a completeness error over 0.05" in page
     assert f"median {np.median(deltas):.3g}" in page
     assert f"mean {scores.mean():.4g}, std {scores.std():.4g}, min {scores.min():.4g}, max {scores.max():.4g}" in page
     assert load_run(run_dir).manifest["model"]["sha256"] in page
@@ -248,11 +248,11 @@ def test_exemplar_captions_are_written_out_and_one_per_criterion_and_class(image
     assert all(sum(c == criterion for c, _ in pairs) == 3 for criterion in {c for c, _ in pairs})  # 3 classes: one each
     row = table[0]
     assert caption(row).splitlines() == [f"key {row['key']}", f"class {row['target']}", f"score {row['score']:.3f}",
-                                         f"completeness error {100 * row['delta_rel']:.2g} %"]
+                                         f"completeness error {100 * row['completeness_error']:.2g} %"]
     section = page.split("<h2>Examples</h2>")[1].split("<h2>")[0]
-    assert "<th>key</th><th>explained class</th><th>score F(x)[class]</th><th>relative completeness error</th>" in section
+    assert "<th>key</th><th>explained class</th><th>score F(x)[class]</th><th>completeness error</th>" in section
     assert section.count("<tr>") == 1 + len(table)
-    assert f"<td>class {row['target']}</td>" in section and f"{100 * row['delta_rel']:.2g} %" in section
+    assert f"<td>class {row['target']}</td>" in section and f"{100 * row['completeness_error']:.2g} %" in section
 
 
 def test_a_top_k_run_is_summarized_per_rank(image_runs, figures):

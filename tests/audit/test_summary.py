@@ -1,5 +1,7 @@
 """summarize_batch and RunSummary.merge on hand-made rows."""
 
+from dataclasses import replace as dataclasses_replace
+
 import numpy as np
 import pyarrow as pa
 
@@ -20,7 +22,7 @@ def _rows(seed, n=12, countries=("DE", "FR", None)):
         "attr_a": pa.array(rng.normal(size=n).astype(np.float32)),
         "attr_img": pa.ListArray.from_arrays(pa.array(np.arange(0, 4 * n + 1, 4, dtype=np.int32)), pa.array(img.reshape(-1))),
         "convergence_delta": pa.array(np.zeros(n, np.float32)),
-        "convergence_delta_rel": pa.array(rng.random(n).astype(np.float32) * 0.1),
+        "completeness_error": pa.array(rng.random(n).astype(np.float32) * 0.1),
         "attributions_finite": pa.array([i != 3 for i in range(n)]),  # row 3 is not finite
     })
     inputs = (rng.random((n, 1)).astype(np.float32), rng.random((n, 2, 2)).astype(np.float32))
@@ -83,3 +85,26 @@ def test_top_k_rows_are_summarized_per_rank_and_exemplars_come_from_rank_one():
     assert all(set(chosen.keys) <= rank_one_keys for chosen in summary.exemplars.values())
     one_row_each = summarize_batch(SPEC, table, inputs, np.arange(12))
     assert not any(kind == "rank" for kind, _ in one_row_each.groups)
+
+
+def test_steps_used_distribution_is_exact_and_merges_in_any_order():
+    from audit.summary_output import steps_document
+
+    spec = dataclasses_replace(SPEC, adaptive=True)
+    parts = []
+    for seed in range(3):
+        table, inputs = _rows(seed)
+        steps = np.random.default_rng(seed).choice([16, 32, 48, 1024], size=12).astype(np.int32)
+        met = steps < 1024
+        table = table.append_column("steps_used", pa.array(steps)).append_column("completeness_met", pa.array(met))
+        parts.append((summarize_batch(spec, table, inputs, np.arange(12)), steps, met, table.column("attributions_finite").to_numpy(zero_copy_only=False)))
+    merged = parts[2][0].merge(parts[0][0]).merge(parts[1][0])
+    steps = np.concatenate([s[f] for _, s, _, f in parts])  # finite rows only are summarized
+    met = np.concatenate([m[f] for _, _, m, f in parts])
+    overall = merged.groups[("overall", "all")]
+    values, counts = np.unique(steps, return_counts=True)
+    assert overall.steps_counts == {int(v): int(c) for v, c in zip(values, counts)}
+    document = steps_document(overall.steps_counts, overall.rows_met)
+    assert document["rows_met"] == met.sum() and document["gradient_evaluations"] == steps.sum()
+    assert document["mean"] == steps.mean() and document["quantiles"]["max"] == 1024
+    assert document["quantiles"]["q50"] == np.sort(steps)[int(np.ceil(0.5 * len(steps))) - 1]

@@ -209,3 +209,14 @@ def test_a_tabular_run_needs_no_input_map_and_says_which_columns_it_read(linear_
     weights = linear_model[1]
     for key, row in rows.items():
         np.testing.assert_allclose([row[f"attr_{c}"] for c in COLUMNS], weights[:, row["target"]], rtol=1e-6)
+
+
+def test_completeness_target_flags_reach_the_config():
+    from pipeline.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["run", "--model", "m.keras", "--input", "x.parquet", "--output", "o", "--steps", "8",
+                                      "--completeness-target", "0.01", "--max-steps", "512"])
+    config = config_from_args(args)
+    assert (config.completeness_target, config.max_steps, config.setting("steps")) == (0.01, 512, 8)
+    plain = config_from_args(build_parser().parse_args(["run", "--model", "m.keras", "--input", "x.parquet", "--output", "o"]))
+    assert plain.completeness_target is None and "max_steps" not in plain.to_dict()

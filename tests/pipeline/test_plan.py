@@ -25,7 +25,7 @@ def test_valid_plan_maps_columns_and_builds_the_output_schema(linear_model, tabu
     names = plan.settings.output_schema.names
     assert names[:4] == ["id", "label", "target", "target_score"]
     assert names[4:10] == [f"attr_{c}" for c in COLUMNS]
-    assert names[10:] == ["convergence_delta", "convergence_delta_rel", "attributions_finite"]
+    assert names[10:] == ["convergence_delta", "convergence_delta_rel", "completeness_error", "attributions_finite"]
     metadata = plan.settings.output_schema.metadata
     assert metadata[b"attribution.method"] == b"integrated_gradients"
     assert len(metadata[b"attribution.model_sha256"]) == 64

@@ -264,3 +264,48 @@ def test_a_job_not_waited_for_is_finalized_later_from_its_staging_directory(line
     assert read_parquet_dir(tmp_path / "out").num_rows == 40
     with pytest.raises(ValueError, match="holds no launched run to finalize"):
         finalize_run(str(tmp_path / "out"))
+
+
+def test_completeness_target_through_the_pipeline_rows_summary_report_and_manifest(tmp_path):
+    """A ReLU model whose paths have kinks, run with a completeness target: every row records the
+    points it used and whether it met the target; the summary and the manifest count them."""
+    import keras
+
+    from helpers import write_tabular_parquet as write
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((6,), name="features"), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
+    hidden = model.layers[0]
+    # Non-zero biases: with zero biases a ReLU net is linear along any ray from a zero baseline.
+    hidden.set_weights([hidden.get_weights()[0], np.random.default_rng(4).normal(size=32).astype(np.float32)])
+    model.save(str(tmp_path / "relu.keras"))
+    features = np.random.default_rng(3).normal(size=(40, 6)).astype(np.float32) * 3
+    data = write(tmp_path / "data.parquet", features, ids=np.arange(40))
+    manifest = run_attribution(_config(str(tmp_path / "relu.keras"), data, tmp_path / "out", key_column="id", steps=4,
+                                       completeness_target=0.001, max_steps=260))
+    table = read_parquet_dir(tmp_path / "out")
+    assert json.loads(table.schema.metadata[b"attribution.parameters"]) == {
+        "rule": "gausslegendre", "steps": 4, "completeness_target": 0.001, "max_steps": 260}
+    steps = np.asarray(table.column("steps_used").to_pylist())
+    met = np.asarray(table.column("completeness_met").to_pylist())
+    error = np.asarray(table.column("completeness_error").to_pylist())
+    assert (steps >= 4).all() and (steps <= 260).all() and (steps > 4).any()  # 4 points are too few for some rows
+    np.testing.assert_array_equal(met, error <= 0.001)
+    assert met.mean() > 0.9
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    counted = summary["groups"][0]["completeness"]["steps_used"]
+    values, counts = np.unique(steps, return_counts=True)
+    assert counted["counts"] == {str(v): int(c) for v, c in zip(values, counts)}
+    assert counted["rows_met"] == int(met.sum()) and counted["gradient_evaluations"] == int(steps.sum())
+    assert manifest["completeness"]["target"] == 0.001 and manifest["completeness"]["steps_used"] == counted
+    assert manifest["completeness"]["measure"].startswith("completeness_error = |delta| / max(")
+
+    from audit.report import render_report
+    from audit.runs import load_run
+
+    html_text = render_report(load_run(str(tmp_path / "out")))
+    assert "Points used per row (completeness target)" in html_text and f"{int(met.sum())} of 40 rows" in html_text
+
+    # Without a target: fixed steps, no steps_used column.
+    run_attribution(_config(str(tmp_path / "relu.keras"), data, tmp_path / "fixed", key_column="id", steps=4))
+    assert "steps_used" not in read_parquet_dir(tmp_path / "fixed").column_names

@@ -46,7 +46,7 @@ def _groups(rows):
 def test_feature_statistics_equal_a_brute_force_pass_over_the_written_rows(image_run):
     out, manifest, _ = image_run
     written = read_parquet_dir(out)
-    rows = {name: np.asarray(written.column(name).to_pylist()) for name in ("id", "target", "label", "target_score", "convergence_delta_rel")}
+    rows = {name: np.asarray(written.column(name).to_pylist()) for name in ("id", "target", "label", "target_score", "completeness_error")}
     attributions = np.asarray(written.column("attr_features").to_pylist(), dtype=np.float64)  # (300, 6)
     totals = attributions.sum(axis=1)
     table = pq.read_table(out / "summary_features.parquet").to_pylist()
@@ -71,13 +71,13 @@ def test_feature_statistics_equal_a_brute_force_pass_over_the_written_rows(image
 def test_prediction_completeness_and_dead_letters_equal_a_brute_force_pass(image_run):
     out, manifest, _ = image_run
     written = read_parquet_dir(out)
-    rows = {name: np.asarray(written.column(name).to_pylist()) for name in ("id", "target", "label", "target_score", "convergence_delta_rel")}
+    rows = {name: np.asarray(written.column(name).to_pylist()) for name in ("id", "target", "label", "target_score", "completeness_error")}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == 300 == manifest["counts"]["summary_rows"]
     assert summary["dead_letters"] == 1 == manifest["counts"]["records_dead_lettered"]
     groups = {(g["kind"], g["value"]): g for g in summary["groups"]}
     for key, mask in _groups(rows):
-        group, scores, deltas = groups[key], rows["target_score"][mask], rows["convergence_delta_rel"][mask]
+        group, scores, deltas = groups[key], rows["target_score"][mask], rows["completeness_error"][mask]
         assert group["rows"] == mask.sum()
         np.testing.assert_allclose([group["prediction"][k] for k in ("mean", "std", "min", "max")],
                                    [scores.mean(), scores.std(), scores.min(), scores.max()], rtol=1e-5)
@@ -99,8 +99,8 @@ def test_exemplars_are_the_extreme_rows_with_their_inputs(image_run):
     expected = {
         "highest_score": sorted(written, key=lambda r: -r["target_score"]),
         "lowest_score": sorted(written, key=lambda r: r["target_score"]),
-        "most_faithful": sorted(written, key=lambda r: r["convergence_delta_rel"]),
-        "least_faithful": sorted(written, key=lambda r: -r["convergence_delta_rel"]),
+        "most_faithful": sorted(written, key=lambda r: r["completeness_error"]),
+        "least_faithful": sorted(written, key=lambda r: -r["completeness_error"]),
     }
     for criterion, ordered in expected.items():
         chosen = sorted(by_criterion[criterion], key=lambda r: r["rank"])
