@@ -11,11 +11,13 @@ exits 4 on drift.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import logging
 import os
 import sys
+import tempfile
 from typing import Any, Optional, Sequence
 
 from pipeline.errors import RunFailedError
@@ -382,11 +384,47 @@ def _import_tensorflow_without_sklearn() -> None:
         return
     sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` raise ImportError
     try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        with _tensorflow_start_up_lines_dropped():
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
     finally:
         if sys.modules.get("sklearn", 0) is None:
             del sys.modules["sklearn"]
+
+
+# What TensorFlow's C++ side prints to stderr while it is imported, whatever TF_CPP_MIN_LOG_LEVEL
+# says (absl logs before it is initialized): four lines before every answer, none about the run.
+_TF_START_UP_LINES = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "port.cc:153] oneDNN custom operations are on",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions:",
+)
+
+
+@contextlib.contextmanager
+def _tensorflow_start_up_lines_dropped():
+    """Captures file descriptor 2 while TensorFlow is imported and writes back every line but its
+    known start-up lines (anything else, e.g. a real error, still reaches stderr)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        yield
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(marker in line for marker in _TF_START_UP_LINES)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def run_program() -> None:

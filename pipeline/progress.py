@@ -20,6 +20,9 @@ _TTY_INTERVAL_S = 0.5
 # Footers read to learn the total: beyond this many files the total is left unknown rather than
 # spending launch time on it (object stores answer a footer read in tens of ms).
 _MAX_FOOTERS = 2000
+# Records arrive a batch at a time (4,096 by default), so the first percent says little about
+# the rate: no time-left estimate before this share of the records is done.
+_MIN_SHARE_FOR_ETA = 0.05
 
 
 def parquet_total_rows(paths: Sequence[str]) -> Optional[int]:
@@ -61,7 +64,7 @@ def plain_line(done: int, total: Optional[int], elapsed: float) -> str:
     else:
         text += " records"
     text += f", {_count(rate)} records/s"
-    if total and rate > 0 and done < total:
+    if total and rate > 0 and _MIN_SHARE_FOR_ETA * total <= done < total:
         text += f", about {_duration((total - done) / rate)} left"
     return text + f" ({_duration(elapsed)} so far)"
 
