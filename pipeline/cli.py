@@ -354,6 +354,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = config_from_args(args)
         check_pipeline_flags_quickly(beam_args, parser)
         check_pipeline_args(beam_args, parser)
+        from pipeline.output_dir import check_output, inspect_output
+
+        if inspect_output(config.output).complete and not config.overwrite:
+            check_output(config.output, config.overwrite)  # the common rerun mistake, said before TensorFlow loads
         _import_tensorflow_without_sklearn()
         from pipeline.run import run_attribution
 
