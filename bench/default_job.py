@@ -6,8 +6,8 @@
 
 Both sides run as whole processes (launch to exit, wall clock) on the same Parquet file:
 
-* pipeline: `python -m pipeline run --model M --input D --output O --input-map features=f0,...,f19`
-  with NO tuning flags (integrated gradients, 64 Gauss-Legendre points, summaries on: the
+* pipeline: `python -m pipeline run --model M --input D --output O`
+  with NO tuning flags and no column mapping (integrated gradients, 64 Gauss-Legendre points, summaries on: the
   defaults a new user gets);
 * script: bench/user_script.py, the ~40-line script such a user would write instead (pyarrow in,
   one tf.function doing Gauss-Legendre IG over 1,024 rows x 64 points per call, Parquet out).
@@ -102,8 +102,8 @@ def timed(command: list[str]) -> dict:
 
 
 def pipeline_command(model: str, data: str, output: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output,
-            "--input-map", "features=" + ",".join(COLUMNS)]
+    # No mapping either: the (20,) input reads the file's 20 numeric columns by default.
+    return [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output]
 
 
 def script_command(model: str, data: str, output: str) -> list[str]:
