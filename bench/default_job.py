@@ -29,10 +29,8 @@ import argparse
 import glob
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -42,7 +40,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from throughput import REPO, _peak_rss_mib, save_results, summarize  # noqa: E402
+from throughput import REPO, save_results, summarize, timed  # noqa: E402
 
 FEATURES = 20
 COLUMNS = [f"f{j}" for j in range(FEATURES)]
@@ -82,23 +80,6 @@ def write_data(path: str, n: int) -> None:
     rng = np.random.default_rng(n)
     rows = x[rng.integers(0, len(x), n)] + rng.normal(scale=0.01, size=(n, FEATURES)).astype(np.float32)
     pq.write_table(pa.table({c: rows[:, j] for j, c in enumerate(COLUMNS)}), path)
-
-
-def timed(command: list[str]) -> dict:
-    """Runs a whole process; wall seconds launch to exit and its peak RSS (MiB)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   env={**os.environ, "PYTHONPATH": REPO})
-        peak = 0.0
-        while process.poll() is None:
-            peak = max(peak, _peak_rss_mib(process.pid))
-            time.sleep(0.02)
-        wall = time.perf_counter() - start
-        if process.returncode != 0:
-            stderr.seek(0)
-            raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
-    return {"wall_seconds": wall, "peak_rss_mib": peak}
 
 
 def pipeline_command(model: str, data: str, output: str) -> list[str]:

@@ -220,10 +220,8 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def pipeline_run(model: str, data: str, output: str, batch_size: int, extra: list[str] | None = None) -> dict[str, float]:
-    command = [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output,
-               "--method", "gradient", "--batch-size", str(batch_size), "--chunk-size", str(batch_size),
-               "--overwrite", *(extra or [])]
+def timed(command: list[str]) -> dict[str, float]:
+    """Runs a whole process from the repository: wall seconds launch to exit and its peak RSS (MiB)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
@@ -235,11 +233,19 @@ def pipeline_run(model: str, data: str, output: str, batch_size: int, extra: lis
         wall = time.perf_counter() - start
         if process.returncode != 0:
             stderr.seek(0)
-            raise RuntimeError(f"pipeline run failed ({' '.join(command)}):\n{stderr.read().decode(errors='replace')[-3000:]}")
+            raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
+    return {"wall_seconds": wall, "peak_rss_mib": peak}
+
+
+def pipeline_run(model: str, data: str, output: str, batch_size: int, extra: list[str] | None = None) -> dict[str, float]:
+    command = [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output,
+               "--method", "gradient", "--batch-size", str(batch_size), "--chunk-size", str(batch_size),
+               "--overwrite", *(extra or [])]
+    measured = timed(command)
     with open(os.path.join(output, "manifest.json")) as handle:
         manifest = json.load(handle)
-    return {"wall_seconds": wall, "pipeline_seconds": manifest["timings"]["pipeline_seconds"],
-            "peak_rss_mib": peak, "records": manifest["counts"]["records_attributed"]}
+    return {**measured, "pipeline_seconds": manifest["timings"]["pipeline_seconds"],
+            "records": manifest["counts"]["records_attributed"]}
 
 
 # ------------------------------------------------------------------------------------------------
