@@ -39,7 +39,7 @@ from transforms.count import COUNTS_FILE
 
 __all__ = [
     "ATTRIBUTIONS_PREFIX", "DEAD_LETTER_PREFIX", "STAGING_PREFIX", "LAUNCH_FILE", "DONE_MARKER", "OWNER_FILE",
-    "OutputState", "inspect_output", "check_output", "check_output_outside_inputs", "claim", "staged_outputs",
+    "OutputState", "is_bookkeeping", "inspect_output", "check_output", "check_output_outside_inputs", "claim", "staged_outputs",
     "stale_staging_dirs", "launched_staging_dirs", "remove_staging", "commit", "done_marker", "write_json", "read_json",
 ]
 
@@ -79,7 +79,8 @@ def _names(directory: str) -> list[str]:
     return sorted({m.path[len(root):].split("/", 1)[0] for m in matched if m.path.startswith(root)})
 
 
-def _is_ours_infrastructure(name: str) -> bool:
+def is_bookkeeping(name: str) -> bool:
+    """Our own files beside the results: ownership record, lock, staging folders."""
     return name in (OWNER_FILE, _OWNER_TEMP, LOCK_FILE) or name.startswith(STAGING_PREFIX)
 
 
@@ -120,7 +121,7 @@ class OutputState:
     @property
     def foreign(self) -> list[str]:
         """Entries that are neither our result files nor our own bookkeeping."""
-        return [n for n in self.names if n not in self.owned and not _is_ours_infrastructure(n)]
+        return [n for n in self.names if n not in self.owned and not is_bookkeeping(n)]
 
 
 def inspect_output(output: str) -> OutputState:
@@ -137,7 +138,7 @@ def inspect_output(output: str) -> OutputState:
         owned = frozenset(_manifest_file_names(manifest))
     else:
         owned = frozenset()
-    ours = record is not None or manifest is not None or all(_is_ours_infrastructure(n) for n in names)
+    ours = record is not None or manifest is not None or all(is_bookkeeping(n) for n in names)
     return OutputState(output, names, owned, manifest, ours)
 
 

@@ -28,7 +28,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
 from pipeline.manifest import finalize_run
 from pipeline.output_dir import (
-    LAUNCH_FILE, STAGING_PREFIX, check_output, check_output_outside_inputs, claim, read_json, remove_staging, stale_staging_dirs,
+    LAUNCH_FILE, STAGING_PREFIX, check_output, check_output_outside_inputs, claim, is_bookkeeping, read_json, remove_staging, stale_staging_dirs,
     write_json,
 )
 from pipeline.output_lock import OutputLock
@@ -227,7 +227,7 @@ def _remove_if_only_ours(output: str) -> None:
     import shutil
 
     names = os.listdir(output) if os.path.isdir(output) else []
-    if all(n.startswith(".") and (n.startswith(STAGING_PREFIX) or n.startswith(".attribution-pipeline")) for n in names):
+    if all(is_bookkeeping(n) for n in names):
         shutil.rmtree(output, ignore_errors=True)
 
 
