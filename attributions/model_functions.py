@@ -22,6 +22,9 @@
   The path arithmetic is compiled with XLA; the model runs on TensorFlow's own kernels.
 
 The model is always called with ``training=False`` (dropout and batch norm in inference mode).
+The functions are traced without AutoGraph: nothing here branches on tensor values, Keras 3 layers
+use explicit control-flow ops (they must run on JAX too), and converting the Keras call graph took
+about 0.3 s of every run's first batch.
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ def build_model_functions(
     input_shapes = tuple(tuple(int(d) for d in shape) for shape in input_shapes)
     signature = tuple(tf.TensorSpec((None, *shape), tf.float32) for shape in input_shapes)
 
-    @tf.function(input_signature=[signature])
+    @tf.function(input_signature=[signature], autograph=False)
     def predict_fn(inputs):
         return _as_matrix(output_fn(tuple(inputs)))  # (B, C)
 
@@ -148,7 +151,7 @@ def build_model_functions(
         grads = tape.gradient(scores, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return scores, tuple(grads), used_targets
 
-    @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)])
+    @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)], autograph=False)
     def gradients_fn(inputs, targets):
         return scores_and_gradients(tuple(inputs), targets)
 
@@ -158,7 +161,7 @@ def build_model_functions(
     # casts and products into one pass each; the model itself keeps TensorFlow's kernels, so the
     # gradients are bit-identical to the plain graph's (XLA's dots differ in the last bits, which
     # flips a ReLU at a kink: 7e-4 relative on one row in 200k against the same model unfused).
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def build_points(baselines, diffs, alphas):
         e, s = tf.shape(baselines[0])[0], tf.shape(alphas)[0]
         points = []
@@ -169,7 +172,7 @@ def build_model_functions(
             points.append(tf.reshape(p, [e * s, *shape]))  # (E*S, *shape)
         return tuple(points)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def weigh(grads, weights, e):
         # (E, S, K) x (S,) -> (E, K), K = prod(shape): a plain batched matrix-vector product.
         s = tf.shape(weights)[0]
@@ -185,6 +188,7 @@ def build_model_functions(
         return weigh(tuple(grads), weights, e)  # each (E, *shape)
 
     path_gradients_fn = tf.function(
-        path_gradients_body, input_signature=[signature, signature, path, path, tf.TensorSpec((None,), tf.int32)]
+        path_gradients_body, input_signature=[signature, signature, path, path, tf.TensorSpec((None,), tf.int32)],
+        autograph=False,
     )
     return ModelFunctions(predict_fn, gradients_fn, path_gradients_fn, input_shapes, int(num_outputs))
