@@ -153,7 +153,7 @@ def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray
     encoded: (n,) bytes (a list, an object array or a tf.string tensor).
     Returns (pixels float32 (n, H, W, C), {index: reason} for the images that could not be used;
     their pixels are 0). The batch is decoded in one compiled call; only when an image in it does
-    not decode are the images decoded one by one to find which.
+    not decode is it split to find which.
     """
     import tensorflow as tf
 
@@ -162,19 +162,24 @@ def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray
     if n == 0:
         return np.zeros((0, *spec.shape), np.float32), {}
     tensor = encoded if isinstance(encoded, tf.Tensor) else tf.constant(list(encoded), tf.string)
+    pixels = np.zeros((n, *spec.shape), np.float32)
+    found = np.full(n, spec.channels, np.int32)
     reasons: dict[int, str] = {}
-    try:
-        pixels, found = (t.numpy() for t in decode(tensor))
-    except tf.errors.InvalidArgumentError:
-        pixels = np.zeros((n, *spec.shape), np.float32)
-        found = np.full(n, spec.channels, np.int32)
-        for i in range(n):
-            try:
-                one_pixels, one_found = decode(tensor[i : i + 1])
-            except tf.errors.InvalidArgumentError as error:
-                reasons[i] = f"is not a decodable image ({_first_line(error.message)})"
-                continue
-            pixels[i], found[i] = one_pixels.numpy()[0], one_found.numpy()[0]
+    # The whole batch in one call; a range holding an image that does not decode is halved until
+    # that image is alone: about 2 log2(n) calls per bad image, instead of n calls one by one.
+    pending = [(0, n)]
+    while pending:
+        start, end = pending.pop()
+        try:
+            part_pixels, part_found = decode(tensor[start:end])
+        except tf.errors.InvalidArgumentError as error:
+            if end - start == 1:
+                reasons[start] = f"is not a decodable image ({_first_line(error.message)})"
+            else:
+                middle = (start + end) // 2
+                pending += [(middle, end), (start, middle)]
+            continue
+        pixels[start:end], found[start:end] = part_pixels.numpy(), part_found.numpy()
     for i in np.flatnonzero(found != spec.channels):
         reasons.setdefault(int(i), f"image has {found[i]} channel(s), expected {spec.channels}")
     return pixels, reasons

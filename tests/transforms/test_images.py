@@ -140,3 +140,15 @@ def test_a_parquet_binary_column_of_images_decodes_and_dead_letters_null_and_bad
     assert decoded.keys.to_pylist() == ["p0", "p3", "p4"]
     expected = np.stack([images[i] for i in (0, 3, 4)]).astype(np.float32) * np.float32(1 / 255)
     np.testing.assert_array_equal(decoded.inputs[0], expected)
+
+
+def test_bad_images_anywhere_in_a_large_batch_are_all_found_and_the_rest_decoded_exactly():
+    images = [_pixels((4, 4, 1), seed) for seed in range(37)]
+    encoded = [encode_png(i) for i in images]
+    bad = [0, 17, 18, 36]
+    for i in bad:
+        encoded[i] = b"junk %d" % i
+    pixels, reasons = decode_images(encoded, ImageSpec(4, 4, 1, 1.0, 0.0))
+    assert sorted(reasons) == bad
+    good = [i for i in range(37) if i not in bad]
+    np.testing.assert_array_equal(pixels[good], np.stack([images[i] for i in good]).astype(np.float32))
