@@ -179,3 +179,35 @@ def test_a_grad_cam_mistake_on_the_command_line_is_one_line_with_status_2(digits
     err = capsys.readouterr().err
     assert err.startswith("error: layer 'nope' is not a layer of the model; its layers are [") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_grad_cam_of_the_logits_for_the_top_two_classes_is_cam_of_the_class_weights(digits_cnn, tmp_path):
+    # The CNN ends in global average pooling and a dense softmax: at its last conv layer, Grad-CAM of
+    # the logit of class t is CAM (Selvaraju et al. section 3.1): ReLU(sum_k W[k, t] A_k) / (h w).
+    import keras
+
+    from pipeline.run import run_attribution
+
+    model_path, images, labels = digits_cnn
+    images = images[100:110]
+    data = _png_tfrecord(tmp_path / "d.tfrecord", images, labels[100:110])
+    config = RunConfig.from_mapping({
+        "model": model_path, "input": data, "output": str(tmp_path / "out"), "key_column": "id", "method": "grad_cam",
+        "images": {COLUMN: {"size": [16, 16], "channels": 1}}, "explain_logits": True, "target": "top_k:2",
+    })
+    manifest = run_attribution(config)
+    assert manifest["counts"]["rows_written"] == 20
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    conv, pool, last_conv, _, dense = model.layers
+    activations = np.asarray(last_conv(pool(conv(_unit(images)))), dtype=np.float64)  # (10, 8, 8, 16)
+    weights, bias = (np.asarray(w, dtype=np.float64) for w in dense.get_weights())
+    logits = activations.mean(axis=(1, 2)) @ weights + bias  # (10, 10)
+    table = read_parquet_dir(tmp_path / "out").to_pylist()
+    for row in table:
+        i = int(row["id"][1:])
+        t = row["target"]
+        assert t in np.argsort(-logits[i])[:2]
+        cam = np.maximum(activations[i] @ weights[:, t], 0.0) / 64.0  # (8, 8)
+        np.testing.assert_allclose(np.reshape(row[f"gradcam_{COLUMN}"], (8, 8)), cam, rtol=1e-4, atol=1e-6)
+        assert row["target_score"] == pytest.approx(logits[i, t], rel=1e-5, abs=1e-5)
+    assert sum(max(row[f"gradcam_{COLUMN}"]) > 0 for row in table) >= 10  # maps with evidence: the check means something
