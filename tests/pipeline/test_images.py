@@ -93,6 +93,7 @@ def test_grad_cam_through_the_command_line_on_png_digits(digits_cnn, tmp_path):
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "report.html").read_text()
     assert f'alt="exemplars {COLUMN}"' in html  # the maps overlaid on the decoded images
+    assert "The maps are Grad-CAM at layer last_conv (8&times;8), upsampled (bilinear) to the image" in html
 
 
 def test_integrated_gradients_on_decoded_png_equal_those_on_the_same_pixels_as_floats(digits_cnn, tmp_path):
