@@ -174,7 +174,7 @@ def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray
             part_pixels, part_found = decode(tensor[start:end])
         except tf.errors.InvalidArgumentError as error:
             if end - start == 1:
-                reasons[start] = f"is not a decodable image ({_first_line(error.message)})"
+                reasons[start] = f"is not a decodable image ({_reason(error.message)})"
             else:
                 middle = (start + end) // 2
                 pending += [(middle, end), (start, middle)]
@@ -185,7 +185,7 @@ def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray
     return pixels, reasons
 
 
-def _first_line(message: str) -> str:
+def _reason(message: str) -> str:
     """TensorFlow's reason in an error message, without the graph's trace ('Graph execution
     error', 'Detected at node', 'File ...', '[[{{node ...}}]]')."""
     noise = ("Graph execution error", "Detected at node", "File ", "[[")
