@@ -157,7 +157,8 @@ def write_image_tfrecord(path, encoded: list, ids=None, labels=None, feature_nam
 
 
 def train_digits_cnn(path, images: np.ndarray, labels: np.ndarray, epochs: int = 3, seed: int = 0):
-    """A small CNN (conv, pool, conv 'last_conv', global average pooling, softmax) trained on
+    """A small CNN (conv, pool, conv 'last_conv', global average pooling, dense softmax 'scores'; named
+    layers, so names do not depend on what else the process built) trained on
     uint8 images scaled to [0, 1] (seeded, a few seconds); saved to `path`."""
     import keras
 
@@ -165,11 +166,11 @@ def train_digits_cnn(path, images: np.ndarray, labels: np.ndarray, epochs: int =
     model = keras.Sequential(
         [
             keras.Input(images.shape[1:], name="pixels"),
-            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="first_conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
             keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(10, activation="softmax"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(10, activation="softmax", name="scores"),
         ]
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

@@ -154,8 +154,9 @@ def test_launcher_errors_say_what_was_seen_and_how_to_fix_it(digits_cnn, tmp_pat
     model_path, images, labels = digits_cnn
     data = _png_tfrecord(tmp_path / "d.tfrecord", images[:3], labels[:3])
     image = {COLUMN: {"size": [16, 16], "channels": 1}}
-    with pytest.raises(ValueError, match=r"layer 'dense' outputs \(None, 10\); pass a convolutional layer with --layer \(4-D layers: "):
-        _plan(model_path, data, tmp_path / "o", method="grad_cam", images=image, layers=["dense"])
+    with pytest.raises(ValueError, match=r"layer 'scores' outputs \(None, 10\); pass a convolutional layer with --layer "
+                                         r"\(4-D layers: \['first_conv', 'pool', 'last_conv'\]\)"):
+        _plan(model_path, data, tmp_path / "o", method="grad_cam", images=image, layers=["scores"])
     with pytest.raises(ValueError, match=r"decoded to 8x8x1 .* model input 'pixels' has shape \(16, 16, 1\); set images.image/encoded.size"):
         _plan(model_path, data, tmp_path / "o", images={COLUMN: {"size": [8, 8], "channels": 1}})
     with pytest.raises(ValueError, match=r"images configures column\(s\) \['thumbnail'\], which no model input reads"):
