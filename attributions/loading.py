@@ -109,6 +109,7 @@ class LoadedModel:
         if activation_name in _LOGIT_ACTIVATIONS:
             # This process owns the loaded copy: switching its last activation off is safe.
             layer.activation = keras.activations.linear
+            layer._logits_switched = True  # attributions.grad_cam reads the switched layer's output as the logits
             return lambda inputs: self._call_all(inputs)[index]
         raise ValueError(
             f"explain_logits was requested but output {name!r} comes from layer {layer.name!r} with "

@@ -58,6 +58,8 @@ class Attributions:
     # gradient evaluations spent on the row and bool (B,) completeness_error <= target.
     steps_used: Optional[np.ndarray] = None
     completeness_met: Optional[np.ndarray] = None
+    # Grad-CAM only (attributions.grad_cam): float32 (B, h, w) maps at the layer's resolution.
+    layer_maps: Optional[np.ndarray] = None
 
 
 def relative_delta(delta: np.ndarray, output_change: np.ndarray) -> np.ndarray:

@@ -166,6 +166,16 @@ def _is_top_k(run: RunResult) -> bool:
     return str(run.manifest["settings"].get("target", "")).startswith("top_k")
 
 
+def _grad_cam_note(run: RunResult) -> str:
+    """What the panels show for a grad_cam run: the layer's map, upsampled, over the decoded image."""
+    cam = run.manifest.get("model", {}).get("grad_cam")
+    if not cam:
+        return ""
+    h, w = cam["layer_shape"][:2]
+    return (f" The maps are Grad-CAM at layer {html.escape(str(cam['layer']))} ({h}&times;{w}), upsampled (bilinear) to "
+            "the image and drawn over it; they are never negative (ReLU).")
+
+
 def _section_exemplars(run: RunResult) -> str:
     images = _image_features(run)
     table = _distinct(run.exemplars.to_pylist())
@@ -176,7 +186,7 @@ def _section_exemplars(run: RunResult) -> str:
     ranks = " Rows are each record's top class (rank 1) only: the runners-up of a top_k run would fill the lowest scores." if _is_top_k(run) else ""
     parts = ["<h2>Examples</h2>", '<p class="note">Highest and lowest explained scores, and the most and least faithful '
              "rows (smallest and largest completeness error), at most one per explained class and criterion: the rows "
-             f"nearest an extreme are mostly near copies of one class's most typical input.{ranks}{colours}</p>"]
+             f"nearest an extreme are mostly near copies of one class's most typical input.{ranks}{colours}{_grad_cam_note(run)}</p>"]
     offsets = np.cumsum([0] + [f["length"] for f in run.summary["features"]])
     by_criterion: dict[str, list] = {}
     for row in table:

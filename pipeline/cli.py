@@ -37,6 +37,15 @@ def _input_map(value: str) -> tuple[str, Any]:
     return name, parts[0] if len(parts) == 1 and "," not in columns else parts
 
 
+def _image(value: str) -> tuple[str, Any]:
+    from transforms.images import parse_image_flag
+
+    try:
+        return parse_image_flag(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _param(value: str) -> tuple[str, str]:
     name, sep, text = value.partition("=")
     if not sep or not name:
@@ -59,7 +68,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--input", action="append", metavar="PATH_OR_GLOB", help="Parquet or TFRecord file or glob (local or gs://); repeat for several.")
     add("--output", metavar="FOLDER", help="output directory for Parquet files, dead letters and manifest.json.")
     add("--input-format", choices=["auto", "tfrecord", "parquet"], help="default: from the extension.")
-    add("--method", metavar="METHOD", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients.")
+    add("--method", metavar="METHOD", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients | grad_cam.")
     add("--target", metavar="TARGET", help="predicted (default) | INDEX | label:COLUMN | top_k:K.")
     add("--key-column", metavar="COLUMN", help="column carried to the output as the key (default: '<file>:<index>').")
     add("--passthrough-columns", "--passthrough", action="append", dest="passthrough_columns", metavar="COLUMN",
@@ -68,6 +77,14 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         help="which columns a model input reads: INPUT=COLUMN (a list/tensor column), INPUT=COL1,COL2,... (scalar "
              "columns, in order) or a glob INPUT='f*' (file order); repeat per input. Default: the column named like the "
              "input, or for a (k,) input the k numeric columns that are not key/pass-through/label/slice (--input-map also works).")
+    add("--image", action="append", type=_image, dest="images", metavar="COLUMN:HxWxC[:PRESET|:SCALE,OFFSET]",
+        help="COLUMN holds encoded JPEG/PNG images (a TFRecord bytes feature such as image/encoded, or a Parquet binary "
+             "column): decode them, resize to HxW (bilinear) with C channels and scale: pixel = value * SCALE + OFFSET, or a "
+             "PRESET: unit (1/255, 0; the default), symmetric (1/127.5, -1), raw (1, 0). An image that does not decode or has "
+             "another channel count is dead-lettered. Repeat per column (config: images: {COLUMN: {size: [H, W], channels: C, ...}}).")
+    add("--layer", action="append", dest="layers", metavar="LAYER",
+        help="grad_cam: the convolutional layer (4-D output) whose activations are weighted (default: the last such layer "
+             "before the output); config key layers: [LAYER].")
     add("--output-name", metavar="NAME", help="which model output to explain (multi-output models).")
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
@@ -246,6 +263,9 @@ def config_from_args(args: argparse.Namespace):
             flags[name] = [c for item in flags[name] for c in item.split(",") if c]
     if "inputs" in flags:
         flags["inputs"] = dict(flags["inputs"])
+    if "images" in flags:
+        configured = values.get("images") if isinstance(values.get("images"), dict) else {}
+        flags["images"] = {**configured, **dict(flags["images"])}
     if "params" in flags:
         configured = values.get("params") if isinstance(values.get("params"), dict) else {}
         flags["params"] = {**configured, **dict(flags["params"])}

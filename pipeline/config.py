@@ -20,13 +20,14 @@ import yaml
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB
 from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULES, check_adaptive_settings
 from attributions.targets import TargetSpec
+from transforms.images import ImageSpec, image_spec
 
 __all__ = [
     "RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "BaselineSpec", "fill_template",
     "fill_path_templates",
 ]
 
-METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "expected_gradients")
+METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "expected_gradients", "grad_cam")
 INPUT_FORMATS = ("auto", "tfrecord", "parquet")
 SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -62,6 +63,12 @@ class RunConfig:
     key_column: Optional[str] = None
     passthrough_columns: tuple[str, ...] = ()
     inputs: Mapping[str, Union[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Image columns (encoded JPEG/PNG bytes): column -> how it is decoded, resized and scaled
+    # ({size: [H, W], channels: C, preset or scale/offset}; transforms.images).
+    images: Mapping[str, ImageSpec] = field(default_factory=dict)
+    # Layers to attribute at. grad_cam: at most one, the convolutional layer whose activations are
+    # weighted (default: the last layer with a 4-D output before the model's output).
+    layers: tuple[str, ...] = ()
     output_name: Optional[str] = None
     explain_logits: bool = False
     target: str = "predicted"
@@ -133,6 +140,8 @@ class RunConfig:
         values["input"] = _string_tuple(values["input"], "input")
         values["passthrough_columns"] = _string_tuple(values.get("passthrough_columns", ()), "passthrough_columns")
         values["inputs"] = _input_mapping(values.get("inputs") or {})
+        values["images"] = _image_mapping(values.get("images") or {})
+        values["layers"] = _string_tuple(values.get("layers", ()), "layers")
         values["slice_columns"] = _string_tuple(values.get("slice_columns", ()), "slice_columns")
         if isinstance(values.get("date"), datetime.date):  # YAML reads an unquoted 2026-11-27 as a date
             values["date"] = values["date"].isoformat()
@@ -167,6 +176,16 @@ class RunConfig:
         if self.check_duplicate_keys and not self.key_column:
             raise ValueError(
                 "check_duplicate_keys needs a key_column: synthesized '<file>:<index>' keys are unique."
+            )
+        if self.layers and self.method != "grad_cam":
+            raise ValueError(
+                f"layers {list(self.layers)} is given, but in this version a layer is read only by method 'grad_cam' "
+                f"(method is {self.method!r}); use --method grad_cam, or drop --layer."
+            )
+        if len(self.layers) > 1:
+            raise ValueError(
+                f"grad_cam weighs the activations of one layer; got layers {list(self.layers)}. Give one --layer "
+                f"(a layer with a 4-D (batch, height, width, channels) output), or none for the last such layer."
             )
         self.target_spec()  # parses and validates the target
         self._validate_method_settings()
@@ -226,7 +245,7 @@ class RunConfig:
             if isinstance(value, tuple):
                 value = list(value)
             elif isinstance(value, Mapping):
-                value = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+                value = {k: list(v) if isinstance(v, tuple) else v.describe() if isinstance(v, ImageSpec) else v for k, v in value.items()}
             result[f.name] = value
         return result
 
@@ -351,6 +370,15 @@ def _input_mapping(value: Any) -> dict[str, Union[str, tuple[str, ...]]]:
                 f"inputs[{name!r}] must be a column name or a non-empty list of column names; got {columns!r}."
             )
     return mapping
+
+
+def _image_mapping(value: Any) -> dict[str, ImageSpec]:
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"images must map image columns to their decoding, e.g. images: {{image/encoded: {{size: [28, 28], channels: 1}}}} "
+            f"(or --image image/encoded:28x28x1); got {value!r}."
+        )
+    return {str(column): image_spec(str(column), entry) for column, entry in value.items()}
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")

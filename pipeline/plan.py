@@ -24,8 +24,9 @@ from audit.summary import FeatureSpec, SummarySpec
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
-from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
+from transforms.output import PATH_METHODS, RESERVED_COLUMNS, grad_cam_column_name, output_schema
 from transforms.read import detect_format, tfrecord_compression
+from transforms.images import ImageSpec
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
 
 __all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec", "describe_mapping"]
@@ -170,6 +171,9 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
                     f"{_candidates_note(name, shape, config, catalog)}; {hint}"
                 )
             source = catalog[columns]
+            if columns in config.images:
+                specs.append(ModelInputSpec(name, tuple(shape), (_image_column(name, tuple(shape), source, config.images[columns]),)))
+                continue
             _check_numeric(source)
             if source.is_list:
                 if source.length is not None and source.length != size:
@@ -199,7 +203,36 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
                     raise ValueError(f"column {c!r} is a list; a model input mapped to several columns needs scalar columns.")
             column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list") for c in columns)
         specs.append(ModelInputSpec(name, tuple(shape), column_specs))
+    used = {c.name for spec in specs for c in spec.columns}
+    unused = sorted(set(config.images) - used)
+    if unused:
+        raise ValueError(
+            f"images configures column(s) {unused}, which no model input reads (model inputs: "
+            f"{ {s.name: [c.name for c in s.columns] for s in specs} }); map one with --inputs INPUT=COLUMN (inputs: {{INPUT: COLUMN}}), or drop it from images."
+        )
     return tuple(specs)
+
+
+def _image_column(name: str, shape: tuple, source: _SourceColumn, image: ImageSpec) -> ColumnSpec:
+    """The ColumnSpec of an image column feeding model input `name`: the column must hold one
+    byte string per record and the model input must have the decoded shape (H, W, C)."""
+    binary = (source.kind == "bytes_list" and source.length == 1) if source.kind else (
+        pa.types.is_binary(source.arrow_type) or pa.types.is_large_binary(source.arrow_type)
+    )
+    if not binary:
+        held = f"a TFRecord {source.kind} feature with {source.length} values" if source.kind else f"type {source.arrow_type}"
+        raise ValueError(
+            f"image column {source.name!r} holds {held}; an image column must hold one encoded image (JPEG/PNG bytes) per "
+            f"record: a TFRecord bytes feature or a Parquet binary column. Drop it from images to read it as numbers."
+        )
+    if tuple(shape) != image.shape:
+        raise ValueError(
+            f"image column {source.name!r} is decoded to {image.shape[0]}x{image.shape[1]}x{image.shape[2]} (size "
+            f"[{image.height}, {image.width}], channels {image.channels}) but model input {name!r} has shape {tuple(shape)}; "
+            f"set images.{source.name}.size/channels to the model's (--image {source.name}:"
+            f"{'x'.join(str(d) for d in shape) if len(shape) == 3 else 'HxWxC'})."
+        )
+    return ColumnSpec(source.name, math.prod(shape), True, "bytes_list", image)
 
 
 def _columns_for(
@@ -211,6 +244,8 @@ def _columns_for(
     mapped = config.inputs.get(name)
     if mapped is not None:
         return _expand_globs(name, mapped, catalog)
+    if name not in catalog and len(shape) == 3 and len(model_inputs) == 1 and len(config.images) == 1:
+        return next(iter(config.images))  # one image input, one image column
     if name in catalog or len(shape) != 1:
         return name
     candidates = _tabular_candidates(config, catalog)
@@ -302,6 +337,8 @@ def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, cat
             raise ValueError(f"label column {target.column!r} has type {label.arrow_type}; target labels must be integers.")
     key_name = config.key_column or "key"
     attribution_columns = {f"attr_{c.name}" for spec in model_inputs for c in spec.columns}
+    if config.method == "grad_cam":
+        attribution_columns |= {grad_cam_column_name(c.name) for spec in model_inputs for c in spec.columns}
     names = [key_name, *config.passthrough_columns, *_extra_slice_columns(config)]
     clashes = sorted({n for n in names if n in RESERVED_COLUMNS or n in attribution_columns} | {n for n in names if names.count(n) > 1})
     if clashes:
@@ -372,6 +409,28 @@ def _method_params(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def _grad_cam_parameters(model: LoadedModel, config: RunConfig, schema: RecordSchema) -> dict[str, Any]:
+    """grad_cam: the layer it reads (checked here: a Keras model with one (H, W, C) input and a
+    4-D layer before the output) and that layer's output shape (h, w, K)."""
+    if model.kind != "keras":
+        raise ValueError(
+            f"grad_cam reads a layer's activations, which needs a Keras model (.keras/.h5); {config.model!r} is a "
+            f"SavedModel. Attribute the Keras file, or use another method."
+        )
+    if len(schema.model_inputs) != 1 or len(schema.model_inputs[0].shape) != 3 or len(schema.model_inputs[0].columns) != 1:
+        shapes = {spec.name: spec.shape for spec in schema.model_inputs}
+        raise ValueError(
+            f"grad_cam explains a model with one image input (height, width, channels) read from one column; this model's "
+            f"inputs are {shapes}. Use another method (e.g. integrated_gradients) for it."
+        )
+    from attributions.grad_cam import GradCam, conv_layer, explained_output
+
+    keras_model = model._keras_model
+    layer = conv_layer(keras_model, config.layers[0] if config.layers else None)
+    cam = GradCam(keras_model, layer, explained_output(keras_model, model.output_index(config.output_name), config.explain_logits))
+    return {"layer": cam.layer_name, "layer_shape": list(cam.layer_shape)}
+
+
 def resolve_plan(config: RunConfig) -> RunPlan:
     """Validates `config` against the real input and model; see the module docstring."""
     input_files = match_files(config.input)
@@ -392,10 +451,14 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         reference_format = detect_format([reference_path], "auto")
         load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
 
+    method_params = _method_params(config)
+    if config.method == "grad_cam":
+        method_params.update(_grad_cam_parameters(model, config, schema))
+
     fingerprint = model.sha256  # of the bytes loaded here; workers check theirs against it
     metadata = {
         "attribution.method": config.method,
-        "attribution.parameters": _method_params(config),
+        "attribution.parameters": method_params,
         "attribution.target": config.target_spec().describe(),
         "attribution.baseline": config.setting("baseline") if baseline is not None else None,
         "attribution.model_path": config.model,
@@ -410,7 +473,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         schema=schema,
         output_schema=output_schema(schema, config.method, {k: v for k, v in metadata.items() if v is not None},
                                     adaptive=config.method == "integrated_gradients" and config.completeness_target is not None),
-        method_params=_method_params(config),
+        method_params=method_params,
         chunk_size=config.chunk_size,
         chunk_memory_mib=config.chunk_memory_mib,
         output_name=config.output_name,

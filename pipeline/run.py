@@ -106,6 +106,19 @@ def _job_reference(result, options: PipelineOptions) -> dict[str, Optional[str]]
     return {"job_id": job_id, "job_url": url}
 
 
+def _grad_cam_description(plan: RunPlan) -> dict[str, Any]:
+    """grad_cam: the layer read and the shapes of the two map columns (transforms.output)."""
+    if plan.config.method != "grad_cam":
+        return {}
+    params = plan.settings.method_params
+    (spec,) = plan.schema.model_inputs
+    (column,) = spec.columns
+    return {"grad_cam": {
+        "layer": params["layer"], "layer_shape": params["layer_shape"],
+        "columns": {f"gradcam_{column.name}": params["layer_shape"][:2], f"attr_{column.name}": list(spec.shape)},
+    }}
+
+
 def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], started: float, planned: float) -> dict[str, Any]:
     config = plan.config
     return {
@@ -116,7 +129,8 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
                   "mapping": describe_mapping(plan.schema)},
         # outputs: the explained output's width (1: a scalar score, e.g. a sigmoid; the report
         # then shows its distribution instead of class shares).
-        "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs},
+        "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs,
+                  **_grad_cam_description(plan)},
         "started": started,
         "planned": planned,
     }

@@ -26,3 +26,14 @@ def tabular_data(tmp_path):
     labels = rng.integers(0, 3, size=40)
     path = write_tabular_parquet(tmp_path / "data.parquet", features, ids=ids, labels=labels)
     return path, features, ids, labels
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(tmp_path_factory):
+    """(model path, uint8 images (300, 16, 16, 1), labels): a small CNN trained on scikit-learn's
+    digits upscaled to 16 x 16, shared by the image tests (training takes seconds)."""
+    from helpers import digits_uint8, train_digits_cnn
+
+    images, labels = digits_uint8(300)
+    path = train_digits_cnn(tmp_path_factory.mktemp("digits") / "digits_cnn.keras", images, labels)
+    return path, images, labels

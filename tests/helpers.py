@@ -99,3 +99,81 @@ def read_parquet_dir(directory, prefix: str = "attributions") -> pa.Table:
 
 def rows_by_key(table: pa.Table, key: str = "id") -> dict:
     return {row[key]: row for row in table.to_pylist()}
+
+
+def bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w, ...) -> (height, width, ...) float64, bilinear with half-pixel centers and no
+    antialiasing, written out in numpy (TensorFlow's `resize_bilinear(half_pixel_centers=True)`
+    rule: source = (i + 0.5) * in/out - 0.5, neighbours clamped to the edge)."""
+
+    def axis(out: int, size: int):
+        source = (np.arange(out) + 0.5) * (size / out) - 0.5
+        floor = np.floor(source)
+        lower = np.clip(floor, 0, size - 1).astype(int)
+        upper = np.clip(np.ceil(source), 0, size - 1).astype(int)
+        return lower, upper, source - floor
+
+    image = np.asarray(image, dtype=np.float64)
+    y0, y1, fy = axis(height, image.shape[0])
+    x0, x1, fx = axis(width, image.shape[1])
+    extra = (1,) * (image.ndim - 2)
+    fy, fx = fy.reshape(-1, 1, *extra), fx.reshape(1, -1, *extra)
+    top = image[y0][:, x0] * (1 - fx) + image[y0][:, x1] * fx
+    bottom = image[y1][:, x0] * (1 - fx) + image[y1][:, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 (h, w, c) -> PNG bytes."""
+    import tensorflow as tf
+
+    return tf.io.encode_png(np.asarray(pixels, dtype=np.uint8)).numpy()
+
+
+def digits_uint8(count: int = 300, upscale: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 (count, 8*upscale, 8*upscale, 1) images (0..16 scaled to
+    0..255, each pixel repeated upscale x upscale times) and int64 labels (count,)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images[:count] * 255 / 16).astype(np.uint8)
+    images = np.kron(images, np.ones((1, upscale, upscale), dtype=np.uint8))[..., None]
+    return images, digits.target[:count].astype(np.int64)
+
+
+def write_image_tfrecord(path, encoded: list, ids=None, labels=None, feature_name: str = "image/encoded"):
+    """One tf.train.Example per encoded image: a bytes feature, optional bytes id and int64 label."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, data in enumerate(encoded):
+            feature = {feature_name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}
+            if ids is not None:
+                feature["id"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(ids[i]).encode()]))
+            if labels is not None:
+                feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])]))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return str(path)
+
+
+def train_digits_cnn(path, images: np.ndarray, labels: np.ndarray, epochs: int = 3, seed: int = 0):
+    """A small CNN (conv, pool, conv 'last_conv', global average pooling, dense softmax 'scores'; named
+    layers, so names do not depend on what else the process built) trained on
+    uint8 images scaled to [0, 1] (seeded, a few seconds); saved to `path`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(images.shape[1:], name="pixels"),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="first_conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(10, activation="softmax", name="scores"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(images.astype(np.float32) / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
+    model.save(str(path))
+    return str(path)

@@ -114,6 +114,13 @@ class AttributionEngine:
             self._references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
         if settings.method == "expected_gradients":
             self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
+        self._grad_cam = None
+        if settings.method == "grad_cam":
+            from attributions.grad_cam import GradCam, conv_layer, explained_output
+
+            keras_model = model._keras_model
+            output = explained_output(keras_model, model.output_index(settings.output_name), settings.explain_logits)
+            self._grad_cam = GradCam(keras_model, conv_layer(keras_model, settings.method_params["layer"]), output)
 
     def _baselines(self) -> tuple:
         """One (*shape) (or (1, *shape)) array per model input, broadcast over a batch."""
@@ -155,6 +162,12 @@ class AttributionEngine:
         s, p = self.settings, self.settings.method_params
         if s.method in _GRADIENT_METHODS:
             return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
+        if s.method == "grad_cam":
+            maps, upsampled, _ = self._grad_cam(inputs[0], targets, self.chunk_size)  # (R, h, w), (R, H, W)
+            channels = inputs[0].shape[-1]
+            # attr_<column> keeps the column's (H, W, C) layout: the upsampled map in every channel.
+            attribution = np.repeat(upsampled[..., np.newaxis], channels, axis=-1)  # (R, H, W, C)
+            return Attributions((attribution,), layer_maps=maps)
         if s.method == "integrated_gradients" and p.get("completeness_target") is not None:
             return adaptive_integrated_gradients(
                 self.fns, inputs, self._baselines(), targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],

@@ -6,7 +6,12 @@ One row per record (per record x class for target mode top_k):
   target                   int32, the output index explained
   target_score             float32, the model output explained, F(x)[target]
   attr_<column>            float32 for a scalar source column; list<float32> (row-major) for a
-                           tensor column
+                           tensor column. An image column (transforms.images) is a tensor column of
+                           its decoded pixels, H x W x C. grad_cam: the Grad-CAM map upsampled
+                           (bilinear) to the input's H x W, the same value in each of the C
+                           channels (so it keeps the column's H x W x C layout and overlays the image)
+  gradcam_<column>         list<float32>, grad_cam only: the map at the layer's resolution, h x w
+                           row-major (h, w in the metadata: attribution.parameters.layer_shape)
   convergence_delta        float32, sum(attr) - (F(x) - F(baseline))      (path methods)
   convergence_delta_rel    float32, |delta| / max(|F(x) - F(baseline)|, 1e-6)   (path methods)
   completeness_error       float32, |delta| / max(|F(x) - F(baseline)|, sum|attr|, 1e-6) (path methods;
@@ -31,7 +36,7 @@ import pyarrow as pa
 from attributions.result import Attributions, relative_delta
 from transforms.records import DecodedBatch, RecordSchema
 
-__all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_column_name"]
+__all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_column_name", "grad_cam_column_name"]
 
 PATH_METHODS = ("integrated_gradients", "expected_gradients")
 RESERVED_COLUMNS = (
@@ -44,6 +49,10 @@ def attribution_column_name(source_column: str) -> str:
     return f"attr_{source_column}"
 
 
+def grad_cam_column_name(source_column: str) -> str:
+    return f"gradcam_{source_column}"
+
+
 def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = None, adaptive: bool = False) -> pa.Schema:
     """The attribution rows' Arrow schema; `metadata` values are stored as JSON strings.
     adaptive: integrated gradients with a completeness target (steps_used, completeness_met)."""
@@ -54,6 +63,8 @@ def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = 
     for column in schema.source_columns:
         arrow_type = pa.list_(pa.float32()) if column.is_list else pa.float32()
         fields.append(pa.field(attribution_column_name(column.name), arrow_type))
+    if method == "grad_cam":
+        fields += [pa.field(grad_cam_column_name(c.name), pa.list_(pa.float32())) for c in schema.source_columns]
     if method in PATH_METHODS:
         fields += [pa.field("convergence_delta", pa.float32()), pa.field("convergence_delta_rel", pa.float32()),
                    pa.field("completeness_error", pa.float32())]
@@ -103,6 +114,10 @@ def attribution_table(
             block = flat[:, offset : offset + column.length]
             offset += column.length
             columns[attribution_column_name(column.name)] = _float_list(block) if column.is_list else pa.array(block[:, 0])
+    if result.layer_maps is not None:  # grad_cam: one model input, read from one column
+        maps = np.asarray(result.layer_maps, dtype=np.float32).reshape(rows, -1)  # (R, h*w)
+        finite &= np.isfinite(maps).all(axis=1)
+        columns[grad_cam_column_name(schema.source_columns[0].name)] = _float_list(maps)
     if result.convergence_delta is not None:
         finite &= np.isfinite(result.convergence_delta)
         columns["convergence_delta"] = pa.array(result.convergence_delta.astype(np.float32))

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.images import ImageSpec, decode_images
+
 __all__ = [
     "parquet_schema_problem",
     "ColumnSpec",
@@ -42,12 +44,15 @@ class ColumnSpec:
 
     length: values per record (1 for a scalar column); is_list: the source holds a list per record
     (its attribution column is then list<float32>, row-major); kind: the TFRecord feature kind.
+    image: set for an image column: the source holds one encoded image per record (a TFRecord
+    bytes feature or a Parquet binary column), decoded to `length` = H*W*C values (transforms.images).
     """
 
     name: str
     length: int
     is_list: bool
     kind: str = "float_list"
+    image: Optional[ImageSpec] = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,10 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
         if column.name not in names:
             return f"column {column.name!r} is missing (the first input file has it)"
         arrow_type = _plain_type(arrow_schema.field(column.name).type)
+        if column.image is not None:
+            if not _is_binary_type(arrow_type):
+                return f"column {column.name!r} has type {arrow_type}, expected binary (encoded images) as in the first input file"
+            continue
         value_type = arrow_type.value_type if _is_list_type(arrow_type) else arrow_type
         if _is_list_type(arrow_type) != column.is_list or not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
             expected = "a list of numbers" if column.is_list else "a number"
@@ -233,14 +242,39 @@ def _arrow_column(table: pa.Table, name: str) -> pa.Array:
     return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
 
 
+def _is_binary_type(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)
+
+
+def _image_values(encoded: np.ndarray, spec: ColumnSpec, rows: np.ndarray, problems: _Problems) -> np.ndarray:
+    """float32 (n, H*W*C) pixels of the encoded images `encoded` (n,) (bytes, None for null),
+    aligned with record indices `rows`; a null, undecodable or wrong-channel image dead-letters its
+    record (pixels 0)."""
+    present = np.array([e is not None for e in encoded], dtype=bool) if encoded.dtype == object else np.ones(len(encoded), bool)
+    problems.add(rows[~present], lambda r: f"column {spec.name!r} is null")
+    values = np.zeros((len(encoded), spec.length), dtype=np.float32)
+    if present.any():
+        pixels, reasons = decode_images(encoded[present] if not present.all() else encoded, spec.image)
+        values[present] = pixels.reshape(len(pixels), -1)
+        where = np.flatnonzero(present)
+        for i, reason in reasons.items():
+            problems.add([rows[where[i]]], lambda r, reason=reason: f"column {spec.name!r} {reason}")
+    return values
+
+
 def _is_list_type(arrow_type: pa.DataType) -> bool:
     return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type)
 
 
 def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
-    """float32 (n, length) values of a numeric or list column; bad rows filled with 0."""
+    """float32 (n, length) values of a numeric or list column (or the pixels of an image
+    column); bad rows filled with 0."""
     column = _arrow_column(table, spec.name)
     n = len(column)
+    if spec.image is not None:
+        if not _is_binary_type(column.type):
+            raise ValueError(f"image column {spec.name!r} holds {column.type} values; expected binary (encoded images).")
+        return _image_values(column.to_numpy(zero_copy_only=False), spec, np.arange(n), problems)
     if (
         pa.types.is_fixed_size_list(column.type)
         and column.type.list_size == spec.length
@@ -302,7 +336,10 @@ def _parse_examples(serialized, schema: RecordSchema) -> dict:
     """tf.io.parse_example over the whole batch -> numpy arrays by feature name."""
     import tensorflow as tf
 
-    features = {c.name: tf.io.FixedLenFeature([c.length], getattr(tf, _TF_DTYPES[c.kind])) for c in schema.source_columns}
+    features = {
+        c.name: tf.io.FixedLenFeature([], tf.string) if c.image is not None else tf.io.FixedLenFeature([c.length], getattr(tf, _TF_DTYPES[c.kind]))
+        for c in schema.source_columns
+    }
     for f in (schema.key, schema.label, *schema.passthrough):
         if f is not None:
             features[f.name] = tf.io.FixedLenFeature([], getattr(tf, _TF_DTYPES[f.kind]))
@@ -333,7 +370,7 @@ def _example_problem(serialized: bytes, schema: RecordSchema) -> Optional[str]:
     if other is not None:
         return other
     feature_map = example.features.feature
-    expected = [(c.name, c.kind, c.length) for c in schema.source_columns]
+    expected = [(c.name, "bytes_list", 1) if c.image is not None else (c.name, c.kind, c.length) for c in schema.source_columns]
     expected += [(f.name, f.kind, 1) for f in (schema.key, schema.label, *schema.passthrough) if f is not None]
     for name, kind, length in expected:
         if name not in feature_map:
@@ -462,7 +499,10 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
         fields = {f.name: _arrow_column(raw.table, f.name) for f in (schema.key, schema.label, *schema.passthrough) if f}
     else:
         parsed, rows = _parse_tfrecord(raw, schema, problems)
-        values = {c.name: parsed[c.name].astype(np.float32, copy=False) for c in schema.source_columns} if len(rows) else {}
+        values = {
+            c.name: _image_values(parsed[c.name], c, rows, problems) if c.image is not None else parsed[c.name].astype(np.float32, copy=False)
+            for c in schema.source_columns
+        } if len(rows) else {}
         fields = {
             f.name: _string_or_number_array(parsed[f.name])
             for f in (schema.key, schema.label, *schema.passthrough)

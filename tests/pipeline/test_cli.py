@@ -221,3 +221,24 @@ def test_completeness_target_flags_reach_the_config():
     assert (config.completeness_target, config.max_steps, config.setting("steps")) == (0.01, 512, 8)
     plain = config_from_args(build_parser().parse_args(["run", "--model", "m.keras", "--input", "x.parquet", "--output", "o"]))
     assert plain.completeness_target is None and "max_steps" not in plain.to_dict()
+
+
+def test_image_and_layer_flags_reach_the_config(tmp_path):
+    from pipeline.cli import build_parser, config_from_args
+    from transforms.images import ImageSpec
+
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump({"images": {"thumb": {"size": [4, 4], "channels": 3}}}))
+    args, _ = build_parser().parse_known_args([
+        "run", "--config", str(config_file), "--model", "m.keras", "--input", "d.tfrecord", "--output", "o",
+        "--method", "grad_cam", "--layer", "conv", "--image", "image/encoded:28x28x1:0.5,-1",
+    ])
+    config = config_from_args(args)
+    assert config.layers == ("conv",)
+    assert config.images == {"thumb": ImageSpec(4, 4, 3, 1 / 255, 0.0), "image/encoded": ImageSpec(28, 28, 1, 0.5, -1.0)}
+
+
+def test_a_malformed_image_flag_is_a_usage_error_that_shows_the_form(capsys):
+    with __import__("pytest").raises(SystemExit):
+        main(["run", "--model", "m.keras", "--input", "d", "--output", "o", "--image", "img:28x28"])
+    assert "--image expects COLUMN:HxWxC" in capsys.readouterr().err

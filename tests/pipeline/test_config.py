@@ -199,3 +199,29 @@ def test_the_former_flag_names_are_accepted_as_setting_names():
     assert (dict(config.inputs), config.passthrough_columns, config.slice_columns) == ({"x": ("a", "b")}, ("p",), ("s",))
     with pytest.raises(ValueError, match="gives both 'passthrough' and 'passthrough_columns', two names of one setting"):
         RunConfig.from_mapping({**BASE, "passthrough": ["p"], "passthrough_columns": ["q"]})
+
+
+def test_image_columns_are_typed_once_and_round_trip_through_the_manifest_settings():
+    from transforms.images import ImageSpec
+
+    config = RunConfig.from_mapping({**BASE, "images": {"image/encoded": {"size": [28, 28], "channels": 1, "preset": "symmetric"}}})
+    assert config.images == {"image/encoded": ImageSpec(28, 28, 1, 1 / 127.5, -1.0)}
+    settings = config.to_dict()
+    assert settings["images"] == {"image/encoded": {"size": [28, 28], "channels": 1, "scale": 1 / 127.5, "offset": -1.0}}
+    assert RunConfig.from_mapping(settings).images == config.images  # finalize rebuilds the config from the manifest
+    with pytest.raises(ValueError, match=r"images\['image/encoded'\] has unknown key\(s\) \['resize'\]"):
+        RunConfig.from_mapping({**BASE, "images": {"image/encoded": {"size": [28, 28], "channels": 1, "resize": "nearest"}}})
+    with pytest.raises(ValueError, match=r"images must map image columns to their decoding"):
+        RunConfig.from_mapping({**BASE, "images": ["image/encoded"]})
+
+
+def test_grad_cam_takes_one_layer_and_other_methods_none():
+    config = RunConfig.from_mapping({**BASE, "method": "grad_cam", "layers": "conv2"})
+    assert config.layers == ("conv2",) and config.to_dict()["layers"] == ["conv2"]
+    assert RunConfig.from_mapping({**BASE, "method": "grad_cam"}).layers == ()
+    with pytest.raises(ValueError, match=r"grad_cam weighs the activations of one layer; got layers \['a', 'b'\]"):
+        RunConfig.from_mapping({**BASE, "method": "grad_cam", "layers": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"layers \['conv2'\] is given, but .* read only by method 'grad_cam' \(method is 'integrated_gradients'\)"):
+        RunConfig.from_mapping({**BASE, "layers": ["conv2"]})
+    with pytest.raises(ValueError, match=r"setting 'steps' applies only to method\(s\) \['integrated_gradients'\], but method is 'grad_cam'"):
+        RunConfig.from_mapping({**BASE, "method": "grad_cam", "steps": 8})
