@@ -68,6 +68,10 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         help="which columns a model input reads: INPUT=COLUMN (a list/tensor column), INPUT=COL1,COL2,... (scalar "
              "columns, in order) or a glob INPUT='f*' (file order); repeat per input. Default: the column named like the "
              "input, or for a (k,) input the k numeric columns that are not key/pass-through/label/slice (--input-map also works).")
+    add("--layer", action="append", dest="layers", metavar="NAME",
+        help="attribute at this layer's output (e.g. an Embedding) instead of at the model input it stands for; one value per "
+             "position, summed over the layer's last axis; repeat for several inputs. Default: none for float inputs; for an "
+             "integer/string input, the first float layer after it (its Embedding or one-hot).")
     add("--output-name", metavar="NAME", help="which model output to explain (multi-output models).")
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
@@ -86,6 +90,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
              "up to --max-steps (default off: --steps points for every row).")
     add("--max-steps", type=int, metavar="N", help="integrated gradients with --completeness-target: most gradient evaluations per row (default 1024).")
     add("--baseline", metavar="BASELINE", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")
+    add("--layer-baseline", metavar="BASELINE", help="integrated gradients at a layer: zeros (default, a zero activation) | "
+        "id:N (the layer's output for id N at every position, e.g. id:0 for padding).")
     add("--smoothgrad-variant", metavar="VARIANT", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
     add("--noise-fraction", type=float, metavar="FRACTION", help="SmoothGrad noise std as a fraction of each input's range (default 0.15).")
     add("--samples", type=int, metavar="N", help="SmoothGrad (default 50) / expected gradients (default 200) samples per record.")

@@ -22,7 +22,7 @@ from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULE
 from attributions.targets import TargetSpec
 
 __all__ = [
-    "RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "BaselineSpec", "fill_template",
+    "RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "parse_layer_baseline", "BaselineSpec", "fill_template",
     "fill_path_templates",
 ]
 
@@ -34,6 +34,7 @@ SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "integrated_gradients": {
         "steps": 64, "rule": DEFAULT_RULE, "baseline": "zeros", "completeness_target": None, "max_steps": DEFAULT_MAX_STEPS,
+        "layer_baseline": "zeros",
     },
     "smoothgrad": {"smoothgrad_variant": "smoothgrad", "noise_fraction": 0.15, "samples": 50, "seed": 0},
     "expected_gradients": {"background": None, "samples": 200, "seed": 0},
@@ -64,6 +65,10 @@ class RunConfig:
     inputs: Mapping[str, Union[str, tuple[str, ...]]] = field(default_factory=dict)
     output_name: Optional[str] = None
     explain_logits: bool = False
+    # Attribute at these layers' outputs instead of at the model inputs they stand for
+    # (attributions.layers); empty: at the inputs, or for an integer/string input the first float
+    # layer after it (its Embedding / one-hot), found from the model graph.
+    layers: tuple[str, ...] = ()
     target: str = "predicted"
     unsafe_deserialization: bool = False
     overwrite: bool = False
@@ -108,6 +113,9 @@ class RunConfig:
     samples: Optional[int] = None
     seed: Optional[int] = None
     background: Optional[str] = None
+    # Integrated gradients at a layer: the baseline activation, 'zeros' or 'id:N' (the layer's
+    # output for id N at every position, e.g. the padding id 0).
+    layer_baseline: Optional[str] = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> "RunConfig":
@@ -134,6 +142,7 @@ class RunConfig:
         values["passthrough_columns"] = _string_tuple(values.get("passthrough_columns", ()), "passthrough_columns")
         values["inputs"] = _input_mapping(values.get("inputs") or {})
         values["slice_columns"] = _string_tuple(values.get("slice_columns", ()), "slice_columns")
+        values["layers"] = _string_tuple(values.get("layers") or (), "layers")
         if isinstance(values.get("date"), datetime.date):  # YAML reads an unquoted 2026-11-27 as a date
             values["date"] = values["date"].isoformat()
         values["params"] = _params(values.get("params") or {}, values.get("date"))
@@ -178,6 +187,7 @@ class RunConfig:
             _check_positive_int("steps", self.setting("steps"))
             _check_choice("rule", self.setting("rule"), tuple(RULES))
             parse_baseline(self.setting("baseline"))
+            parse_layer_baseline(self.setting("layer_baseline"))
             if self.completeness_target is not None:
                 check_adaptive_settings(self.completeness_target, self.setting("steps"), self.setting("max_steps"))
             elif self.max_steps is not None:
@@ -284,6 +294,18 @@ def parse_baseline(value: Any) -> BaselineSpec:
     if kind == "file" and argument:
         return BaselineSpec("file", path=argument)
     raise ValueError(f"baseline {value!r} is not valid; {hint}.")
+
+
+def parse_layer_baseline(value: Any) -> Optional[int]:
+    """'zeros' -> None (a zero activation); 'id:N' -> N (the layer's output for id N everywhere)."""
+    if value == "zeros":
+        return None
+    if isinstance(value, str) and value.startswith("id:") and value[3:].isdigit():
+        return int(value[3:])
+    raise ValueError(
+        f"layer_baseline {value!r} is not valid; expected 'zeros' (a zero activation at the layer) or 'id:N' "
+        f"(the layer's output for id N at every position, e.g. 'id:0' for a padding id)."
+    )
 
 
 def _constant_baseline(number: float, given: Any) -> BaselineSpec:

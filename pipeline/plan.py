@@ -21,14 +21,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model
 from audit.summary import FeatureSpec, SummarySpec
-from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
+from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline, parse_layer_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, output_schema
 from transforms.read import detect_format, tfrecord_compression
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
 
-__all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec", "describe_mapping"]
+__all__ = ["RunPlan", "LayerChoice", "resolve_plan", "match_files", "summary_spec", "describe_mapping", "resolve_layers"]
 
 
 
@@ -44,6 +44,8 @@ class RunPlan:
     # Where the pipeline writes: a staging directory inside the output that run_attribution moves
     # into place once the run is over (None: the output directory itself).
     staging_dir: Optional[str] = None
+    # Model inputs attributed at a layer's output (attributions.layers), with why that layer.
+    layers: tuple["LayerChoice", ...] = ()
 
     @property
     def schema(self) -> RecordSchema:
@@ -145,19 +147,91 @@ def _describe(catalog: dict[str, _SourceColumn]) -> str:
     return ", ".join(parts[:40]) + (" ..." if len(parts) > 40 else "")
 
 
-def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, _SourceColumn]) -> tuple[ModelInputSpec, ...]:
+@dataclass(frozen=True)
+class LayerChoice:
+    """A model input attributed at a layer's output: which layer, why, and what it implies.
+
+    positions: attribution values per record (the layer's output shape without its last axis);
+    id_range: ids the input may hold, [0, id_range), when the layer reads the input directly
+    (Embedding input_dim, CategoryEncoding num_tokens); None otherwise.
+    """
+
+    input: str
+    layer: str
+    reason: str
+    positions: int
+    id_range: Optional[int] = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"input": self.input, "layer": self.layer, "reason": self.reason, "positions": self.positions,
+                "id_range": self.id_range}
+
+
+def resolve_layers(config: RunConfig, model: LoadedModel) -> tuple[LayerChoice, ...]:
+    """The layers the run attributes at: config.layers, else for each integer/string model input
+    the first float layer after it (attributions.layers.default_layers); () for a float model
+    without layers. Splits the model there once, so an unsplittable choice fails here."""
+    from attributions.layers import default_layers, id_range, is_float_dtype
+
+    non_float = [(n, d) for n, d in zip(model.input_names, model.input_dtypes) if not is_float_dtype(d)]
+    if not config.layers and not non_float:
+        return ()
+    if model.kind != "keras":
+        what = f"layers {list(config.layers)} were requested" if config.layers else (
+            f"model input {non_float[0][0]!r} has dtype {non_float[0][1]}, which has no gradient and is attributed at "
+            f"the first float layer after it (its Embedding)")
+        raise ValueError(
+            f"{what}, but {config.model!r} is a SavedModel, which has no layer graph to split there. Pass the Keras "
+            f"(.keras) file the SavedModel was exported from, or a model whose inputs are floats."
+        )
+    if config.layers:
+        names = config.layers
+        reasons = {n: "given with --layer (config key 'layers')" for n in names}
+    else:
+        defaults = default_layers(model._keras_model)
+        names = tuple(defaults.values())
+        reasons = {
+            layer: f"default: the first float layer after model input {name!r} ({dict(non_float)[name]})"
+            for name, layer in defaults.items()
+        }
+    split, _ = model.layer_functions(names, config.output_name, config.explain_logits)
+    choices = []
+    for layer, name, shape in zip(split.layer_names, split.replaced_inputs, split.activation_shapes):
+        positions = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        size = math.prod(model.input_shapes[model.input_names.index(name)])
+        if positions != size:
+            raise ValueError(
+                f"layer {layer!r} outputs shape {shape}: {positions} position(s) once its last axis is summed, but model "
+                f"input {name!r} holds {size} values per record, so its attributions would not line up with the input's "
+                f"positions. Pick a layer that keeps one row per input position (e.g. the input's Embedding)."
+            )
+        choices.append(LayerChoice(name, layer, reasons[layer], positions, id_range(model._keras_model, layer)))
+    return tuple(choices)
+
+
+def _map_model_inputs(
+    model: LoadedModel, config: RunConfig, catalog: dict[str, _SourceColumn], layers: tuple[LayerChoice, ...] = ()
+) -> tuple[ModelInputSpec, ...]:
     unknown = sorted(set(config.inputs) - set(model.input_names))
     if unknown:
         raise ValueError(f"inputs maps {unknown}, which the model does not have; its inputs are {list(model.input_names)}.")
+    at_layer = {choice.input: choice for choice in layers}
     specs = []
     for name, shape, dtype in zip(model.input_names, model.input_shapes, model.input_dtypes):
-        if not ("float" in dtype or "half" in dtype or "bfloat" in dtype):
+        is_float = "float" in dtype or "half" in dtype or "bfloat" in dtype
+        if not is_float and name in at_layer and "int" not in dtype:
+            raise ValueError(
+                f"model input {name!r} has dtype {dtype}; reading {dtype} columns is not supported yet (integer id "
+                f"columns are). Feed the model integer ids (e.g. put the StringLookup before the model)."
+            )
+        if not is_float and name not in at_layer:
             raise ValueError(
                 f"model input {name!r} has dtype {dtype}; gradients are defined only for floating-point "
                 f"inputs. Attribute a model whose inputs are floats (e.g. embed categorical values "
                 f"outside the model or explain a sub-model that starts at the embedding output)."
             )
         size = math.prod(shape)
+        value_dtype = "float32" if is_float else "int64"
         columns = _columns_for(name, shape, config, catalog, model.input_names)
         hint = (
             f"map it in the config (inputs: {{{name}: COLUMN}} or inputs: {{{name}: [COL1, COL2, ...]}}) or "
@@ -177,14 +251,14 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
                         f"column {columns!r} holds {source.length} values per record but model input {name!r} "
                         f"has shape {shape} ({size} values); {hint}"
                     )
-                column_specs = (ColumnSpec(columns, size, True, source.kind or "float_list"),)
+                column_specs = (ColumnSpec(columns, size, True, source.kind or "float_list", value_dtype),)
             else:
                 if size != 1:
                     raise ValueError(
                         f"column {columns!r} is a scalar but model input {name!r} has shape {shape} ({size} "
                         f"values); map a list column or {size} scalar columns to it. {hint}"
                     )
-                column_specs = (ColumnSpec(columns, 1, False, source.kind or "float_list"),)
+                column_specs = (ColumnSpec(columns, 1, False, source.kind or "float_list", value_dtype),)
         else:
             missing = [c for c in columns if c not in catalog]
             if missing:
@@ -197,8 +271,10 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
                 _check_numeric(catalog[c])
                 if catalog[c].is_list:
                     raise ValueError(f"column {c!r} is a list; a model input mapped to several columns needs scalar columns.")
-            column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list") for c in columns)
-        specs.append(ModelInputSpec(name, tuple(shape), column_specs))
+            column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list", value_dtype) for c in columns)
+        choice = at_layer.get(name)
+        id_range = choice.id_range if choice is not None and not is_float else None
+        specs.append(ModelInputSpec(name, tuple(shape), column_specs, id_range, choice.layer if id_range else None))
     return tuple(specs)
 
 
@@ -287,8 +363,10 @@ def _field(catalog: dict[str, _SourceColumn], name: str, role: str) -> FieldSpec
     return FieldSpec(name, source.arrow_type, source.kind or "bytes_list")
 
 
-def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, catalog: dict, num_outputs: int) -> RecordSchema:
-    model_inputs = _map_model_inputs(model, config, catalog)
+def _record_schema(
+    config: RunConfig, model: LoadedModel, input_format: str, catalog: dict, num_outputs: int, layers: tuple[LayerChoice, ...] = ()
+) -> RecordSchema:
+    model_inputs = _map_model_inputs(model, config, catalog, layers)
     key = _field(catalog, config.key_column, "key column") if config.key_column else None
     passthrough = tuple(_field(catalog, c, "pass-through column") for c in config.passthrough_columns)
     passthrough += tuple(
@@ -361,14 +439,15 @@ def _check_target(config: RunConfig, num_outputs: int) -> None:
         raise ValueError(f"top_k {target.k} exceeds the {num_outputs} values of the explained output.")
 
 
-def _method_params(config: RunConfig) -> dict[str, Any]:
+def _method_params(config: RunConfig, at_layers: bool = False) -> dict[str, Any]:
     """The method's own settings with defaults filled in (the IG baseline is recorded apart; the
-    completeness target and max_steps only when the target is set, so a fixed-step run's metadata
-    is what it was before them)."""
+    completeness target and max_steps only when the target is set, and the layer baseline only
+    for a run at layers, so a fixed-step run's metadata is what it was before them)."""
     adaptive = () if config.completeness_target is None else ("completeness_target", "max_steps")
     return {
         name: config.setting(name) for name in METHOD_SETTINGS.get(config.method, {})
         if name != "baseline" and (name not in ("completeness_target", "max_steps") or name in adaptive)
+        and (name != "layer_baseline" or at_layers)
     }
 
 
@@ -381,8 +460,19 @@ def resolve_plan(config: RunConfig) -> RunPlan:
     _check_output_dtype(model, config.output_name)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]
     _check_target(config, num_outputs)
-    model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
-    schema = _record_schema(config, model, input_format, catalog, num_outputs)
+    layers = resolve_layers(config, model)  # splits the model (checks explain_logits there too)
+    if not layers:
+        model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
+    schema = _record_schema(config, model, input_format, catalog, num_outputs, layers)
+    layer_baseline = None
+    if layers and config.method == "integrated_gradients":
+        layer_baseline = parse_layer_baseline(config.setting("layer_baseline"))
+        for choice in layers:
+            if layer_baseline is not None and choice.id_range is not None and layer_baseline >= choice.id_range:
+                raise ValueError(
+                    f"layer_baseline 'id:{layer_baseline}' is out of range [0, {choice.id_range}) of layer {choice.layer!r}; "
+                    f"use an id the layer takes (e.g. 'id:0' for padding) or 'zeros'."
+                )
 
     baseline = parse_baseline(config.setting("baseline")) if config.method == "integrated_gradients" else None
     reference_path = baseline.path if baseline is not None and baseline.kind == "file" else config.background
@@ -395,10 +485,11 @@ def resolve_plan(config: RunConfig) -> RunPlan:
     fingerprint = model.sha256  # of the bytes loaded here; workers check theirs against it
     metadata = {
         "attribution.method": config.method,
-        "attribution.parameters": _method_params(config),
+        "attribution.parameters": _method_params(config, bool(layers)),
         "attribution.target": config.target_spec().describe(),
         "attribution.baseline": config.setting("baseline") if baseline is not None else None,
         "attribution.model_path": config.model,
+        "attribution.layers": [c.describe() for c in layers] or None,
         "attribution.model_sha256": fingerprint,
         "attribution.package_version": __version__,
         "attribution.key_column": schema.key_name,
@@ -410,7 +501,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         schema=schema,
         output_schema=output_schema(schema, config.method, {k: v for k, v in metadata.items() if v is not None},
                                     adaptive=config.method == "integrated_gradients" and config.completeness_target is not None),
-        method_params=_method_params(config),
+        method_params=_method_params(config, bool(layers)),
         chunk_size=config.chunk_size,
         chunk_memory_mib=config.chunk_memory_mib,
         output_name=config.output_name,
@@ -422,5 +513,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         reference_format=reference_format,
         summary=summary_spec(config, schema),
         model_sha256=fingerprint,
+        layers=tuple(c.layer for c in layers),
+        layer_baseline_id=layer_baseline,
     )
-    return RunPlan(config, input_files, input_format, settings, fingerprint)
+    return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers)

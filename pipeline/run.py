@@ -116,7 +116,9 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
                   "mapping": describe_mapping(plan.schema)},
         # outputs: the explained output's width (1: a scalar score, e.g. a sigmoid; the report
         # then shows its distribution instead of class shares).
-        "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs},
+        "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs,
+                  # inputs attributed at a layer's output: which layer and why (none for a float model)
+                  "layers": [choice.describe() for choice in plan.layers]},
         "started": started,
         "planned": planned,
     }

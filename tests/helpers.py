@@ -99,3 +99,57 @@ def read_parquet_dir(directory, prefix: str = "attributions") -> pa.Table:
 
 def rows_by_key(table: pa.Table, key: str = "id") -> dict:
     return {row[key]: row for row in table.to_pylist()}
+
+
+def save_token_model(path, vocab: int = 12, length: int = 6, dim: int = 4, classes: int = 1, seed: int = 0,
+                     hidden: int = 0, extra_float: int = 0):
+    """Token ids (length,) int32 -> Embedding(vocab, dim, name 'embedding') -> mean over positions
+    [-> concatenated with a float input 'extra' (extra_float,)] [-> Dense(hidden, tanh)] ->
+    Dense(classes, linear). Without hidden: F(x) = mean_t e(x_t) @ W [+ extra @ V] + b, so the
+    attribution of position t at the embedding is (e(x_t) - e(b_t)) @ W[:, c] / length.
+    Returns (path, embedding matrix (vocab, dim), W of the last layer (inputs, classes))."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    tokens = keras.Input((length,), dtype="int32", name="tokens")
+    inputs = [tokens]
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(vocab, dim, name="embedding")(tokens))
+    if extra_float:
+        extra = keras.Input((extra_float,), name="extra")
+        inputs.append(extra)
+        x = keras.layers.Concatenate()([x, extra])
+    if hidden:
+        x = keras.layers.Dense(hidden, activation="tanh")(x)
+    head = keras.layers.Dense(classes, name="head")
+    model = keras.Model(inputs, head(x))
+    rng = np.random.default_rng(seed)
+    embedding = rng.normal(size=(vocab, dim)).astype(np.float32)
+    model.get_layer("embedding").set_weights([embedding])
+    model.save(str(path))
+    return str(path), embedding, head.get_weights()[0]
+
+
+def write_token_parquet(path, tokens: np.ndarray, ids=None, extra=None, column: str = "tokens"):
+    """A list<int64> column of token ids per row (plus id and an 'extra' list<float32> column)."""
+    columns = {}
+    if ids is not None:
+        columns["id"] = pa.array(ids)
+    columns[column] = pa.array([list(map(int, row)) for row in tokens], type=pa.list_(pa.int64()))
+    if extra is not None:
+        columns["extra"] = pa.array([list(map(float, row)) for row in extra], type=pa.list_(pa.float32()))
+    pq.write_table(pa.table(columns), str(path))
+    return str(path)
+
+
+def write_token_tfrecord(path, tokens: np.ndarray, ids, column: str = "tokens"):
+    """One tf.train.Example per row: an int64_list of token ids and a bytes id."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for key, row in zip(ids, tokens):
+            feature = {
+                column: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in row])),
+                "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(key).encode()])),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return str(path)

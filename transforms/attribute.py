@@ -8,6 +8,7 @@ every thread of a worker shares one model, and reports metrics (records, latency
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -68,6 +69,11 @@ class AttributionSettings:
     summary: Optional[SummarySpec] = None  # None: no dataset summaries
     # The launcher's fingerprint of the model: a worker refuses a model whose bytes differ.
     model_sha256: Optional[str] = None
+    # Attribute at these layers' outputs (attributions.layers): the lower part of the model runs
+    # once per batch, the method on the upper part; () attributes at the model inputs.
+    layers: tuple[str, ...] = ()
+    # Integrated gradients at layers: None, a zero activation; N, the layer's output for id N.
+    layer_baseline_id: Optional[int] = None
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -104,24 +110,85 @@ class AttributionEngine:
         self.settings = settings
         model = load_model(settings.model_path, settings.unsafe_deserialization, settings.model_sha256)
         self._model = model  # keeps the model (and its variables) alive
-        self.fns = model.model_functions(settings.output_name, settings.explain_logits)
+        self.split = None
+        if settings.layers:
+            self.split, self.fns = model.layer_functions(settings.layers, settings.output_name, settings.explain_logits)
+        else:
+            self.fns = model.model_functions(settings.output_name, settings.explain_logits)
         # Rows per gradient call: the explicit setting, else what the memory budget allows for
         # this model (measured on its traced gradient function, once per worker).
         self.chunk_size = settings.chunk_size or automatic_chunk_size(self.fns, settings.chunk_memory_mib)
         self._references = None
+        self._input_references = None  # as the model inputs take them (before the lower part)
         self._background_mean = None
         if settings.reference_path is not None:
-            self._references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
+            self._input_references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
+            self._references = self._method_inputs(self._input_references)
+        self._layer_baselines = self._activation_baselines() if self.split is not None else ()
         if settings.method == "expected_gradients":
             self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
 
     def _baselines(self) -> tuple:
-        """One (*shape) (or (1, *shape)) array per model input, broadcast over a batch."""
+        """One (*shape) (or (1, *shape)) array per input of the method (the model inputs, or the
+        layer activations followed by the kept inputs), broadcast over a batch."""
         shapes = [spec.shape for spec in self.settings.schema.model_inputs]
         if self.settings.baseline == "file":
-            return tuple(r[:1] for r in self._references)
-        value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
-        return tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)
+            rows = tuple(r[:1] for r in self._input_references)
+        else:
+            value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
+            rows = tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)
+        if self.split is None:
+            return rows
+        by_name = dict(zip(self._model.input_names, rows))
+        return self._layer_baselines + tuple(by_name[n] for n in self.split.kept_inputs)
+
+    def _activation_baselines(self) -> tuple:
+        """(1, *activation_shape) per layer: zeros, or the layer's output for id N at every position."""
+        split, n = self.split, self.settings.layer_baseline_id
+        if n is None:
+            return tuple(np.zeros((1, *shape), dtype=np.float32) for shape in split.activation_shapes)
+        model = self._model
+        filled = tuple(
+            np.full((1, *model.input_shapes[model.input_names.index(name)]), n, dtype=model.input_dtypes[model.input_names.index(name)])
+            for name in split.lower_inputs
+        )
+        return tuple(np.asarray(a, dtype=np.float32) for a in split.lower(filled))
+
+    def _method_inputs(self, inputs: tuple) -> tuple:
+        """The model inputs (B, *shape_i) of a batch -> what the method attributes: themselves, or
+        with layers, the layers' activations (B, *activation_shape) (the lower part run once, in
+        chunks of chunk_size rows) followed by the inputs the upper part still reads."""
+        if self.split is None:
+            return inputs
+        model, split = self._model, self.split
+        by_name = dict(zip(model.input_names, inputs))
+        lower_inputs = tuple(
+            np.asarray(by_name[n], dtype=model.input_dtypes[model.input_names.index(n)]) for n in split.lower_inputs
+        )
+        rows, step = len(lower_inputs[0]), max(1, self.chunk_size)
+        parts = [split.lower(tuple(x[i : i + step] for x in lower_inputs)) for i in range(0, rows, step)]
+        activations = tuple(
+            np.concatenate([np.asarray(p[k], dtype=np.float32) for p in parts]) for k in range(len(split.layer_names))
+        )  # each (B, *activation_shape)
+        return activations + tuple(np.asarray(by_name[n], dtype=np.float32) for n in split.kept_inputs)
+
+    def _input_attributions(self, result: Attributions, rows: int) -> Attributions:
+        """Attributions of the method's inputs -> one array per model input: an activation's
+        (R, *positions, D) summed over D (attributions.layers.reduce_to_positions), a kept input's
+        as it is, zeros for an input that does not reach the output."""
+        if self.split is None:
+            return result
+        from attributions.layers import reduce_to_positions
+
+        split, model = self.split, self._model
+        count = len(split.layer_names)
+        by_name = {n: reduce_to_positions(a) for n, a in zip(split.replaced_inputs, result.attributions[:count])}
+        by_name.update(zip(split.kept_inputs, result.attributions[count:]))
+        attributions = tuple(
+            by_name[n] if n in by_name else np.zeros((rows, *shape), dtype=np.float32)
+            for n, shape in zip(model.input_names, model.input_shapes)
+        )
+        return dataclasses.replace(result, attributions=attributions)
 
     def attribute(self, batch: DecodedBatch) -> pa.Table:
         """Output rows (see transforms.output) for one batch of valid records."""
@@ -130,21 +197,23 @@ class AttributionEngine:
     def attribute_rows(self, batch: DecodedBatch) -> tuple[pa.Table, np.ndarray]:
         """Output rows and example_index (R,): the record of each row (top_k gives k rows each)."""
         s = self.settings
+        method_inputs = self._method_inputs(batch.inputs)
         if s.method in _GRADIENT_METHODS and s.target.mode != "top_k":
             # One fused call per chunk: the gradient function resolves 'predicted' itself.
             targets = requested_targets(s.target, batch.num_records, batch.labels)
-            result = _GRADIENT_METHODS[s.method](self.fns, batch.inputs, targets, self.chunk_size)
+            result = _GRADIENT_METHODS[s.method](self.fns, method_inputs, targets, self.chunk_size)
             example_index, targets, scores = np.arange(batch.num_records), result.targets, result.target_scores
         else:
-            outputs = self.fns.predict(batch.inputs, self.chunk_size)  # (B, C)
+            outputs = self.fns.predict(method_inputs, self.chunk_size)  # (B, C)
             example_index, targets = expand_targets(s.target, outputs, batch.labels)  # (R,), (R,)
             scores = outputs[example_index, targets]  # (R,)
-            inputs = batch.inputs
+            inputs = method_inputs
             if len(example_index) != batch.num_records:  # top_k: one row per (record, class)
                 inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
             sampling = s.method in ("smoothgrad", "expected_gradients")
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
             result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
+        result = self._input_attributions(result, len(example_index))
         return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result), example_index
 
     def _run_method(

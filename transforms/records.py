@@ -41,13 +41,16 @@ class ColumnSpec:
     """A source column (Parquet) or feature (TFRecord) feeding a model input.
 
     length: values per record (1 for a scalar column); is_list: the source holds a list per record
-    (its attribution column is then list<float32>, row-major); kind: the TFRecord feature kind.
+    (its attribution column is then list<float32>, row-major); kind: the TFRecord feature kind;
+    dtype: 'float32' (a float model input) or 'int64' (ids for an integer input attributed at a
+    layer: read exactly, a non-integer value dead-letters its record).
     """
 
     name: str
     length: int
     is_list: bool
     kind: str = "float_list"
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class ModelInputSpec:
     name: str
     shape: tuple[int, ...]
     columns: tuple[ColumnSpec, ...]
+    # Ids must lie in [0, id_range) (the Embedding's input_dim / CategoryEncoding's num_tokens of
+    # layer `id_layer`, which reads this input directly); a record with another id dead-letters.
+    id_range: Optional[int] = None
+    id_layer: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,7 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         and column.values.null_count == 0
         and column.offset == 0
     ):  # the common case: one zero-copy view, no per-row checks needed
-        return _as_float32(column.values.to_numpy(zero_copy_only=False).reshape(n, spec.length), spec, problems)
+        return _as_values(column.values.to_numpy(zero_copy_only=False).reshape(n, spec.length), spec, problems)
     if _is_list_type(column.type):
         lengths = column.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)  # (n,)
         problems.add(lengths < 0, lambda r: f"column {spec.name!r} is null")
@@ -271,12 +278,40 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         flat_values = flat.to_numpy(zero_copy_only=False)
         values = np.zeros((n, spec.length), dtype=flat_values.dtype)
         values[ok] = flat_values.reshape(-1, spec.length)
-        return _as_float32(values, spec, problems)
+        return _as_values(values, spec, problems)
     problems.add(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"column {spec.name!r} is null")
-    return _as_float32(column.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, 1), spec, problems)
+    return _as_values(column.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, 1), spec, problems)
+
+
+def _as_values(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """(n, length) values as the model input reads them: float32, or int64 ids (see ColumnSpec)."""
+    return _as_ids(values, spec, problems) if spec.dtype == "int64" else _as_float32(values, spec, problems)
+
+
+def _as_ids(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """(n, length) values as int64 ids; a float that is not a whole number dead-letters its record."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) > 2.0**62)  # (n, length)
+    problems.add(
+        bad.any(axis=1),
+        lambda r: f"column {spec.name!r} value {values[r][bad[r]][0]!r} is not a whole-number id (the model input is an integer id)",
+    )
+    return np.where(bad, 0, values).astype(np.int64)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class _RowProblems:
+    """Problems of the parsed records `rows` (TFRecord): row i of a parsed array is record rows[i]."""
+
+    def __init__(self, problems: _Problems, rows: np.ndarray):
+        self._problems, self._rows = problems, rows
+
+    def add(self, mask: np.ndarray, message_for_row) -> None:
+        self._problems.add(self._rows[np.flatnonzero(mask)], lambda r: message_for_row(int(np.searchsorted(self._rows, r))))
 
 
 def _as_float32(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
@@ -462,7 +497,7 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
         fields = {f.name: _arrow_column(raw.table, f.name) for f in (schema.key, schema.label, *schema.passthrough) if f}
     else:
         parsed, rows = _parse_tfrecord(raw, schema, problems)
-        values = {c.name: parsed[c.name].astype(np.float32, copy=False) for c in schema.source_columns} if len(rows) else {}
+        values = {c.name: _as_values(parsed[c.name], c, _RowProblems(problems, rows)) for c in schema.source_columns} if len(rows) else {}
         fields = {
             f.name: _string_or_number_array(parsed[f.name])
             for f in (schema.key, schema.label, *schema.passthrough)
@@ -476,6 +511,21 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
     for name, array in values.items():
         finite = np.isfinite(array).all(axis=1)
         problems.add(rows[~finite], lambda r, name=name: f"column {name!r} holds NaN or infinite values")
+    for spec in schema.model_inputs:
+        if spec.id_range is None:
+            continue
+        for c in spec.columns:
+            ids = values.get(c.name)
+            if ids is None:
+                continue
+            outside = (ids < 0) | (ids >= spec.id_range)  # (n, length)
+            problems.add(
+                rows[outside.any(axis=1)],
+                lambda r, ids=ids, outside=outside, c=c, spec=spec: (
+                    f"column {c.name!r} value {ids[np.searchsorted(rows, r)][outside[np.searchsorted(rows, r)]][0]} is out of "
+                    f"range [0, {spec.id_range}) of layer {spec.id_layer!r} (the ids model input {spec.name!r} takes)"
+                ),
+            )
     labels = None
     if schema.label is not None and len(rows):
         label_array = fields[schema.label.name]

@@ -65,15 +65,23 @@ def test_list_column_length_must_match_the_model_input(tmp_path, linear_model):
         resolve_plan(config)
 
 
-def test_integer_model_inputs_are_refused_with_the_input_named(tmp_path):
+def test_integer_model_inputs_are_attributed_at_their_embedding(tmp_path):
+    """An integer input used to be refused; it is now attributed at the first float layer after
+    it, named in the plan with why (a SavedModel of the same model is refused: no layer graph)."""
     import keras
 
     inputs = keras.Input((4,), dtype="int32", name="tokens")
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Embedding(10, 2)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Embedding(10, 2, name="emb")(inputs)))
     model.save(str(tmp_path / "emb.keras"))
     pq.write_table(pa.table({"tokens": pa.array([[1, 2, 3, 4]], pa.list_(pa.int64()))}), str(tmp_path / "t.parquet"))
     config = RunConfig.from_mapping({"model": str(tmp_path / "emb.keras"), "input": str(tmp_path / "t.parquet"), "output": str(tmp_path / "o")})
-    with pytest.raises(ValueError, match="model input 'tokens' has dtype int32; gradients are defined only for floating-point"):
+    plan = resolve_plan(config)
+    assert [(c.input, c.layer, c.positions, c.id_range) for c in plan.layers] == [("tokens", "emb", 4, 10)]
+    assert "first float layer after model input 'tokens'" in plan.layers[0].reason
+    assert plan.schema.model_inputs[0].columns[0].dtype == "int64"
+    model.export(str(tmp_path / "exported"), verbose=False)
+    config = RunConfig.from_mapping({"model": str(tmp_path / "exported"), "input": str(tmp_path / "t.parquet"), "output": str(tmp_path / "o2")})
+    with pytest.raises(ValueError, match=r"model input 'tokens' has dtype int32.*is a SavedModel, which has no layer graph to split"):
         resolve_plan(config)
 
 
