@@ -1,0 +1,130 @@
+"""Token-id models end to end: the real CLI on Parquet and TFRecord files, values checked against
+the closed form (e(x_t) - e(b_t)) @ W[:, c] / T, dead letters for ids out of range, counts, the
+manifest's layer, and the launcher's refusal of a model it cannot split."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import read_parquet_dir, rows_by_key, save_token_model, write_token_parquet, write_token_tfrecord
+from pipeline.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LENGTH = 6
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def _closed_form(embedding, weights, tokens, target, reference=None):
+    diff = embedding[tokens] - (0 if reference is None else embedding[reference])  # (T, D)
+    return diff @ weights[: embedding.shape[1], target] / LENGTH  # (T,); W rows past D belong to the float input
+
+
+@pytest.fixture
+def token_run(tmp_path):
+    model, embedding, weights = save_token_model(tmp_path / "tokens.keras", vocab=12, length=LENGTH, dim=4, classes=3,
+                                                 extra_float=2)
+    rng = np.random.default_rng(11)
+    tokens = rng.integers(0, 12, size=(40, LENGTH))
+    extra = rng.normal(size=(40, 2)).astype(np.float32)
+    tokens[5, 3] = 12  # one past the embedding's range
+    tokens[9, 0] = -1
+    data = write_token_parquet(tmp_path / "tokens.parquet", tokens, ids=np.arange(40), extra=extra)
+    return model, embedding, weights, tokens, extra, data
+
+
+def test_cli_on_parquet_ig_with_padding_baseline_matches_the_closed_form(token_run, tmp_path):
+    model, embedding, weights, tokens, extra, data = token_run
+    result = _cli("run", "--model", model, "--input", data, "--output", str(tmp_path / "out"), "--key-column", "id",
+                  "--steps", "16", "--layer-baseline", "id:0", "--target", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "attributed 38 of 40 records (2 dead-lettered)" in result.stdout
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    assert sorted(rows) == [k for k in range(40) if k not in (5, 9)]
+    head_extra = weights[4:, 1]  # the float input 'extra' stays attributed at the input: x * w
+    for key, row in rows.items():
+        expected = _closed_form(embedding, weights, tokens[key], 1, np.zeros(LENGTH, int))
+        np.testing.assert_allclose(row["attr_tokens"], expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(row["attr_extra"], extra[key] * head_extra, rtol=1e-4, atol=1e-6)
+        assert row["completeness_error"] < 1e-4
+    dead = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
+    errors = {row["key"]: row["error"] for row in dead}
+    assert errors == {
+        "5": "column 'tokens' value 12 is out of range [0, 12) of layer 'embedding' (the ids model input 'tokens' takes)",
+        "9": "column 'tokens' value -1 is out of range [0, 12) of layer 'embedding' (the ids model input 'tokens' takes)",
+    }
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["records_read"] == 40 == manifest["counts"]["records_attributed"] + manifest["counts"]["records_dead_lettered"]
+    assert manifest["model"]["layers"] == [{
+        "input": "tokens", "layer": "embedding", "positions": LENGTH, "id_range": 12,
+        "reason": "default: the first float layer after model input 'tokens' (int32)",
+    }]
+    assert manifest["settings"]["layer_baseline"] == "id:0"
+
+
+@pytest.mark.parametrize("method", ["gradient_x_input", "expected_gradients", "smoothgrad"])
+def test_other_methods_at_the_layer_through_run(token_run, tmp_path, method):
+    model, embedding, weights, tokens, extra, data = token_run
+    extra_args = []
+    if method == "expected_gradients":
+        reference = np.full((1, LENGTH), 3)
+        background = write_token_parquet(tmp_path / "background.parquet", reference, ids=[0], extra=np.zeros((1, 2)))
+        extra_args = ["--background", background, "--samples", "4"]
+    if method == "smoothgrad":
+        extra_args = ["--samples", "4"]
+    code = main(["run", "--model", model, "--input", data, "--output", str(tmp_path / "out"), "--key-column", "id",
+                 "--method", method, "--target", "2", "--layer", "embedding", "--quiet", *extra_args])
+    assert code == 0
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    assert len(rows) == 38
+    for key, row in rows.items():
+        if method == "smoothgrad":  # a constant gradient: sum_d W[d, 2] / T at every position
+            expected = np.full(LENGTH, weights[:4, 2].sum() / LENGTH)
+        else:
+            expected = _closed_form(embedding, weights, tokens[key], 2, np.full(LENGTH, 3) if method == "expected_gradients" else None)
+        np.testing.assert_allclose(row["attr_tokens"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_tfrecord_int64_ids(tmp_path):
+    model, embedding, weights = save_token_model(tmp_path / "tokens.keras", vocab=9, length=LENGTH, dim=3, classes=2)
+    tokens = np.random.default_rng(3).integers(0, 9, size=(20, LENGTH))
+    tokens[4, 1] = 100
+    data = write_token_tfrecord(tmp_path / "tokens.tfrecord", tokens, ids=[f"r{i}" for i in range(20)])
+    code = main(["run", "--model", model, "--input", data, "--output", str(tmp_path / "out"), "--key-column", "id",
+                 "--method", "integrated_gradients", "--steps", "8", "--target", "0", "--quiet"])
+    assert code == 0
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    assert len(rows) == 19 and "r4" not in rows
+    for i in range(20):
+        if i != 4:
+            np.testing.assert_allclose(rows[f"r{i}"]["attr_tokens"], _closed_form(embedding, weights, tokens[i], 0),
+                                       rtol=1e-4, atol=1e-6)
+    dead = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
+    assert [(d["key"], d["error"]) for d in dead] == [
+        ("r4", "column 'tokens' value 100 is out of range [0, 9) of layer 'embedding' (the ids model input 'tokens' takes)")]
+
+
+def test_a_model_that_cannot_be_split_stops_the_launcher(tmp_path):
+    import keras
+
+    ids = keras.Input((LENGTH,), dtype="int32", name="tokens")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(12, 2, name="embedding")(ids))
+    as_numbers = keras.layers.Activation("linear", name="ids_as_numbers")(keras.ops.cast(ids, "float32"))
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Concatenate()([embedded, as_numbers])))
+    model.save(str(tmp_path / "leaky.keras"))
+    data = write_token_parquet(tmp_path / "t.parquet", np.ones((3, LENGTH), int), ids=[0, 1, 2])
+    result = _cli("run", "--model", str(tmp_path / "leaky.keras"), "--input", data, "--output", str(tmp_path / "out"),
+                  "--layer", "embedding")
+    assert result.returncode == 2
+    assert "model input 'tokens' (int32) reaches the output other than through layers ['embedding']" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
