@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = [
     "LayerSplit", "split_model", "default_layers", "reduce_to_positions", "is_float_dtype", "vocabulary_layer",
-    "id_range",
+    "id_range", "layer_output_for_id", "TokenLookup", "token_lookup",
 ]
 
 # Layers whose output is a float view of integer ids, in the order they are preferred as defaults.
@@ -315,3 +315,78 @@ def reduce_to_positions(attribution: np.ndarray) -> np.ndarray:
     if summed.ndim == 1:
         summed = summed[:, None]  # (B, 1)
     return summed.astype(np.float32)
+
+
+def _ids_tensor(model, layer_name: str):
+    """The integer ids the layer's output is computed from: the output of a lookup layer on the
+    way (StringLookup, IntegerLookup, TextVectorization in 'int' mode), else the integer model
+    input that feeds the layer; None when there is neither."""
+    found = vocabulary_layer(model, layer_name)
+    if found is not None:
+        return found[1] if "int" in str(found[1].dtype) else None
+    _, sources = _ancestors([_layer_output(model, layer_name)])
+    ints = [t for t in model.inputs if any(s is t for s in sources) and "int" in str(t.dtype)]
+    return ints[0] if len(ints) == 1 else None
+
+
+def layer_output_for_id(model, layer_name: str, index: int) -> np.ndarray:
+    """The layer's output, float32 (1, *activation_shape), when the ids it is computed from are
+    `index` at every position (the baseline 'id:N': e.g. N = 0, the padding id, everywhere).
+    Runs only the layers between those ids and the layer. Raises ValueError when the layer is not
+    computed from integer ids, or the id is outside what the layers there take."""
+    import keras
+
+    ids = _ids_tensor(model, layer_name)
+    if ids is None:
+        raise ValueError(
+            f"the baseline 'id:{index}' needs layer {layer_name!r} to be computed from integer ids (an integer model "
+            f"input or a StringLookup/IntegerLookup/TextVectorization output), and it is not; use the zeros baseline."
+        )
+    part = keras.Model(ids, _layer_output(model, layer_name))
+    values = np.full((1, *[int(d) for d in ids.shape[1:]]), index, dtype=str(ids.dtype))
+    try:
+        out = part(values, training=False)
+    except Exception as error:  # TensorFlow's InvalidArgumentError for an id outside an embedding's range
+        raise ValueError(
+            f"the baseline 'id:{index}' cannot be computed at layer {layer_name!r}: {type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0]}. Use an id the layer takes (e.g. 'id:0' for padding) or 'zeros'."
+        ) from None
+    return np.asarray(out, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class TokenLookup:
+    """The token at each position of a layer's output, from the model's own vocabulary.
+
+    inputs: names of the model inputs `tokens` reads; vocabulary: str (V,), index -> token.
+    tokens(values) -> object (B, positions) of str: values one array per name of `inputs`.
+    """
+
+    inputs: tuple[str, ...]
+    vocabulary: np.ndarray
+    ids: Callable[[tuple], Any]
+
+    def tokens(self, values: tuple) -> np.ndarray:
+        ids = np.asarray(self.ids([_tensor(v) for v in values]))  # (B, *positions)
+        ids = ids.reshape(len(ids), -1)
+        known = (ids >= 0) & (ids < len(self.vocabulary))
+        return np.where(known, self.vocabulary[np.clip(ids, 0, len(self.vocabulary) - 1)], "")
+
+
+def token_lookup(model, layer_name: str) -> Optional[TokenLookup]:
+    """A TokenLookup for the layer when a vocabulary layer in 'int' mode lies on its path and its
+    ids line up with the layer's positions ((B, T) ids for a (B, T, D) output); else None."""
+    import keras
+
+    found = vocabulary_layer(model, layer_name)
+    output = _layer_output(model, layer_name)
+    if found is None or "int" not in str(found[1].dtype):
+        return None
+    layer, ids = found
+    if list(ids.shape[1:]) != list(output.shape[1:-1]) and not (len(output.shape) == 2 and list(ids.shape[1:]) in ([], [1])):
+        return None
+    _, sources = _ancestors([ids])
+    inputs = [t for t in model.inputs if any(s is t for s in sources)]
+    vocabulary = np.array([str(v) for v in layer.get_vocabulary()], dtype=object)
+    part = keras.Model(inputs, ids)
+    return TokenLookup(tuple(t.name for t in inputs), vocabulary, lambda values: part(values, training=False))

@@ -8,6 +8,7 @@ ValueError that says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import math
@@ -161,17 +162,19 @@ class LayerChoice:
     reason: str
     positions: int
     id_range: Optional[int] = None
+    # tokens_<column> from the vocabulary of this lookup layer (StringLookup, TextVectorization, ...)
+    vocabulary_layer: Optional[str] = None
 
     def describe(self) -> dict[str, Any]:
         return {"input": self.input, "layer": self.layer, "reason": self.reason, "positions": self.positions,
-                "id_range": self.id_range}
+                "id_range": self.id_range, "vocabulary_layer": self.vocabulary_layer}
 
 
 def resolve_layers(config: RunConfig, model: LoadedModel) -> tuple[LayerChoice, ...]:
     """The layers the run attributes at: config.layers, else for each integer/string model input
     the first float layer after it (attributions.layers.default_layers); () for a float model
     without layers. Splits the model there once, so an unsplittable choice fails here."""
-    from attributions.layers import default_layers, id_range, is_float_dtype
+    from attributions.layers import default_layers, id_range, is_float_dtype, token_lookup, vocabulary_layer
 
     non_float = [(n, d) for n, d in zip(model.input_names, model.input_dtypes) if not is_float_dtype(d)]
     if not config.layers and not non_float:
@@ -199,13 +202,17 @@ def resolve_layers(config: RunConfig, model: LoadedModel) -> tuple[LayerChoice, 
     for layer, name, shape in zip(split.layer_names, split.replaced_inputs, split.activation_shapes):
         positions = math.prod(shape[:-1]) if len(shape) > 1 else 1
         size = math.prod(model.input_shapes[model.input_names.index(name)])
-        if positions != size:
+        vocabulary = token_lookup(model._keras_model, layer) is not None
+        text = model.input_dtypes[model.input_names.index(name)] == "string"
+        if positions != size and not (text and vocabulary):
             raise ValueError(
                 f"layer {layer!r} outputs shape {shape}: {positions} position(s) once its last axis is summed, but model "
                 f"input {name!r} holds {size} values per record, so its attributions would not line up with the input's "
                 f"positions. Pick a layer that keeps one row per input position (e.g. the input's Embedding)."
             )
-        choices.append(LayerChoice(name, layer, reasons[layer], positions, id_range(model._keras_model, layer)))
+        lookup = vocabulary_layer(model._keras_model, layer) if vocabulary else None
+        choices.append(LayerChoice(name, layer, reasons[layer], positions, id_range(model._keras_model, layer),
+                                   lookup[0].name if lookup else None))
     return tuple(choices)
 
 
@@ -219,10 +226,10 @@ def _map_model_inputs(
     specs = []
     for name, shape, dtype in zip(model.input_names, model.input_shapes, model.input_dtypes):
         is_float = "float" in dtype or "half" in dtype or "bfloat" in dtype
-        if not is_float and name in at_layer and "int" not in dtype:
+        if not is_float and name in at_layer and "int" not in dtype and dtype != "string":
             raise ValueError(
-                f"model input {name!r} has dtype {dtype}; reading {dtype} columns is not supported yet (integer id "
-                f"columns are). Feed the model integer ids (e.g. put the StringLookup before the model)."
+                f"model input {name!r} has dtype {dtype}; only float, integer id and string inputs can be read. "
+                f"Feed the model integer ids or strings."
             )
         if not is_float and name not in at_layer:
             raise ValueError(
@@ -231,7 +238,7 @@ def _map_model_inputs(
                 f"outside the model or explain a sub-model that starts at the embedding output)."
             )
         size = math.prod(shape)
-        value_dtype = "float32" if is_float else "int64"
+        value_dtype = "float32" if is_float else "string" if dtype == "string" else "int64"
         columns = _columns_for(name, shape, config, catalog, model.input_names)
         hint = (
             f"map it in the config (inputs: {{{name}: COLUMN}} or inputs: {{{name}: [COL1, COL2, ...]}}) or "
@@ -244,7 +251,7 @@ def _map_model_inputs(
                     f"{_candidates_note(name, shape, config, catalog)}; {hint}"
                 )
             source = catalog[columns]
-            _check_numeric(source)
+            _check_column_type(source, value_dtype)
             if source.is_list:
                 if source.length is not None and source.length != size:
                     raise ValueError(
@@ -268,13 +275,21 @@ def _map_model_inputs(
                     f"model input {name!r} has shape {shape} ({size} values) but is mapped to {len(columns)} columns; {hint}"
                 )
             for c in columns:
-                _check_numeric(catalog[c])
+                _check_column_type(catalog[c], value_dtype)
                 if catalog[c].is_list:
                     raise ValueError(f"column {c!r} is a list; a model input mapped to several columns needs scalar columns.")
             column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list", value_dtype) for c in columns)
         choice = at_layer.get(name)
         id_range = choice.id_range if choice is not None and not is_float else None
-        specs.append(ModelInputSpec(name, tuple(shape), column_specs, id_range, choice.layer if id_range else None))
+        if choice is not None and choice.positions != size:  # text: T positions from one string
+            if len(column_specs) != 1:
+                raise ValueError(
+                    f"model input {name!r} is attributed at {choice.positions} positions of layer {choice.layer!r}; map it "
+                    f"to one column (--inputs {name}=COLUMN), not {len(column_specs)}."
+                )
+            column_specs = (dataclasses.replace(column_specs[0], attr_length=choice.positions),)
+        tokens = choice is not None and choice.vocabulary_layer is not None
+        specs.append(ModelInputSpec(name, tuple(shape), column_specs, id_range, choice.layer if id_range else None, tokens))
     return tuple(specs)
 
 
@@ -346,6 +361,20 @@ def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
+def _check_column_type(source: _SourceColumn, value_dtype: str) -> None:
+    """A model input's column holds numbers, or text for a string input (attributed at a layer)."""
+    if value_dtype == "string":
+        value_type = source.arrow_type.value_type if source.is_list and hasattr(source.arrow_type, "value_type") else source.arrow_type
+        if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type) or pa.types.is_binary(value_type)
+                or pa.types.is_large_binary(value_type)):
+            raise ValueError(
+                f"column {source.name!r} has type {source.arrow_type}; a string model input needs text (string/binary, "
+                f"a list of them, or a TFRecord bytes_list)."
+            )
+        return
+    _check_numeric(source)
+
+
 def _check_numeric(source: _SourceColumn) -> None:
     if not source.numeric:
         raise ValueError(
@@ -380,6 +409,7 @@ def _record_schema(
             raise ValueError(f"label column {target.column!r} has type {label.arrow_type}; target labels must be integers.")
     key_name = config.key_column or "key"
     attribution_columns = {f"attr_{c.name}" for spec in model_inputs for c in spec.columns}
+    attribution_columns |= {f"tokens_{spec.columns[0].name}" for spec in model_inputs if spec.tokens}
     names = [key_name, *config.passthrough_columns, *_extra_slice_columns(config)]
     clashes = sorted({n for n in names if n in RESERVED_COLUMNS or n in attribution_columns} | {n for n in names if names.count(n) > 1})
     if clashes:
@@ -403,11 +433,13 @@ def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpe
     features = []
     for spec in schema.model_inputs:
         for column in spec.columns:
-            if not column.is_list:
-                shape: tuple[int, ...] = ()
+            if column.attr_length is not None:  # text attributed at T positions
+                shape: tuple[int, ...] = (column.attr_length,)
+            elif not column.is_list:
+                shape = ()
             else:
                 shape = tuple(spec.shape) if len(spec.columns) == 1 else (column.length,)
-            features.append(FeatureSpec(column.name, column.length, shape))
+            features.append(FeatureSpec(column.name, column.attr_length or column.length, shape))
     return SummarySpec(
         features=tuple(features),
         path_method=config.method in PATH_METHODS,
@@ -466,14 +498,14 @@ def resolve_plan(config: RunConfig) -> RunPlan:
     schema = _record_schema(config, model, input_format, catalog, num_outputs, layers)
     layer_baseline = None
     if layers and config.method == "integrated_gradients":
-        layer_baseline = parse_layer_baseline(config.setting("layer_baseline"))
-        for choice in layers:
-            if layer_baseline is not None and choice.id_range is not None and layer_baseline >= choice.id_range:
-                raise ValueError(
-                    f"layer_baseline 'id:{layer_baseline}' is out of range [0, {choice.id_range}) of layer {choice.layer!r}; "
-                    f"use an id the layer takes (e.g. 'id:0' for padding) or 'zeros'."
-                )
+        from attributions.layers import layer_output_for_id
 
+        layer_baseline = parse_layer_baseline(config.setting("layer_baseline"))
+        for choice in layers if layer_baseline is not None else ():
+            try:
+                layer_output_for_id(model._keras_model, choice.layer, layer_baseline)
+            except ValueError as error:
+                raise ValueError(f"layer_baseline 'id:{layer_baseline}': {error}") from None
     baseline = parse_baseline(config.setting("baseline")) if config.method == "integrated_gradients" else None
     reference_path = baseline.path if baseline is not None and baseline.kind == "file" else config.background
     reference_format = None

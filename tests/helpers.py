@@ -209,3 +209,24 @@ def train_penguins_model(path, table: pa.Table, seed: int = 0):
     model.fit([island, sex, measurements], labels, epochs=40, batch_size=32, verbose=0)
     model.save(str(path))
     return str(path)
+
+
+def save_text_model(path, texts, length: int = 8, dim: int = 4, classes: int = 2, seed: int = 0, max_tokens: int = 50):
+    """A string input 'text' (1,) -> TextVectorization(adapted on `texts`, output_sequence_length
+    `length`, name 'vectorize') -> Embedding(max_tokens, dim, name 'embedding') -> mean over
+    positions -> Dense(classes, name 'head'). Returns (path, embedding (max_tokens, dim), W (dim, classes),
+    vocabulary list)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    vectorize = keras.layers.TextVectorization(max_tokens=max_tokens, output_sequence_length=length, name="vectorize")
+    vectorize.adapt(list(texts))
+    text = keras.Input((1,), dtype="string", name="text")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(max_tokens, dim, name="embedding")(vectorize(text)))
+    head = keras.layers.Dense(classes, name="head")
+    model = keras.Model(text, head(pooled))
+    rng = np.random.default_rng(seed)
+    embedding = rng.normal(size=(max_tokens, dim)).astype(np.float32)
+    model.get_layer("embedding").set_weights([embedding])
+    model.save(str(path))
+    return str(path), embedding, head.get_weights()[0], list(vectorize.get_vocabulary())

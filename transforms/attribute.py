@@ -125,6 +125,14 @@ class AttributionEngine:
             self._input_references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
             self._references = self._method_inputs(self._input_references)
         self._layer_baselines = self._activation_baselines() if self.split is not None else ()
+        self._token_lookups = {}  # source column -> attributions.layers.TokenLookup, for tokens_<column>
+        if self.split is not None:
+            from attributions.layers import token_lookup
+
+            for spec in settings.schema.model_inputs:
+                if spec.tokens:
+                    layer = self.split.layer_names[self.split.replaced_inputs.index(spec.name)]
+                    self._token_lookups[spec.columns[0].name] = token_lookup(model._keras_model, layer)
         if settings.method == "expected_gradients":
             self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
 
@@ -144,15 +152,12 @@ class AttributionEngine:
 
     def _activation_baselines(self) -> tuple:
         """(1, *activation_shape) per layer: zeros, or the layer's output for id N at every position."""
+        from attributions.layers import layer_output_for_id
+
         split, n = self.split, self.settings.layer_baseline_id
         if n is None:
             return tuple(np.zeros((1, *shape), dtype=np.float32) for shape in split.activation_shapes)
-        model = self._model
-        filled = tuple(
-            np.full((1, *model.input_shapes[model.input_names.index(name)]), n, dtype=model.input_dtypes[model.input_names.index(name)])
-            for name in split.lower_inputs
-        )
-        return tuple(np.asarray(a, dtype=np.float32) for a in split.lower(filled))
+        return tuple(layer_output_for_id(self._model._keras_model, name, n) for name in split.layer_names)
 
     def _method_inputs(self, inputs: tuple) -> tuple:
         """The model inputs (B, *shape_i) of a batch -> what the method attributes: themselves, or
@@ -162,9 +167,7 @@ class AttributionEngine:
             return inputs
         model, split = self._model, self.split
         by_name = dict(zip(model.input_names, inputs))
-        lower_inputs = tuple(
-            np.asarray(by_name[n], dtype=model.input_dtypes[model.input_names.index(n)]) for n in split.lower_inputs
-        )
+        lower_inputs = tuple(_as_model_dtype(by_name[n], model.input_dtypes[model.input_names.index(n)]) for n in split.lower_inputs)
         rows, step = len(lower_inputs[0]), max(1, self.chunk_size)
         parts = [split.lower(tuple(x[i : i + step] for x in lower_inputs)) for i in range(0, rows, step)]
         activations = tuple(
@@ -214,7 +217,27 @@ class AttributionEngine:
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
             result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
         result = self._input_attributions(result, len(example_index))
-        return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result), example_index
+        tokens = {column: self._tokens(lookup, batch.inputs)[example_index] for column, lookup in self._token_lookups.items()}
+        table = attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result, tokens)
+        return table, example_index
+
+    def _tokens(self, lookup, inputs: tuple) -> np.ndarray:
+        """object (B, positions) str: the vocabulary token at each position of each record."""
+        model = self._model
+        by_name = dict(zip(model.input_names, inputs))
+        return lookup.tokens(tuple(_as_model_dtype(by_name[n], model.input_dtypes[model.input_names.index(n)]) for n in lookup.inputs))
+
+    def summary_inputs(self, inputs: tuple) -> tuple:
+        """The batch's inputs as the summaries' exemplars hold them (float rows): text inputs, which
+        have no numeric value, become NaN at each attributed position."""
+        specs = self.settings.schema.model_inputs
+        if not any(c.dtype == "string" for spec in specs for c in spec.columns):
+            return inputs
+        return tuple(
+            np.full((len(x), spec.columns[0].attr_length or int(np.prod(spec.shape))), np.nan, np.float32)
+            if spec.columns[0].dtype == "string" else x
+            for spec, x in zip(specs, inputs)
+        )
 
     def _run_method(
         self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray
@@ -244,6 +267,11 @@ class AttributionEngine:
 
 
 _GRADIENT_METHODS = {"gradient": gradient, "gradient_x_input": gradient_x_input}
+
+
+def _as_model_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """A decoded input in the model input's dtype (strings stay an object array of str/bytes)."""
+    return values if dtype == "string" else np.asarray(values, dtype=dtype)
 
 
 # Engines loaded in this process that no bundle has counted yet (metrics updated in setup() are
@@ -318,7 +346,7 @@ class AttributeBatches(beam.DoFn):
             self._not_finite.inc(not_finite)
         yield table
         if self._summaries is not None:
-            self._summaries.add(table, batch.inputs, example_index)
+            self._summaries.add(table, self._engine.summary_inputs(batch.inputs), example_index)
 
     def finish_bundle(self):
         summary = self._summaries.result() if self._summaries is not None else None

@@ -42,8 +42,11 @@ class ColumnSpec:
 
     length: values per record (1 for a scalar column); is_list: the source holds a list per record
     (its attribution column is then list<float32>, row-major); kind: the TFRecord feature kind;
-    dtype: 'float32' (a float model input) or 'int64' (ids for an integer input attributed at a
-    layer: read exactly, a non-integer value dead-letters its record).
+    dtype: 'float32' (a float model input), 'int64' (ids for an integer input attributed at a
+    layer: read exactly, a non-integer value dead-letters its record) or 'string' (text for a
+    string input: Parquet string/list<string>, TFRecord bytes_list; an object array of str/bytes).
+    attr_length: attribution values per record when they differ from `length` (a string input
+    whose TextVectorization yields T positions); None: `length`.
     """
 
     name: str
@@ -51,6 +54,7 @@ class ColumnSpec:
     is_list: bool
     kind: str = "float_list"
     dtype: str = "float32"
+    attr_length: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class ModelInputSpec:
     # layer `id_layer`, which reads this input directly); a record with another id dead-letters.
     id_range: Optional[int] = None
     id_layer: Optional[str] = None
+    # The output also carries tokens_<column>: the model's vocabulary token at each position.
+    tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,8 +184,13 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
             return f"column {column.name!r} is missing (the first input file has it)"
         arrow_type = _plain_type(arrow_schema.field(column.name).type)
         value_type = arrow_type.value_type if _is_list_type(arrow_type) else arrow_type
-        if _is_list_type(arrow_type) != column.is_list or not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
+        if column.dtype == "string":
+            fits = _is_text_type(value_type)
+            expected = "a list of strings" if column.is_list else "a string"
+        else:
+            fits = pa.types.is_integer(value_type) or pa.types.is_floating(value_type)
             expected = "a list of numbers" if column.is_list else "a number"
+        if _is_list_type(arrow_type) != column.is_list or not fits:
             return f"column {column.name!r} has type {arrow_type}, expected {expected} as in the first input file"
     for f in (schema.key, schema.label, *schema.passthrough):
         if f is None:
@@ -189,6 +200,11 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
         if not _readable_as(arrow_schema.field(f.name).type, f.arrow_type):
             return f"column {f.name!r} has type {arrow_schema.field(f.name).type}, the first input file has {f.arrow_type}"
     return None
+
+
+def _is_text_type(arrow_type: pa.DataType) -> bool:
+    arrow_type = _plain_type(arrow_type)
+    return any(check(arrow_type) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary))
 
 
 def _plain_type(arrow_type: pa.DataType) -> pa.DataType:
@@ -244,9 +260,31 @@ def _is_list_type(arrow_type: pa.DataType) -> bool:
     return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type)
 
 
+def _parquet_strings(column: pa.Array, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """object (n, length) text of a string or list<string> column; bad rows filled with ''."""
+    n = len(column)
+    if not _is_list_type(column.type):
+        problems.add(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"column {spec.name!r} is null")
+        return np.array(column.fill_null("").to_pylist(), dtype=object).reshape(n, 1)
+    values = np.full((n, spec.length), "", dtype=object)
+    for row, items in enumerate(column.to_pylist()):  # text is per-record Python objects anyway
+        if items is None:
+            problems.add([row], lambda r: f"column {spec.name!r} is null")
+        elif len(items) != spec.length:
+            problems.add([row], lambda r, k=len(items): f"column {spec.name!r} has {k} values, expected {spec.length}")
+        elif any(v is None for v in items):
+            problems.add([row], lambda r: f"column {spec.name!r} holds null values")
+        else:
+            values[row] = items
+    return values
+
+
 def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
-    """float32 (n, length) values of a numeric or list column; bad rows filled with 0."""
+    """float32 (n, length) values of a numeric or list column (int64 ids, or object text, as
+    spec.dtype says); bad rows filled with 0."""
     column = _arrow_column(table, spec.name)
+    if spec.dtype == "string":
+        return _parquet_strings(column, spec, problems)
     n = len(column)
     if (
         pa.types.is_fixed_size_list(column.type)
@@ -284,7 +322,9 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
 
 
 def _as_values(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
-    """(n, length) values as the model input reads them: float32, or int64 ids (see ColumnSpec)."""
+    """(n, length) values as the model input reads them: float32, int64 ids or text (see ColumnSpec)."""
+    if spec.dtype == "string":
+        return values
     return _as_ids(values, spec, problems) if spec.dtype == "int64" else _as_float32(values, spec, problems)
 
 
@@ -296,7 +336,7 @@ def _as_ids(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.nda
         bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) > 2.0**62)  # (n, length)
     problems.add(
         bad.any(axis=1),
-        lambda r: f"column {spec.name!r} value {values[r][bad[r]][0]!r} is not a whole-number id (the model input is an integer id)",
+        lambda r: f"column {spec.name!r} value {float(values[r][bad[r]][0])} is not a whole-number id (the model input is an integer id)",
     )
     return np.where(bad, 0, values).astype(np.int64)
 
@@ -509,6 +549,8 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
         if f is not None and f.name in fields:
             fields[f.name] = _as_type(fields[f.name], f, roles.get(f.name, "column"), rows, problems)
     for name, array in values.items():
+        if array.dtype == object:  # text: nothing to be finite
+            continue
         finite = np.isfinite(array).all(axis=1)
         problems.add(rows[~finite], lambda r, name=name: f"column {name!r} holds NaN or infinite values")
     for spec in schema.model_inputs:

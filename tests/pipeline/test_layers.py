@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import read_parquet_dir, rows_by_key, save_token_model, write_token_parquet, write_token_tfrecord
+from helpers import read_parquet_dir, rows_by_key, save_text_model, save_token_model, write_token_parquet, write_token_tfrecord
 from pipeline.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,7 +66,7 @@ def test_cli_on_parquet_ig_with_padding_baseline_matches_the_closed_form(token_r
     assert manifest["counts"]["records_read"] == 40 == manifest["counts"]["records_attributed"] + manifest["counts"]["records_dead_lettered"]
     assert manifest["model"]["layers"] == [{
         "input": "tokens", "layer": "embedding", "positions": LENGTH, "id_range": 12,
-        "reason": "default: the first float layer after model input 'tokens' (int32)",
+        "reason": "default: the first float layer after model input 'tokens' (int32)", "vocabulary_layer": None,
     }]
     assert manifest["settings"]["layer_baseline"] == "id:0"
 
@@ -128,3 +128,70 @@ def test_a_model_that_cannot_be_split_stops_the_launcher(tmp_path):
     assert "model input 'tokens' (int32) reaches the output other than through layers ['embedding']" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+TEXTS = ["the cat sat on the mat", "a dog ran far away", "cat and dog", "the end", "the dog sat", "cat cat cat"]
+
+
+def test_text_through_textvectorization_tokens_and_padding(tmp_path):
+    """A string column through the model's own TextVectorization: attr_text has one value per token
+    position (T = 8), tokens_text the model's vocabulary token there ('' for padding, '[UNK]' for an
+    unknown word); with the padding baseline (id:0) padding positions get exactly 0 and every
+    position the closed form (e(x_t) - e(0)) @ W[:, c] / T."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model, embedding, weights, vocabulary = save_text_model(tmp_path / "text.keras", TEXTS, length=8)
+    texts = TEXTS + ["zebra sat", None]
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), str(tmp_path / "text.parquet"))
+    code = main(["run", "--model", model, "--input", str(tmp_path / "text.parquet"), "--output", str(tmp_path / "out"),
+                 "--key-column", "id", "--layer-baseline", "id:0", "--target", "1", "--steps", "8", "--quiet",
+                 "--max-dead-letter-fraction", "0.5"])
+    assert code == 0
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    index = {token: i for i, token in enumerate(vocabulary)}
+    for key, text in enumerate(texts[:-1]):
+        words = text.split()
+        expected_tokens = [w if w in index else "[UNK]" for w in words] + [""] * (8 - len(words))
+        assert rows[key]["tokens_text"] == expected_tokens
+        ids = np.array([index[t] for t in expected_tokens])
+        expected = (embedding[ids] - embedding[0]) @ weights[:, 1] / 8
+        np.testing.assert_allclose(rows[key]["attr_text"], expected, rtol=1e-4, atol=1e-6)
+        assert rows[key]["attr_text"][len(words):] == [0.0] * (8 - len(words))
+    dead = read_parquet_dir(tmp_path / "out", "dead_letter").to_pylist()
+    assert [(d["key"], d["error"]) for d in dead] == [(str(len(texts) - 1), "column 'text' is null")]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["layers"][0]["vocabulary_layer"] == "vectorize"
+    assert manifest["model"]["layers"][0]["positions"] == 8
+
+
+def test_string_ids_through_stringlookup_from_tfrecord_bytes(tmp_path):
+    """A (3,) string input of category names, StringLookup -> Embedding, read from a TFRecord
+    bytes_list feature; tokens are the names (OOV -> '[UNK]'), values the closed form."""
+    import keras
+    import tensorflow as tf
+
+    names = keras.Input((3,), dtype="string", name="colors")
+    lookup = keras.layers.StringLookup(vocabulary=["red", "green", "blue"], name="lookup")
+    embed = keras.layers.Embedding(4, 2, name="embedding")
+    head = keras.layers.Dense(1, name="head")
+    model = keras.Model(names, head(keras.layers.GlobalAveragePooling1D()(embed(lookup(names)))))
+    table = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    embed.set_weights([table])
+    model.save(str(tmp_path / "colors.keras"))
+    records = [["red", "blue", "blue"], ["green", "pink", "red"], ["blue", "blue", "blue"]]
+    with tf.io.TFRecordWriter(str(tmp_path / "colors.tfrecord")) as writer:
+        for i, row in enumerate(records):
+            feature = {"colors": tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in row])),
+                       "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    code = main(["run", "--model", str(tmp_path / "colors.keras"), "--input", str(tmp_path / "colors.tfrecord"),
+                 "--output", str(tmp_path / "out"), "--key-column", "id", "--method", "gradient_x_input", "--quiet"])
+    assert code == 0
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    ids = {"[UNK]": 0, "red": 1, "green": 2, "blue": 3}
+    w = head.get_weights()[0][:, 0]
+    for i, row in enumerate(records):
+        tokens = [v if v in ids else "[UNK]" for v in row]
+        assert rows[i]["tokens_colors"] == tokens
+        np.testing.assert_allclose(rows[i]["attr_colors"], table[[ids[t] for t in tokens]] @ w / 3, rtol=1e-5, atol=1e-7)
