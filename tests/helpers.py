@@ -230,3 +230,15 @@ def save_text_model(path, texts, length: int = 8, dim: int = 4, classes: int = 2
     model.get_layer("embedding").set_weights([embedding])
     model.save(str(path))
     return str(path), embedding, head.get_weights()[0], list(vectorize.get_vocabulary())
+
+
+def vader_lexicon() -> dict:
+    """{word: mean valence in [-4, 4]} of the lowercase alphabetic entries of the VADER sentiment
+    lexicon (vaderSentiment's bundled vader_lexicon.txt, read offline: each entry rated by 10 human
+    raters; Hutto & Gilbert, ICWSM 2014)."""
+    import importlib.resources
+    import re
+
+    text = (importlib.resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")
+    entries = (line.split("\t") for line in text.splitlines() if line.strip())
+    return {fields[0]: float(fields[1]) for fields in entries if re.fullmatch("[a-z]+", fields[0])}
