@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from attributions.result import COMPLETENESS_MEASURE
 from audit.summary import DELTA_EDGES, QUANTILES, RunSummary
+from audit.tokens import token_importance
 
 __all__ = [
     "FEATURES_FILE", "EXEMPLARS_FILE", "SUMMARY_FILE", "SUMMARY_FILES",
@@ -194,7 +195,7 @@ def steps_document(counts: dict[int, int], rows_met: int) -> dict[str, Any]:
 def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str, Any]) -> dict[str, Any]:
     """The summary.json document. dead_letters: records dead-lettered in the run."""
     spec = summary.spec
-    return {
+    document = {
         "format_version": FORMAT_VERSION,
         "rows": summary.rows,
         "rows_summarized": summary.rows - summary.rows_not_finite,
@@ -211,3 +212,8 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
         "quantile_method": QUANTILE_METHOD,
         "groups": [_group_document(summary, kind, value, group) for (kind, value), group in _sorted_groups(summary)],
     }
+    if spec.token_features:
+        # inputs attributed at a layer: per feature and class, the tokens (or category ids) with the
+        # highest and lowest mean attribution, with their counts (audit.tokens)
+        document["token_importance"] = token_importance(summary.tokens)
+    return document

@@ -448,6 +448,10 @@ def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpe
         completeness_threshold=float(config.completeness_threshold),
         max_slice_values=config.max_slice_values,
         adaptive=config.method == "integrated_gradients" and config.completeness_target is not None,
+        token_features=tuple(
+            (spec.columns[0].name, i) for i, spec in enumerate(schema.model_inputs)
+            if len(spec.columns) == 1 and spec.columns[0].dtype in ("int64", "string")
+        ),
     )
 
 

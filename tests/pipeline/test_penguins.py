@@ -55,3 +55,13 @@ def test_penguins_completeness_against_the_model_itself(tmp_path):
     accuracy = np.mean([rows[k]["target"] == table.column("species")[k].as_py() for k in keys])
     assert accuracy > 0.95
     assert np.mean([abs(rows[k]["attr_island"]) for k in keys]) > 1e-3
+
+    # summary.json's category view: per explained class, each island id's mean attribution and count,
+    # against a brute-force pass over the written rows
+    view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["island"]
+    for cls, ranking in view.items():
+        for entry in ranking["highest"]:
+            chosen = [rows[k]["attr_island"] for k in keys
+                      if rows[k]["target"] == int(cls) and table.column("island")[k].as_py() == int(entry["token"])]
+            assert entry["count"] == len(chosen)
+            np.testing.assert_allclose(entry["mean_attribution"], np.mean(chosen), rtol=1e-5, atol=1e-9)

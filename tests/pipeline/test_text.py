@@ -65,3 +65,15 @@ def test_token_attributions_follow_the_human_ratings(tmp_path):
     strong = np.abs(ratings) >= 1.5
     agree = (np.sign(mean_attribution[strong]) == np.sign(ratings[strong])).mean()
     assert agree >= 0.95, agree
+
+    # the dataset-level view in summary.json: the same means and counts, and the words that push
+    # class 0 (the sentiment logit) up the most / least are rated positive / negative by people
+    import json
+
+    view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["text"]["0"]
+    assert view["tokens"] == len(by_word)
+    for entry in view["highest"] + view["lowest"]:
+        assert entry["count"] == len(by_word[entry["token"]])
+        np.testing.assert_allclose(entry["mean_attribution"], np.mean(by_word[entry["token"]]), rtol=1e-5, atol=1e-9)
+    assert all(lexicon[e["token"]] > 0 for e in view["highest"][:10])
+    assert all(lexicon[e["token"]] < 0 for e in view["lowest"][:10])
