@@ -199,3 +199,15 @@ def test_the_former_flag_names_are_accepted_as_setting_names():
     assert (dict(config.inputs), config.passthrough_columns, config.slice_columns) == ({"x": ("a", "b")}, ("p",), ("s",))
     with pytest.raises(ValueError, match="gives both 'passthrough' and 'passthrough_columns', two names of one setting"):
         RunConfig.from_mapping({**BASE, "passthrough": ["p"], "passthrough_columns": ["q"]})
+
+
+def test_layers_and_layer_baseline():
+    config = RunConfig.from_mapping({**BASE, "layers": "embedding", "layer_baseline": "id:0"})
+    assert config.layers == ("embedding",) and config.setting("layer_baseline") == "id:0"
+    assert RunConfig.from_mapping(BASE).setting("layer_baseline") == "zeros"
+    with pytest.raises(ValueError, match=r"layer_baseline 'id:-1' is not valid; expected 'zeros' .* or 'id:N'"):
+        RunConfig.from_mapping({**BASE, "layer_baseline": "id:-1"})
+    with pytest.raises(ValueError, match=r"setting 'layer_baseline' applies only to method\(s\) \['integrated_gradients'\]"):
+        RunConfig.from_mapping({**BASE, "method": "gradient", "layer_baseline": "id:0"})
+    with pytest.raises(ValueError, match=r"layers must be a string or a list of strings; got \[3\]"):
+        RunConfig.from_mapping({**BASE, "layers": [3]})

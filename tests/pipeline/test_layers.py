@@ -195,3 +195,18 @@ def test_string_ids_through_stringlookup_from_tfrecord_bytes(tmp_path):
         tokens = [v if v in ids else "[UNK]" for v in row]
         assert rows[i]["tokens_colors"] == tokens
         np.testing.assert_allclose(rows[i]["attr_colors"], table[[ids[t] for t in tokens]] @ w / 3, rtol=1e-5, atol=1e-7)
+
+
+def test_completeness_driven_ig_and_top_k_at_the_layer(token_run, tmp_path):
+    """IG with a completeness target, and top_k (two rows per record, one per class), at the layer:
+    still the closed form per explained class."""
+    model, embedding, weights, tokens, extra, data = token_run
+    code = main(["run", "--model", model, "--input", data, "--output", str(tmp_path / "out"), "--key-column", "id",
+                 "--completeness-target", "0.001", "--steps", "4", "--target", "top_k:2", "--quiet"])
+    assert code == 0
+    table = read_parquet_dir(tmp_path / "out")
+    assert table.num_rows == 2 * 38
+    for row in table.to_pylist():
+        expected = _closed_form(embedding, weights, tokens[row["id"]], row["target"])
+        np.testing.assert_allclose(row["attr_tokens"], expected, rtol=1e-4, atol=1e-6)
+        assert row["completeness_met"] and row["steps_used"] >= 4

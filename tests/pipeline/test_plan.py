@@ -108,3 +108,27 @@ def test_a_glob_maps_columns_in_file_order(linear_model, tmp_path):
     config = RunConfig.from_mapping({"model": linear_model[0], "input": str(tmp_path / "d.parquet"), "output": str(tmp_path / "out"),
                                      "inputs": {"features": "x*"}})
     assert [c.name for c in resolve_plan(config).schema.source_columns] == ["x3", "x1", "x0", "x2", "x5", "x4"]
+
+
+def _token_files(tmp_path):
+    from helpers import save_token_model, write_token_parquet
+
+    model, _, _ = save_token_model(tmp_path / "tokens.keras", vocab=12, length=6, dim=4, classes=3, hidden=5)
+    data = write_token_parquet(tmp_path / "tokens.parquet", np.ones((4, 6), int), ids=np.arange(4))
+    return model, data
+
+
+def test_layer_choices_that_cannot_work_stop_the_launcher(tmp_path):
+    model, data = _token_files(tmp_path)
+
+    def plan(**extra):
+        return resolve_plan(RunConfig.from_mapping({"model": model, "input": data, "output": str(tmp_path / "o"), **extra}))
+
+    with pytest.raises(ValueError, match=r"layer 'embeding' is not a layer of the model. Did you mean 'embedding'\?"):
+        plan(layers=["embeding"])
+    # a layer after the pooling has no positions left to line up with the ids
+    with pytest.raises(ValueError, match=r"layer 'dense' outputs shape \(5,\): 1 position\(s\) once its last axis is summed, but model input 'tokens' holds 6 values"):
+        plan(layers=["dense"])
+    with pytest.raises(ValueError, match=r"the baseline 'id:12' cannot be computed at layer 'embedding'.*Use an id the layer takes"):
+        plan(layer_baseline="id:12")
+    assert plan(layer_baseline="id:11").settings.layer_baseline_id == 11
