@@ -51,8 +51,8 @@ class LayerSplit:
     lower_inputs:      names of the model inputs the lower part reads (in model order).
     activation_shapes: per layer, its output's shape without the batch dimension, e.g. (T, D).
     lower(inputs) -> activations: inputs is a tuple, one array per name of `lower_inputs`, each
-      (B, *input_shape) in the model's dtype; returns one float32 (B, *activation_shape) tensor
-      per layer.
+      (B, *input_shape) (numbers are cast to the input's dtype; strings as str/bytes); returns one
+      float32 (B, *activation_shape) tensor per layer.
     upper(inputs) -> output: inputs is a tuple of the activations followed by the kept inputs,
       each (B, *shape) float32; returns the explained output (B, ...). Called with training=False.
     """
@@ -204,8 +204,10 @@ def split_model(model, layer_names: Sequence[str], output=None) -> LayerSplit:
     lower_inputs = [t for t in inputs if id(t) in lower_needed]
     lower_model = keras.Model(lower_inputs, activations)
     upper_model = keras.Model(activations + kept, output)
+    lower_dtypes = [str(t.dtype) for t in lower_inputs]
+
     def lower(values: tuple) -> tuple:
-        result = lower_model([_tensor(v) for v in values], training=False)
+        result = lower_model([_tensor(v, d) for v, d in zip(values, lower_dtypes)], training=False)
         return tuple(result) if isinstance(result, (list, tuple)) else (result,)
 
     def upper(values: tuple):
@@ -225,10 +227,14 @@ def split_model(model, layer_names: Sequence[str], output=None) -> LayerSplit:
     )
 
 
-def _tensor(value):
+def _tensor(value, dtype: Optional[str] = None):
+    """A tf.Tensor of `value`, cast to `dtype` when given (ids arrive as int64, inputs take int32)."""
     import tensorflow as tf
 
-    return value if tf.is_tensor(value) else tf.convert_to_tensor(value)
+    tensor = value if tf.is_tensor(value) else tf.convert_to_tensor(value)
+    if dtype is not None and dtype != "string" and tensor.dtype != dtype:
+        tensor = tf.cast(tensor, dtype)
+    return tensor
 
 
 def default_layers(model) -> dict[str, str]:

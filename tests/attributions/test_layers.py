@@ -181,3 +181,23 @@ def test_unsplittable_models_are_refused_with_what_and_how(tmp_path):
     leaky = keras.Model(ids, keras.layers.Dense(1)(leak))
     with pytest.raises(ValueError, match=r"model input 'ids' \(int32\) reaches the output other than through layers \['e'\]"):
         split_model(leaky, ["e"])
+
+
+def test_any_layer_splits_e_g_a_conv_layer_of_a_float_cnn(tmp_path):
+    """The split is generic (Grad-CAM takes a conv layer's activations the same way): a float CNN
+    split at its conv layer recomposes to the model, and the layer stands for the image input."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="image")
+    side = keras.Input((2,), name="side")
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(image)
+    merged = keras.layers.Concatenate()([keras.layers.Flatten()(conv), side])
+    model = keras.Model([image, side], keras.layers.Dense(3, activation="softmax")(merged))
+    split = split_model(model, ["conv"])
+    assert split.replaced_inputs == ("image",) and split.kept_inputs == ("side",) and split.lower_inputs == ("image",)
+    assert split.activation_shapes == ((6, 6, 4),)
+    rng = np.random.default_rng(0)
+    x, s = rng.normal(size=(5, 8, 8, 1)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)
+    (activation,) = split.lower((x,))
+    np.testing.assert_allclose(split.upper((activation, s)), model([x, s]), rtol=1e-6, atol=1e-7)
