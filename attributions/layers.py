@@ -365,16 +365,21 @@ class TokenLookup:
     """The token at each position of a layer's output, from the model's own vocabulary.
 
     inputs: names of the model inputs `tokens` reads; vocabulary: str (V,), index -> token.
-    tokens(values) -> object (B, positions) of str: values one array per name of `inputs`.
+    tokens(values) -> object (B, positions) of str: values one array per name of `inputs`;
+    token_ids(values) -> int64 (B, positions), the vocabulary index of each.
     """
 
     inputs: tuple[str, ...]
     vocabulary: np.ndarray
     ids: Callable[[tuple], Any]
 
-    def tokens(self, values: tuple) -> np.ndarray:
+    def token_ids(self, values: tuple) -> np.ndarray:
+        """int64 (B, positions): the vocabulary index at each position."""
         ids = np.asarray(self.ids([_tensor(v) for v in values]))  # (B, *positions)
-        ids = ids.reshape(len(ids), -1)
+        return ids.reshape(len(ids), -1).astype(np.int64)
+
+    def tokens(self, values: tuple) -> np.ndarray:
+        ids = self.token_ids(values)  # (B, positions)
         known = (ids >= 0) & (ids < len(self.vocabulary))
         return np.where(known, self.vocabulary[np.clip(ids, 0, len(self.vocabulary) - 1)], "")
 

@@ -31,9 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 from audit.moments import Moments, RowSample, grouped_moments
-from audit.tokens import TokenTotals, token_totals
+from audit.token_importance import TokenTotals
 
-__all__ = ["FeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
+__all__ = ["FeatureSpec", "TokenFeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Fixed edges of the completeness-error histogram (relative error), so counts merge exactly.
@@ -70,9 +70,21 @@ class SummarySpec:
     exemplars_per_criterion: int = 6
     # Integrated gradients with a completeness target: rows carry steps_used and completeness_met.
     adaptive: bool = False
-    # Inputs of token/category ids or text attributed at a layer: (feature name, model input
-    # index); their per-position attributions are also totalled per (class, token) (audit.tokens).
-    token_features: tuple[tuple[str, int], ...] = ()
+    # Inputs of token/category ids or text attributed at a layer: their per-position attributions
+    # are also totalled per (class, token id) (audit.token_importance).
+    token_features: tuple["TokenFeatureSpec", ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenFeatureSpec:
+    """An input attributed per position at a layer. input_index: which of the batch's inputs holds
+    its token ids, (B, positions) (the engine gives the vocabulary ids for text); vocabulary: id ->
+    token when the model holds one; padding_id: the id of padding positions (left out), if any."""
+
+    name: str
+    input_index: int
+    vocabulary: Optional[tuple[str, ...]] = None
+    padding_id: Optional[int] = None
 
 
 
@@ -170,7 +182,7 @@ class RunSummary:
     rows_not_finite: int = 0
     slice_values: dict[str, set] = field(default_factory=dict)
     exemplars: dict[str, Exemplars] = field(default_factory=dict)
-    tokens: TokenTotals = field(default_factory=TokenTotals)
+    tokens: dict[str, TokenTotals] = field(default_factory=dict)  # per token feature
 
     @classmethod
     def empty(cls, spec: SummarySpec) -> "RunSummary":
@@ -193,8 +205,10 @@ class RunSummary:
         exemplars = dict(self.exemplars)
         for name, chosen in other.exemplars.items():
             exemplars[name] = exemplars[name].merge(chosen) if name in exemplars else chosen
-        return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars,
-                          self.tokens.merge(other.tokens))
+        tokens = dict(self.tokens)
+        for name, totals in other.tokens.items():
+            tokens[name] = tokens[name].merge(totals) if name in tokens else totals
+        return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars, tokens)
 
     def _admit_slice_value(self, seen: set, value: str) -> str:
         if value == OTHER_VALUE or len(seen) < self.spec.max_slice_values:
@@ -321,29 +335,15 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
             )
             key = (kind, value)
             summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
-    for j, feature in enumerate(spec.features):
-        for name, input_index in spec.token_features:
-            if name == feature.name:
-                tokens = _position_tokens(table, name, inputs[input_index], example_index)  # (R, L)
-                attributions = elements[name] if name in elements else values[:, j : j + 1]  # (R, L)
-                if tokens is not None:
-                    summary.tokens = summary.tokens.merge(token_totals(name, tokens, attributions, targets))
+    for token_feature in spec.token_features:
+        j = [f.name for f in spec.features].index(token_feature.name)
+        attributions = elements.get(token_feature.name, values[:, j : j + 1])  # (R, positions)
+        ids = np.asarray(inputs[token_feature.input_index])[example_index].reshape(table.num_rows, -1)  # (R, positions)
+        valid = None if token_feature.padding_id is None else ids != token_feature.padding_id
+        summary.tokens[token_feature.name] = TokenTotals.of_batch(targets, ids, attributions, valid)
     primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
     summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary)
     return summary
-
-
-def _position_tokens(table: pa.Table, name: str, inputs: np.ndarray, example_index: np.ndarray) -> Optional[np.ndarray]:
-    """object (R, L) str: the token at each position of each row: the tokens_<name> column (the
-    model's vocabulary), else the ids of the input (R, L) as text; None for text without tokens."""
-    column = f"tokens_{name}"
-    if column in table.column_names:
-        lists = table.column(column).combine_chunks()
-        return np.array(lists.flatten().to_pylist(), dtype=object).reshape(table.num_rows, -1)
-    ids = np.asarray(inputs)[example_index].reshape(table.num_rows, -1)
-    if not np.issubdtype(ids.dtype, np.number) or np.isnan(ids.astype(np.float64)).any():
-        return None
-    return ids.astype(np.int64).astype(str).astype(object)
 
 
 def _value_counts(values: np.ndarray) -> dict[int, int]:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model
-from audit.summary import FeatureSpec, SummarySpec
+from audit.summary import FeatureSpec, SummarySpec, TokenFeatureSpec
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline, parse_layer_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
@@ -426,8 +426,9 @@ def _extra_slice_columns(config: RunConfig) -> tuple[str, ...]:
     return tuple(c for c in dict.fromkeys(config.slice_columns) if c not in present)
 
 
-def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpec]:
-    """What the run summarizes, or None when summaries are off."""
+def summary_spec(config: RunConfig, schema: RecordSchema, token_features: tuple[TokenFeatureSpec, ...] = ()) -> Optional[SummarySpec]:
+    """What the run summarizes, or None when summaries are off. token_features: the inputs of
+    token/category ids or text attributed at a layer (`token_feature_specs`)."""
     if not config.summaries:
         return None
     features = []
@@ -448,11 +449,33 @@ def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpe
         completeness_threshold=float(config.completeness_threshold),
         max_slice_values=config.max_slice_values,
         adaptive=config.method == "integrated_gradients" and config.completeness_target is not None,
-        token_features=tuple(
-            (spec.columns[0].name, i) for i, spec in enumerate(schema.model_inputs)
-            if len(spec.columns) == 1 and spec.columns[0].dtype in ("int64", "string")
-        ),
+        token_features=token_features,
     )
+
+
+def token_feature_specs(model: LoadedModel, schema: RecordSchema, layers: tuple[LayerChoice, ...]) -> tuple[TokenFeatureSpec, ...]:
+    """The id/text inputs attributed at a layer, for the summaries' token view: each one's
+    vocabulary (a lookup layer's, when the model holds one) and padding id (the vocabulary's ''
+    entry, or 0 for an Embedding with mask_zero reading the ids)."""
+    from attributions.layers import token_lookup
+
+    features = []
+    by_input = {choice.input: choice for choice in layers}
+    for index, spec in enumerate(schema.model_inputs):
+        choice = by_input.get(spec.name)
+        if choice is None or len(spec.columns) != 1 or spec.columns[0].dtype not in ("int64", "string"):
+            continue
+        lookup = token_lookup(model._keras_model, choice.layer)
+        vocabulary = tuple(str(t) for t in lookup.vocabulary) if lookup is not None else None
+        padding = None
+        if vocabulary is not None and "" in vocabulary:
+            padding = vocabulary.index("")
+        elif vocabulary is None and getattr(model._keras_model.get_layer(choice.layer), "mask_zero", False):
+            padding = 0
+        if vocabulary is None and spec.columns[0].dtype == "string":
+            continue  # text without a vocabulary layer: no ids to total
+        features.append(TokenFeatureSpec(spec.columns[0].name, index, vocabulary, padding))
+    return tuple(features)
 
 
 def _check_output_dtype(model: LoadedModel, output_name: Optional[str]) -> None:
@@ -547,7 +570,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         baseline_value=baseline.value if baseline is not None else 0.0,
         reference_path=reference_path,
         reference_format=reference_format,
-        summary=summary_spec(config, schema),
+        summary=summary_spec(config, schema, token_feature_specs(model, schema, layers)),
         model_sha256=fingerprint,
         layers=tuple(c.layer for c in layers),
         layer_baseline_id=layer_baseline,

@@ -228,16 +228,25 @@ class AttributionEngine:
         return lookup.tokens(tuple(_as_model_dtype(by_name[n], model.input_dtypes[model.input_names.index(n)]) for n in lookup.inputs))
 
     def summary_inputs(self, inputs: tuple) -> tuple:
-        """The batch's inputs as the summaries' exemplars hold them (float rows): text inputs, which
-        have no numeric value, become NaN at each attributed position."""
+        """The batch's inputs as the summaries take them (float rows): an input whose tokens come
+        from the model's vocabulary becomes its vocabulary ids, (B, positions) (the token view
+        totals them; exemplars show them); text without a vocabulary becomes NaN."""
         specs = self.settings.schema.model_inputs
-        if not any(c.dtype == "string" for spec in specs for c in spec.columns):
+        if not self._token_lookups and not any(c.dtype == "string" for spec in specs for c in spec.columns):
             return inputs
-        return tuple(
-            np.full((len(x), spec.columns[0].attr_length or int(np.prod(spec.shape))), np.nan, np.float32)
-            if spec.columns[0].dtype == "string" else x
-            for spec, x in zip(specs, inputs)
-        )
+        model = self._model
+        by_name = dict(zip(model.input_names, inputs))
+        converted = []
+        for spec, x in zip(specs, inputs):
+            lookup = self._token_lookups.get(spec.columns[0].name)
+            if lookup is not None:
+                values = tuple(_as_model_dtype(by_name[n], model.input_dtypes[model.input_names.index(n)]) for n in lookup.inputs)
+                converted.append(lookup.token_ids(values).astype(np.float32))  # (B, positions)
+            elif spec.columns[0].dtype == "string":
+                converted.append(np.full((len(x), spec.columns[0].attr_length or int(np.prod(spec.shape))), np.nan, np.float32))
+            else:
+                converted.append(x)
+        return tuple(converted)
 
     def _run_method(
         self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray

@@ -59,9 +59,10 @@ def test_penguins_completeness_against_the_model_itself(tmp_path):
     # summary.json's category view: per explained class, each island id's mean attribution and count,
     # against a brute-force pass over the written rows
     view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["island"]
-    for cls, ranking in view.items():
-        for entry in ranking["highest"]:
+    assert view["positions"] == 333 and view["padding_id"] is None
+    for cls, ranking in view["classes"].items():
+        for entry in ranking["for"]:
             chosen = [rows[k]["attr_island"] for k in keys
                       if rows[k]["target"] == int(cls) and table.column("island")[k].as_py() == int(entry["token"])]
             assert entry["count"] == len(chosen)
-            np.testing.assert_allclose(entry["mean_attribution"], np.mean(chosen), rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(entry["mean"], np.mean(chosen), rtol=1e-5, atol=1e-9)

@@ -70,10 +70,11 @@ def test_token_attributions_follow_the_human_ratings(tmp_path):
     # class 0 (the sentiment logit) up the most / least are rated positive / negative by people
     import json
 
-    view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["text"]["0"]
-    assert view["tokens"] == len(by_word)
-    for entry in view["highest"] + view["lowest"]:
+    view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["text"]
+    assert view["padding_id"] == 0 and view["positions"] == sum(len(v) for v in by_word.values())
+    ranking = view["classes"]["0"]
+    for entry in ranking["for"] + ranking["against"]:
         assert entry["count"] == len(by_word[entry["token"]])
-        np.testing.assert_allclose(entry["mean_attribution"], np.mean(by_word[entry["token"]]), rtol=1e-5, atol=1e-9)
-    assert all(lexicon[e["token"]] > 0 for e in view["highest"][:10])
-    assert all(lexicon[e["token"]] < 0 for e in view["lowest"][:10])
+        np.testing.assert_allclose(entry["mean"], np.mean(by_word[entry["token"]]), rtol=1e-5, atol=1e-9)
+    assert all(lexicon[e["token"]] > 0 for e in ranking["for"])
+    assert all(lexicon[e["token"]] < 0 for e in ranking["against"])
