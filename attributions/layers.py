@@ -244,6 +244,8 @@ def default_layers(model) -> dict[str, str]:
 
     Raises ValueError when such an input reaches no float layer fed by it alone.
     """
+    import keras
+
     consumers: dict[int, list[tuple[Any, Any]]] = {}  # tensor id -> [(layer, its output)]
     for node in _graph_nodes(model):
         for tensor in node.arguments.keras_tensors:
@@ -260,7 +262,9 @@ def default_layers(model) -> dict[str, str]:
                     if id(out) in seen:
                         continue
                     seen.add(id(out))
-                    if is_float_dtype(out.dtype) and len(_ancestors([out])[1]) == 1:
+                    # a Layer (what --layer can name; not a bare op such as keras.ops.cast) with a
+                    # float output that this input alone feeds
+                    if isinstance(layer, keras.layers.Layer) and is_float_dtype(out.dtype) and len(_ancestors([out])[1]) == 1:
                         choice = layer.name
                         break
                     following.append(out)
