@@ -333,7 +333,7 @@ def integer_model_inputs(tmp_path) -> Case:
     import keras
 
     inputs = keras.Input((6,), dtype="int32", name="features")
-    embedded = keras.layers.Flatten()(keras.layers.Embedding(10, 2)(inputs))
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(10, 2, name="embedding")(inputs))
     as_numbers = keras.layers.Activation("linear")(keras.ops.cast(inputs, "float32"))
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()([embedded, as_numbers])))
     model.save(str(tmp_path / "ints.keras"))

@@ -119,7 +119,7 @@ def save_token_model(path, vocab: int = 12, length: int = 6, dim: int = 4, class
         inputs.append(extra)
         x = keras.layers.Concatenate()([x, extra])
     if hidden:
-        x = keras.layers.Dense(hidden, activation="tanh")(x)
+        x = keras.layers.Dense(hidden, activation="tanh", name="hidden")(x)
     head = keras.layers.Dense(classes, name="head")
     model = keras.Model(inputs, head(x))
     rng = np.random.default_rng(seed)

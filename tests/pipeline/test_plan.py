@@ -127,8 +127,8 @@ def test_layer_choices_that_cannot_work_stop_the_launcher(tmp_path):
     with pytest.raises(ValueError, match=r"layer 'embeding' is not a layer of the model. Did you mean 'embedding'\?"):
         plan(layers=["embeding"])
     # a layer after the pooling has no positions left to line up with the ids
-    with pytest.raises(ValueError, match=r"layer 'dense' outputs shape \(5,\): 1 position\(s\) once its last axis is summed, but model input 'tokens' holds 6 values"):
-        plan(layers=["dense"])
+    with pytest.raises(ValueError, match=r"layer 'hidden' outputs shape \(5,\): 1 position\(s\) once its last axis is summed, but model input 'tokens' holds 6 values"):
+        plan(layers=["hidden"])
     with pytest.raises(ValueError, match=r"the baseline 'id:12' cannot be computed at layer 'embedding'.*Use an id the layer takes"):
         plan(layer_baseline="id:12")
     assert plan(layer_baseline="id:11").settings.layer_baseline_id == 11
