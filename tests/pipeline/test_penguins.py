@@ -60,6 +60,9 @@ def test_penguins_completeness_against_the_model_itself(tmp_path):
     # against a brute-force pass over the written rows
     view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["island"]
     assert view["positions"] == 333 and view["padding_id"] is None
+    # domain truth: Chinstraps (class 1) live only on Dream (island id 1); against the Biscoe
+    # baseline, Dream is the island that argues most for Chinstrap
+    assert view["classes"]["1"]["for"][0]["token"] == "1" and view["classes"]["1"]["for"][0]["mean"] > 0
     for cls, ranking in view["classes"].items():
         for entry in ranking["for"]:
             chosen = [rows[k]["attr_island"] for k in keys
