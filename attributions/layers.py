@@ -299,21 +299,31 @@ def vocabulary_layer(model, layer_name: str) -> Optional[tuple[Any, Any]]:
     return None
 
 
+# Layers that move values without changing them: ids seen through them are the input's ids.
+_VALUE_PRESERVING = ("Reshape", "Flatten", "Permute", "RepeatVector", "Identity")
+
+
 def id_range(model, layer_name: str) -> Optional[int]:
-    """N when `layer_name` reads a model input directly and takes ids in [0, N): an Embedding's
-    input_dim, a CategoryEncoding's num_tokens; None otherwise (e.g. after a lookup layer, which
-    maps unknown values to its out-of-vocabulary index itself)."""
+    """N when `layer_name` takes a model input's ids in [0, N) (an Embedding's input_dim, a
+    CategoryEncoding's num_tokens), reading the input directly or through layers that only move
+    values (Reshape, Flatten, ...); None otherwise (e.g. after a lookup layer, which maps unknown
+    values to its out-of-vocabulary index itself)."""
     layer = model.get_layer(layer_name)
+    kind = type(layer).__name__
+    if kind not in ("Embedding", "CategoryEncoding"):
+        return None
     node = [n for n in _graph_nodes(model) if n.operation is layer][0]
     parents = node.arguments.keras_tensors
-    if len(parents) != 1 or not any(parents[0] is t for t in model.inputs):
+    while len(parents) == 1 and not any(parents[0] is t for t in model.inputs):
+        if getattr(parents[0], "_keras_history", None) is None:
+            return None
+        operation, producer = _producer(parents[0])
+        if type(operation).__name__ not in _VALUE_PRESERVING:
+            return None
+        parents = producer.arguments.keras_tensors
+    if len(parents) != 1:
         return None
-    kind = type(layer).__name__
-    if kind == "Embedding":
-        return int(layer.input_dim)
-    if kind == "CategoryEncoding":
-        return int(layer.num_tokens)
-    return None
+    return int(layer.input_dim) if kind == "Embedding" else int(layer.num_tokens)
 
 
 def reduce_to_positions(attribution: np.ndarray) -> np.ndarray:

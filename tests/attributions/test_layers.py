@@ -201,3 +201,15 @@ def test_any_layer_splits_e_g_a_conv_layer_of_a_float_cnn(tmp_path):
     x, s = rng.normal(size=(5, 8, 8, 1)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)
     (activation,) = split.lower((x,))
     np.testing.assert_allclose(split.upper((activation, s)), model([x, s]), rtol=1e-6, atol=1e-7)
+
+
+def test_id_range_is_known_through_layers_that_only_move_values():
+    import keras
+
+    ids = keras.Input((2, 3), dtype="int32", name="ids")
+    flat = keras.layers.Reshape((6,))(ids)
+    embedded = keras.layers.Embedding(7, 2, name="emb")(flat)
+    shifted = keras.layers.Embedding(5, 2, name="emb_after_add")(keras.layers.Add()([flat, flat]))
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Concatenate()([embedded, shifted]))))
+    assert id_range(model, "emb") == 7  # through the Reshape: the ids are the input's
+    assert id_range(model, "emb_after_add") is None  # 2 x id: not the input's ids, no range to check
