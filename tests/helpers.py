@@ -211,7 +211,8 @@ def train_penguins_model(path, table: pa.Table, seed: int = 0):
     return str(path)
 
 
-def save_text_model(path, texts, length: int = 8, dim: int = 4, classes: int = 2, seed: int = 0, max_tokens: int = 50):
+def save_text_model(path, texts, length: int = 8, dim: int = 4, classes: int = 2, seed: int = 0, max_tokens: int = 50,
+                    standardize="lower_and_strip_punctuation"):
     """A string input 'text' (1,) -> TextVectorization(adapted on `texts`, output_sequence_length
     `length`, name 'vectorize') -> Embedding(max_tokens, dim, name 'embedding') -> mean over
     positions -> Dense(classes, name 'head'). Returns (path, embedding (max_tokens, dim), W (dim, classes),
@@ -219,7 +220,8 @@ def save_text_model(path, texts, length: int = 8, dim: int = 4, classes: int = 2
     import keras
 
     keras.utils.set_random_seed(seed)
-    vectorize = keras.layers.TextVectorization(max_tokens=max_tokens, output_sequence_length=length, name="vectorize")
+    vectorize = keras.layers.TextVectorization(max_tokens=max_tokens, output_sequence_length=length, name="vectorize",
+                                               standardize=standardize)
     vectorize.adapt(list(texts))
     text = keras.Input((1,), dtype="string", name="text")
     pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(max_tokens, dim, name="embedding")(vectorize(text)))
