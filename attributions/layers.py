@@ -18,6 +18,9 @@ one-hot dimension) to one value per position, (B, T), and completeness holds at 
 `split_model` is generic: any layer with one output, fed (through any layers) by exactly one model
 input, whose downstream part reads no other non-float input. Keras 3 builds a functional model
 from intermediate tensors, so `upper` is a `keras.Model` whose inputs are the layer outputs.
+Also here: `default_layers` (the first float layer after each id/string input, from the graph),
+`layer_output_for_id` (the baseline 'id:N'), `token_lookup` (the model's own vocabulary token at
+each position), `id_range` (the ids an Embedding/CategoryEncoding takes), `reduce_to_positions`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ __all__ = [
     "id_range", "layer_output_for_id", "TokenLookup", "token_lookup",
 ]
 
-# Layers whose output is a float view of integer ids, in the order they are preferred as defaults.
+# Lookup layers that hold a vocabulary: in 'int' mode their output is each position's vocabulary index.
 _VOCABULARY_LAYERS = ("StringLookup", "IntegerLookup", "TextVectorization")
 
 
