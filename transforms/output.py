@@ -14,7 +14,7 @@ One row per record (per record x class for target mode top_k):
   tokens_<column>          list<string>, only when the model holds the vocabulary (StringLookup,
                            IntegerLookup, TextVectorization before the layer): the token at each
                            position, aligned with attr_<column>; padding positions read '' (the
-                           padding token), out-of-vocabulary ones the layer's OOV token ('[UNK]')
+                           padding token), out-of-vocabulary ones the layer's OOV token ('[UNK]', '-1' for IntegerLookup)
   convergence_delta        float32, sum(attr) - (F(x) - F(baseline))      (path methods)
   convergence_delta_rel    float32, |delta| / max(|F(x) - F(baseline)|, 1e-6)   (path methods)
   completeness_error       float32, |delta| / max(|F(x) - F(baseline)|, sum|attr|, 1e-6) (path methods;

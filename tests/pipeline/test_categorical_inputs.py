@@ -210,3 +210,28 @@ def test_completeness_driven_ig_and_top_k_at_the_layer(token_run, tmp_path):
         expected = _closed_form(embedding, weights, tokens[row["id"]], row["target"])
         np.testing.assert_allclose(row["attr_tokens"], expected, rtol=1e-4, atol=1e-6)
         assert row["completeness_met"] and row["steps_used"] >= 4
+
+
+def test_raw_integer_codes_through_integerlookup(tmp_path):
+    """Integer codes (not ids: 1000, 2000, ...) looked up by the model's IntegerLookup: read as
+    int64, not range-checked (the lookup maps unknown codes to its OOV index), tokens are the codes
+    (an unknown code reads as the layer's OOV token, -1 for IntegerLookup)."""
+    import keras
+
+    codes = keras.Input((2,), dtype="int64", name="codes")
+    lookup = keras.layers.IntegerLookup(vocabulary=[1000, 2000, 3000], name="lookup")
+    embed = keras.layers.Embedding(4, 3, name="embedding")
+    head = keras.layers.Dense(1, name="head")
+    model = keras.Model(codes, head(keras.layers.Flatten()(embed(lookup(codes)))))
+    model.save(str(tmp_path / "codes.keras"))
+    rows = [[1000, 3000], [2000, 7], [3000, 3000]]
+    data = write_token_parquet(tmp_path / "codes.parquet", np.array(rows), ids=[0, 1, 2], column="codes")
+    assert main(["run", "--model", str(tmp_path / "codes.keras"), "--input", data, "--output", str(tmp_path / "out"),
+                 "--key-column", "id", "--method", "gradient_x_input", "--quiet"]) == 0
+    written = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    table, w = embed.get_weights()[0], head.get_weights()[0][:, 0].reshape(2, 3)  # Flatten: (position, dim)
+    index = {1000: 1, 2000: 2, 3000: 3}
+    for key, row in enumerate(rows):
+        assert written[key]["tokens_codes"] == [str(c) if c in index else str(lookup.oov_token) for c in row]
+        ids = [index.get(c, 0) for c in row]
+        np.testing.assert_allclose(written[key]["attr_codes"], (table[ids] * w).sum(axis=1), rtol=1e-5, atol=1e-7)
