@@ -36,11 +36,13 @@ setup(
         "rich>=13,<16",  # the progress bar on a terminal (Keras depends on it too)
     ],
     extras_require={
-        # The demo and the tests train small models on scikit-learn's bundled datasets.
-        "demo": ["scikit-learn>=1.4,<2"],
+        # The demo and the tests train small models on scikit-learn's bundled datasets, and on the
+        # Palmer penguins CSV that palmerpenguins ships (categorical inputs; read offline); the
+        # tests also read the VADER lexicon vaderSentiment ships (human-rated words, for text).
+        "demo": ["scikit-learn>=1.4,<2", "palmerpenguins>=0.1.6,<0.2"],
         # saliency (PAIR): tests check our integrated gradients against its implementation;
         # apache-beam[gcp]: the DataflowRunner dry-run tests; scipy (with scikit-learn): rank tests.
-        "test": ["scikit-learn>=1.4,<2", "pytest>=8,<10", "hypothesis>=6.100,<7", "saliency==0.2.1", "apache-beam[gcp]>=2.77.0,<2.78"],
+        "test": ["scikit-learn>=1.4,<2", "palmerpenguins>=0.1.6,<0.2", "vaderSentiment>=3.3.2,<3.4", "pytest>=8,<10", "hypothesis>=6.100,<7", "saliency==0.2.1", "apache-beam[gcp]>=2.77.0,<2.78"],
         # bench/throughput.py compares integrated gradients with PAIR's saliency package.
         "bench": ["scikit-learn>=1.4,<2", "saliency==0.2.1"],
         # gs:// paths for tf.io.gfile (models, TFRecord files) and Beam's GCS filesystem.

@@ -23,11 +23,12 @@ import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from attributions.layers import LayerSplit, split_model
 from attributions.model_functions import ModelFunctions, build_model_functions
 from attributions.saved_model_ops import disallowed_ops
 
@@ -82,6 +83,35 @@ class LoadedModel:
             def output_fn(inputs):
                 return self._call_all(inputs)[index]
         return build_model_functions(output_fn, self.input_shapes, self.output_sizes[index])
+
+    def layer_functions(
+        self, layers: Sequence[str], output_name: Optional[str] = None, explain_logits: bool = False
+    ) -> tuple[LayerSplit, ModelFunctions]:
+        """The model split at `layers` (`attributions.layers.split_model`) and the compiled
+        predict/gradient functions of its upper part, whose inputs are the layers' activations
+        followed by the model inputs the upper part still reads (`split.kept_inputs`)."""
+        if self.kind != "keras":
+            raise ValueError(
+                f"attributions at a layer (layers {list(layers)}) need a Keras model to split; {self.path} is a "
+                f"SavedModel, which has no layer graph. Pass the .keras file the SavedModel was exported from."
+            )
+        index = self.output_index(output_name)
+        output = self._logits_tensor(index) if explain_logits else self._keras_model.outputs[index]
+        split = split_model(self._keras_model, layers, output)
+        shapes = split.activation_shapes + tuple(self.input_shapes[self.input_names.index(n)] for n in split.kept_inputs)
+        return split, build_model_functions(split.upper, shapes, self.output_sizes[index])
+
+    def _logits_tensor(self, index: int):
+        """The KerasTensor before output `index`'s final softmax/sigmoid (switching a Dense
+        layer's own activation off, as `_logits_fn` does)."""
+        import keras
+
+        layer = self._keras_model.outputs[index]._keras_history.operation
+        if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
+            self._logits_fn(index)  # validates the activation
+            return layer.input
+        self._logits_fn(index)  # validates it and switches the layer's activation off
+        return self._keras_model.outputs[index]
 
     def _logits_fn(self, index: int) -> Callable[[tuple], tf.Tensor]:
         """The explained output before its final softmax/sigmoid."""

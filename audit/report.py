@@ -116,6 +116,26 @@ def _section_importance(run: RunResult, maps: dict) -> str:
     return "".join(parts)
 
 
+def _section_tokens(run: RunResult) -> str:
+    """Inputs attributed at a layer (token/category ids, text): per input and explained class, the
+    tokens with the highest and lowest mean attribution (summary.json token_importance)."""
+    document = run.summary.get("token_importance")
+    if not document:
+        return ""
+    parts = ["<h2>Tokens and categories</h2>",
+             '<p class="note">Per input attributed at a layer and per explained class: the tokens (or category ids) '
+             "whose positions carry the highest and the lowest mean attribution, with how many positions held them "
+             "(tokens seen fewer than 5 times are not ranked; padding is not counted).</p>"]
+    for name, view in document.items():
+        rows = []
+        for cls, ranking in sorted(view["classes"].items(), key=lambda item: (len(item[0]), item[0])):
+            for direction in ("for", "against"):
+                rows += [[cls, direction, e["token"], e["count"], float(e["mean"]), float(e["mean_abs"])] for e in ranking[direction]]
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.append(_table(["class", "direction", "token", "positions", "mean attribution", "mean |attribution|"], rows))
+    return "".join(parts)
+
+
 def _section_groups(run: RunResult, maps: dict) -> str:
     """Heatmaps of importance per explained class and per slice value (when there are several)."""
     kinds = dict.fromkeys(g["kind"] for g in run.summary["groups"] if g["kind"] != "overall")
@@ -361,7 +381,8 @@ def render_report(run: RunResult, baseline: Optional[RunResult] = None, threshol
     title = f"Attribution report: {run.manifest['settings']['method']} on {run.path}"
     body = [f"<h1>{html.escape(title)}</h1>", _section_run(run)]
     if ("overall", "all") in run.groups:
-        body += [_section_importance(run, maps), _section_groups(run, maps), _section_exemplars(run), _section_distributions(run)]
+        body += [_section_importance(run, maps), _section_tokens(run), _section_groups(run, maps), _section_exemplars(run),
+                 _section_distributions(run)]
     else:
         body.append("<p>No row with finite attributions was written in this run: there is nothing to summarize.</p>")
     if baseline is not None and ("overall", "all") in run.groups and ("overall", "all") in baseline.groups:

@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 from audit.moments import Moments, RowSample, grouped_moments
+from audit.token_importance import TokenTotals
 
-__all__ = ["FeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
+__all__ = ["FeatureSpec", "TokenFeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Fixed edges of the completeness-error histogram (relative error), so counts merge exactly.
@@ -69,6 +70,21 @@ class SummarySpec:
     exemplars_per_criterion: int = 6
     # Integrated gradients with a completeness target: rows carry steps_used and completeness_met.
     adaptive: bool = False
+    # Inputs of token/category ids or text attributed at a layer: their per-position attributions
+    # are also totalled per (class, token id) (audit.token_importance).
+    token_features: tuple["TokenFeatureSpec", ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenFeatureSpec:
+    """An input attributed per position at a layer. input_index: which of the batch's inputs holds
+    its token ids, (B, positions) (the engine gives the vocabulary ids for text); vocabulary: id ->
+    token when the model holds one; padding_id: the id of padding positions (left out), if any."""
+
+    name: str
+    input_index: int
+    vocabulary: Optional[tuple[str, ...]] = None
+    padding_id: Optional[int] = None
 
 
 
@@ -166,6 +182,7 @@ class RunSummary:
     rows_not_finite: int = 0
     slice_values: dict[str, set] = field(default_factory=dict)
     exemplars: dict[str, Exemplars] = field(default_factory=dict)
+    tokens: dict[str, TokenTotals] = field(default_factory=dict)  # per token feature
 
     @classmethod
     def empty(cls, spec: SummarySpec) -> "RunSummary":
@@ -188,7 +205,10 @@ class RunSummary:
         exemplars = dict(self.exemplars)
         for name, chosen in other.exemplars.items():
             exemplars[name] = exemplars[name].merge(chosen) if name in exemplars else chosen
-        return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars)
+        tokens = dict(self.tokens)
+        for name, totals in other.tokens.items():
+            tokens[name] = tokens[name].merge(totals) if name in tokens else totals
+        return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars, tokens)
 
     def _admit_slice_value(self, seen: set, value: str) -> str:
         if value == OTHER_VALUE or len(seen) < self.spec.max_slice_values:
@@ -315,6 +335,12 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
             )
             key = (kind, value)
             summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
+    for token_feature in spec.token_features:
+        j = [f.name for f in spec.features].index(token_feature.name)
+        attributions = elements.get(token_feature.name, values[:, j : j + 1])  # (R, positions)
+        ids = np.asarray(inputs[token_feature.input_index])[example_index].reshape(table.num_rows, -1)  # (R, positions)
+        valid = None if token_feature.padding_id is None else ids != token_feature.padding_id
+        summary.tokens[token_feature.name] = TokenTotals.of_batch(targets, ids, attributions, valid)
     primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
     summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary)
     return summary

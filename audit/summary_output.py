@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from attributions.result import COMPLETENESS_MEASURE
 from audit.summary import DELTA_EDGES, QUANTILES, RunSummary
+from audit.token_importance import top_tokens
 
 __all__ = [
     "FEATURES_FILE", "EXEMPLARS_FILE", "SUMMARY_FILE", "SUMMARY_FILES",
@@ -194,7 +195,7 @@ def steps_document(counts: dict[int, int], rows_met: int) -> dict[str, Any]:
 def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str, Any]) -> dict[str, Any]:
     """The summary.json document. dead_letters: records dead-lettered in the run."""
     spec = summary.spec
-    return {
+    document = {
         "format_version": FORMAT_VERSION,
         "rows": summary.rows,
         "rows_summarized": summary.rows - summary.rows_not_finite,
@@ -211,3 +212,22 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
         "quantile_method": QUANTILE_METHOD,
         "groups": [_group_document(summary, kind, value, group) for (kind, value), group in _sorted_groups(summary)],
     }
+    if spec.token_features:
+        document["token_importance"] = token_document(summary)
+    return document
+
+
+def token_document(summary: RunSummary) -> dict[str, Any]:
+    """Inputs attributed at a layer: per input, per explained class (and 'all' classes pooled), the
+    tokens (or category ids, without a vocabulary) with the highest ('for') and lowest ('against')
+    mean attribution and their counts (audit.token_importance.top_tokens)."""
+    document = {}
+    for feature in summary.spec.token_features:
+        totals = summary.tokens.get(feature.name)
+        if totals is None:
+            continue
+        vocabulary = feature.vocabulary
+        classes = {str(c): top_tokens(totals.for_class(int(c)), vocabulary=vocabulary) for c in np.unique(totals.classes)}
+        document[feature.name] = {"positions": totals.positions, "padding_id": feature.padding_id,
+                                  "all": top_tokens(totals.for_class(None), vocabulary=vocabulary), "classes": classes}
+    return document

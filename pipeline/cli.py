@@ -82,9 +82,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
              "column): decode them, resize to HxW (bilinear) with C channels and scale: pixel = value * SCALE + OFFSET, or a "
              "PRESET: unit (1/255, 0; the default), symmetric (1/127.5, -1), raw (1, 0). An image that does not decode or has "
              "another channel count is dead-lettered. Repeat per column (config: images: {COLUMN: {size: [H, W], channels: C, ...}}).")
-    add("--layer", action="append", dest="layers", metavar="LAYER",
-        help="grad_cam: the convolutional layer (4-D output) whose activations are weighted (default: the last such layer "
-             "before the output); config key layers: [LAYER].")
+    add("--layer", action="append", dest="layers", metavar="NAME",
+        help="attribute at this layer's output (e.g. an Embedding) instead of at the model input it stands for; one value per "
+             "position, summed over the layer's last axis; repeat for several inputs. Default: none for float inputs; for an "
+             "integer/string input, the first float layer after it (its Embedding or one-hot). grad_cam: the convolutional "
+             "layer (4-D output) whose activations are weighted (default: the last such layer before the output).")
     add("--output-name", metavar="NAME", help="which model output to explain (multi-output models).")
     add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
@@ -103,6 +105,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
              "up to --max-steps (default off: --steps points for every row).")
     add("--max-steps", type=int, metavar="N", help="integrated gradients with --completeness-target: most gradient evaluations per row (default 1024).")
     add("--baseline", metavar="BASELINE", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")
+    add("--layer-baseline", metavar="BASELINE", help="integrated gradients at a layer: zeros (default, a zero activation) | "
+        "id:N (the layer's output for id N at every position, e.g. id:0 for padding).")
     add("--smoothgrad-variant", metavar="VARIANT", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
     add("--noise-fraction", type=float, metavar="FRACTION", help="SmoothGrad noise std as a fraction of each input's range (default 0.15).")
     add("--samples", type=int, metavar="N", help="SmoothGrad (default 50) / expected gradients (default 200) samples per record.")

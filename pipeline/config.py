@@ -23,7 +23,7 @@ from attributions.targets import TargetSpec
 from transforms.images import ImageSpec, image_spec
 
 __all__ = [
-    "RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "BaselineSpec", "fill_template",
+    "RunConfig", "METHODS", "load_yaml_config", "parse_target", "parse_baseline", "parse_layer_baseline", "BaselineSpec", "fill_template",
     "fill_path_templates",
 ]
 
@@ -35,6 +35,7 @@ SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "integrated_gradients": {
         "steps": 64, "rule": DEFAULT_RULE, "baseline": "zeros", "completeness_target": None, "max_steps": DEFAULT_MAX_STEPS,
+        "layer_baseline": "zeros",
     },
     "smoothgrad": {"smoothgrad_variant": "smoothgrad", "noise_fraction": 0.15, "samples": 50, "seed": 0},
     "expected_gradients": {"background": None, "samples": 200, "seed": 0},
@@ -66,11 +67,14 @@ class RunConfig:
     # Image columns (encoded JPEG/PNG bytes): column -> how it is decoded, resized and scaled
     # ({size: [H, W], channels: C, preset or scale/offset}; transforms.images).
     images: Mapping[str, ImageSpec] = field(default_factory=dict)
-    # Layers to attribute at. grad_cam: at most one, the convolutional layer whose activations are
-    # weighted (default: the last layer with a 4-D output before the model's output).
-    layers: tuple[str, ...] = ()
     output_name: Optional[str] = None
     explain_logits: bool = False
+    # Attribute at these layers' outputs instead of at the model inputs they stand for
+    # (attributions.layers); empty: at the inputs, or for an integer/string input the first float
+    # layer after it (its Embedding / one-hot), found from the model graph. grad_cam: at most one,
+    # the convolutional layer whose activations are weighted (default: the last layer with a 4-D
+    # output before the model's output).
+    layers: tuple[str, ...] = ()
     target: str = "predicted"
     unsafe_deserialization: bool = False
     overwrite: bool = False
@@ -115,6 +119,9 @@ class RunConfig:
     samples: Optional[int] = None
     seed: Optional[int] = None
     background: Optional[str] = None
+    # Integrated gradients at a layer: the baseline activation, 'zeros' or 'id:N' (the layer's
+    # output for id N at every position, e.g. the padding id 0).
+    layer_baseline: Optional[str] = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> "RunConfig":
@@ -141,8 +148,8 @@ class RunConfig:
         values["passthrough_columns"] = _string_tuple(values.get("passthrough_columns", ()), "passthrough_columns")
         values["inputs"] = _input_mapping(values.get("inputs") or {})
         values["images"] = _image_mapping(values.get("images") or {})
-        values["layers"] = _string_tuple(values.get("layers", ()), "layers")
         values["slice_columns"] = _string_tuple(values.get("slice_columns", ()), "slice_columns")
+        values["layers"] = _string_tuple(values.get("layers") or (), "layers")
         if isinstance(values.get("date"), datetime.date):  # YAML reads an unquoted 2026-11-27 as a date
             values["date"] = values["date"].isoformat()
         values["params"] = _params(values.get("params") or {}, values.get("date"))
@@ -177,12 +184,7 @@ class RunConfig:
             raise ValueError(
                 "check_duplicate_keys needs a key_column: synthesized '<file>:<index>' keys are unique."
             )
-        if self.layers and self.method != "grad_cam":
-            raise ValueError(
-                f"layers {list(self.layers)} is given, but in this version a layer is read only by method 'grad_cam' "
-                f"(method is {self.method!r}); use --method grad_cam, or drop --layer."
-            )
-        if len(self.layers) > 1:
+        if self.method == "grad_cam" and len(self.layers) > 1:
             raise ValueError(
                 f"grad_cam weighs the activations of one layer; got layers {list(self.layers)}. Give one --layer "
                 f"(a layer with a 4-D (batch, height, width, channels) output), or none for the last such layer."
@@ -197,6 +199,7 @@ class RunConfig:
             _check_positive_int("steps", self.setting("steps"))
             _check_choice("rule", self.setting("rule"), tuple(RULES))
             parse_baseline(self.setting("baseline"))
+            parse_layer_baseline(self.setting("layer_baseline"))
             if self.completeness_target is not None:
                 check_adaptive_settings(self.completeness_target, self.setting("steps"), self.setting("max_steps"))
             elif self.max_steps is not None:
@@ -303,6 +306,18 @@ def parse_baseline(value: Any) -> BaselineSpec:
     if kind == "file" and argument:
         return BaselineSpec("file", path=argument)
     raise ValueError(f"baseline {value!r} is not valid; {hint}.")
+
+
+def parse_layer_baseline(value: Any) -> Optional[int]:
+    """'zeros' -> None (a zero activation); 'id:N' -> N (the layer's output for id N everywhere)."""
+    if value == "zeros":
+        return None
+    if isinstance(value, str) and value.startswith("id:") and value[3:].isdigit():
+        return int(value[3:])
+    raise ValueError(
+        f"layer_baseline {value!r} is not valid; expected 'zeros' (a zero activation at the layer) or 'id:N' "
+        f"(the layer's output for id N at every position, e.g. 'id:0' for a padding id)."
+    )
 
 
 def _constant_baseline(number: float, given: Any) -> BaselineSpec:

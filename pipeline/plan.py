@@ -8,6 +8,7 @@ ValueError that says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import math
@@ -20,8 +21,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model
-from audit.summary import FeatureSpec, SummarySpec
-from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline
+from audit.summary import FeatureSpec, SummarySpec, TokenFeatureSpec
+from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline, parse_layer_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, grad_cam_column_name, output_schema
@@ -29,7 +30,7 @@ from transforms.read import detect_format, tfrecord_compression
 from transforms.images import ImageSpec
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
 
-__all__ = ["RunPlan", "resolve_plan", "match_files", "summary_spec", "describe_mapping"]
+__all__ = ["RunPlan", "LayerChoice", "resolve_plan", "match_files", "summary_spec", "describe_mapping", "resolve_layers"]
 
 
 
@@ -45,6 +46,8 @@ class RunPlan:
     # Where the pipeline writes: a staging directory inside the output that run_attribution moves
     # into place once the run is over (None: the output directory itself).
     staging_dir: Optional[str] = None
+    # Model inputs attributed at a layer's output (attributions.layers), with why that layer.
+    layers: tuple["LayerChoice", ...] = ()
 
     @property
     def schema(self) -> RecordSchema:
@@ -146,19 +149,101 @@ def _describe(catalog: dict[str, _SourceColumn]) -> str:
     return ", ".join(parts[:40]) + (" ..." if len(parts) > 40 else "")
 
 
-def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, _SourceColumn]) -> tuple[ModelInputSpec, ...]:
+@dataclass(frozen=True)
+class LayerChoice:
+    """A model input attributed at a layer's output: which layer, why, and what it implies.
+
+    positions: attribution values per record (the layer's output shape without its last axis);
+    id_range: ids the input may hold, [0, id_range), when the layer reads the input directly
+    (Embedding input_dim, CategoryEncoding num_tokens); None otherwise.
+    """
+
+    input: str
+    layer: str
+    reason: str
+    positions: int
+    id_range: Optional[int] = None
+    # tokens_<column> from the vocabulary of this lookup layer (StringLookup, TextVectorization, ...)
+    vocabulary_layer: Optional[str] = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"input": self.input, "layer": self.layer, "reason": self.reason, "positions": self.positions,
+                "id_range": self.id_range, "vocabulary_layer": self.vocabulary_layer}
+
+
+def resolve_layers(config: RunConfig, model: LoadedModel) -> tuple[LayerChoice, ...]:
+    """The layers the run attributes at: config.layers, else for each integer/string model input
+    the first float layer after it (attributions.layers.default_layers); () for a float model
+    without layers. Splits the model there once, so an unsplittable choice fails here. grad_cam:
+    () (its one layer is the convolutional layer it reads: _grad_cam_parameters)."""
+    from attributions.layers import default_layers, id_range, is_float_dtype, token_lookup, vocabulary_layer
+
+    if config.method == "grad_cam":
+        return ()
+
+    non_float = [(n, d) for n, d in zip(model.input_names, model.input_dtypes) if not is_float_dtype(d)]
+    if not config.layers and not non_float:
+        return ()
+    if model.kind != "keras":
+        what = f"layers {list(config.layers)} were requested" if config.layers else (
+            f"model input {non_float[0][0]!r} has dtype {non_float[0][1]}, which has no gradient and is attributed at "
+            f"the first float layer after it (its Embedding)")
+        raise ValueError(
+            f"{what}, but {config.model!r} is a SavedModel, which has no layer graph to split there. Pass the Keras "
+            f"(.keras) file the SavedModel was exported from, or a model whose inputs are floats."
+        )
+    if config.layers:
+        names = config.layers
+        reasons = {n: "given with --layer (config key 'layers')" for n in names}
+    else:
+        defaults = default_layers(model._keras_model)
+        names = tuple(defaults.values())
+        reasons = {
+            layer: f"default: the first float layer after model input {name!r} ({dict(non_float)[name]})"
+            for name, layer in defaults.items()
+        }
+    split, _ = model.layer_functions(names, config.output_name, config.explain_logits)
+    choices = []
+    for layer, name, shape in zip(split.layer_names, split.replaced_inputs, split.activation_shapes):
+        positions = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        size = math.prod(model.input_shapes[model.input_names.index(name)])
+        vocabulary = token_lookup(model._keras_model, layer) is not None
+        text = model.input_dtypes[model.input_names.index(name)] == "string"
+        if positions != size and not (text and vocabulary):
+            raise ValueError(
+                f"layer {layer!r} outputs shape {shape}: {positions} position(s) once its last axis is summed, but model "
+                f"input {name!r} holds {size} values per record, so its attributions would not line up with the input's "
+                f"positions. Pick a layer that keeps one row per input position (e.g. the input's Embedding)."
+            )
+        lookup = vocabulary_layer(model._keras_model, layer) if vocabulary else None
+        choices.append(LayerChoice(name, layer, reasons[layer], positions, id_range(model._keras_model, layer),
+                                   lookup[0].name if lookup else None))
+    return tuple(choices)
+
+
+def _map_model_inputs(
+    model: LoadedModel, config: RunConfig, catalog: dict[str, _SourceColumn], layers: tuple[LayerChoice, ...] = ()
+) -> tuple[ModelInputSpec, ...]:
     unknown = sorted(set(config.inputs) - set(model.input_names))
     if unknown:
         raise ValueError(f"inputs maps {unknown}, which the model does not have; its inputs are {list(model.input_names)}.")
+    at_layer = {choice.input: choice for choice in layers}
     specs = []
     for name, shape, dtype in zip(model.input_names, model.input_shapes, model.input_dtypes):
-        if not ("float" in dtype or "half" in dtype or "bfloat" in dtype):
+        is_float = "float" in dtype or "half" in dtype or "bfloat" in dtype
+        if not is_float and name in at_layer and "int" not in dtype and dtype != "string":
+            raise ValueError(
+                f"model input {name!r} has dtype {dtype}; only float, integer id and string inputs can be read. "
+                f"Feed the model integer ids or strings."
+            )
+        if not is_float and name not in at_layer:
             raise ValueError(
                 f"model input {name!r} has dtype {dtype}; gradients are defined only for floating-point "
                 f"inputs. Attribute a model whose inputs are floats (e.g. embed categorical values "
                 f"outside the model or explain a sub-model that starts at the embedding output)."
             )
         size = math.prod(shape)
+        value_dtype = "float32" if is_float else "string" if dtype == "string" else "int64"
         columns = _columns_for(name, shape, config, catalog, model.input_names)
         hint = (
             f"map it in the config (inputs: {{{name}: COLUMN}} or inputs: {{{name}: [COL1, COL2, ...]}}) or "
@@ -174,21 +259,21 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
             if columns in config.images:
                 specs.append(ModelInputSpec(name, tuple(shape), (_image_column(name, tuple(shape), source, config.images[columns]),)))
                 continue
-            _check_numeric(source)
+            _check_column_type(source, value_dtype)
             if source.is_list:
                 if source.length is not None and source.length != size:
                     raise ValueError(
                         f"column {columns!r} holds {source.length} values per record but model input {name!r} "
                         f"has shape {shape} ({size} values); {hint}"
                     )
-                column_specs = (ColumnSpec(columns, size, True, source.kind or "float_list"),)
+                column_specs = (ColumnSpec(columns, size, True, source.kind or "float_list", value_dtype),)
             else:
                 if size != 1:
                     raise ValueError(
                         f"column {columns!r} is a scalar but model input {name!r} has shape {shape} ({size} "
                         f"values); map a list column or {size} scalar columns to it. {hint}"
                     )
-                column_specs = (ColumnSpec(columns, 1, False, source.kind or "float_list"),)
+                column_specs = (ColumnSpec(columns, 1, False, source.kind or "float_list", value_dtype),)
         else:
             missing = [c for c in columns if c not in catalog]
             if missing:
@@ -198,11 +283,21 @@ def _map_model_inputs(model: LoadedModel, config: RunConfig, catalog: dict[str, 
                     f"model input {name!r} has shape {shape} ({size} values) but is mapped to {len(columns)} columns; {hint}"
                 )
             for c in columns:
-                _check_numeric(catalog[c])
+                _check_column_type(catalog[c], value_dtype)
                 if catalog[c].is_list:
                     raise ValueError(f"column {c!r} is a list; a model input mapped to several columns needs scalar columns.")
-            column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list") for c in columns)
-        specs.append(ModelInputSpec(name, tuple(shape), column_specs))
+            column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list", value_dtype) for c in columns)
+        choice = at_layer.get(name)
+        id_range = choice.id_range if choice is not None and not is_float else None
+        if choice is not None and choice.positions != size:  # text: T positions from one string
+            if len(column_specs) != 1:
+                raise ValueError(
+                    f"model input {name!r} is attributed at {choice.positions} positions of layer {choice.layer!r}; map it "
+                    f"to one column (--inputs {name}=COLUMN), not {len(column_specs)}."
+                )
+            column_specs = (dataclasses.replace(column_specs[0], attr_length=choice.positions),)
+        tokens = choice is not None and choice.vocabulary_layer is not None
+        specs.append(ModelInputSpec(name, tuple(shape), column_specs, id_range, choice.layer if id_range else None, tokens))
     used = {c.name for spec in specs for c in spec.columns}
     unused = sorted(set(config.images) - used)
     if unused:
@@ -305,6 +400,20 @@ def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
+def _check_column_type(source: _SourceColumn, value_dtype: str) -> None:
+    """A model input's column holds numbers, or text for a string input (attributed at a layer)."""
+    if value_dtype == "string":
+        value_type = source.arrow_type.value_type if source.is_list and hasattr(source.arrow_type, "value_type") else source.arrow_type
+        if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type) or pa.types.is_binary(value_type)
+                or pa.types.is_large_binary(value_type)):
+            raise ValueError(
+                f"column {source.name!r} has type {source.arrow_type}; a string model input needs text (string/binary, "
+                f"a list of them, or a TFRecord bytes_list)."
+            )
+        return
+    _check_numeric(source)
+
+
 def _check_numeric(source: _SourceColumn) -> None:
     if not source.numeric:
         raise ValueError(
@@ -322,8 +431,10 @@ def _field(catalog: dict[str, _SourceColumn], name: str, role: str) -> FieldSpec
     return FieldSpec(name, source.arrow_type, source.kind or "bytes_list")
 
 
-def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, catalog: dict, num_outputs: int) -> RecordSchema:
-    model_inputs = _map_model_inputs(model, config, catalog)
+def _record_schema(
+    config: RunConfig, model: LoadedModel, input_format: str, catalog: dict, num_outputs: int, layers: tuple[LayerChoice, ...] = ()
+) -> RecordSchema:
+    model_inputs = _map_model_inputs(model, config, catalog, layers)
     key = _field(catalog, config.key_column, "key column") if config.key_column else None
     passthrough = tuple(_field(catalog, c, "pass-through column") for c in config.passthrough_columns)
     passthrough += tuple(
@@ -339,6 +450,7 @@ def _record_schema(config: RunConfig, model: LoadedModel, input_format: str, cat
     attribution_columns = {f"attr_{c.name}" for spec in model_inputs for c in spec.columns}
     if config.method == "grad_cam":
         attribution_columns |= {grad_cam_column_name(c.name) for spec in model_inputs for c in spec.columns}
+    attribution_columns |= {f"tokens_{spec.columns[0].name}" for spec in model_inputs if spec.tokens}
     names = [key_name, *config.passthrough_columns, *_extra_slice_columns(config)]
     clashes = sorted({n for n in names if n in RESERVED_COLUMNS or n in attribution_columns} | {n for n in names if names.count(n) > 1})
     if clashes:
@@ -355,18 +467,21 @@ def _extra_slice_columns(config: RunConfig) -> tuple[str, ...]:
     return tuple(c for c in dict.fromkeys(config.slice_columns) if c not in present)
 
 
-def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpec]:
-    """What the run summarizes, or None when summaries are off."""
+def summary_spec(config: RunConfig, schema: RecordSchema, token_features: tuple[TokenFeatureSpec, ...] = ()) -> Optional[SummarySpec]:
+    """What the run summarizes, or None when summaries are off. token_features: the inputs of
+    token/category ids or text attributed at a layer (`token_feature_specs`)."""
     if not config.summaries:
         return None
     features = []
     for spec in schema.model_inputs:
         for column in spec.columns:
-            if not column.is_list:
-                shape: tuple[int, ...] = ()
+            if column.attr_length is not None:  # text attributed at T positions
+                shape: tuple[int, ...] = (column.attr_length,)
+            elif not column.is_list:
+                shape = ()
             else:
                 shape = tuple(spec.shape) if len(spec.columns) == 1 else (column.length,)
-            features.append(FeatureSpec(column.name, column.length, shape))
+            features.append(FeatureSpec(column.name, column.attr_length or column.length, shape))
     return SummarySpec(
         features=tuple(features),
         path_method=config.method in PATH_METHODS,
@@ -375,7 +490,33 @@ def summary_spec(config: RunConfig, schema: RecordSchema) -> Optional[SummarySpe
         completeness_threshold=float(config.completeness_threshold),
         max_slice_values=config.max_slice_values,
         adaptive=config.method == "integrated_gradients" and config.completeness_target is not None,
+        token_features=token_features,
     )
+
+
+def token_feature_specs(model: LoadedModel, schema: RecordSchema, layers: tuple[LayerChoice, ...]) -> tuple[TokenFeatureSpec, ...]:
+    """The id/text inputs attributed at a layer, for the summaries' token view: each one's
+    vocabulary (a lookup layer's, when the model holds one) and padding id (the vocabulary's ''
+    entry, or 0 for an Embedding with mask_zero reading the ids)."""
+    from attributions.layers import token_lookup
+
+    features = []
+    by_input = {choice.input: choice for choice in layers}
+    for index, spec in enumerate(schema.model_inputs):
+        choice = by_input.get(spec.name)
+        if choice is None or len(spec.columns) != 1 or spec.columns[0].dtype not in ("int64", "string"):
+            continue
+        lookup = token_lookup(model._keras_model, choice.layer)
+        vocabulary = tuple(str(t) for t in lookup.vocabulary) if lookup is not None else None
+        padding = None
+        if vocabulary is not None and "" in vocabulary:
+            padding = vocabulary.index("")
+        elif vocabulary is None and getattr(model._keras_model.get_layer(choice.layer), "mask_zero", False):
+            padding = 0
+        if vocabulary is None and spec.columns[0].dtype == "string":
+            continue  # text without a vocabulary layer: no ids to total
+        features.append(TokenFeatureSpec(spec.columns[0].name, index, vocabulary, padding))
+    return tuple(features)
 
 
 def _check_output_dtype(model: LoadedModel, output_name: Optional[str]) -> None:
@@ -398,14 +539,15 @@ def _check_target(config: RunConfig, num_outputs: int) -> None:
         raise ValueError(f"top_k {target.k} exceeds the {num_outputs} values of the explained output.")
 
 
-def _method_params(config: RunConfig) -> dict[str, Any]:
+def _method_params(config: RunConfig, at_layers: bool = False) -> dict[str, Any]:
     """The method's own settings with defaults filled in (the IG baseline is recorded apart; the
-    completeness target and max_steps only when the target is set, so a fixed-step run's metadata
-    is what it was before them)."""
+    completeness target and max_steps only when the target is set, and the layer baseline only
+    for a run at layers, so a fixed-step run's metadata is what it was before them)."""
     adaptive = () if config.completeness_target is None else ("completeness_target", "max_steps")
     return {
         name: config.setting(name) for name in METHOD_SETTINGS.get(config.method, {})
         if name != "baseline" and (name not in ("completeness_target", "max_steps") or name in adaptive)
+        and (name != "layer_baseline" or at_layers)
     }
 
 
@@ -440,9 +582,20 @@ def resolve_plan(config: RunConfig) -> RunPlan:
     _check_output_dtype(model, config.output_name)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]
     _check_target(config, num_outputs)
-    model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
-    schema = _record_schema(config, model, input_format, catalog, num_outputs)
+    layers = resolve_layers(config, model)  # splits the model (checks explain_logits there too)
+    if not layers:
+        model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
+    schema = _record_schema(config, model, input_format, catalog, num_outputs, layers)
+    layer_baseline = None
+    if layers and config.method == "integrated_gradients":
+        from attributions.layers import layer_output_for_id
 
+        layer_baseline = parse_layer_baseline(config.setting("layer_baseline"))
+        for choice in layers if layer_baseline is not None else ():
+            try:
+                layer_output_for_id(model._keras_model, choice.layer, layer_baseline)
+            except ValueError as error:
+                raise ValueError(f"layer_baseline 'id:{layer_baseline}': {error}") from None
     baseline = parse_baseline(config.setting("baseline")) if config.method == "integrated_gradients" else None
     reference_path = baseline.path if baseline is not None and baseline.kind == "file" else config.background
     reference_format = None
@@ -451,7 +604,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         reference_format = detect_format([reference_path], "auto")
         load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
 
-    method_params = _method_params(config)
+    method_params = _method_params(config, bool(layers))
     if config.method == "grad_cam":
         method_params.update(_grad_cam_parameters(model, config, schema))
 
@@ -462,6 +615,7 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         "attribution.target": config.target_spec().describe(),
         "attribution.baseline": config.setting("baseline") if baseline is not None else None,
         "attribution.model_path": config.model,
+        "attribution.layers": [c.describe() for c in layers] or None,
         "attribution.model_sha256": fingerprint,
         "attribution.package_version": __version__,
         "attribution.key_column": schema.key_name,
@@ -483,7 +637,9 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         baseline_value=baseline.value if baseline is not None else 0.0,
         reference_path=reference_path,
         reference_format=reference_format,
-        summary=summary_spec(config, schema),
+        summary=summary_spec(config, schema, token_feature_specs(model, schema, layers)),
         model_sha256=fingerprint,
+        layers=tuple(c.layer for c in layers),
+        layer_baseline_id=layer_baseline,
     )
-    return RunPlan(config, input_files, input_format, settings, fingerprint)
+    return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers)

@@ -130,7 +130,8 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
         # outputs: the explained output's width (1: a scalar score, e.g. a sigmoid; the report
         # then shows its distribution instead of class shares).
         "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs,
-                  **_grad_cam_description(plan)},
+                  # inputs attributed at a layer's output: which layer and why (none for a float model)
+                  "layers": [choice.describe() for choice in plan.layers], **_grad_cam_description(plan)},
         "started": started,
         "planned": planned,
     }

@@ -328,13 +328,18 @@ def lambda_layer_under_safe_mode(tmp_path) -> Case:
 
 
 def integer_model_inputs(tmp_path) -> Case:
+    """Integer ids are attributed at their Embedding, unless they also reach the output as numbers
+    (here cast to float beside the Embedding): no layer stands for every path from them."""
     import keras
 
     inputs = keras.Input((6,), dtype="int32", name="features")
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Embedding(10, 2)(inputs))))
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(10, 2, name="embedding")(inputs))
+    as_numbers = keras.layers.Activation("linear")(keras.ops.cast(inputs, "float32"))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()([embedded, as_numbers])))
     model.save(str(tmp_path / "ints.keras"))
     path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
-    return Case([path], model=str(tmp_path / "ints.keras"), launcher_error="model input 'features' has dtype int32")
+    return Case([path], model=str(tmp_path / "ints.keras"),
+                launcher_error=r"model input 'features' \(int32\) reaches the output other than through layers \['embedding'\]")
 
 
 def target_index_out_of_range(tmp_path) -> Case:

@@ -8,6 +8,7 @@ every thread of a worker shares one model, and reports metrics (records, latency
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -68,6 +69,11 @@ class AttributionSettings:
     summary: Optional[SummarySpec] = None  # None: no dataset summaries
     # The launcher's fingerprint of the model: a worker refuses a model whose bytes differ.
     model_sha256: Optional[str] = None
+    # Attribute at these layers' outputs (attributions.layers): the lower part of the model runs
+    # once per batch, the method on the upper part; () attributes at the model inputs.
+    layers: tuple[str, ...] = ()
+    # Integrated gradients at layers: None, a zero activation; N, the layer's output for id N.
+    layer_baseline_id: Optional[int] = None
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -104,14 +110,29 @@ class AttributionEngine:
         self.settings = settings
         model = load_model(settings.model_path, settings.unsafe_deserialization, settings.model_sha256)
         self._model = model  # keeps the model (and its variables) alive
-        self.fns = model.model_functions(settings.output_name, settings.explain_logits)
+        self.split = None
+        if settings.layers:
+            self.split, self.fns = model.layer_functions(settings.layers, settings.output_name, settings.explain_logits)
+        else:
+            self.fns = model.model_functions(settings.output_name, settings.explain_logits)
         # Rows per gradient call: the explicit setting, else what the memory budget allows for
         # this model (measured on its traced gradient function, once per worker).
         self.chunk_size = settings.chunk_size or automatic_chunk_size(self.fns, settings.chunk_memory_mib)
         self._references = None
+        self._input_references = None  # as the model inputs take them (before the lower part)
         self._background_mean = None
         if settings.reference_path is not None:
-            self._references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
+            self._input_references = load_reference_rows(settings.reference_path, settings.reference_format, settings.schema)
+            self._references = self._method_inputs(self._input_references)
+        self._layer_baselines = self._activation_baselines() if self.split is not None else ()
+        self._token_lookups = {}  # source column -> attributions.layers.TokenLookup, for tokens_<column>
+        if self.split is not None:
+            from attributions.layers import token_lookup
+
+            for spec in settings.schema.model_inputs:
+                if spec.tokens:
+                    layer = self.split.layer_names[self.split.replaced_inputs.index(spec.name)]
+                    self._token_lookups[spec.columns[0].name] = token_lookup(model._keras_model, layer)
         if settings.method == "expected_gradients":
             self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
         self._grad_cam = None
@@ -123,12 +144,61 @@ class AttributionEngine:
             self._grad_cam = GradCam(keras_model, conv_layer(keras_model, settings.method_params["layer"]), output)
 
     def _baselines(self) -> tuple:
-        """One (*shape) (or (1, *shape)) array per model input, broadcast over a batch."""
+        """One (*shape) (or (1, *shape)) array per input of the method (the model inputs, or the
+        layer activations followed by the kept inputs), broadcast over a batch."""
         shapes = [spec.shape for spec in self.settings.schema.model_inputs]
         if self.settings.baseline == "file":
-            return tuple(r[:1] for r in self._references)
-        value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
-        return tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)
+            rows = tuple(r[:1] for r in self._input_references)
+        else:
+            value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
+            rows = tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)
+        if self.split is None:
+            return rows
+        by_name = dict(zip(self._model.input_names, rows))
+        return self._layer_baselines + tuple(by_name[n] for n in self.split.kept_inputs)
+
+    def _activation_baselines(self) -> tuple:
+        """(1, *activation_shape) per layer: zeros, or the layer's output for id N at every position."""
+        from attributions.layers import layer_output_for_id
+
+        split, n = self.split, self.settings.layer_baseline_id
+        if n is None:
+            return tuple(np.zeros((1, *shape), dtype=np.float32) for shape in split.activation_shapes)
+        return tuple(layer_output_for_id(self._model._keras_model, name, n) for name in split.layer_names)
+
+    def _method_inputs(self, inputs: tuple) -> tuple:
+        """The model inputs (B, *shape_i) of a batch -> what the method attributes: themselves, or
+        with layers, the layers' activations (B, *activation_shape) (the lower part run once, in
+        chunks of chunk_size rows) followed by the inputs the upper part still reads."""
+        if self.split is None:
+            return inputs
+        model, split = self._model, self.split
+        by_name = dict(zip(model.input_names, inputs))
+        lower_inputs = tuple(_as_model_dtype(by_name[n], model.input_dtypes[model.input_names.index(n)]) for n in split.lower_inputs)
+        rows, step = len(lower_inputs[0]), max(1, self.chunk_size)
+        parts = [split.lower(tuple(x[i : i + step] for x in lower_inputs)) for i in range(0, rows, step)]
+        activations = tuple(
+            np.concatenate([np.asarray(p[k], dtype=np.float32) for p in parts]) for k in range(len(split.layer_names))
+        )  # each (B, *activation_shape)
+        return activations + tuple(np.asarray(by_name[n], dtype=np.float32) for n in split.kept_inputs)
+
+    def _input_attributions(self, result: Attributions, rows: int) -> Attributions:
+        """Attributions of the method's inputs -> one array per model input: an activation's
+        (R, *positions, D) summed over D (attributions.layers.reduce_to_positions), a kept input's
+        as it is, zeros for an input that does not reach the output."""
+        if self.split is None:
+            return result
+        from attributions.layers import reduce_to_positions
+
+        split, model = self.split, self._model
+        count = len(split.layer_names)
+        by_name = {n: reduce_to_positions(a) for n, a in zip(split.replaced_inputs, result.attributions[:count])}
+        by_name.update(zip(split.kept_inputs, result.attributions[count:]))
+        attributions = tuple(
+            by_name[n] if n in by_name else np.zeros((rows, *shape), dtype=np.float32)
+            for n, shape in zip(model.input_names, model.input_shapes)
+        )
+        return dataclasses.replace(result, attributions=attributions)
 
     def attribute(self, batch: DecodedBatch) -> pa.Table:
         """Output rows (see transforms.output) for one batch of valid records."""
@@ -137,22 +207,53 @@ class AttributionEngine:
     def attribute_rows(self, batch: DecodedBatch) -> tuple[pa.Table, np.ndarray]:
         """Output rows and example_index (R,): the record of each row (top_k gives k rows each)."""
         s = self.settings
+        method_inputs = self._method_inputs(batch.inputs)
         if s.method in _GRADIENT_METHODS and s.target.mode != "top_k":
             # One fused call per chunk: the gradient function resolves 'predicted' itself.
             targets = requested_targets(s.target, batch.num_records, batch.labels)
-            result = _GRADIENT_METHODS[s.method](self.fns, batch.inputs, targets, self.chunk_size)
+            result = _GRADIENT_METHODS[s.method](self.fns, method_inputs, targets, self.chunk_size)
             example_index, targets, scores = np.arange(batch.num_records), result.targets, result.target_scores
         else:
-            outputs = self.fns.predict(batch.inputs, self.chunk_size)  # (B, C)
+            outputs = self.fns.predict(method_inputs, self.chunk_size)  # (B, C)
             example_index, targets = expand_targets(s.target, outputs, batch.labels)  # (R,), (R,)
             scores = outputs[example_index, targets]  # (R,)
-            inputs = batch.inputs
+            inputs = method_inputs
             if len(example_index) != batch.num_records:  # top_k: one row per (record, class)
                 inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
             sampling = s.method in ("smoothgrad", "expected_gradients")
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
             result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
-        return attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result), example_index
+        result = self._input_attributions(result, len(example_index))
+        tokens = {column: self._tokens(lookup, batch.inputs)[example_index] for column, lookup in self._token_lookups.items()}
+        table = attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result, tokens)
+        return table, example_index
+
+    def _tokens(self, lookup, inputs: tuple) -> np.ndarray:
+        """object (B, positions) str: the vocabulary token at each position of each record."""
+        model = self._model
+        by_name = dict(zip(model.input_names, inputs))
+        return lookup.tokens(tuple(_as_model_dtype(by_name[n], model.input_dtypes[model.input_names.index(n)]) for n in lookup.inputs))
+
+    def summary_inputs(self, inputs: tuple) -> tuple:
+        """The batch's inputs as the summaries take them (float rows): an input whose tokens come
+        from the model's vocabulary becomes its vocabulary ids, (B, positions) (the token view
+        totals them; exemplars show them); text without a vocabulary becomes NaN."""
+        specs = self.settings.schema.model_inputs
+        if not self._token_lookups and not any(c.dtype == "string" for spec in specs for c in spec.columns):
+            return inputs
+        model = self._model
+        by_name = dict(zip(model.input_names, inputs))
+        converted = []
+        for spec, x in zip(specs, inputs):
+            lookup = self._token_lookups.get(spec.columns[0].name)
+            if lookup is not None:
+                values = tuple(_as_model_dtype(by_name[n], model.input_dtypes[model.input_names.index(n)]) for n in lookup.inputs)
+                converted.append(lookup.token_ids(values).astype(np.float32))  # (B, positions)
+            elif spec.columns[0].dtype == "string":
+                converted.append(np.full((len(x), spec.columns[0].attr_length or int(np.prod(spec.shape))), np.nan, np.float32))
+            else:
+                converted.append(x)
+        return tuple(converted)
 
     def _run_method(
         self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray
@@ -188,6 +289,11 @@ class AttributionEngine:
 
 
 _GRADIENT_METHODS = {"gradient": gradient, "gradient_x_input": gradient_x_input}
+
+
+def _as_model_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """A decoded input in the model input's dtype (strings stay an object array of str/bytes)."""
+    return values if dtype == "string" else np.asarray(values, dtype=dtype)
 
 
 # Engines loaded in this process that no bundle has counted yet (metrics updated in setup() are
@@ -262,7 +368,7 @@ class AttributeBatches(beam.DoFn):
             self._not_finite.inc(not_finite)
         yield table
         if self._summaries is not None:
-            self._summaries.add(table, batch.inputs, example_index)
+            self._summaries.add(table, self._engine.summary_inputs(batch.inputs), example_index)
 
     def finish_bundle(self):
         summary = self._summaries.result() if self._summaries is not None else None

@@ -7,11 +7,20 @@ One row per record (per record x class for target mode top_k):
   target_score             float32, the model output explained, F(x)[target]
   attr_<column>            float32 for a scalar source column; list<float32> (row-major) for a
                            tensor column. An image column (transforms.images) is a tensor column of
-                           its decoded pixels, H x W x C. grad_cam: the Grad-CAM map upsampled
-                           (bilinear) to the input's H x W, the same value in each of the C
-                           channels (so it keeps the column's H x W x C layout and overlays the image)
+                           its decoded pixels, H x W x C. An input attributed at a layer
+                           (token/category ids, strings: attributions.layers) gets one value per position of the
+                           layer's output, summed over its last axis (embedding/one-hot dimension),
+                           aligned with the input's positions (a string through a TextVectorization:
+                           its T token positions); padding positions are kept, not dropped.
+                           grad_cam: the Grad-CAM map upsampled (bilinear) to the input's H x W,
+                           the same value in each of the C channels (so it keeps the column's
+                           H x W x C layout and overlays the image)
   gradcam_<column>         list<float32>, grad_cam only: the map at the layer's resolution, h x w
                            row-major (h, w in the metadata: attribution.parameters.layer_shape)
+  tokens_<column>          list<string>, only when the model holds the vocabulary (StringLookup,
+                           IntegerLookup, TextVectorization before the layer): the token at each
+                           position, aligned with attr_<column>; padding positions read '' (the
+                           padding token), out-of-vocabulary ones the layer's OOV token ('[UNK]', '-1' for IntegerLookup)
   convergence_delta        float32, sum(attr) - (F(x) - F(baseline))      (path methods)
   convergence_delta_rel    float32, |delta| / max(|F(x) - F(baseline)|, 1e-6)   (path methods)
   completeness_error       float32, |delta| / max(|F(x) - F(baseline)|, sum|attr|, 1e-6) (path methods;
@@ -36,7 +45,7 @@ import pyarrow as pa
 from attributions.result import Attributions, relative_delta
 from transforms.records import DecodedBatch, RecordSchema
 
-__all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_column_name", "grad_cam_column_name"]
+__all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_column_name", "grad_cam_column_name", "tokens_column_name"]
 
 PATH_METHODS = ("integrated_gradients", "expected_gradients")
 RESERVED_COLUMNS = (
@@ -53,6 +62,17 @@ def grad_cam_column_name(source_column: str) -> str:
     return f"gradcam_{source_column}"
 
 
+def tokens_column_name(source_column: str) -> str:
+    return f"tokens_{source_column}"
+
+
+def _string_list(values: np.ndarray) -> pa.Array:
+    """(R, L) object array of str -> list<string> with R rows."""
+    rows, length = values.shape
+    offsets = pa.array(np.arange(0, rows * length + 1, length, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).tolist(), type=pa.string()))
+
+
 def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = None, adaptive: bool = False) -> pa.Schema:
     """The attribution rows' Arrow schema; `metadata` values are stored as JSON strings.
     adaptive: integrated gradients with a completeness target (steps_used, completeness_met)."""
@@ -60,9 +80,12 @@ def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = 
     fields = [pa.field(schema.key_name, key_type)]
     fields += [pa.field(f.name, f.arrow_type) for f in schema.passthrough]
     fields += [pa.field("target", pa.int32()), pa.field("target_score", pa.float32())]
-    for column in schema.source_columns:
-        arrow_type = pa.list_(pa.float32()) if column.is_list else pa.float32()
-        fields.append(pa.field(attribution_column_name(column.name), arrow_type))
+    for spec in schema.model_inputs:
+        for column in spec.columns:
+            arrow_type = pa.list_(pa.float32()) if column.is_list or column.attr_length is not None else pa.float32()
+            fields.append(pa.field(attribution_column_name(column.name), arrow_type))
+        if spec.tokens:
+            fields.append(pa.field(tokens_column_name(spec.columns[0].name), pa.list_(pa.string())))
     if method == "grad_cam":
         fields += [pa.field(grad_cam_column_name(c.name), pa.list_(pa.float32())) for c in schema.source_columns]
     if method in PATH_METHODS:
@@ -92,11 +115,13 @@ def attribution_table(
     targets: np.ndarray,
     target_scores: np.ndarray,
     result: Attributions,
+    tokens: Optional[dict] = None,
 ) -> pa.Table:
     """Builds the output rows of one batch.
 
     example_index: (R,) the record of each output row; targets, target_scores: (R,);
-    result: attributions one (R, *shape) array per model input.
+    result: attributions one (R, *shape) array per model input (an input attributed at a layer:
+    (R, positions)); tokens: {source column: object (R, positions) str} for tokens_<column>.
     """
     rows = len(example_index)
     identity = None if rows == batch.num_records and np.array_equal(example_index, np.arange(rows)) else pa.array(example_index)
@@ -111,9 +136,13 @@ def attribution_table(
         finite &= np.isfinite(flat).all(axis=1)
         offset = 0
         for column in spec.columns:
-            block = flat[:, offset : offset + column.length]
-            offset += column.length
-            columns[attribution_column_name(column.name)] = _float_list(block) if column.is_list else pa.array(block[:, 0])
+            width = column.attr_length or column.length
+            block = flat[:, offset : offset + width]
+            offset += width
+            as_list = column.is_list or column.attr_length is not None
+            columns[attribution_column_name(column.name)] = _float_list(block) if as_list else pa.array(block[:, 0])
+        if spec.tokens:
+            columns[tokens_column_name(spec.columns[0].name)] = _string_list(tokens[spec.columns[0].name])
     if result.layer_maps is not None:  # grad_cam: one model input, read from one column
         maps = np.asarray(result.layer_maps, dtype=np.float32).reshape(rows, -1)  # (R, h*w)
         finite &= np.isfinite(maps).all(axis=1)

@@ -43,7 +43,12 @@ class ColumnSpec:
     """A source column (Parquet) or feature (TFRecord) feeding a model input.
 
     length: values per record (1 for a scalar column); is_list: the source holds a list per record
-    (its attribution column is then list<float32>, row-major); kind: the TFRecord feature kind.
+    (its attribution column is then list<float32>, row-major); kind: the TFRecord feature kind;
+    dtype: 'float32' (a float model input), 'int64' (ids for an integer input attributed at a
+    layer: read exactly, a non-integer value dead-letters its record) or 'string' (text for a
+    string input: Parquet string/list<string>, TFRecord bytes_list; an object array of str/bytes).
+    attr_length: attribution values per record when they differ from `length` (a string input
+    whose TextVectorization yields T positions); None: `length`.
     image: set for an image column: the source holds one encoded image per record (a TFRecord
     bytes feature or a Parquet binary column), decoded to `length` = H*W*C values (transforms.images).
     """
@@ -52,6 +57,8 @@ class ColumnSpec:
     length: int
     is_list: bool
     kind: str = "float_list"
+    dtype: str = "float32"
+    attr_length: Optional[int] = None
     image: Optional[ImageSpec] = None
 
 
@@ -63,6 +70,12 @@ class ModelInputSpec:
     name: str
     shape: tuple[int, ...]
     columns: tuple[ColumnSpec, ...]
+    # Ids must lie in [0, id_range) (the Embedding's input_dim / CategoryEncoding's num_tokens of
+    # layer `id_layer`, which reads this input directly); a record with another id dead-letters.
+    id_range: Optional[int] = None
+    id_layer: Optional[str] = None
+    # The output also carries tokens_<column>: the model's vocabulary token at each position.
+    tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,8 +193,13 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
                 return f"column {column.name!r} has type {arrow_type}, expected binary (encoded images) as in the first input file"
             continue
         value_type = arrow_type.value_type if _is_list_type(arrow_type) else arrow_type
-        if _is_list_type(arrow_type) != column.is_list or not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
+        if column.dtype == "string":
+            fits = _is_text_type(value_type)
+            expected = "a list of strings" if column.is_list else "a string"
+        else:
+            fits = pa.types.is_integer(value_type) or pa.types.is_floating(value_type)
             expected = "a list of numbers" if column.is_list else "a number"
+        if _is_list_type(arrow_type) != column.is_list or not fits:
             return f"column {column.name!r} has type {arrow_type}, expected {expected} as in the first input file"
     for f in (schema.key, schema.label, *schema.passthrough):
         if f is None:
@@ -191,6 +209,11 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
         if not _readable_as(arrow_schema.field(f.name).type, f.arrow_type):
             return f"column {f.name!r} has type {arrow_schema.field(f.name).type}, the first input file has {f.arrow_type}"
     return None
+
+
+def _is_text_type(arrow_type: pa.DataType) -> bool:
+    arrow_type = _plain_type(arrow_type)
+    return any(check(arrow_type) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary))
 
 
 def _plain_type(arrow_type: pa.DataType) -> pa.DataType:
@@ -266,10 +289,31 @@ def _is_list_type(arrow_type: pa.DataType) -> bool:
     return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type)
 
 
+def _parquet_strings(column: pa.Array, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """object (n, length) text of a string or list<string> column; bad rows filled with ''."""
+    n = len(column)
+    if not _is_list_type(column.type):
+        problems.add(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"column {spec.name!r} is null")
+        return np.array(column.fill_null("").to_pylist(), dtype=object).reshape(n, 1)
+    values = np.full((n, spec.length), "", dtype=object)
+    for row, items in enumerate(column.to_pylist()):  # text is per-record Python objects anyway
+        if items is None:
+            problems.add([row], lambda r: f"column {spec.name!r} is null")
+        elif len(items) != spec.length:
+            problems.add([row], lambda r, k=len(items): f"column {spec.name!r} has {k} values, expected {spec.length}")
+        elif any(v is None for v in items):
+            problems.add([row], lambda r: f"column {spec.name!r} holds null values")
+        else:
+            values[row] = items
+    return values
+
+
 def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
-    """float32 (n, length) values of a numeric or list column (or the pixels of an image
-    column); bad rows filled with 0."""
+    """float32 (n, length) values of a numeric or list column (int64 ids, or object text, as
+    spec.dtype says; the pixels of an image column); bad rows filled with 0."""
     column = _arrow_column(table, spec.name)
+    if spec.dtype == "string":
+        return _parquet_strings(column, spec, problems)
     n = len(column)
     if spec.image is not None:
         if not _is_binary_type(column.type):
@@ -282,7 +326,7 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         and column.values.null_count == 0
         and column.offset == 0
     ):  # the common case: one zero-copy view, no per-row checks needed
-        return _as_float32(column.values.to_numpy(zero_copy_only=False).reshape(n, spec.length), spec, problems)
+        return _as_values(column.values.to_numpy(zero_copy_only=False).reshape(n, spec.length), spec, problems)
     if _is_list_type(column.type):
         lengths = column.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)  # (n,)
         problems.add(lengths < 0, lambda r: f"column {spec.name!r} is null")
@@ -305,12 +349,42 @@ def _parquet_values(table: pa.Table, spec: ColumnSpec, problems: _Problems) -> n
         flat_values = flat.to_numpy(zero_copy_only=False)
         values = np.zeros((n, spec.length), dtype=flat_values.dtype)
         values[ok] = flat_values.reshape(-1, spec.length)
-        return _as_float32(values, spec, problems)
+        return _as_values(values, spec, problems)
     problems.add(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"column {spec.name!r} is null")
-    return _as_float32(column.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, 1), spec, problems)
+    return _as_values(column.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, 1), spec, problems)
+
+
+def _as_values(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """(n, length) values as the model input reads them: float32, int64 ids or text (see ColumnSpec)."""
+    if spec.dtype == "string":
+        return values
+    return _as_ids(values, spec, problems) if spec.dtype == "int64" else _as_float32(values, spec, problems)
+
+
+def _as_ids(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
+    """(n, length) values as int64 ids; a float that is not a whole number dead-letters its record."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) > 2.0**62)  # (n, length)
+    problems.add(
+        bad.any(axis=1),
+        lambda r: f"column {spec.name!r} value {float(values[r][bad[r]][0])} is not a whole-number id (the model input is an integer id)",
+    )
+    return np.where(bad, 0, values).astype(np.int64)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class _RowProblems:
+    """Problems of the parsed records `rows` (TFRecord): row i of a parsed array is record rows[i]."""
+
+    def __init__(self, problems: _Problems, rows: np.ndarray):
+        self._problems, self._rows = problems, rows
+
+    def add(self, mask: np.ndarray, message_for_row) -> None:
+        self._problems.add(self._rows[np.flatnonzero(mask)], lambda r: message_for_row(int(np.searchsorted(self._rows, r))))
 
 
 def _as_float32(values: np.ndarray, spec: ColumnSpec, problems: _Problems) -> np.ndarray:
@@ -500,7 +574,8 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
     else:
         parsed, rows = _parse_tfrecord(raw, schema, problems)
         values = {
-            c.name: _image_values(parsed[c.name], c, rows, problems) if c.image is not None else parsed[c.name].astype(np.float32, copy=False)
+            c.name: _image_values(parsed[c.name], c, rows, problems) if c.image is not None
+            else _as_values(parsed[c.name], c, _RowProblems(problems, rows))
             for c in schema.source_columns
         } if len(rows) else {}
         fields = {
@@ -514,8 +589,25 @@ def decode_batch(raw: RawBatch, schema: RecordSchema) -> tuple[Optional[DecodedB
         if f is not None and f.name in fields:
             fields[f.name] = _as_type(fields[f.name], f, roles.get(f.name, "column"), rows, problems)
     for name, array in values.items():
+        if array.dtype == object:  # text: nothing to be finite
+            continue
         finite = np.isfinite(array).all(axis=1)
         problems.add(rows[~finite], lambda r, name=name: f"column {name!r} holds NaN or infinite values")
+    for spec in schema.model_inputs:
+        if spec.id_range is None:
+            continue
+        for c in spec.columns:
+            ids = values.get(c.name)
+            if ids is None:
+                continue
+            outside = (ids < 0) | (ids >= spec.id_range)  # (n, length)
+            problems.add(
+                rows[outside.any(axis=1)],
+                lambda r, ids=ids, outside=outside, c=c, spec=spec: (
+                    f"column {c.name!r} value {ids[np.searchsorted(rows, r)][outside[np.searchsorted(rows, r)]][0]} is out of "
+                    f"range [0, {spec.id_range}) of layer {spec.id_layer!r} (the ids model input {spec.name!r} takes)"
+                ),
+            )
     labels = None
     if schema.label is not None and len(rows):
         label_array = fields[schema.label.name]

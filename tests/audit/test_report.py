@@ -333,3 +333,30 @@ def test_report_refuses_a_baseline_of_another_method_unless_allowed(image_runs, 
     assert "differ in method (gradient vs integrated_gradients)" in err and len(err.strip().splitlines()) == 1 and not out.exists()
     assert main(["report", today, "--baseline", str(other), "--out", str(out), "--allow-different"]) == 0
     assert "this comparison spans different method (gradient vs integrated_gradients)" in out.read_text()
+
+
+def test_a_token_run_gets_its_tokens_table_with_the_summary_numbers(tmp_path):
+    """Text attributed at its embedding: the report lists, per class, the tokens for and against
+    it with their positions and mean attribution, as summary.json has them; markup in a token is
+    shown as text."""
+    import html
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from helpers import save_text_model
+
+    texts = ["good good fine", "bad awful <b>bad</b>", "fine good", "awful bad", "good <b>bad</b>"] * 4
+    model, _, _, vocabulary = save_text_model(tmp_path / "text.keras", texts, length=4, standardize=None)
+    assert "<b>bad</b>" in vocabulary
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), str(tmp_path / "text.parquet"))
+    assert main(["run", "--model", model, "--input", str(tmp_path / "text.parquet"), "--output", str(tmp_path / "out"),
+                 "--key-column", "id", "--target", "0", "--steps", "8", "--quiet"]) == 0
+    page = render_report(load_run(str(tmp_path / "out")))
+    view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["text"]["classes"]["0"]
+    assert "<h2>Tokens and categories</h2>" in page and view["for"]
+    for direction in ("for", "against"):
+        for entry in view[direction]:
+            cells = f"<td>0</td><td>{direction}</td><td>{html.escape(entry['token'])}</td><td class=\"n\">{entry['count']:,}</td>"
+            assert cells in page, cells
+    assert "<b>bad</b>" not in page and "&lt;b&gt;bad&lt;/b&gt;" in page

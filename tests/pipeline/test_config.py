@@ -215,13 +215,23 @@ def test_image_columns_are_typed_once_and_round_trip_through_the_manifest_settin
         RunConfig.from_mapping({**BASE, "images": ["image/encoded"]})
 
 
-def test_grad_cam_takes_one_layer_and_other_methods_none():
+def test_grad_cam_takes_one_layer():
     config = RunConfig.from_mapping({**BASE, "method": "grad_cam", "layers": "conv2"})
     assert config.layers == ("conv2",) and config.to_dict()["layers"] == ["conv2"]
     assert RunConfig.from_mapping({**BASE, "method": "grad_cam"}).layers == ()
     with pytest.raises(ValueError, match=r"grad_cam weighs the activations of one layer; got layers \['a', 'b'\]"):
         RunConfig.from_mapping({**BASE, "method": "grad_cam", "layers": ["a", "b"]})
-    with pytest.raises(ValueError, match=r"layers \['conv2'\] is given, but .* read only by method 'grad_cam' \(method is 'integrated_gradients'\)"):
-        RunConfig.from_mapping({**BASE, "layers": ["conv2"]})
     with pytest.raises(ValueError, match=r"setting 'steps' applies only to method\(s\) \['integrated_gradients'\], but method is 'grad_cam'"):
         RunConfig.from_mapping({**BASE, "method": "grad_cam", "steps": 8})
+
+
+def test_layers_and_layer_baseline():
+    config = RunConfig.from_mapping({**BASE, "layers": "embedding", "layer_baseline": "id:0"})
+    assert config.layers == ("embedding",) and config.setting("layer_baseline") == "id:0"
+    assert RunConfig.from_mapping(BASE).setting("layer_baseline") == "zeros"
+    with pytest.raises(ValueError, match=r"layer_baseline 'id:-1' is not valid; expected 'zeros' .* or 'id:N'"):
+        RunConfig.from_mapping({**BASE, "layer_baseline": "id:-1"})
+    with pytest.raises(ValueError, match=r"setting 'layer_baseline' applies only to method\(s\) \['integrated_gradients'\]"):
+        RunConfig.from_mapping({**BASE, "method": "gradient", "layer_baseline": "id:0"})
+    with pytest.raises(ValueError, match=r"layers must be a string or a list of strings; got \[3\]"):
+        RunConfig.from_mapping({**BASE, "layers": [3]})

@@ -65,15 +65,23 @@ def test_list_column_length_must_match_the_model_input(tmp_path, linear_model):
         resolve_plan(config)
 
 
-def test_integer_model_inputs_are_refused_with_the_input_named(tmp_path):
+def test_integer_model_inputs_are_attributed_at_their_embedding(tmp_path):
+    """An integer input used to be refused; it is now attributed at the first float layer after
+    it, named in the plan with why (a SavedModel of the same model is refused: no layer graph)."""
     import keras
 
     inputs = keras.Input((4,), dtype="int32", name="tokens")
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Embedding(10, 2)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Embedding(10, 2, name="emb")(inputs)))
     model.save(str(tmp_path / "emb.keras"))
     pq.write_table(pa.table({"tokens": pa.array([[1, 2, 3, 4]], pa.list_(pa.int64()))}), str(tmp_path / "t.parquet"))
     config = RunConfig.from_mapping({"model": str(tmp_path / "emb.keras"), "input": str(tmp_path / "t.parquet"), "output": str(tmp_path / "o")})
-    with pytest.raises(ValueError, match="model input 'tokens' has dtype int32; gradients are defined only for floating-point"):
+    plan = resolve_plan(config)
+    assert [(c.input, c.layer, c.positions, c.id_range) for c in plan.layers] == [("tokens", "emb", 4, 10)]
+    assert "first float layer after model input 'tokens'" in plan.layers[0].reason
+    assert plan.schema.model_inputs[0].columns[0].dtype == "int64"
+    model.export(str(tmp_path / "exported"), verbose=False)
+    config = RunConfig.from_mapping({"model": str(tmp_path / "exported"), "input": str(tmp_path / "t.parquet"), "output": str(tmp_path / "o2")})
+    with pytest.raises(ValueError, match=r"model input 'tokens' has dtype int32.*is a SavedModel, which has no layer graph to split"):
         resolve_plan(config)
 
 
@@ -100,3 +108,27 @@ def test_a_glob_maps_columns_in_file_order(linear_model, tmp_path):
     config = RunConfig.from_mapping({"model": linear_model[0], "input": str(tmp_path / "d.parquet"), "output": str(tmp_path / "out"),
                                      "inputs": {"features": "x*"}})
     assert [c.name for c in resolve_plan(config).schema.source_columns] == ["x3", "x1", "x0", "x2", "x5", "x4"]
+
+
+def _token_files(tmp_path):
+    from helpers import save_token_model, write_token_parquet
+
+    model, _, _ = save_token_model(tmp_path / "tokens.keras", vocab=12, length=6, dim=4, classes=3, hidden=5)
+    data = write_token_parquet(tmp_path / "tokens.parquet", np.ones((4, 6), int), ids=np.arange(4))
+    return model, data
+
+
+def test_layer_choices_that_cannot_work_stop_the_launcher(tmp_path):
+    model, data = _token_files(tmp_path)
+
+    def plan(**extra):
+        return resolve_plan(RunConfig.from_mapping({"model": model, "input": data, "output": str(tmp_path / "o"), **extra}))
+
+    with pytest.raises(ValueError, match=r"layer 'embeding' is not a layer of the model. Did you mean 'embedding'\?"):
+        plan(layers=["embeding"])
+    # a layer after the pooling has no positions left to line up with the ids
+    with pytest.raises(ValueError, match=r"layer 'hidden' outputs shape \(5,\): 1 position\(s\) once its last axis is summed, but model input 'tokens' holds 6 values"):
+        plan(layers=["hidden"])
+    with pytest.raises(ValueError, match=r"the baseline 'id:12' cannot be computed at layer 'embedding'.*Use an id the layer takes"):
+        plan(layer_baseline="id:12")
+    assert plan(layer_baseline="id:11").settings.layer_baseline_id == 11

@@ -203,3 +203,44 @@ def test_float64_values_beyond_the_float32_range_are_named_apart_from_infinities
         "column 'pixels' value -3.5e+38 is outside the float32 range (±3.4e38)",
         "column 'pixels' holds NaN or infinite values",
     ]
+
+
+TOKENS = ModelInputSpec("tokens", (3,), (ColumnSpec("tokens", 3, True, "int64_list", "int64"),), id_range=10, id_layer="emb")
+
+
+def test_id_columns_are_read_exactly_as_int64_and_bad_ids_dead_letter():
+    big = 2**40 + 1  # not exact in float32: ids must not pass through float
+    table = pa.table({
+        "id": [1, 2, 3, 4],
+        "tokens": pa.array([[1, 2, 3], [1, 10, 3], [-1, 0, 0], [4, 5, 6]], pa.list_(pa.int64())),
+    })
+    schema = RecordSchema("parquet", (TOKENS,), key=FieldSpec("id", pa.int64()))
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=table), schema)
+    assert decoded.keys.to_pylist() == [1, 4]
+    assert decoded.inputs[0].dtype == np.int64
+    np.testing.assert_array_equal(decoded.inputs[0], [[1, 2, 3], [4, 5, 6]])
+    assert [(d.key, d.error) for d in dead] == [
+        ("2", "column 'tokens' value 10 is out of range [0, 10) of layer 'emb' (the ids model input 'tokens' takes)"),
+        ("3", "column 'tokens' value -1 is out of range [0, 10) of layer 'emb' (the ids model input 'tokens' takes)"),
+    ]
+    unbounded = ModelInputSpec("tokens", (3,), (ColumnSpec("tokens", 3, True, "int64_list", "int64"),))
+    table = pa.table({"id": [1, 2], "tokens": pa.array([[big, 0, 1], [1.0, 2.5, 3.0]], pa.list_(pa.float64()))})
+    decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=table), RecordSchema("parquet", (unbounded,), key=FieldSpec("id", pa.int64())))
+    assert decoded.inputs[0].tolist() == [[big, 0, 1]]
+    assert [(d.key, d.error) for d in dead] == [
+        ("2", "column 'tokens' value 2.5 is not a whole-number id (the model input is an integer id)")]
+
+
+def test_tfrecord_int64_ids_and_bytes_text():
+    text = ModelInputSpec("text", (1,), (ColumnSpec("text", 1, False, "bytes_list", "string"),))
+    schema = RecordSchema("tfrecord", (TOKENS, text))
+    records = []
+    for tokens, words in (([1, 2, 3], b"hello world"), ([9, 9, 12], b"bad id")):
+        feature = {"tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=tokens)),
+                   "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[words]))}
+        records.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    decoded, dead = decode_batch(RawBatch("f.tfrecord", "f.tfrecord", 0, serialized=records), schema)
+    assert decoded.inputs[0].dtype == np.int64 and decoded.inputs[0].tolist() == [[1, 2, 3]]
+    assert decoded.inputs[1].tolist() == [[b"hello world"]]
+    assert [(d.key, d.error) for d in dead] == [
+        ("f.tfrecord:1", "column 'tokens' value 12 is out of range [0, 10) of layer 'emb' (the ids model input 'tokens' takes)")]
