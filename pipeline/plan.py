@@ -327,7 +327,7 @@ def _image_column(name: str, shape: tuple, source: _SourceColumn, image: ImageSp
             f"set images.{source.name}.size/channels to the model's (--image {source.name}:"
             f"{'x'.join(str(d) for d in shape) if len(shape) == 3 else 'HxWxC'})."
         )
-    return ColumnSpec(source.name, math.prod(shape), True, "bytes_list", image)
+    return ColumnSpec(source.name, math.prod(shape), True, "bytes_list", image=image)
 
 
 def _columns_for(

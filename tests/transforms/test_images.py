@@ -98,7 +98,7 @@ def test_the_image_flag_forms():
 
 
 def _image_schema(input_format: str, spec: ImageSpec) -> RecordSchema:
-    column = ColumnSpec("image/encoded", spec.height * spec.width * spec.channels, True, "bytes_list", spec)
+    column = ColumnSpec("image/encoded", spec.height * spec.width * spec.channels, True, "bytes_list", image=spec)
     key = FieldSpec("id", pa.string(), "bytes_list")
     return RecordSchema(input_format, (ModelInputSpec("pixels", spec.shape, (column,)),), key=key, key_name="id")
 
