@@ -248,8 +248,13 @@ def _load_keras(path: str, local: str, unsafe_deserialization: bool) -> LoadedMo
         t._keras_history.operation.name for t in model.outputs
     ]
 
+    try:  # a functional model built from a list of one input is called with a list (else Keras warns)
+        takes_list = not single_input or isinstance(model.input, (list, tuple))
+    except AttributeError:  # a Sequential model never called: it takes one tensor
+        takes_list = False
+
     def call_all(inputs: tuple) -> list:
-        outputs = model(inputs[0] if single_input else list(inputs), training=False)
+        outputs = model(list(inputs) if takes_list else inputs[0], training=False)
         return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
     return LoadedModel(
