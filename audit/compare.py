@@ -6,6 +6,10 @@ in both runs: per-feature change (absolute, and relative to run A), Spearman's r
 tau-b of the importance vectors, top-k overlap, the shift of the mean explained score in units of
 run A's standard deviation, and the change of the share of rows over the completeness threshold.
 Over the run: the change of the explained classes' shares (total variation distance).
+For inputs attributed at a layer (token/category ids, text), per input and per explained class
+(and all classes pooled): the same rank agreement over the tokens' mean |attribution| (tokens seen
+at least MIN_TOKEN_COUNT times in both runs; audit.token_importance.token_rank_agreement), judged
+with the same min_spearman / min_top_k_overlap thresholds.
 
 A group is checked against the thresholds only when both runs have at least `min_group_rows`
 rows in it (smaller groups are reported, not judged: their statistics are too noisy).
@@ -22,6 +26,8 @@ import numpy as np
 from audit.json_safe import json_ready  # re-exported: NaN/inf (e.g. a rank correlation of a constant vector) as None
 from audit.rank import kendall_tau_b, spearman, top_k_overlap
 from audit.runs import RunResult
+from audit.summary_output import token_totals
+from audit.token_importance import TokenTotals, token_rank_agreement
 
 __all__ = ["DriftThresholds", "compare_runs", "format_comparison", "identity_differences", "spans_note", "json_ready", "THRESHOLD_HELP"]
 
@@ -227,7 +233,9 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
     shares_a, shares_b = _class_shares(a), _class_shares(b)
     classes = sorted(set(shares_a) | set(shares_b), key=lambda c: (len(c), c))
     distance = 0.5 * sum(abs(shares_a.get(c, 0.0) - shares_b.get(c, 0.0)) for c in classes)
+    tokens = _compare_tokens(a, b, thresholds)
     reasons = [f"{g['kind']}={g['value']}: {reason}" for g in groups for reason in g["drift"]]
+    reasons += [f"tokens of {r['feature']}, target={r['target']}: {reason}" for r in tokens for reason in r["drift"]]
     if distance > thresholds.max_class_share_change:
         reasons.append(f"explained-class shares moved by {distance:.3f} (total variation) > {thresholds.max_class_share_change}")
     return {
@@ -243,7 +251,54 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "groups": groups,
         "groups_only_in_a": [f"{k}={v}" for k, v in keys_a if (k, v) not in b.groups],
         "groups_only_in_b": [f"{k}={v}" for k, v in keys_b if (k, v) not in a.groups],
+        "tokens": tokens,
     }
+
+
+# Tokens seen fewer times than this in either run are not ranked: their mean is noise.
+MIN_TOKEN_COUNT = 5
+
+
+def _compare_tokens(a: RunResult, b: RunResult, t: DriftThresholds) -> list[dict[str, Any]]:
+    """Per input attributed at a layer (in both runs) and per explained class in both, plus 'all'
+    classes pooled: the rank agreement of the tokens' mean |attribution| and the tokens whose mean
+    attribution moved most. Judged when both runs have at least min_group_rows positions there."""
+    if a.tokens is None or b.tokens is None:
+        return []
+    totals_a, totals_b = token_totals(a.tokens), token_totals(b.tokens)
+    results = []
+    for feature in [f for f in totals_a if f in totals_b]:
+        (ta, names), (tb, _) = totals_a[feature], totals_b[feature]
+        classes = sorted(set(ta.classes.tolist()) & set(tb.classes.tolist()))
+        for target in ["all", *classes]:
+            part_a, part_b = (ta.for_class(None), tb.for_class(None)) if target == "all" else (ta.for_class(target), tb.for_class(target))
+            agreement = token_rank_agreement(part_a, part_b, MIN_TOKEN_COUNT, t.top_k)
+            result = {"feature": feature, "target": str(target), "positions_a": part_a.positions, "positions_b": part_b.positions,
+                      **agreement, "most_changed": _most_changed_tokens(part_a, part_b, names)}
+            result["checked"] = min(part_a.positions, part_b.positions) >= t.min_group_rows and agreement["tokens"] >= 2
+            result["drift"] = _token_drift(result, t) if result["checked"] else []
+            results.append(result)
+    return results
+
+
+def _most_changed_tokens(a: TokenTotals, b: TokenTotals, names: dict[int, str], shown: int = 5) -> list[dict[str, Any]]:
+    """The tokens (seen MIN_TOKEN_COUNT times in both) whose mean attribution moved most."""
+    def means(t: TokenTotals) -> dict[int, float]:
+        keep = t.counts >= MIN_TOKEN_COUNT
+        return dict(zip(t.ids[keep].tolist(), (t.sums[keep] / t.counts[keep]).tolist()))
+
+    ma, mb = means(a), means(b)
+    changes = sorted(((mb[i] - ma[i], i) for i in ma if i in mb), key=lambda c: (-abs(c[0]), c[1]))[:shown]
+    return [{"token": names.get(i, str(i)), "mean_a": ma[i], "mean_b": mb[i], "change": change} for change, i in changes]
+
+
+def _token_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
+    reasons = []
+    if np.isfinite(r["spearman"]) and r["spearman"] < t.min_spearman:
+        reasons.append(f"Spearman {r['spearman']:.3f} < {t.min_spearman} over {r['tokens']} tokens")
+    if np.isfinite(r["top_k_overlap"]) and r["top_k_overlap"] < t.min_top_k_overlap:
+        reasons.append(f"top-{r['top_k']} token overlap {r['top_k_overlap']:.2f} < {t.min_top_k_overlap}")
+    return reasons
 
 
 FEATURE_ORDER = "sorted by |change| of mean |attribution|, largest first"
@@ -277,6 +332,13 @@ def format_comparison(document: dict[str, Any], features: int = 10) -> str:
         for f in overall["features"][:features]:
             relative = f"{f['relative_change']:+.1%}" if f["relative_change"] is not None else "-"
             lines.append(f"{f['feature']:<28.28} {f['mean_abs_a']:>10.4g} {f['mean_abs_b']:>10.4g} {relative:>9}")
+    if document.get("tokens"):
+        lines += ["", f"tokens (mean |attribution| per token, seen >= {MIN_TOKEN_COUNT} times in both runs):",
+                  f"{'input':<20} {'target':>6} {'tokens':>7} {'spearman':>9} {'top-k':>6}  drift   most moved (mean attribution A -> B)"]
+        for r in document["tokens"]:
+            flag = "DRIFT" if r["drift"] else ("ok" if r["checked"] else "(few)")
+            moved = ", ".join(f"{m['token']} {m['mean_a']:+.3g}->{m['mean_b']:+.3g}" for m in r["most_changed"][:3])
+            lines.append(f"{r['feature']:<20.20} {r['target']:>6} {r['tokens']:>7} {r['spearman']:>9.3f} {r['top_k_overlap']:>6.2f}  {flag:<6}  {moved}")
     lines.append("")
     if document["drift"]:
         lines += ["DRIFT:"] + [f"  - {reason}" for reason in document["reasons"]]

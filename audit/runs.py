@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 
-from audit.summary_output import EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE
+from audit.summary_output import EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, TOKENS_FILE
 
 __all__ = ["RunResult", "load_run", "MANIFEST_NAME"]
 
@@ -20,13 +20,15 @@ MANIFEST_NAME = "manifest.json"
 
 @dataclass(frozen=True)
 class RunResult:
-    """A complete run: its manifest, summary.json and the summary tables."""
+    """A complete run: its manifest, summary.json and the summary tables (tokens: the token totals
+    of a run with inputs attributed at a layer, else None)."""
 
     path: str
     manifest: dict[str, Any]
     summary: dict[str, Any]
     features: pa.Table
     exemplars: pa.Table
+    tokens: Optional[pa.Table] = None
 
     @property
     def groups(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -60,7 +62,8 @@ def load_run(path: str) -> RunResult:
     summary = json.loads(read_bytes(SUMMARY_FILE))
     features = pq.read_table(pa.BufferReader(read_bytes(FEATURES_FILE)))
     exemplars = pq.read_table(pa.BufferReader(read_bytes(EXEMPLARS_FILE)))
-    return RunResult(path, manifest, summary, features, exemplars)
+    tokens = pq.read_table(pa.BufferReader(read_bytes(TOKENS_FILE))) if "token_importance" in summary else None
+    return RunResult(path, manifest, summary, features, exemplars, tokens)
 
 
 def _missing(path: str, name: str) -> str:

@@ -13,6 +13,10 @@ summary_features.parquet, one row per (group, feature, element):
 summary_exemplars.parquet, one row per (criterion, rank): key, target, score, completeness_error, and the
   rows' inputs and attributions (list<float32>, source columns concatenated row-major); at most
   one row per (criterion, target), from rank-1 rows in top_k runs (audit.summary.Exemplars).
+summary_tokens.parquet (runs with inputs attributed at a layer only), one row per (feature, class,
+  token id): the exact totals `compare` reads (audit.token_importance.TokenTotals):
+  feature, target (int64), token_id (int64), token (the vocabulary's, else the id as text),
+  positions (int64), sum, sum_abs (float64) over the non-padding positions holding the token
 summary.json: run-level numbers per group (rows, score distribution, completeness error) and the
   feature statistics of every group at feature level.
 """
@@ -23,20 +27,22 @@ from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from attributions.result import COMPLETENESS_MEASURE
 from audit.summary import DELTA_EDGES, QUANTILES, RunSummary
-from audit.token_importance import top_tokens
+from audit.token_importance import TokenTotals, top_tokens
 
 __all__ = [
     "FEATURES_FILE", "EXEMPLARS_FILE", "SUMMARY_FILE", "SUMMARY_FILES",
-    "features_table", "exemplars_table", "summary_document", "quantile_name",
+    "features_table", "exemplars_table", "tokens_table", "token_totals", "summary_document", "quantile_name",
 ]
 
 FEATURES_FILE = "summary_features.parquet"
 EXEMPLARS_FILE = "summary_exemplars.parquet"
+TOKENS_FILE = "summary_tokens.parquet"
 SUMMARY_FILE = "summary.json"
-SUMMARY_FILES = (FEATURES_FILE, EXEMPLARS_FILE, SUMMARY_FILE)
+SUMMARY_FILES = (FEATURES_FILE, EXEMPLARS_FILE, TOKENS_FILE, SUMMARY_FILE)
 # 2: the completeness error is `completeness_error` (attributions.result), not |delta| / |dF|;
 # exemplars' delta_rel became completeness_error; steps_used per group for adaptive IG.
 FORMAT_VERSION = 2
@@ -109,6 +115,37 @@ def exemplars_table(summary: RunSummary) -> pa.Table:
         ("inputs", pa.list_(pa.float32())), ("attributions", pa.list_(pa.float32())),
     ])
     return pa.table(rows, schema=schema)
+
+
+TOKENS_SCHEMA = pa.schema([
+    ("feature", pa.string()), ("target", pa.int64()), ("token_id", pa.int64()), ("token", pa.string()),
+    ("positions", pa.int64()), ("sum", pa.float64()), ("sum_abs", pa.float64()),
+])
+
+
+def tokens_table(summary: RunSummary) -> pa.Table:
+    """The per (feature, class, token id) totals of the inputs attributed at a layer (TOKENS_FILE)."""
+    parts = []
+    for feature in summary.spec.token_features:
+        totals = summary.tokens.get(feature.name, TokenTotals.empty())
+        vocabulary = feature.vocabulary
+        names = [vocabulary[i] if vocabulary is not None and 0 <= i < len(vocabulary) else str(i) for i in totals.ids.tolist()]
+        parts.append(pa.table({
+            "feature": pa.array([feature.name] * len(totals.ids), pa.string()), "target": totals.classes, "token_id": totals.ids,
+            "token": pa.array(names, pa.string()), "positions": totals.counts, "sum": totals.sums, "sum_abs": totals.sums_abs,
+        }, schema=TOKENS_SCHEMA))
+    return pa.concat_tables(parts) if parts else TOKENS_SCHEMA.empty_table()
+
+
+def token_totals(table: pa.Table) -> dict[str, tuple[TokenTotals, dict[int, str]]]:
+    """TOKENS_FILE's rows -> {feature: (its TokenTotals, {token id: token})}."""
+    result = {}
+    for feature in dict.fromkeys(table.column("feature").to_pylist()):
+        rows = table.filter(pc.equal(table.column("feature"), feature))
+        column = {name: rows.column(name).to_numpy() for name in ("target", "token_id", "positions", "sum", "sum_abs")}
+        totals = TokenTotals.from_entries(column["target"], column["token_id"], column["positions"], column["sum"], column["sum_abs"])
+        result[feature] = (totals, dict(zip(rows.column("token_id").to_pylist(), rows.column("token").to_pylist())))
+    return result
 
 
 def _number(value: float) -> Optional[float]:

@@ -60,11 +60,12 @@ class TokenTotals:
             )
         valid = np.ones(ids.shape, bool) if valid is None else np.asarray(valid, bool)
         classes = np.broadcast_to(np.asarray(targets, np.int64)[:, None], ids.shape)  # (R, T)
-        return cls._totals(classes[valid], ids[valid], np.ones(int(valid.sum()), np.int64), attributions[valid], np.abs(attributions[valid]))
+        return cls.from_entries(classes[valid], ids[valid], np.ones(int(valid.sum()), np.int64), attributions[valid], np.abs(attributions[valid]))
 
     @classmethod
-    def _totals(cls, classes, ids, counts, sums, sums_abs) -> "TokenTotals":
-        """Entries with equal (class, id) added together, sorted by (class, id)."""
+    def from_entries(cls, classes, ids, counts, sums, sums_abs) -> "TokenTotals":
+        """Totals from (N,) entries (class, id, count, sum, sum_abs); entries with equal (class, id)
+        are added together, the result sorted by (class, id)."""
         if not len(ids):
             return cls.empty()
         pairs = np.stack([classes, ids], axis=1)  # (N, 2)
@@ -79,7 +80,7 @@ class TokenTotals:
         )
 
     def merge(self, other: "TokenTotals") -> "TokenTotals":
-        return TokenTotals._totals(*(np.concatenate([a, b]) for a, b in zip(self._arrays(), other._arrays())))
+        return TokenTotals.from_entries(*(np.concatenate([a, b]) for a, b in zip(self._arrays(), other._arrays())))
 
     def _arrays(self) -> tuple:
         return self.classes, self.ids, self.counts, self.sums, self.sums_abs
@@ -93,7 +94,7 @@ class TokenTotals:
         if target is not None:
             keep = self.classes == target
             return TokenTotals(*(a[keep] for a in self._arrays()))
-        return TokenTotals._totals(np.zeros_like(self.ids), self.ids, self.counts, self.sums, self.sums_abs)
+        return TokenTotals.from_entries(np.zeros_like(self.ids), self.ids, self.counts, self.sums, self.sums_abs)
 
 
 def top_tokens(totals: TokenTotals, k: int = 10, min_count: int = 5, vocabulary: Optional[Sequence[str]] = None) -> dict[str, list[dict]]:

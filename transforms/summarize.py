@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from audit import json_safe
 from audit.summary import RunSummary, SummarySpec
 from audit.summary_output import (
-    EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, exemplars_table, features_table, summary_document,
+    EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, TOKENS_FILE, exemplars_table, features_table, summary_document, tokens_table,
 )
 
 __all__ = ["MergeSummaries", "WriteSummary", "write_summary_files"]
@@ -40,10 +40,13 @@ class MergeSummaries(beam.CombineFn):
 
 
 def write_summary_files(summary: RunSummary, output_dir: str, dead_letters: int, settings: dict) -> list[str]:
-    """Writes summary.json and the two summary Parquet files into `output_dir` (any Beam
-    filesystem); returns their paths."""
+    """Writes summary.json and the summary Parquet files (the token totals only for a run with
+    inputs attributed at a layer) into `output_dir` (any Beam filesystem); returns their paths."""
     paths = []
-    for name, table in ((FEATURES_FILE, features_table(summary)), (EXEMPLARS_FILE, exemplars_table(summary))):
+    tables = [(FEATURES_FILE, features_table(summary)), (EXEMPLARS_FILE, exemplars_table(summary))]
+    if summary.spec.token_features:
+        tables.append((TOKENS_FILE, tokens_table(summary)))
+    for name, table in tables:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="snappy")
         paths.append(_write(FileSystems.join(output_dir, name), buffer.getvalue()))

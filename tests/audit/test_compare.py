@@ -227,3 +227,47 @@ def test_completeness_shares_of_different_measures_are_not_compared(linear_model
     document = compare_runs(old, run)
     assert all(g["completeness"] is None for g in document["groups"]) and not document["drift"]
     assert any("measure completeness differently" in w and "summary format 1" in w for w in document["warnings"])
+
+
+def _token_run(model, tokens, directory):
+    from helpers import write_token_parquet
+
+    data = write_token_parquet(directory.with_suffix(".parquet"), tokens, ids=np.arange(len(tokens)))
+    config = RunConfig.from_mapping({
+        "model": model, "input": data, "output": str(directory), "method": "integrated_gradients", "target": 0,
+        "key_column": "id", "layer_baseline": "id:0", "steps": 4,
+    })
+    run_attribution(config)
+    return str(directory)
+
+
+def test_token_importance_is_compared_per_token_against_the_closed_form(tmp_path):
+    """Linear model over mean-pooled embeddings, target 0, baseline id 0: every position holding
+    token t gets (e(t) - e(0)) . w / T, so a token's mean |attribution| is known exactly; two
+    models with other embeddings rank the tokens differently, and compare says so."""
+    from audit.rank import spearman, top_k_overlap
+    from helpers import save_token_model
+
+    length, vocab = 6, 12
+    tokens = np.random.default_rng(0).integers(0, vocab, size=(300, length))
+    runs, importance = [], []
+    for seed in (0, 1):
+        model, embedding, weights = save_token_model(tmp_path / f"tokens{seed}.keras", vocab=vocab, length=length, classes=2, seed=seed)
+        runs.append(load_run(_token_run(model, tokens, tmp_path / f"run{seed}")))
+        importance.append(np.abs((embedding - embedding[0]) @ weights[:, 0]) / length)  # (vocab,)
+    assert runs[0].tokens is not None and set(runs[0].tokens.column("token_id").to_pylist()) == set(range(vocab))
+
+    same = compare_runs(runs[0], runs[0])
+    assert [(r["feature"], r["target"]) for r in same["tokens"]] == [("tokens", "all"), ("tokens", "0")]
+    assert all(r["spearman"] == pytest.approx(1.0) and r["top_k_overlap"] == 1.0 and not r["drift"] for r in same["tokens"])
+
+    moved = compare_runs(runs[0], runs[1], DriftThresholds(top_k=4), allow_different=True)
+    overall = moved["tokens"][0]
+    assert overall["tokens"] == vocab and overall["checked"]
+    assert overall["spearman"] == pytest.approx(spearman(importance[0], importance[1]), abs=1e-9)
+    assert overall["top_k_overlap"] == top_k_overlap(importance[0], importance[1], 4)
+    assert overall["spearman"] < 0.8  # these two random embeddings rank the tokens differently: drift
+    assert any(reason.startswith("tokens of tokens, target=all: Spearman") for reason in moved["reasons"])
+    biggest = overall["most_changed"][0]
+    assert abs(biggest["mean_b"] - biggest["mean_a"]) == pytest.approx(abs(biggest["change"]))
+    assert "tokens (mean |attribution| per token" in format_comparison(moved)
