@@ -32,7 +32,7 @@ def tabular_data(tmp_path):
 def digits_cnn(tmp_path_factory):
     """(model path, uint8 images (300, 16, 16, 1), labels): a small CNN trained on scikit-learn's
     digits upscaled to 16 x 16, shared by the image tests (training takes seconds)."""
-    from helpers import digits_uint8, train_digits_cnn
+    from pipeline.demo import digits_uint8, train_digits_cnn
 
     images, labels = digits_uint8(300)
     path = train_digits_cnn(tmp_path_factory.mktemp("digits") / "digits_cnn.keras", images, labels)

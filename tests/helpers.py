@@ -123,39 +123,6 @@ def bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    """uint8 (h, w, c) -> PNG bytes."""
-    import tensorflow as tf
-
-    return tf.io.encode_png(np.asarray(pixels, dtype=np.uint8)).numpy()
-
-
-def digits_uint8(count: int = 300, upscale: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as uint8 (count, 8*upscale, 8*upscale, 1) images (0..16 scaled to
-    0..255, each pixel repeated upscale x upscale times) and int64 labels (count,)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images[:count] * 255 / 16).astype(np.uint8)
-    images = np.kron(images, np.ones((1, upscale, upscale), dtype=np.uint8))[..., None]
-    return images, digits.target[:count].astype(np.int64)
-
-
-def write_image_tfrecord(path, encoded: list, ids=None, labels=None, feature_name: str = "image/encoded"):
-    """One tf.train.Example per encoded image: a bytes feature, optional bytes id and int64 label."""
-    import tensorflow as tf
-
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for i, data in enumerate(encoded):
-            feature = {feature_name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}
-            if ids is not None:
-                feature["id"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(ids[i]).encode()]))
-            if labels is not None:
-                feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])]))
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    return str(path)
-
-
 def save_token_model(path, vocab: int = 12, length: int = 6, dim: int = 4, classes: int = 1, seed: int = 0,
                      hidden: int = 0, extra_float: int = 0):
     """Token ids (length,) int32 -> Embedding(vocab, dim, name 'embedding') -> mean over positions
@@ -207,85 +174,6 @@ def write_token_tfrecord(path, tokens: np.ndarray, ids, column: str = "tokens"):
                 "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(key).encode()])),
             }
             writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    return str(path)
-
-
-def train_digits_cnn(path, images: np.ndarray, labels: np.ndarray, epochs: int = 3, seed: int = 0):
-    """A small CNN (conv, pool, conv 'last_conv', global average pooling, dense softmax 'scores'; named
-    layers, so names do not depend on what else the process built) trained on
-    uint8 images scaled to [0, 1] (seeded, a few seconds); saved to `path`."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input(images.shape[1:], name="pixels"),
-            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="first_conv"),
-            keras.layers.MaxPooling2D(2, name="pool"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv"),
-            keras.layers.GlobalAveragePooling2D(name="gap"),
-            keras.layers.Dense(10, activation="softmax", name="scores"),
-        ]
-    )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(images.astype(np.float32) / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
-    model.save(str(path))
-    return str(path)
-
-
-PENGUIN_ISLANDS = ("Biscoe", "Dream", "Torgersen")
-PENGUIN_SEXES = ("female", "male")
-PENGUIN_SPECIES = ("Adelie", "Chinstrap", "Gentoo")
-PENGUIN_MEASUREMENTS = ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
-
-
-def penguins_table() -> pa.Table:
-    """The Palmer penguins (344 rows, palmerpenguins' bundled CSV, read offline) as Arrow: island and
-    sex as int64 ids (PENGUIN_ISLANDS / PENGUIN_SEXES order; sex null where the CSV says NA), the
-    four measurements as float32 (null where NA), species as an int64 label, and an id column."""
-    import importlib.resources
-
-    import pyarrow.compute as pc
-    import pyarrow.csv as pcsv
-
-    path = importlib.resources.files("palmerpenguins") / "data" / "penguins.csv"
-    raw = pcsv.read_csv(str(path), convert_options=pcsv.ConvertOptions(null_values=["NA"], strings_can_be_null=True))
-
-    def ids(column, names):
-        return pc.index_in(raw.column(column), value_set=pa.array(names)).cast(pa.int64())
-
-    columns = {"id": pa.array(np.arange(raw.num_rows, dtype=np.int64)), "island": ids("island", PENGUIN_ISLANDS),
-               "sex": ids("sex", PENGUIN_SEXES)}
-    for name in PENGUIN_MEASUREMENTS:
-        columns[name] = raw.column(name).cast(pa.float32())
-    columns["species"] = ids("species", PENGUIN_SPECIES)
-    return pa.table(columns)
-
-
-def train_penguins_model(path, table: pa.Table, seed: int = 0):
-    """species from island (ids -> Embedding(3, 2)), sex (ids -> one-hot CategoryEncoding) and the
-    four measurements (floats, standardized inside the model): 3-class softmax, trained in seconds
-    on the complete rows. Returns the path."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    complete = table.filter(np.all([table.column(c).is_valid().to_numpy(zero_copy_only=False) for c in table.column_names], axis=0))
-    island = complete.column("island").to_numpy().reshape(-1, 1).astype(np.int32)
-    sex = complete.column("sex").to_numpy().reshape(-1, 1).astype(np.int32)
-    measurements = np.stack([complete.column(c).to_numpy() for c in PENGUIN_MEASUREMENTS], axis=1)
-    labels = complete.column("species").to_numpy()
-
-    island_in = keras.Input((1,), dtype="int32", name="island")
-    sex_in = keras.Input((1,), dtype="int32", name="sex")
-    measured_in = keras.Input((4,), name="measurements")
-    island_vec = keras.layers.Flatten()(keras.layers.Embedding(3, 2, name="island_embedding")(island_in))
-    sex_vec = keras.layers.CategoryEncoding(2, output_mode="one_hot", name="sex_one_hot")(sex_in)
-    scaled = keras.layers.Normalization(mean=measurements.mean(axis=0), variance=measurements.var(axis=0))(measured_in)
-    hidden = keras.layers.Dense(16, activation="tanh")(keras.layers.Concatenate()([island_vec, sex_vec, scaled]))
-    model = keras.Model([island_in, sex_in, measured_in], keras.layers.Dense(3, activation="softmax")(hidden))
-    model.compile(optimizer=keras.optimizers.Adam(0.03), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit([island, sex, measurements], labels, epochs=40, batch_size=32, verbose=0)
-    model.save(str(path))
     return str(path)
 
 

@@ -14,12 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import (
-    bilinear_resize, encode_png, read_parquet_dir, rows_by_key, save_linear_model, linear_weights, write_image_tfrecord,
-    write_vector_tfrecord,
-)
+from helpers import bilinear_resize, linear_weights, read_parquet_dir, rows_by_key, save_linear_model, write_vector_tfrecord
 from pipeline.cli import main
 from pipeline.config import RunConfig
+from pipeline.demo import encode_png, write_image_tfrecord
 from pipeline.plan import resolve_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

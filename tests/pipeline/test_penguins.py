@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from helpers import PENGUIN_MEASUREMENTS, penguins_table, read_parquet_dir, rows_by_key, train_penguins_model
+from helpers import read_parquet_dir, rows_by_key
+from pipeline.demo import PENGUIN_MEASUREMENTS, penguins_table, train_penguins_model
 from pipeline.cli import main
 
 

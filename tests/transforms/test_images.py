@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from helpers import bilinear_resize, encode_png
+from helpers import bilinear_resize
+from pipeline.demo import encode_png
 from transforms.images import ImageSpec, decode_images, image_spec, parse_image_flag
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RawBatch, RecordSchema, decode_batch
 
@@ -104,7 +105,7 @@ def _image_schema(input_format: str, spec: ImageSpec) -> RecordSchema:
 
 
 def test_a_tfrecord_batch_of_images_decodes_and_dead_letters_the_bad_ones(tmp_path):
-    from helpers import write_image_tfrecord
+    from pipeline.demo import write_image_tfrecord
     from transforms.read import read_all
 
     images = [_pixels((4, 4, 1), seed) for seed in range(6)]
