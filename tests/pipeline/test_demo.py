@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from helpers import bilinear_resize, read_parquet_dir
-from pipeline.demo import PENGUIN_MEASUREMENTS, penguins_table
+from pipeline.demo import penguins_table
 
 COLUMN = "image/encoded"
 
