@@ -266,14 +266,14 @@ def _map_model_inputs(
                         f"column {columns!r} holds {source.length} values per record but model input {name!r} "
                         f"has shape {shape} ({size} values); {hint}"
                     )
-                column_specs = (ColumnSpec(columns, size, True, source.kind or "float_list", value_dtype),)
+                column_specs = (ColumnSpec(columns, size, True, source.kind or "float_list", dtype=value_dtype),)
             else:
                 if size != 1:
                     raise ValueError(
                         f"column {columns!r} is a scalar but model input {name!r} has shape {shape} ({size} "
                         f"values); map a list column or {size} scalar columns to it. {hint}"
                     )
-                column_specs = (ColumnSpec(columns, 1, False, source.kind or "float_list", value_dtype),)
+                column_specs = (ColumnSpec(columns, 1, False, source.kind or "float_list", dtype=value_dtype),)
         else:
             missing = [c for c in columns if c not in catalog]
             if missing:
@@ -286,7 +286,7 @@ def _map_model_inputs(
                 _check_column_type(catalog[c], value_dtype)
                 if catalog[c].is_list:
                     raise ValueError(f"column {c!r} is a list; a model input mapped to several columns needs scalar columns.")
-            column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list", value_dtype) for c in columns)
+            column_specs = tuple(ColumnSpec(c, 1, False, catalog[c].kind or "float_list", dtype=value_dtype) for c in columns)
         choice = at_layer.get(name)
         id_range = choice.id_range if choice is not None and not is_float else None
         if choice is not None and choice.positions != size:  # text: T positions from one string

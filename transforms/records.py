@@ -57,9 +57,11 @@ class ColumnSpec:
     length: int
     is_list: bool
     kind: str = "float_list"
-    dtype: str = "float32"
-    attr_length: Optional[int] = None
-    image: Optional[ImageSpec] = None
+    # Keyword-only: what a column holds is named at every call site (a positional ImageSpec once
+    # landed in `dtype` when fields were added).
+    dtype: str = field(default="float32", kw_only=True)
+    attr_length: Optional[int] = field(default=None, kw_only=True)
+    image: Optional[ImageSpec] = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ def test_float64_values_beyond_the_float32_range_are_named_apart_from_infinities
     ]
 
 
-TOKENS = ModelInputSpec("tokens", (3,), (ColumnSpec("tokens", 3, True, "int64_list", "int64"),), id_range=10, id_layer="emb")
+TOKENS = ModelInputSpec("tokens", (3,), (ColumnSpec("tokens", 3, True, "int64_list", dtype="int64"),), id_range=10, id_layer="emb")
 
 
 def test_id_columns_are_read_exactly_as_int64_and_bad_ids_dead_letter():
@@ -223,7 +223,7 @@ def test_id_columns_are_read_exactly_as_int64_and_bad_ids_dead_letter():
         ("2", "column 'tokens' value 10 is out of range [0, 10) of layer 'emb' (the ids model input 'tokens' takes)"),
         ("3", "column 'tokens' value -1 is out of range [0, 10) of layer 'emb' (the ids model input 'tokens' takes)"),
     ]
-    unbounded = ModelInputSpec("tokens", (3,), (ColumnSpec("tokens", 3, True, "int64_list", "int64"),))
+    unbounded = ModelInputSpec("tokens", (3,), (ColumnSpec("tokens", 3, True, "int64_list", dtype="int64"),))
     table = pa.table({"id": [1, 2], "tokens": pa.array([[big, 0, 1], [1.0, 2.5, 3.0]], pa.list_(pa.float64()))})
     decoded, dead = decode_batch(RawBatch("f.parquet", "f.parquet", 0, table=table), RecordSchema("parquet", (unbounded,), key=FieldSpec("id", pa.int64())))
     assert decoded.inputs[0].tolist() == [[big, 0, 1]]
@@ -232,7 +232,7 @@ def test_id_columns_are_read_exactly_as_int64_and_bad_ids_dead_letter():
 
 
 def test_tfrecord_int64_ids_and_bytes_text():
-    text = ModelInputSpec("text", (1,), (ColumnSpec("text", 1, False, "bytes_list", "string"),))
+    text = ModelInputSpec("text", (1,), (ColumnSpec("text", 1, False, "bytes_list", dtype="string"),))
     schema = RecordSchema("tfrecord", (TOKENS, text))
     records = []
     for tokens, words in (([1, 2, 3], b"hello world"), ([9, 9, 12], b"bad id")):
