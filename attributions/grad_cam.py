@@ -91,40 +91,25 @@ def _four_d_names(layers: list) -> list[str]:
     return [layer.name for layer in layers if _output_rank(layer) == 4]
 
 
-def _layer_tensor(output: Any, layer: Any) -> Any:
-    """The tensor `layer` produces in the graph that computes `output`. A layer of a Sequential
-    model loaded from a file has several call nodes, and `layer.output` (its first) need not be
-    the one that graph uses."""
-    seen, stack = set(), [output]
-    while stack:
-        tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        operation, node_index, _ = tensor._keras_history
-        if operation is layer:
-            return tensor
-        stack.extend(operation._inbound_nodes[node_index].input_tensors)
-    raise ValueError(f"layer {layer.name!r} does not lie on the path from the model's inputs to its output; choose another --layer.")
-
-
 def split_at_layer(model: Any, layer: Any, output: Any) -> tuple[Any, Any]:
     """(lower, upper) Keras models: model inputs -> the layer's output, and that -> `output` (a
-    Keras tensor of `model`: the explained output). Raises ValueError when the output depends
-    on the input along a path that bypasses the layer (a skip connection around it)."""
+    Keras tensor of `model`: the explained output). The graph work (the layer's tensor on the
+    output's path, even in a Sequential model loaded from a file) is `attributions.layers.split_model`'s.
+    Raises ValueError when the output depends on the input along a path that bypasses the layer
+    (a skip connection around it)."""
     import keras
 
-    activations = _layer_tensor(output, layer)
-    lower = keras.Model(model.inputs, activations)
-    try:
-        upper = keras.Model(activations, output)
-    except ValueError as error:
+    from attributions.layers import split_model
+
+    split = split_model(model, [layer.name], output)
+    if split.kept_inputs:  # the upper part would still read the image: a path around the layer
         raise ValueError(
             f"the model's output depends on its input along a path that bypasses layer {layer.name!r} (a skip connection "
             f"around it?), so Grad-CAM at that layer is not defined; choose a layer every path to the output goes "
-            f"through with --layer (Keras said: {str(error).splitlines()[0]})."
-        ) from None
-    return lower, upper
+            f"through with --layer."
+        )
+    (activations,) = split.lower_model.outputs
+    return keras.Model(model.inputs, activations), keras.Model(activations, output)
 
 
 def explained_output(model: Any, index: int, explain_logits: bool) -> Any:
