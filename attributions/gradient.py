@@ -16,19 +16,19 @@ __all__ = ["gradient", "batched_gradients"]
 def batched_gradients(
     fns: ModelFunctions, inputs: Sequence[np.ndarray], targets: np.ndarray, chunk_size: int
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
-    """Gradients of B examples in chunks of at most `chunk_size` rows.
+    """Gradients of B examples in chunks of at most `chunk_size` rows (side by side on
+    `fns.concurrent_calls` threads).
 
     Returns (scores (B,), grads one (B, *shape_i) per input, used_targets (B,)); targets < 0 mean
     the argmax class at x (see `ModelFunctions.gradients`).
     """
-    chunk_size = validate_chunk_size(chunk_size)
     num_examples = len(targets)
-    if num_examples <= chunk_size:
+    step = fns.rows_per_call(num_examples, validate_chunk_size(chunk_size))
+    if num_examples <= step:
         return fns.gradients(inputs, targets)
-    parts = [
-        fns.gradients([x[i : i + chunk_size] for x in inputs], targets[i : i + chunk_size])
-        for i in range(0, num_examples, chunk_size)
-    ]
+    parts = list(fns.map(
+        lambda i: fns.gradients([x[i : i + step] for x in inputs], targets[i : i + step]), range(0, num_examples, step)
+    ))
     scores = np.concatenate([p[0] for p in parts])
     grads = tuple(np.concatenate([p[1][k] for p in parts]) for k in range(len(inputs)))
     used = np.concatenate([p[2] for p in parts])

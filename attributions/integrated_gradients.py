@@ -61,21 +61,28 @@ def integrated_gradients(
     diffs = tuple(x - b for x, b in zip(inputs, baselines))  # each (B, *shape)
 
     # Blocks of e examples x s points, e * s <= chunk_size (an example's points split over
-    # several blocks when steps > chunk_size); points built and weighted inside the compiled call.
+    # several blocks when steps > chunk_size), at least one block per concurrent call when the
+    # batch allows; points built and weighted inside the compiled call.
     chunk_size = validate_chunk_size(chunk_size)
     num_points = len(alphas)
-    examples_per_block, points_per_block = max(1, chunk_size // num_points), min(num_points, chunk_size)
+    examples_per_block = fns.rows_per_call(len(targets), max(1, chunk_size // num_points))
+    points_per_block = min(num_points, chunk_size)
+    blocks = [
+        (slice(e0, e0 + examples_per_block), slice(s0, s0 + points_per_block))
+        for e0 in range(0, len(targets), examples_per_block) for s0 in range(0, num_points, points_per_block)
+    ]
+
+    def path_block(block: tuple[slice, slice]) -> tuple:
+        ex, pts = block
+        return fns.path_gradients(
+            [b[ex] for b in baselines], [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex],
+            pad_to=examples_per_block,
+        )  # each (e, *shape) float64
+
     sums = [np.zeros(x.shape, dtype=np.float64) for x in inputs]  # weighted gradient sums
-    for e0 in range(0, len(targets), examples_per_block):
-        ex = slice(e0, e0 + examples_per_block)
-        for s0 in range(0, num_points, points_per_block):
-            pts = slice(s0, s0 + points_per_block)
-            block = fns.path_gradients(
-                [b[ex] for b in baselines], [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex],
-                pad_to=examples_per_block,
-            )  # each (e, *shape) float64
-            for total, part in zip(sums, block):
-                total[ex] += part
+    for (ex, _), parts in zip(blocks, fns.map(path_block, blocks)):
+        for total, part in zip(sums, parts):
+            total[ex] += part
     # A model that overflows makes rows non-finite: they are flagged per row (attributions_finite)
     # and counted in the manifest, so numpy's overflow/invalid warnings would only repeat that.
     with np.errstate(over="ignore", invalid="ignore"):

@@ -74,18 +74,22 @@ class LoadedModel:
             )
         return self.output_names.index(output_name)
 
-    def model_functions(self, output_name: Optional[str] = None, explain_logits: bool = False) -> ModelFunctions:
-        """Compiled predict/gradient functions for one output (see `model_functions`)."""
+    def model_functions(
+        self, output_name: Optional[str] = None, explain_logits: bool = False, concurrent_calls: int = 1
+    ) -> ModelFunctions:
+        """Compiled predict/gradient functions for one output (see `model_functions`), running up
+        to `concurrent_calls` chunks at once (`attributions.concurrency`)."""
         index = self.output_index(output_name)
         if explain_logits:
             output_fn = self._logits_fn(index)
         else:
             def output_fn(inputs):
                 return self._call_all(inputs)[index]
-        return build_model_functions(output_fn, self.input_shapes, self.output_sizes[index])
+        return build_model_functions(output_fn, self.input_shapes, self.output_sizes[index], concurrent_calls)
 
     def layer_functions(
-        self, layers: Sequence[str], output_name: Optional[str] = None, explain_logits: bool = False
+        self, layers: Sequence[str], output_name: Optional[str] = None, explain_logits: bool = False,
+        concurrent_calls: int = 1,
     ) -> tuple[LayerSplit, ModelFunctions]:
         """The model split at `layers` (`attributions.layers.split_model`) and the compiled
         predict/gradient functions of its upper part, whose inputs are the layers' activations
@@ -99,7 +103,7 @@ class LoadedModel:
         output = self._logits_tensor(index) if explain_logits else self._keras_model.outputs[index]
         split = split_model(self._keras_model, layers, output)
         shapes = split.activation_shapes + tuple(self.input_shapes[self.input_names.index(n)] for n in split.kept_inputs)
-        return split, build_model_functions(split.upper, shapes, self.output_sizes[index])
+        return split, build_model_functions(split.upper, shapes, self.output_sizes[index], concurrent_calls)
 
     def _logits_tensor(self, index: int):
         """The KerasTensor before output `index`'s final softmax/sigmoid (switching a Dense

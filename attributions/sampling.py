@@ -43,19 +43,26 @@ def gradients_at_points(
     """
     chunk_size = validate_chunk_size(chunk_size)
     num_examples = len(targets)
-    examples_per_block = max(1, chunk_size // num_points)
+    examples_per_block = fns.rows_per_call(num_examples, max(1, chunk_size // num_points))
     points_per_block = min(num_points, chunk_size)
-    for e0 in range(0, num_examples, examples_per_block):
-        ex = slice(e0, min(e0 + examples_per_block, num_examples))
-        e = ex.stop - ex.start
-        for s0 in range(0, num_points, points_per_block):
-            pts = slice(s0, min(s0 + points_per_block, num_points))
-            s = pts.stop - pts.start
+    blocks = [
+        (slice(e0, min(e0 + examples_per_block, num_examples)), slice(s0, min(s0 + points_per_block, num_points)))
+        for e0 in range(0, num_examples, examples_per_block) for s0 in range(0, num_points, points_per_block)
+    ]
+
+    def block_points(blocks: list) -> Iterator[tuple]:
+        # Points are built here, on the calling thread, in block order (build_points may draw from
+        # per-example generators); only the gradient calls run side by side.
+        for ex, pts in blocks:
+            e, s = ex.stop - ex.start, pts.stop - pts.start
             points = build_points(ex, pts)  # each (e, s, *shape)
             flat = tuple(p.reshape(e * s, *p.shape[2:]) for p in points)  # each (e*s, *shape)
-            flat_targets = np.repeat(targets[ex], s).astype(np.int32)  # (e*s,)
-            _, grads, _ = fns.gradients(flat, flat_targets)
-            yield ex, pts, tuple(g.reshape(e, s, *g.shape[1:]) for g in grads)  # (e, s, *shape)
+            yield flat, np.repeat(targets[ex], s).astype(np.int32)  # (e*s,)
+
+    calls = fns.map(lambda job: fns.gradients(*job)[1], block_points(blocks))
+    for (ex, pts), grads in zip(blocks, calls):
+        e, s = ex.stop - ex.start, pts.stop - pts.start
+        yield ex, pts, tuple(g.reshape(e, s, *g.shape[1:]) for g in grads)  # (e, s, *shape)
 
 
 def sample_moments(

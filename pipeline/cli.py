@@ -96,8 +96,10 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, metavar="RECORDS", help="records per pipeline element (default 4096).")
     add("--chunk-size", type=int, metavar="ROWS", help="most rows (examples x steps/samples) per gradient call (default: "
         "automatic, the most that fit --chunk-memory-mib for this model, at most 65,536).")
-    add("--chunk-memory-mib", type=int, metavar="MIB", help="memory budget of one gradient call when --chunk-size is not "
-        "given, in MiB per worker process (default 512).")
+    add("--chunk-memory-mib", type=int, metavar="MIB", help="memory budget of the gradient calls when --chunk-size is not "
+        "given, in MiB per worker process, shared by the --compute-threads calls (default 512).")
+    add("--compute-threads", type=int, metavar="N", help="gradient calls run side by side per worker process, each op on "
+        "one thread (default: one per core on local runners; 1, TensorFlow's own threading, on remote runners).")
     add("--steps", type=int, metavar="N", help="integrated gradients: points on the path (default 64).")
     add("--rule", metavar="RULE", help="integrated gradients: gausslegendre (default) | riemann_left | riemann_right | riemann_middle | riemann_trapezoid.")
     add("--completeness-target", type=float, metavar="ERROR",

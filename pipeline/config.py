@@ -90,8 +90,12 @@ class RunConfig:
     # Most rows (examples x steps/samples) per gradient call; None: the most that fit
     # chunk_memory_mib for this model (measured on its gradient graph at worker start).
     chunk_size: Optional[int] = None
-    # Memory budget (MiB per worker process) for one gradient call's tensors when chunk_size is None.
+    # Memory budget (MiB per worker process) for the gradient calls' tensors when chunk_size is None.
     chunk_memory_mib: int = DEFAULT_CHUNK_MEMORY_MIB
+    # Gradient calls run side by side in a worker process, each op on one thread
+    # (attributions.concurrency). None: one per core for local runners (DirectRunner, Prism),
+    # 1 (TensorFlow's own threading, one call at a time) for remote runners.
+    compute_threads: Optional[int] = None
     # Dataset summaries written beside the rows in the same pass (summary.json, summary_*.parquet).
     summaries: bool = True
     # Columns to summarize by (e.g. country, label); they are also copied to the output rows.
@@ -163,8 +167,9 @@ class RunConfig:
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         for name in ("batch_size", "chunk_memory_mib", "summary_sample_size", "max_slice_values"):
             _check_positive_int(name, getattr(self, name))
-        if self.chunk_size is not None:
-            _check_positive_int("chunk_size", self.chunk_size)
+        for name in ("chunk_size", "compute_threads"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
         _check_number("completeness_threshold", self.completeness_threshold, "a number > 0 (e.g. 0.05 for 5 %)",
                       lambda v: v > 0)
         if self.slice_columns and not self.summaries:
@@ -191,7 +196,7 @@ class RunConfig:
             )
         self.target_spec()  # parses and validates the target
         self._validate_method_settings()
-        for name in ("batch_size", "chunk_size", "steps", "max_steps", "samples"):
+        for name in ("batch_size", "chunk_size", "compute_threads", "steps", "max_steps", "samples"):
             _check_limit(name, self.setting(name) if name in _ALL_METHOD_SETTINGS else getattr(self, name))
 
     def _validate_method_settings(self) -> None:
@@ -517,6 +522,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "samples": (10_000, "the sampling noise falls only as 1/sqrt(samples), and each sample is one gradient per record"),
     "batch_size": (1_000_000, "a batch is held in a worker's memory at once"),
     "chunk_size": (1_000_000, "a chunk's rows and their gradients are held in memory at once"),
+    "compute_threads": (1024, "each thread holds a chunk's tensors, and more threads than cores only wait"),
 }
 
 

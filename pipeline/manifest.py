@@ -188,7 +188,7 @@ def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[d
         "model": launch["model"],
         "settings": launch["settings"],
         "pipeline_options": launch["pipeline_options"],
-        "job": {k: launch.get(k) for k in ("runner", "job_id", "job_url")},
+        "job": {k: launch.get(k) for k in ("runner", "job_id", "job_url", "compute_threads")},
         "versions": _versions(),
         "timings": {
             "started_utc": datetime.fromtimestamp(launch["started"], timezone.utc).isoformat(),

@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, PrismRunnerOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from attributions.concurrency import available_cores, run_ops_single_threaded
 from pipeline.build import build_pipeline
 from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
@@ -132,6 +133,7 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
         "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs,
                   # inputs attributed at a layer's output: which layer and why (none for a float model)
                   "layers": [choice.describe() for choice in plan.layers], **_grad_cam_description(plan)},
+        "compute_threads": plan.settings.compute_threads,
         "started": started,
         "planned": planned,
     }
@@ -209,7 +211,11 @@ def run_attribution(
     """
     started = time.time()
     pipeline_args = list(pipeline_args or [])
+    threads = _compute_threads(config, pipeline_args)
+    if threads > 1:
+        run_ops_single_threaded()  # before the launcher loads the model: possible only before TF's first op
     plan = resolve_plan(config)
+    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, compute_threads=threads))
     if progress:
         for note in _mapping_notes(plan):
             print(note, file=sys.stderr)
@@ -239,6 +245,16 @@ def run_attribution(
         lock.release()
         if PipelineOptions(pipeline_args).view_as(StandardOptions).runner in ("PrismRunner", "prism"):
             stop_prism_job_server()  # Beam would stop it only at interpreter exit
+
+
+def _compute_threads(config: RunConfig, pipeline_args: list[str]) -> int:
+    """Gradient calls side by side per worker (attributions.concurrency): the setting, else one per
+    core where the workers run on this machine, else 1 (a remote worker's cores are unknown here,
+    and its runner may already run one worker process per core)."""
+    if config.compute_threads is not None:
+        return config.compute_threads
+    runner = PipelineOptions(pipeline_args).view_as(StandardOptions).runner
+    return available_cores() if runner in LOCAL_RUNNERS else 1
 
 
 def _first_line(error: BaseException) -> str:

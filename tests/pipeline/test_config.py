@@ -42,6 +42,8 @@ def test_settings_of_another_method_are_rejected():
         ({"explain_logits": "yes"}, "explain_logits must be true or false"),
         ({"inputs": {"x": 3}}, r"inputs\['x'\] must be a column name or a non-empty list"),
         ({"summary_sample_size": 0}, "summary_sample_size must be a positive integer"),
+        ({"compute_threads": 0}, "compute_threads must be a positive integer; got 0"),
+        ({"compute_threads": "all"}, "compute_threads must be a positive integer; got 'all'"),
         ({"completeness_threshold": 0}, "completeness_threshold must be a number > 0"),
         ({"completeness_target": 0}, "completeness_target must be a finite number > 0"),
         ({"completeness_target": 0.01, "steps": 64, "max_steps": 32}, r"max_steps must be an integer >= steps \(64\)"),
@@ -170,6 +172,7 @@ def test_non_finite_numbers_are_refused(values, message):
         ({"method": "smoothgrad", "samples": 10_001}, r"samples 10,001 is too large: at most 10,000"),
         ({"batch_size": 1_000_001}, r"batch_size 1,000,001 is too large: at most 1,000,000"),
         ({"chunk_size": 2_000_000}, r"chunk_size 2,000,000 is too large: at most 1,000,000"),
+        ({"compute_threads": 5000}, r"compute_threads 5,000 is too large: at most 1,024"),
     ],
 )
 def test_sizes_have_upper_bounds_with_the_reason(values, message):
