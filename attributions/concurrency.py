@@ -1,11 +1,12 @@
 """Running a batch's gradient calls side by side, one per core, instead of one op at a time on all.
 
-TensorFlow splits each op of a call across its intra-op thread pool. The ops of a small model (a
-Dense 20-32-16-3 MLP over 65,536 path points) are too small for that split to pay: the threads
-spend much of their time handing work over. Running whole calls side by side, each on its own rows
-and each op on the thread that calls it (intra-op parallelism 1), keeps the cores busier with less
-CPU. Measured on 2 idle cores (`python bench/concurrency.py`): integrated gradients of that MLP 1.2-1.4x
-faster, the plain gradient of a 64-256-256-10 MLP 1.1x, a small CNN 1.2x.
+TensorFlow splits each op of a call across its intra-op thread pool; the ops of a small model (a
+Dense 20-32-16-3 MLP over 65,536 path points) are small for that split. Running whole calls side by
+side instead, each on its own rows and each op on the thread that calls it (intra-op parallelism
+1), did the same IG work in less CPU time (12.5 s against 15.3 s for 600k rows, in one process).
+Measured on 2 cores (`python bench/concurrency.py`, one batch at a time, 3 rounds): IG of that MLP
+1.05x, the plain gradient of a 64-256-256-10 MLP 0.97x, a small CNN 1.08x; in the pipeline, with
+two batches in flight (transforms.attribute), the default IG job 1.03-1.04x (bench/default_job.py).
 
 Each call computes its own rows only, so a row's values do not depend on the thread that computed
 it or on the other calls running: the results are the same as one call at a time, in any order.

@@ -9,6 +9,8 @@ Both sides run as whole processes (launch to exit, wall clock) on the same Parqu
 * pipeline: `python -m pipeline run --model M --input D --output O`
   with NO tuning flags and no column mapping (integrated gradients, 64 Gauss-Legendre points, summaries on: the
   defaults a new user gets);
+* pipeline_1thread: the same with `--compute-threads 1` (one gradient call at a time on
+  TensorFlow's own threading, as on remote runners), to show what calls side by side buy;
 * script: bench/user_script.py, the ~40-line script such a user would write instead (pyarrow in,
   one tf.function doing Gauss-Legendre IG over 1,024 rows x 64 points per call, Parquet out).
 
@@ -87,6 +89,12 @@ def pipeline_command(model: str, data: str, output: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output]
 
 
+def one_thread_command(model: str, data: str, output: str) -> list[str]:
+    """The default job with one gradient call at a time on TensorFlow's own threading (the
+    compute_threads setting of remote runners): what running calls side by side buys."""
+    return pipeline_command(model, data, output) + ["--compute-threads", "1"]
+
+
 def script_command(model: str, data: str, output: str) -> list[str]:
     return [sys.executable, os.path.join(BENCH, "user_script.py"), model, data, output]
 
@@ -128,7 +136,7 @@ def main(argv=None) -> int:
     for r in range(rounds):
         for n in sizes:
             # Alternate which side goes first, so neither always runs on a warmer page cache.
-            sides = [("pipeline", pipeline_command), ("script", script_command)]
+            sides = [("pipeline", pipeline_command), ("script", script_command), ("pipeline_1thread", one_thread_command)]
             for side, command in sides if r % 2 == 0 else sides[::-1]:
                 target = os.path.join(workdir, f"out-{side}-{n}" + (".parquet" if side == "script" else ""))
                 shutil.rmtree(target, ignore_errors=True)  # a fresh output, as a first run would have
@@ -143,19 +151,27 @@ def main(argv=None) -> int:
 
     figures = {name: summarize(values) for name, values in samples.items()}
     ratios = {n: figures[f"script_wall_{n}"]["median"] / figures[f"pipeline_wall_{n}"]["median"] for n in sizes}
+    threads_gain = {n: figures[f"pipeline_1thread_wall_{n}"]["median"] / figures[f"pipeline_wall_{n}"]["median"] for n in sizes}
+    # The same ratio within each round (its sides ran minutes apart, not tens of minutes): on a
+    # machine whose speed drifts between rounds this is the steadier figure.
+    paired = {n: summarize([s / p for s, p in zip(samples[f"script_wall_{n}"], samples[f"pipeline_wall_{n}"])]) for n in sizes}
     targets = {n: (1.1 if n >= 2_000_000 else 1.0) for n in sizes}
     lines = ["| figure | median | min | max | unit |", "|---|---|---|---|---|"]
     for name, f in sorted(figures.items()):
         unit = "MiB" if "rss" in name else "s"
         lines.append(f"| {name} | {f['median']:,.1f} | {f['min']:,.1f} | {f['max']:,.1f} | {unit} |")
     met = {n: ratios[n] >= targets[n] for n in sizes}
-    lines += ["", "| rows | speed: script wall / pipeline wall | target | met | max relative difference (target <= 1e-5) |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| rows | speed: script wall / pipeline wall | target | met | max relative difference (target <= 1e-5) "
+              "| same ratio per round: median (min-max) | pipeline --compute-threads 1 wall / pipeline wall |",
+              "|---|---|---|---|---|---|---|"]
     for n in sizes:
-        lines.append(f"| {n:,} | {ratios[n]:.3f} | >= {targets[n]} | {'yes' if met[n] else '**no**'} | {agreement[n]:.2e} |")
+        lines.append(f"| {n:,} | {ratios[n]:.3f} | >= {targets[n]} | {'yes' if met[n] else '**no**'} | {agreement[n]:.2e} "
+                     f"| {paired[n]['median']:.3f} ({paired[n]['min']:.3f}-{paired[n]['max']:.3f}) | {threads_gain[n]:.3f} |")
     document = {
         "rounds": rounds, "sizes": sizes, "figures": figures,
         "ratios_script_over_pipeline": {str(n): v for n, v in ratios.items()},
+        "ratios_one_thread_over_pipeline": {str(n): v for n, v in threads_gain.items()},
+        "ratios_script_over_pipeline_per_round": {str(n): v for n, v in paired.items()},
         "targets": {str(n): v for n, v in targets.items()},
         "met": {str(n): v for n, v in met.items()},
         "max_relative_difference": {str(n): v for n, v in agreement.items()},
