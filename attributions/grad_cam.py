@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["grad_cam", "upsample", "conv_layer", "split_at_layer", "explained_output", "GradCam"]
+__all__ = ["grad_cam", "upsample", "conv_layer", "split_at_layer", "GradCam"]
 
 
 def grad_cam(lower: Any, upper: Any, inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -112,38 +112,12 @@ def split_at_layer(model: Any, layer: Any, output: Any) -> tuple[Any, Any]:
     return keras.Model(model.inputs, activations), keras.Model(activations, output)
 
 
-def explained_output(model: Any, index: int, explain_logits: bool) -> Any:
-    """The Keras tensor Grad-CAM explains: model.outputs[index], or with explain_logits the value
-    before its final softmax/sigmoid (the input of a Softmax/Activation layer; a layer with such
-    an activation has it switched off, as `attributions.loading` does for the other methods:
-    this process owns its copy of the model)."""
-    import keras
-
-    output = model.outputs[index]
-    if not explain_logits:
-        return output
-    operation, node_index, _ = output._keras_history
-    activation = getattr(operation, "activation", None)
-    activation_name = getattr(activation, "__name__", str(activation))
-    if isinstance(operation, keras.layers.Softmax) or (
-        isinstance(operation, keras.layers.Activation) and activation_name in ("softmax", "sigmoid")
-    ):
-        return operation._inbound_nodes[node_index].input_tensors[0]
-    if activation_name in ("softmax", "sigmoid") or getattr(operation, "_logits_switched", False):
-        operation.activation = keras.activations.linear
-        operation._logits_switched = True
-        return output
-    raise ValueError(
-        f"explain_logits was requested but the output comes from layer {operation.name!r} with activation "
-        f"{activation_name!r}; expected a final softmax or sigmoid. Drop --explain-logits to explain the output as it is."
-    )
-
-
 class GradCam:
     """Grad-CAM of one Keras model at one layer, compiled once (one trace per input shape).
 
     model: a Keras model with one input (H, W, C); layer: see `conv_layer`; output: the Keras
-    tensor explained (model.outputs[i], or the pre-activation tensor for logits).
+    tensor explained (model.outputs[i], or the pre-activation tensor for logits: built by
+    `attributions.loading.LoadedModel.grad_cam`).
     """
 
     def __init__(self, model: Any, layer: Any, output: Any):

@@ -100,10 +100,27 @@ class LoadedModel:
                 f"SavedModel, which has no layer graph. Pass the .keras file the SavedModel was exported from."
             )
         index = self.output_index(output_name)
-        output = self._logits_tensor(index) if explain_logits else self._keras_model.outputs[index]
-        split = split_model(self._keras_model, layers, output)
+        split = split_model(self._keras_model, layers, self._explained_tensor(index, explain_logits))
         shapes = split.activation_shapes + tuple(self.input_shapes[self.input_names.index(n)] for n in split.kept_inputs)
         return split, build_model_functions(split.upper, shapes, self.output_sizes[index], concurrent_calls)
+
+    def grad_cam(self, layer: Optional[str], output_name: Optional[str] = None, explain_logits: bool = False):
+        """`attributions.grad_cam.GradCam` of this Keras model at `layer` (None: the last layer with a
+        4-D output, `conv_layer`) for one output, compiled once."""
+        from attributions.grad_cam import GradCam, conv_layer
+
+        if self.kind != "keras":
+            raise ValueError(
+                f"grad_cam reads a layer's activations, which needs a Keras model (.keras/.h5); {self.path!r} is a "
+                f"SavedModel. Attribute the Keras file, or use another method."
+            )
+        index = self.output_index(output_name)
+        return GradCam(self._keras_model, conv_layer(self._keras_model, layer), self._explained_tensor(index, explain_logits))
+
+    def _explained_tensor(self, index: int, explain_logits: bool):
+        """The KerasTensor explained: output `index`, or with explain_logits the value before its
+        final softmax/sigmoid (`_logits_tensor`)."""
+        return self._logits_tensor(index) if explain_logits else self._keras_model.outputs[index]
 
     def _logits_tensor(self, index: int):
         """The KerasTensor before output `index`'s final softmax/sigmoid (switching a Dense
@@ -140,10 +157,11 @@ class LoadedModel:
                 return pre_activation(list(inputs), training=False)
 
             return output_fn
-        if activation_name in _LOGIT_ACTIVATIONS:
-            # This process owns the loaded copy: switching its last activation off is safe.
+        if activation_name in _LOGIT_ACTIVATIONS or getattr(layer, "_logits_switched", False):
+            # This process owns the loaded copy: switching its last activation off is safe. The
+            # flag lets a second caller (e.g. Grad-CAM after the gradient functions) find it switched.
             layer.activation = keras.activations.linear
-            layer._logits_switched = True  # attributions.grad_cam reads the switched layer's output as the logits
+            layer._logits_switched = True
             return lambda inputs: self._call_all(inputs)[index]
         raise ValueError(
             f"explain_logits was requested but output {name!r} comes from layer {layer.name!r} with "

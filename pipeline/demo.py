@@ -178,9 +178,18 @@ def write_image_tfrecord(path, encoded: list, ids=None, labels=None, feature_nam
     """One tf.train.Example per encoded image: a bytes feature, optional bytes id and int64 label."""
     import tensorflow as tf
 
+    values = [tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])) for data in encoded]
+    return write_examples(path, values, feature_name, ids, labels)
+
+
+def write_examples(path, values: list, feature_name: str, ids=None, labels=None) -> str:
+    """One tf.train.Example per entry of `values` (a tf.train.Feature each, stored as `feature_name`),
+    with an optional bytes id and int64 label; returns the path."""
+    import tensorflow as tf
+
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for i, data in enumerate(encoded):
-            feature = {feature_name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}
+        for i, value in enumerate(values):
+            feature = {feature_name: value}
             if ids is not None:
                 feature["id"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(ids[i]).encode()]))
             if labels is not None:

@@ -554,22 +554,13 @@ def _method_params(config: RunConfig, at_layers: bool = False) -> dict[str, Any]
 def _grad_cam_parameters(model: LoadedModel, config: RunConfig, schema: RecordSchema) -> dict[str, Any]:
     """grad_cam: the layer it reads (checked here: a Keras model with one (H, W, C) input and a
     4-D layer before the output) and that layer's output shape (h, w, K)."""
-    if model.kind != "keras":
-        raise ValueError(
-            f"grad_cam reads a layer's activations, which needs a Keras model (.keras/.h5); {config.model!r} is a "
-            f"SavedModel. Attribute the Keras file, or use another method."
-        )
     if len(schema.model_inputs) != 1 or len(schema.model_inputs[0].shape) != 3 or len(schema.model_inputs[0].columns) != 1:
         shapes = {spec.name: spec.shape for spec in schema.model_inputs}
         raise ValueError(
             f"grad_cam explains a model with one image input (height, width, channels) read from one column; this model's "
             f"inputs are {shapes}. Use another method (e.g. integrated_gradients) for it."
         )
-    from attributions.grad_cam import GradCam, conv_layer, explained_output
-
-    keras_model = model._keras_model
-    layer = conv_layer(keras_model, config.layers[0] if config.layers else None)
-    cam = GradCam(keras_model, layer, explained_output(keras_model, model.output_index(config.output_name), config.explain_logits))
+    cam = model.grad_cam(config.layers[0] if config.layers else None, config.output_name, config.explain_logits)
     return {"layer": cam.layer_name, "layer_shape": list(cam.layer_shape)}
 
 

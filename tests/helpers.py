@@ -81,15 +81,10 @@ def write_vector_tfrecord(path, features: np.ndarray, ids=None, labels=None, fea
     """One tf.train.Example per row: a float_list feature, optional bytes id and int64 label."""
     import tensorflow as tf
 
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for i, row in enumerate(features):
-            feature = {feature_name: tf.train.Feature(float_list=tf.train.FloatList(value=row.reshape(-1)))}
-            if ids is not None:
-                feature["id"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(ids[i]).encode()]))
-            if labels is not None:
-                feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])]))
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    return str(path)
+    from pipeline.demo import write_examples
+
+    values = [tf.train.Feature(float_list=tf.train.FloatList(value=row.reshape(-1))) for row in features]
+    return write_examples(path, values, feature_name, ids, labels)
 
 
 def read_parquet_dir(directory, prefix: str = "attributions") -> pa.Table:

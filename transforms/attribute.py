@@ -146,11 +146,7 @@ class AttributionEngine:
             self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
         self._grad_cam = None
         if settings.method == "grad_cam":
-            from attributions.grad_cam import GradCam, conv_layer, explained_output
-
-            keras_model = model._keras_model
-            output = explained_output(keras_model, model.output_index(settings.output_name), settings.explain_logits)
-            self._grad_cam = GradCam(keras_model, conv_layer(keras_model, settings.method_params["layer"]), output)
+            self._grad_cam = model.grad_cam(settings.method_params["layer"], settings.output_name, settings.explain_logits)
 
     def _baselines(self) -> tuple:
         """One (*shape) (or (1, *shape)) array per input of the method (the model inputs, or the

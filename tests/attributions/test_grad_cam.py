@@ -8,7 +8,8 @@ import pytest
 from helpers import bilinear_resize
 
 keras = pytest.importorskip("keras")
-from attributions.grad_cam import GradCam, conv_layer, explained_output, grad_cam, split_at_layer  # noqa: E402
+from attributions.grad_cam import GradCam, conv_layer, grad_cam, split_at_layer  # noqa: E402
+from attributions.loading import load_model  # noqa: E402
 
 
 def _conv_relu(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -95,12 +96,13 @@ def test_grad_cam_equals_the_map_computed_by_hand(head):
     np.testing.assert_allclose(scores, np.asarray(model(x))[np.arange(6), targets], rtol=1e-5, atol=1e-6)
 
 
-def test_grad_cam_of_a_global_average_pooling_head_is_cam_of_the_class_weights():
+def test_grad_cam_of_a_global_average_pooling_head_is_cam_of_the_class_weights(tmp_path):
     # Selvaraju et al. section 3.1: with GAP + a linear layer, Grad-CAM is CAM, sum_k w_kt A_k / (h w), up to ReLU.
     model, weights = _tiny_model("gap")
+    model.save(tmp_path / "gap.keras")
     x = np.random.default_rng(6).normal(size=(3, 5, 5, 2)).astype(np.float32)
     targets = np.array([2, 0, 3], dtype=np.int32)
-    cam = GradCam(model, conv_layer(model), explained_output(model, 0, explain_logits=True))
+    cam = load_model(str(tmp_path / "gap.keras")).grad_cam(None, explain_logits=True)
     maps, _, _ = cam(x, targets)
     a = _conv_relu(x, weights["kernel"], weights["bias"])
     w, _ = weights["dense"]
