@@ -126,11 +126,30 @@ class GroupSummary:
 
 
 def best_per_class(order: np.ndarray, targets: np.ndarray, capacity: int) -> np.ndarray:
-    """Indices of the best row (smallest `order`) of each class, best classes first, at most
-    `capacity` of them. order, targets: (n,). Ties keep the earlier row."""
-    ranked = np.argsort(order, kind="stable")  # (n,)
-    _, first = np.unique(targets[ranked], return_index=True)  # each class's best position in `ranked`
-    return ranked[np.sort(first)][:capacity]
+    """Indices of the best row (smallest `order`; NaN after every number) of each class, best
+    classes first, at most `capacity` of them. order, targets: (n,). Ties keep the earlier row.
+
+    The same as ranking every row with a stable sort and keeping each class's first, in O(n): the
+    per-class minima come from unbuffered ufunc reductions, and only the classes are sorted."""
+    rows = len(order)
+    if rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, codes = np.unique(targets, return_inverse=True)
+    codes = codes.reshape(-1)  # (n,) class of each row, 0..G-1
+    groups = int(codes.max()) + 1
+    index = np.arange(rows)
+    nan = np.isnan(order)
+    best = np.full(groups, np.inf)  # (G,) each class's smallest number
+    np.minimum.at(best, codes[~nan], order[~nan])
+    tied = ~nan & (order == best[codes])
+    first = np.full(groups, rows)  # (G,) each class's earliest row holding its best number
+    np.minimum.at(first, codes[tied], index[tied])
+    only_nan = first == rows  # classes whose rows are all NaN: their earliest row
+    if only_nan.any():
+        fallback = nan & only_nan[codes]
+        np.minimum.at(first, codes[fallback], index[fallback])
+    ranking = np.lexsort((first, best, only_nan))  # (G,) classes, best first
+    return first[ranking][:capacity]
 
 
 @dataclass
@@ -210,6 +229,12 @@ class RunSummary:
             tokens[name] = tokens[name].merge(totals) if name in tokens else totals
         return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars, tokens)
 
+    def sample_bounds(self) -> dict:
+        """{group key: its row sample's bound} for the groups whose sample is full (see
+        `summarize_batch`)."""
+        bounds = {key: group.sample.bound for key, group in self.groups.items()}
+        return {key: bound for key, bound in bounds.items() if bound is not None}
+
     def _admit_slice_value(self, seen: set, value: str) -> str:
         if value == OTHER_VALUE or len(seen) < self.spec.max_slice_values:
             seen.add(value)
@@ -267,11 +292,17 @@ def _delta_bins(deltas: np.ndarray) -> np.ndarray:
     return np.clip(bins, 0, len(edges) - 2)
 
 
-def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> RunSummary:
+def summarize_batch(
+    spec: SummarySpec, table: pa.Table, inputs: tuple, example_index: np.ndarray, sample_bounds: Optional[dict] = None
+) -> RunSummary:
     """The summary of one batch of output rows.
 
     table: output rows (transforms.output); inputs: the batch's model inputs, one (B, *shape)
     array each; example_index: (R,) the record of each row (rows of one record share inputs).
+    sample_bounds: {group key: bound}, the `sample_bounds()` of the summary this one will be
+    merged into: a group's rows at or above its bound are left out of its row sample, since they
+    could not survive that merge (the merged result is the same; far less is copied once the
+    samples are full).
     """
     finite = table.column("attributions_finite").to_numpy(zero_copy_only=False)  # (R,) bool
     summary = RunSummary.empty(spec)
@@ -279,7 +310,8 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
     table = table.filter(pa.array(finite)) if not finite.all() else table
     example_index = np.asarray(example_index)
     # top_k: several rows per record (in every batch, so every batch groups by rank alike).
-    ranks = _ranks(example_index)[finite] if len(np.unique(example_index)) < len(example_index) else None  # (R,)
+    several_per_record = len(example_index) > 1 and bool((example_index[1:] == example_index[:-1]).any())  # rows of a record are adjacent
+    ranks = _ranks(example_index)[finite] if several_per_record else None  # (R,)
     example_index = example_index[finite]
     if table.num_rows == 0:
         return summary
@@ -298,7 +330,9 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
     blocks = [values, *elements.values(), scores[:, None]]
     bounds = np.cumsum([0] + [b.shape[1] for b in blocks])  # column ranges of the blocks
     groupings = _group_codes(spec, table, targets, ranks)
-    all_moments = grouped_moments(np.concatenate(blocks, axis=1, dtype=np.float32), [(codes, len(names)) for _, names, codes in groupings])
+    all_moments = grouped_moments(
+        np.concatenate(blocks, axis=1, dtype=np.float32), [(codes, len(names)) for _, names, codes in groupings], overwrite_values=True
+    )
 
     steps_used = table.column("steps_used").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
     met = table.column("completeness_met").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
@@ -319,6 +353,9 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
         for code, name in enumerate(names):
             rows = order[starts[code] : starts[code] + counts[code]]
             value = summary._admit_slice_value(summary.slice_values[kind[6:]], name) if kind.startswith("slice:") else name
+            key = (kind, value)
+            bound = sample_bounds.get(key) if sample_bounds else None
+            sampled = rows if bound is None else rows[priorities[rows] < bound]
             part = moments[code].columns
             group = GroupSummary(
                 part(bounds[0], bounds[1]),
@@ -329,11 +366,10 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
                 int(with_delta[code]),
                 int(over[code]),
                 histograms[code],
-                RowSample.of(spec.sample_size, priorities[rows], sample_rows[rows]),
+                RowSample.of(spec.sample_size, priorities[sampled], sample_rows[sampled]),
                 _value_counts(steps_used[rows]) if spec.adaptive else {},
                 int(met[rows].sum()) if spec.adaptive else 0,
             )
-            key = (kind, value)
             summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
     for token_feature in spec.token_features:
         j = [f.name for f in spec.features].index(token_feature.name)

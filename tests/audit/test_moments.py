@@ -60,3 +60,19 @@ def test_sample_quantiles_ignore_nan_and_are_exact_below_capacity():
     np.testing.assert_allclose(sample.quantiles(np.array([0.5]), 0), [2.5])
     np.testing.assert_allclose(sample.quantiles(np.array([0.5]), 1), [5.0])
     assert np.isnan(RowSample.empty(10, 2).quantiles(np.array([0.5]), 0)).all()
+
+
+def test_a_merge_skips_rows_that_cannot_beat_a_full_sample_and_keeps_the_same_rows():
+    rng = np.random.default_rng(7)
+    full = RowSample.of(8, rng.random(20), rng.normal(size=(20, 2)))
+    assert full.bound == full.priorities.max() and RowSample.of(8, rng.random(5), rng.normal(size=(5, 2))).bound is None
+    other = RowSample.of(8, rng.random(30), rng.normal(size=(30, 2)))
+    merged = full.merge(other)
+    priorities = np.concatenate([full.priorities, other.priorities])
+    values = np.concatenate([full.values, other.values])
+    expected = np.sort(priorities)[:8]
+    np.testing.assert_array_equal(np.sort(merged.priorities), expected)
+    by_priority = dict(zip(priorities, map(tuple, values)))
+    assert all(by_priority[p] == tuple(v) for p, v in zip(merged.priorities, merged.values))
+    kept = full.below(0.5)
+    assert (kept.priorities < 0.5).all() and len(kept.priorities) == (full.priorities < 0.5).sum()

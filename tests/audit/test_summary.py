@@ -5,7 +5,7 @@ from dataclasses import replace as dataclasses_replace
 import numpy as np
 import pyarrow as pa
 
-from audit.summary import FeatureSpec, RunSummary, SummarySpec, summarize_batch
+from audit.summary import FeatureSpec, RunSummary, SummarySpec, best_per_class, summarize_batch
 from audit.summary_output import features_table
 
 SPEC = SummarySpec(features=(FeatureSpec("a", 1), FeatureSpec("img", 4, (2, 2))), path_method=True, slice_columns=("country",))
@@ -108,3 +108,38 @@ def test_steps_used_distribution_is_exact_and_merges_in_any_order():
     assert document["rows_met"] == met.sum() and document["gradient_evaluations"] == steps.sum()
     assert document["mean"] == steps.mean() and document["quantiles"]["max"] == 1024
     assert document["quantiles"]["q50"] == np.sort(steps)[int(np.ceil(0.5 * len(steps))) - 1]
+
+
+def _best_per_class_by_sorting(order, targets, capacity):
+    """The definition: rank every row with a stable sort (NaN last), keep each class's first."""
+    ranked = np.argsort(order, kind="stable")
+    _, first = np.unique(targets[ranked], return_index=True)
+    return ranked[np.sort(first)][:capacity]
+
+
+def test_best_per_class_equals_ranking_all_rows_with_ties_nan_and_infinities():
+    rng = np.random.default_rng(3)
+    for trial in range(2000):
+        n = int(rng.integers(0, 40))
+        values = [0.0, -0.0, 1.0, -1.0, 0.5, np.nan, np.inf, -np.inf]
+        order = rng.choice(values, n) if trial % 2 else rng.normal(size=n)
+        targets = rng.integers(0, int(rng.integers(1, 7)), n) * int(rng.choice([1, 1000]))
+        capacity = int(rng.integers(1, 8))
+        np.testing.assert_array_equal(best_per_class(order, targets, capacity), _best_per_class_by_sorting(order, targets, capacity))
+
+
+def test_sample_bounds_leave_the_merged_summary_unchanged():
+    spec = dataclasses_replace(SPEC, sample_size=5)
+    batches = [_rows(seed, n=12) for seed in range(6)]
+    plain = bounded = None
+    for table, inputs in batches:
+        part = summarize_batch(spec, table, inputs, np.arange(12))
+        plain = part if plain is None else plain.merge(part)
+        part = summarize_batch(spec, table, inputs, np.arange(12), bounded.sample_bounds() if bounded else None)
+        bounded = part if bounded is None else bounded.merge(part)
+    assert bounded.sample_bounds()  # the samples filled up, so later batches were bounded
+    assert plain.groups.keys() == bounded.groups.keys()
+    for key, group in plain.groups.items():
+        np.testing.assert_array_equal(np.sort(group.sample.priorities), np.sort(bounded.groups[key].sample.priorities))
+    a, b = features_table(plain).to_pydict(), features_table(bounded).to_pydict()
+    assert a == b
