@@ -74,8 +74,9 @@ def integrated_gradients(
 
     def path_block(block: tuple[slice, slice]) -> tuple:
         ex, pts = block
+        block_baselines = baseline_rows if shared_baseline else [b[ex] for b in baselines]  # (1 or e, *shape)
         return fns.path_gradients(
-            [b[ex] for b in baselines], [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex],
+            block_baselines, [d[ex] for d in diffs], alphas[pts], weights[pts], targets[ex],
             pad_to=examples_per_block,
         )  # each (e, *shape) float64
 

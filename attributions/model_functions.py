@@ -101,7 +101,8 @@ class ModelFunctions:
         pad_to: Optional[int] = None,
     ) -> tuple[np.ndarray, ...]:
         """(E, *shape_i) baselines and diffs per input, float64 (S,) alphas and weights, int32 (E,)
-        targets -> float64 (E, *shape_i) weighted gradient sums per input (module docstring).
+        targets -> float64 (E, *shape_i) weighted gradient sums per input (module docstring). A
+        baseline may be one row, (1, *shape_i): the same for every example, broadcast in the call.
 
         pad_to: the caller's full block of examples. XLA compiles the path arithmetic once per
         shape, so a smaller block is padded with zero rows to the next power of two (at most
@@ -112,7 +113,8 @@ class ModelFunctions:
         if pad_to is not None and num < pad_to:
             padded = min(int(pad_to), 1 << (num - 1).bit_length())
         if padded > num:
-            baselines, diffs = (tuple(_pad_rows(x, padded) for x in arrays) for arrays in (baselines, diffs))
+            baselines = tuple(b if len(b) == 1 else _pad_rows(b, padded) for b in baselines)
+            diffs = tuple(_pad_rows(d, padded) for d in diffs)
             targets = _pad_rows(np.asarray(targets, dtype=np.int32), padded)
         sums = self.path_gradients_fn(
             _as_tensors(baselines),
@@ -185,7 +187,7 @@ def build_model_functions(
     # flips a ReLU at a kink: 7e-4 relative on one row in 200k against the same model unfused).
     @tf.function(jit_compile=True, autograph=False)
     def build_points(baselines, diffs, alphas):
-        e, s = tf.shape(baselines[0])[0], tf.shape(alphas)[0]
+        e, s = tf.shape(diffs[0])[0], tf.shape(alphas)[0]  # a baseline may be one row, broadcast
         points = []
         for b, d, shape in zip(baselines, diffs, input_shapes):
             a = tf.reshape(alphas, [1, -1] + [1] * len(shape))  # (1, S, 1...)
