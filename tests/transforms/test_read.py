@@ -126,3 +126,31 @@ def test_a_file_whose_footer_is_unreadable_is_one_dead_letter_keyed_file_star(tm
     assert batch.num_records == 1
     decoded, (letter,) = decode_batch(batch, _tabular_schema())
     assert decoded is None and letter.key == "bad.parquet:*" and "is not a readable Parquet file" in letter.error
+
+
+def test_reading_a_shard_holds_about_one_row_group_not_all_of_them(tmp_path):
+    import tracemalloc
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.read import ROW_GROUPS_PER_SHARD
+    from transforms.records import ColumnSpec, ModelInputSpec, RecordSchema
+
+    rows_per_group = 4096
+    values = np.random.default_rng(0).random((ROW_GROUPS_PER_SHARD * rows_per_group, 64)).astype(np.float32)  # incompressible
+    path = str(tmp_path / "groups.parquet")
+    column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), 64)
+    pq.write_table(pa.table({"pixels": column}), path, row_group_size=rows_per_group)
+    group_bytes = pq.ParquetFile(path).metadata.row_group(0).total_byte_size  # ~1 MB
+    schema = RecordSchema("parquet", (ModelInputSpec("pixels", (64,), (ColumnSpec("pixels", 64, True),)),))
+    tracemalloc.start()  # the file is read through a Python file object: what it reads is Python bytes
+    try:
+        records = sum(batch.num_records for batch in read_all(path, schema, batch_size=1024))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert records == len(values)
+    # One reader over the shard's row groups kept every group it had read ahead: 4 groups' bytes.
+    assert peak < 2 * group_bytes, (peak, group_bytes)
