@@ -59,6 +59,9 @@ class ModelFunctions:
     num_outputs: int
     concurrent_calls: int = 1  # calls run at once by `map` (attributions.concurrency)
     executor: Optional[Executor] = None  # their threads; None when concurrent_calls is 1
+    # Calls a batch is split into at least (`rows_per_call`); None: concurrent_calls. A caller
+    # that attributes several batches at once needs fewer: their calls fill the threads together.
+    calls_per_batch: Optional[int] = None
 
     def map(self, function: Callable, items: Iterable) -> Iterator:
         """function(item) per item in order, up to `concurrent_calls` at once (`ordered_map`)."""
@@ -66,8 +69,8 @@ class ModelFunctions:
 
     def rows_per_call(self, rows: int, chunk_size: int) -> int:
         """Rows per call for `rows` rows in chunks of at most `chunk_size`: enough calls for
-        `concurrent_calls` threads (`split_rows`)."""
-        return split_rows(rows, chunk_size, self.concurrent_calls)
+        `calls_per_batch` (default `concurrent_calls`) threads (`split_rows`)."""
+        return split_rows(rows, chunk_size, self.calls_per_batch or self.concurrent_calls)
 
     def predict(self, inputs: Sequence[np.ndarray], chunk_size: int | None = None) -> np.ndarray:
         """(B, *shape_i) per input -> float32 (B, C), at most `chunk_size` rows per call."""

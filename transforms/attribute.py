@@ -109,7 +109,9 @@ def example_seeds(keys: pa.Array) -> np.ndarray:
 class AttributionEngine:
     """A loaded model with its compiled functions and references, attributing whole batches."""
 
-    def __init__(self, settings: AttributionSettings):
+    def __init__(self, settings: AttributionSettings, batches_at_once: int = 1):
+        """batches_at_once: batches the caller attributes at the same time (their gradient calls
+        share the compute threads)."""
         from attributions.loading import load_model
 
         self.settings = settings
@@ -123,6 +125,10 @@ class AttributionEngine:
             self.split, self.fns = model.layer_functions(settings.layers, settings.output_name, settings.explain_logits, threads)
         else:
             self.fns = model.model_functions(settings.output_name, settings.explain_logits, threads)
+        # Each batch is split into enough calls for its share of the threads, not for all of them:
+        # bigger calls cost less per row (measured on the bench's 64-256-256-10 MLP, 2 threads:
+        # 310k rows/s in calls of 2,048 rows, 339k in calls of 4,096).
+        self.fns = dataclasses.replace(self.fns, calls_per_batch=max(1, -(-threads // max(1, batches_at_once))))
         # Rows per gradient call: the explicit setting, else what the memory budget allows for
         # this model (measured on its traced gradient function, once per worker), the budget
         # shared by the calls that run at once.
@@ -347,7 +353,7 @@ class AttributeBatches(beam.DoFn):
     def _load(self):
         global _unreported_loads
         start = time.perf_counter()
-        engine = _EngineHolder(AttributionEngine(self._settings))
+        engine = _EngineHolder(AttributionEngine(self._settings, BATCHES_IN_FLIGHT))
         self._load_millis = int((time.perf_counter() - start) * 1000)
         with _unreported_loads_lock:
             _unreported_loads += 1

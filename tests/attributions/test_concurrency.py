@@ -43,6 +43,17 @@ def test_split_rows_halves_the_chunk_until_every_call_has_rows():
     assert split_rows(100, 1024, 1) == 1024  # one thread: the chunk as given
 
 
+def test_a_batch_shares_the_threads_with_the_batches_attributed_beside_it(nets, rows):
+    from dataclasses import replace
+
+    one, two, _ = nets
+    assert two.rows_per_call(4096, 65536) == 2048  # alone: a call per thread
+    beside_another = replace(two, calls_per_batch=1)  # two batches at once fill both threads
+    assert beside_another.rows_per_call(4096, 65536) >= 4096  # the whole batch in one call
+    targets = np.zeros(len(rows), np.int32)
+    np.testing.assert_array_equal(gradient(beside_another, [rows], targets, 8).attributions[0], gradient(one, [rows], targets, 8).attributions[0])
+
+
 def test_ordered_map_keeps_the_order_and_bounds_what_runs_at_once():
     running, most = 0, 0
     lock = threading.Lock()
