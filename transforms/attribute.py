@@ -425,45 +425,37 @@ class AttributeBatches(beam.DoFn):
             self._summaries.close()
 
 
-# Batches waiting for, or in, the summaries thread before the bundle's thread waits for it: two
-# absorb a batch whose summary runs long (a bundle's first ones, before the row samples are full).
-SUMMARY_BATCHES_QUEUED = 2
-
-
 class _BundleSummary:
     """The merged summary of a bundle's batches, computed off the model's path: each batch is
     summarized and merged in one background thread (numpy and TensorFlow release the GIL in their
-    heavy steps, so it overlaps the next batch's gradients). At most SUMMARY_BATCHES_QUEUED
-    batches wait here; a failure re-raises in the bundle that added a later batch or ends it."""
+    heavy steps, so it overlaps the next batch's gradients). One batch in flight at a time, so at
+    most one batch's table waits here; a failure re-raises in the bundle that added the batch."""
 
     def __init__(self, spec: SummarySpec):
         self._spec = spec
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
-        self._queued: collections.deque = collections.deque()  # Futures, oldest first
+        self._in_flight = None
         self._merged: Optional[RunSummary] = None
 
     def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
-        while len(self._queued) >= SUMMARY_BATCHES_QUEUED:
-            self._queued.popleft().result()  # re-raises a failed summary
-        self._queued.append(self._executor.submit(self._summarize, table, inputs, example_index))
+        self._wait()
+        self._in_flight = self._executor.submit(self._summarize, table, inputs, example_index)
 
     def _summarize(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
-        merged = self._merged
+        merged = self._merged  # its full row samples bound what this batch's samples need to keep
         summary = summarize_batch(self._spec, table, inputs, example_index, merged.sample_bounds() if merged else None)
         self._merged = summary if merged is None else merged.merge(summary)
 
     def _wait(self) -> None:
-        while self._queued:
-            self._queued.popleft().result()  # re-raises a failed summary
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()  # re-raises a failed summary
 
     def reset(self) -> None:
-        while self._queued:
-            queued = self._queued.popleft()
-            queued.cancel()
-            try:
-                queued.result()
-            except Exception:  # noqa: BLE001 - the failed bundle already reported its error
-                pass
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the failed bundle already reported its error
+            pass
         self._merged = None
 
     def result(self) -> Optional[RunSummary]:
