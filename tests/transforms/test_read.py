@@ -154,3 +154,18 @@ def test_reading_a_shard_holds_about_one_row_group_not_all_of_them(tmp_path):
     assert records == len(values)
     # One reader over the shard's row groups kept every group it had read ahead: 4 groups' bytes.
     assert peak < 2 * group_bytes, (peak, group_bytes)
+
+
+def test_small_row_groups_still_make_full_batches(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "small_groups.parquet")
+    pq.write_table(pa.table({"id": np.arange(30), "a": np.arange(30) * 0.5}), path, row_group_size=7)  # 5 groups
+    batches = [b for b in read_all(path, _tabular_schema(), batch_size=10) if b.table is not None]
+    ids = [i for b in batches for i in b.table.column("id").to_pylist()]
+    assert ids == list(range(30))
+    # Shards are 4 row groups (28 records) and 1 (2): batches span row groups within a shard.
+    assert [b.num_records for b in batches] == [10, 10, 8, 2]
+    assert [b.first_index for b in batches] == [0, 10, 20, 28]
