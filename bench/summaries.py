@@ -4,8 +4,8 @@
     python bench/summaries.py            # 3 interleaved rounds (~6 min on 2 cores)
     python bench/summaries.py --quick    # 1 round, smaller inputs (~1.5 min)
 
-Uses bench/throughput.py's models and data (MLP on 64 digit pixels at batch 4,096; CNN on 28x28
-digits at batch 1,024; gradient method) and its steady-state measure: (N2 - N1) / (T2 - T1) between
+Uses bench/throughput.py's models and data (MLP on 64 digit pixels; CNN on 28x28 digits; gradient
+method; the pipeline's default settings otherwise) and its steady-state measure: (N2 - N1) / (T2 - T1) between
 a small and a large run, from each run's own pipeline wall time. The summaries' per-element maps
 are 64 (MLP) and 784 (CNN) elements wide, in 11 groups (overall + 10 classes).
 Prints medians (min-max) and the ratio with / without; writes bench/results/summaries.{json,md}.
@@ -21,7 +21,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from throughput import (  # noqa: E402
-    BATCH_SIZES, REPO, build_models, dataset, pipeline_run, save_results, summarize, write_parquet,
+    REPO, build_models, dataset, pipeline_run, save_results, summarize, write_parquet,
 )
 
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     for r in range(rounds):
         for kind, (small, large) in sizes.items():
             for label, flag in (("with", "--summaries"), ("without", "--no-summaries")):
-                seconds = {n: pipeline_run(models[kind], files[(kind, n)], out, BATCH_SIZES[kind], [flag])["pipeline_seconds"]
+                seconds = {n: pipeline_run(models[kind], files[(kind, n)], out, [flag])["pipeline_seconds"]
                            for n in (small, large)}
                 samples.setdefault(f"{kind}_{label}_summaries", []).append((large - small) / (seconds[large] - seconds[small]))
         print(f"round {r + 1}/{rounds} done", flush=True)
