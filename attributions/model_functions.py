@@ -75,9 +75,7 @@ class ModelFunctions:
     def predict(self, inputs: Sequence[np.ndarray], chunk_size: int | None = None) -> np.ndarray:
         """(B, *shape_i) per input -> float32 (B, C), at most `chunk_size` rows per call."""
         num_examples = len(inputs[0])
-        if chunk_size is None:
-            return self.predict_fn(_as_tensors(inputs)).numpy()
-        step = self.rows_per_call(num_examples, chunk_size)
+        step = num_examples if chunk_size is None else self.rows_per_call(num_examples, chunk_size)
         if num_examples <= step:
             return self.predict_fn(_as_tensors(inputs)).numpy()
         starts = range(0, num_examples, step)

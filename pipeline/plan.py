@@ -564,8 +564,10 @@ def _grad_cam_parameters(model: LoadedModel, config: RunConfig, schema: RecordSc
     return {"layer": cam.layer_name, "layer_shape": list(cam.layer_shape)}
 
 
-def resolve_plan(config: RunConfig) -> RunPlan:
-    """Validates `config` against the real input and model; see the module docstring."""
+def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan:
+    """Validates `config` against the real input and model; see the module docstring.
+    default_compute_threads: the workers' gradient calls side by side when config.compute_threads
+    is None (the launcher knows the runner, `pipeline.run`)."""
     input_files = match_files(config.input)
     input_format = detect_format(input_files, config.input_format)
     catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files)
@@ -632,5 +634,6 @@ def resolve_plan(config: RunConfig) -> RunPlan:
         model_sha256=fingerprint,
         layers=tuple(c.layer for c in layers),
         layer_baseline_id=layer_baseline,
+        compute_threads=config.compute_threads if config.compute_threads is not None else default_compute_threads,
     )
     return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers)

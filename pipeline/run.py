@@ -214,8 +214,7 @@ def run_attribution(
     threads = _compute_threads(config, pipeline_args)
     if threads > 1:
         run_ops_single_threaded()  # before the launcher loads the model: possible only before TF's first op
-    plan = resolve_plan(config)
-    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, compute_threads=threads))
+    plan = resolve_plan(config, threads)
     if progress:
         for note in _mapping_notes(plan):
             print(note, file=sys.stderr)

@@ -18,6 +18,13 @@ def _config(model, data, tmp_path, **extra):
     return RunConfig.from_mapping(values)
 
 
+def test_the_plan_carries_the_compute_threads_set_or_the_launchers_default(linear_model, tabular_data, tmp_path):
+    # A plan built without the launcher (pipeline.build.build_pipeline(config)) keeps an explicit setting too.
+    assert resolve_plan(_config(linear_model[0], tabular_data[0], tmp_path, compute_threads=3)).settings.compute_threads == 3
+    assert resolve_plan(_config(linear_model[0], tabular_data[0], tmp_path)).settings.compute_threads == 1
+    assert resolve_plan(_config(linear_model[0], tabular_data[0], tmp_path), default_compute_threads=2).settings.compute_threads == 2
+
+
 def test_valid_plan_maps_columns_and_builds_the_output_schema(linear_model, tabular_data, tmp_path):
     plan = resolve_plan(_config(linear_model[0], tabular_data[0], tmp_path, key_column="id", passthrough_columns=["label"]))
     assert plan.input_format == "parquet"
