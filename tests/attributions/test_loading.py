@@ -129,8 +129,8 @@ def test_a_model_replaced_while_a_run_is_going_fails_the_run_loudly(linear_model
     path, weights, bias = linear_model
     resolve = pipeline.run.resolve_plan
 
-    def resolve_then_replace(config):
-        plan = resolve(config)
+    def resolve_then_replace(config, *args):
+        plan = resolve(config, *args)
         save_linear_model(path, weights * 2.0, bias)  # a new version written over the one fingerprinted
         return plan
 
