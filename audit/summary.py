@@ -1,7 +1,7 @@
 """Dataset-level summaries of attribution rows, accumulated batch by batch and merged (no Beam).
 
-`summarize_batch` turns one batch of output rows into a `RunSummary`; `RunSummary.merge` combines
-two in any order; `RunSummary.finalize` gives the tables and the JSON an auditor reads. Groups:
+`RunSummary.merge` combines two in any order (`audit.summary_accumulator` builds them from
+batches of output rows); `audit.summary_output` gives the tables and the JSON an auditor reads. Groups:
 the whole run ('overall'/'all'), each explained class ('target'/'3'), and each value of every
 slice column the user names ('slice:country'/'DE'; null values as '__null__', values past
 `max_slice_values` distinct ones pooled as '__other__'), and, for a `top_k` run (several rows per
@@ -23,17 +23,15 @@ at most one per explained class and criterion, and for `top_k` runs from rank-1 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import pyarrow as pa
 
-from audit.moments import Moments, RowSample, grouped_moments
+from audit.moments import Moments, RowSample
 from audit.token_importance import TokenTotals
 
-__all__ = ["FeatureSpec", "TokenFeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "summarize_batch", "QUANTILES", "DELTA_EDGES"]
+__all__ = ["FeatureSpec", "TokenFeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "admit_slice_value", "QUANTILES", "DELTA_EDGES"]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Fixed edges of the completeness-error histogram (relative error), so counts merge exactly.
@@ -175,6 +173,18 @@ class Exemplars:
     inputs: np.ndarray  # (n, sum of feature lengths) float32, source columns concatenated row-major
     attributions: np.ndarray  # (n, sum of feature lengths) float32
 
+    def entry_bounds(self, targets: np.ndarray) -> np.ndarray:
+        """(n,) for rows of classes `targets` (n,): a row whose order is at or above its bound
+        cannot be kept by `self.merge(part holding it)` (callers keep `~(order >= bound)`). A kept
+        class's bound is its row's order (ties keep the earlier, kept row); another class's is the
+        worst kept order once `capacity` classes are kept (it must rank above one of them), else
+        NaN: no bound. NaN orders are never at or above a bound, so they always stay."""
+        worst = np.max(self.order) if len(self.order) >= self.capacity else np.nan  # NaN if any kept order is NaN
+        bounds = np.full(len(targets), worst, dtype=np.float64)
+        for target, order in zip(self.targets.tolist(), self.order.tolist()):  # at most `capacity` classes
+            bounds[targets == target] = order
+        return bounds
+
     def merge(self, other: "Exemplars") -> "Exemplars":
         order = np.concatenate([self.order, other.order])
         targets = np.concatenate([self.targets, other.targets])
@@ -217,8 +227,8 @@ class RunSummary:
         groups = dict(self.groups)
         slice_values = {c: set(v) for c, v in self.slice_values.items()}
         for (kind, value), group in other.groups.items():
-            if kind.startswith("slice:") and value not in slice_values[kind[6:]]:
-                value = self._admit_slice_value(slice_values[kind[6:]], value)
+            if kind.startswith("slice:"):
+                value = admit_slice_value(slice_values[kind[6:]], value, self.spec.max_slice_values)
             key = (kind, value)
             groups[key] = groups[key].merge(group) if key in groups else group
         exemplars = dict(self.exemplars)
@@ -229,185 +239,13 @@ class RunSummary:
             tokens[name] = tokens[name].merge(totals) if name in tokens else totals
         return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars, tokens)
 
-    def sample_bounds(self) -> dict:
-        """{group key: its row sample's bound} for the groups whose sample is full (see
-        `summarize_batch`)."""
-        bounds = {key: group.sample.bound for key, group in self.groups.items()}
-        return {key: bound for key, bound in bounds.items() if bound is not None}
 
-    def _admit_slice_value(self, seen: set, value: str) -> str:
-        if value == OTHER_VALUE or len(seen) < self.spec.max_slice_values:
-            seen.add(value)
-            return value
-        return OTHER_VALUE
-
-
-def _attribution_matrices(spec: SummarySpec, table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(R, F) feature values (tensor columns: per-row totals) and (R, L) per tensor column."""
-    rows = table.num_rows
-    values = np.empty((rows, len(spec.features)), dtype=np.float64)
-    elements = {}
-    for j, feature in enumerate(spec.features):
-        column = table.column(f"attr_{feature.name}").combine_chunks()
-        if feature.is_tensor:
-            block = column.flatten().to_numpy(zero_copy_only=False).reshape(rows, feature.length)  # (R, L)
-            elements[feature.name] = block
-            values[:, j] = block.sum(axis=1, dtype=np.float64)
-        else:
-            values[:, j] = column.to_numpy(zero_copy_only=False)
-    return values, elements
-
-
-def _ranks(example_index: np.ndarray) -> np.ndarray:
-    """(R,) 0-based rank of each row within its record: rows of one record are adjacent, in rank
-    order (top_k: the record's top class first), so a row's rank is its distance from the first."""
-    _, first, inverse = np.unique(example_index, return_index=True, return_inverse=True)
-    return np.arange(len(example_index)) - first[inverse.reshape(-1)]
-
-
-def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray, ranks: Optional[np.ndarray]) -> list[tuple[str, list[str], np.ndarray]]:
-    """(group kind, value names, codes (R,)) for every grouping of the rows; ranks (R,) 0-based,
-    None when every record has one row."""
-    groupings = [("overall", ["all"], np.zeros(len(targets), dtype=np.int64))]
-    classes, codes = np.unique(targets, return_inverse=True)
-    groupings.append(("target", [str(c) for c in classes], codes.reshape(-1)))
-    if ranks is not None:
-        values, codes = np.unique(ranks, return_inverse=True)
-        groupings.append(("rank", [str(v + 1) for v in values], codes.reshape(-1)))
-    for name in spec.slice_columns:
-        encoded = table.column(name).combine_chunks().dictionary_encode()  # per distinct value, not per row
-        names = [str(v) for v in encoded.dictionary.to_pylist()]
-        codes = encoded.indices.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int64)
-        if encoded.null_count:
-            names.append(NULL_VALUE)
-        names, inverse = np.unique(np.array(names, dtype=object), return_inverse=True)  # values equal as text share a group
-        groupings.append((f"slice:{name}", [str(n) for n in names], inverse.reshape(-1)[codes]))
-    return groupings
-
-
-def _delta_bins(deltas: np.ndarray) -> np.ndarray:
-    """The DELTA_EDGES bin of each value, as np.histogram bins them ([a, b), the last [a, b])."""
-    edges = np.array(DELTA_EDGES)
-    bins = np.searchsorted(edges, np.nan_to_num(deltas, nan=0.0), side="right") - 1
-    return np.clip(bins, 0, len(edges) - 2)
-
-
-def summarize_batch(
-    spec: SummarySpec, table: pa.Table, inputs: tuple, example_index: np.ndarray, sample_bounds: Optional[dict] = None
-) -> RunSummary:
-    """The summary of one batch of output rows.
-
-    table: output rows (transforms.output); inputs: the batch's model inputs, one (B, *shape)
-    array each; example_index: (R,) the record of each row (rows of one record share inputs).
-    sample_bounds: {group key: bound}, the `sample_bounds()` of the summary this one will be
-    merged into: a group's rows at or above its bound are left out of its row sample, since they
-    could not survive that merge (the merged result is the same; far less is copied once the
-    samples are full).
-    """
-    finite = table.column("attributions_finite").to_numpy(zero_copy_only=False)  # (R,) bool
-    summary = RunSummary.empty(spec)
-    summary.rows_not_finite = int((~finite).sum())
-    table = table.filter(pa.array(finite)) if not finite.all() else table
-    example_index = np.asarray(example_index)
-    # top_k: several rows per record (in every batch, so every batch groups by rank alike).
-    several_per_record = len(example_index) > 1 and bool((example_index[1:] == example_index[:-1]).any())  # rows of a record are adjacent
-    ranks = _ranks(example_index)[finite] if several_per_record else None  # (R,)
-    example_index = example_index[finite]
-    if table.num_rows == 0:
-        return summary
-    values, elements = _attribution_matrices(spec, table)  # (R, F), {name: (R, L)}
-    scores = table.column("target_score").to_numpy(zero_copy_only=False).astype(np.float64)  # (R,)
-    deltas = (
-        table.column("completeness_error").to_numpy(zero_copy_only=False).astype(np.float64)
-        if spec.path_method else np.full(table.num_rows, np.nan)
-    )  # (R,)
-    targets = table.column("target").to_numpy(zero_copy_only=False)
-    keys = table.column(0)
-    seed = zlib.crc32(f"{keys[0].as_py()}|{table.num_rows}".encode())
-    priorities = np.random.default_rng(seed).random(table.num_rows)  # (R,) sample priorities
-    sample_rows = np.column_stack([values, scores, deltas])  # (R, F + 2)
-    # One matrix for every grouping's moments: [features | each tensor's elements | score].
-    blocks = [values, *elements.values(), scores[:, None]]
-    bounds = np.cumsum([0] + [b.shape[1] for b in blocks])  # column ranges of the blocks
-    groupings = _group_codes(spec, table, targets, ranks)
-    all_moments = grouped_moments(
-        np.concatenate(blocks, axis=1, dtype=np.float32), [(codes, len(names)) for _, names, codes in groupings], overwrite_values=True
-    )
-
-    steps_used = table.column("steps_used").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
-    met = table.column("completeness_met").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
-    finite_delta = np.isfinite(deltas)  # (R,)
-    delta_bins = _delta_bins(deltas)  # (R,) histogram bin of each row (NaN rows: ignored)
-    bins = len(DELTA_EDGES) - 1
-    for (kind, names, codes), moments in zip(groupings, all_moments):
-        groups = len(names)
-        order = np.argsort(codes, kind="stable")  # rows grouped, in order
-        counts = np.bincount(codes, minlength=groups)
-        starts = np.cumsum(counts) - counts
-        score_min = np.minimum.reduceat(scores[order], starts)  # (G,)
-        score_max = np.maximum.reduceat(scores[order], starts)
-        with_delta = np.bincount(codes, weights=finite_delta, minlength=groups)
-        over = np.bincount(codes, weights=deltas > spec.completeness_threshold, minlength=groups)
-        histograms = np.bincount(codes[finite_delta] * bins + delta_bins[finite_delta], minlength=groups * bins)
-        histograms = histograms.reshape(groups, bins).astype(np.int64)
-        for code, name in enumerate(names):
-            rows = order[starts[code] : starts[code] + counts[code]]
-            value = summary._admit_slice_value(summary.slice_values[kind[6:]], name) if kind.startswith("slice:") else name
-            key = (kind, value)
-            bound = sample_bounds.get(key) if sample_bounds else None
-            sampled = rows if bound is None else rows[priorities[rows] < bound]
-            part = moments[code].columns
-            group = GroupSummary(
-                part(bounds[0], bounds[1]),
-                {n: part(bounds[i + 1], bounds[i + 2]) for i, n in enumerate(elements)},
-                part(bounds[-2], bounds[-1]),
-                float(score_min[code]),
-                float(score_max[code]),
-                int(with_delta[code]),
-                int(over[code]),
-                histograms[code],
-                RowSample.of(spec.sample_size, priorities[sampled], sample_rows[sampled]),
-                _value_counts(steps_used[rows]) if spec.adaptive else {},
-                int(met[rows].sum()) if spec.adaptive else 0,
-            )
-            summary.groups[key] = summary.groups[key].merge(group) if key in summary.groups else group
-    for token_feature in spec.token_features:
-        j = [f.name for f in spec.features].index(token_feature.name)
-        attributions = elements.get(token_feature.name, values[:, j : j + 1])  # (R, positions)
-        ids = np.asarray(inputs[token_feature.input_index])[example_index].reshape(table.num_rows, -1)  # (R, positions)
-        valid = None if token_feature.padding_id is None else ids != token_feature.padding_id
-        summary.tokens[token_feature.name] = TokenTotals.of_batch(targets, ids, attributions, valid)
-    primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
-    summary.exemplars = _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary)
-    return summary
-
-
-def _value_counts(values: np.ndarray) -> dict[int, int]:
-    """{value: rows} of an int array, values ascending."""
-    distinct, counts = np.unique(values, return_counts=True)
-    return {int(v): int(c) for v, c in zip(distinct, counts)}
-
-
-def _exemplars(spec, keys, targets, scores, deltas, inputs, example_index, values, elements, primary: np.ndarray) -> dict[str, Exemplars]:
-    """The exemplars of each criterion among the rows `primary` (indices into the batch's rows)."""
-    orders = {"highest_score": -scores, "lowest_score": scores}
-    if spec.path_method:
-        orders.update(most_faithful=deltas, least_faithful=-deltas)
-    n = spec.exemplars_per_criterion
-    chosen = {}
-    for name, order in orders.items():
-        rows = primary[best_per_class(order[primary], targets[primary], n)]
-        records = example_index[rows]
-        flat_inputs = np.concatenate([np.asarray(x)[records].reshape(len(rows), -1) for x in inputs], axis=1)
-        chosen[name] = Exemplars(
-            n, order[rows], keys.take(pa.array(rows, pa.int64())).to_pylist(), targets[rows].astype(np.int64), scores[rows], deltas[rows],
-            flat_inputs.astype(np.float32), _attribution_rows(spec, values, elements, rows),
-        )
-    return chosen
-
-
-def _attribution_rows(spec: SummarySpec, values: np.ndarray, elements: dict, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), sum of feature lengths) float32 attributions of the chosen rows, source columns
-    concatenated, read from the batch's matrices (float32 values held in float64: exact)."""
-    parts = [elements[f.name][rows] if f.is_tensor else values[rows, j : j + 1] for j, f in enumerate(spec.features)]
-    return np.concatenate(parts, axis=1).astype(np.float32)
+def admit_slice_value(seen: set, value: str, limit: int) -> str:
+    """The group value a slice value is summarized under: itself if it is in `seen` or fewer than
+    `limit` values are (it is then added), else OTHER_VALUE (which is never added to `seen`)."""
+    if value in seen or value == OTHER_VALUE:
+        return value
+    if len(seen) < limit:
+        seen.add(value)
+        return value
+    return OTHER_VALUE

@@ -35,7 +35,8 @@ from attributions.integrated_gradients import integrated_gradients
 from attributions.result import Attributions
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
-from audit.summary import RunSummary, SummarySpec, summarize_batch
+from audit.summary import RunSummary, SummarySpec
+from audit.summary_accumulator import SummaryAccumulator
 from transforms import progress
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
@@ -426,8 +427,8 @@ class AttributeBatches(beam.DoFn):
 
 
 class _BundleSummary:
-    """The merged summary of a bundle's batches, computed off the model's path: each batch is
-    summarized and merged in one background thread (numpy and TensorFlow release the GIL in their
+    """The summary of a bundle's batches, computed off the model's path: each batch is added to a
+    `SummaryAccumulator` in one background thread (numpy and TensorFlow release the GIL in their
     heavy steps, so it overlaps the next batch's gradients). One batch in flight at a time, so at
     most one batch's table waits here; a failure re-raises in the bundle that added the batch."""
 
@@ -435,16 +436,11 @@ class _BundleSummary:
         self._spec = spec
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
         self._in_flight = None
-        self._merged: Optional[RunSummary] = None
+        self._accumulator = SummaryAccumulator(spec)
 
     def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
         self._wait()
-        self._in_flight = self._executor.submit(self._summarize, table, inputs, example_index)
-
-    def _summarize(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
-        merged = self._merged  # its full row samples bound what this batch's samples need to keep
-        summary = summarize_batch(self._spec, table, inputs, example_index, merged.sample_bounds() if merged else None)
-        self._merged = summary if merged is None else merged.merge(summary)
+        self._in_flight = self._executor.submit(self._accumulator.add, table, inputs, example_index)
 
     def _wait(self) -> None:
         if self._in_flight is not None:
@@ -456,13 +452,17 @@ class _BundleSummary:
             self._wait()
         except Exception:  # noqa: BLE001 - the failed bundle already reported its error
             pass
-        self._merged = None
+        self._accumulator = SummaryAccumulator(self._spec)
 
     def result(self) -> Optional[RunSummary]:
-        """The bundle's merged summary (None without batches); starts the next bundle afresh."""
-        self._wait()
-        merged, self._merged = self._merged, None
-        return merged
+        """The bundle's summary (None without batches); starts the next bundle afresh."""
+        try:
+            self._wait()
+        except Exception:
+            self._accumulator = SummaryAccumulator(self._spec)
+            raise
+        summary, self._accumulator = self._accumulator.result(), SummaryAccumulator(self._spec)
+        return summary
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

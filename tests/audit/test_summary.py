@@ -1,11 +1,12 @@
-"""summarize_batch and RunSummary.merge on hand-made rows."""
+"""summarize_batch, SummaryAccumulator and RunSummary.merge on hand-made rows."""
 
 from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pyarrow as pa
 
-from audit.summary import FeatureSpec, RunSummary, SummarySpec, best_per_class, summarize_batch
+from audit.summary import Exemplars, FeatureSpec, RunSummary, SummarySpec, best_per_class
+from audit.summary_accumulator import SummaryAccumulator, summarize_batch
 from audit.summary_output import features_table
 
 SPEC = SummarySpec(features=(FeatureSpec("a", 1), FeatureSpec("img", 4, (2, 2))), path_method=True, slice_columns=("country",))
@@ -128,18 +129,93 @@ def test_best_per_class_equals_ranking_all_rows_with_ties_nan_and_infinities():
         np.testing.assert_array_equal(best_per_class(order, targets, capacity), _best_per_class_by_sorting(order, targets, capacity))
 
 
-def test_sample_bounds_leave_the_merged_summary_unchanged():
-    spec = dataclasses_replace(SPEC, sample_size=5)
-    batches = [_rows(seed, n=12) for seed in range(6)]
-    plain = bounded = None
+def _assert_same_summary(a: RunSummary, b: RunSummary):
+    assert a.rows_not_finite == b.rows_not_finite and a.slice_values == b.slice_values
+    assert list(a.groups) == list(b.groups)
+    for key, group in a.groups.items():
+        other = b.groups[key]
+        np.testing.assert_array_equal(np.sort(group.sample.priorities), np.sort(other.sample.priorities))
+        assert (group.score_min, group.score_max, group.rows_with_delta, group.rows_over_threshold) == (
+            other.score_min, other.score_max, other.rows_with_delta, other.rows_over_threshold)
+        assert group.steps_counts == other.steps_counts and group.rows_met == other.rows_met
+        np.testing.assert_array_equal(group.delta_histogram, other.delta_histogram)
+    a_rows, b_rows = features_table(a).to_pylist(), features_table(b).to_pylist()
+    assert len(a_rows) == len(b_rows)
+    for mine, theirs in zip(a_rows, b_rows):
+        if mine["group_value"] != "__other__":
+            assert mine == theirs  # the same arithmetic, element for element
+        else:  # a batch's pooled values are summed together in float32 (~1e-7 relative)
+            assert mine.keys() == theirs.keys() and mine["rows"] == theirs["rows"]
+            for column, value in mine.items():
+                np.testing.assert_allclose(value, theirs[column], rtol=1e-6) if isinstance(value, float) else None
+    assert a.exemplars.keys() == b.exemplars.keys()
+    for name, chosen in a.exemplars.items():
+        assert chosen.keys == b.exemplars[name].keys
+        np.testing.assert_array_equal(chosen.attributions, b.exemplars[name].attributions)
+
+
+def _with_steps(table, seed):
+    steps = np.random.default_rng(seed).choice([16, 32, 48, 1024], size=table.num_rows).astype(np.int32)
+    return table.append_column("steps_used", pa.array(steps)).append_column("completeness_met", pa.array(steps < 1024))
+
+
+def test_accumulating_batches_equals_merging_their_one_batch_summaries():
+    # samples of 5 rows fill after the first batch, so later batches only offer rows below the
+    # samples' bounds; 3 exemplars per criterion of 2 classes; 6 slice values, 4 admitted.
+    spec = dataclasses_replace(SPEC, sample_size=5, adaptive=True, exemplars_per_criterion=3, max_slice_values=4)
+    countries = ("DE", "FR", None, "IT", "ES", "NL")
+    batches = [(_with_steps(t, seed), i) for seed in range(8) for t, i in [_rows(seed, n=12, countries=countries[seed % 3:])]]
+    accumulator, merged = SummaryAccumulator(spec), None
     for table, inputs in batches:
+        accumulator.add(table, inputs, np.arange(12))
         part = summarize_batch(spec, table, inputs, np.arange(12))
-        plain = part if plain is None else plain.merge(part)
-        part = summarize_batch(spec, table, inputs, np.arange(12), bounded.sample_bounds() if bounded else None)
-        bounded = part if bounded is None else bounded.merge(part)
-    assert bounded.sample_bounds()  # the samples filled up, so later batches were bounded
-    assert plain.groups.keys() == bounded.groups.keys()
-    for key, group in plain.groups.items():
-        np.testing.assert_array_equal(np.sort(group.sample.priorities), np.sort(bounded.groups[key].sample.priorities))
-    a, b = features_table(plain).to_pydict(), features_table(bounded).to_pydict()
-    assert a == b
+        merged = part if merged is None else merged.merge(part)
+    summary = accumulator.result()
+    assert all(g.sample.bound is not None for g in summary.groups.values())  # the samples filled up
+    assert ("slice:country", "__other__") in summary.groups
+    _assert_same_summary(summary, merged)
+
+
+def test_accumulating_top_k_batches_equals_merging_their_summaries():
+    accumulator, merged = SummaryAccumulator(SPEC), RunSummary.empty(SPEC)
+    example_index = np.repeat(np.arange(6), 2)
+    for seed in range(4):
+        table, inputs = _rows(seed, n=12)
+        inputs = (inputs[0][:6], inputs[1][:6])
+        accumulator.add(table, inputs, example_index)
+        merged = merged.merge(summarize_batch(SPEC, table, inputs, example_index))
+    _assert_same_summary(accumulator.result(), merged)
+    assert SummaryAccumulator(SPEC).result() is None  # nothing added
+
+
+def test_exemplar_entry_bounds_leave_out_only_rows_a_merge_would_drop():
+    rng = np.random.default_rng(5)
+    for trial in range(1000):
+        capacity = int(rng.integers(1, 5))
+        values = [0.0, 1.0, -1.0, 0.5, np.nan, np.inf, -np.inf]
+        parts = []
+        for _ in range(2):
+            n = int(rng.integers(1, 15))
+            order = rng.choice(values, n) if trial % 2 else rng.normal(size=n)
+            parts.append((order, rng.integers(0, int(rng.integers(1, 7)), n)))
+        (order, targets), (new_order, new_targets) = parts
+        keep = best_per_class(order, targets, capacity)
+        kept = _exemplars_of(capacity, order[keep], targets[keep])
+        everything = kept.merge(_exemplars_of(capacity, *_best(new_order, new_targets, capacity)))
+        entering = ~(new_order >= kept.entry_bounds(new_targets))
+        order_in, targets_in, rows_in = _best(new_order[entering], new_targets[entering], capacity)
+        filtered = kept.merge(_exemplars_of(capacity, order_in, targets_in, np.flatnonzero(entering)[rows_in]))
+        np.testing.assert_array_equal(filtered.order, everything.order)
+        np.testing.assert_array_equal(filtered.targets, everything.targets)
+        np.testing.assert_array_equal(filtered.scores, everything.scores)  # the same rows, not only equal orders
+
+
+def _best(order, targets, capacity):
+    rows = best_per_class(order, targets, capacity)
+    return order[rows], targets[rows], rows
+
+
+def _exemplars_of(capacity, order, targets, rows=None):
+    n = len(order)
+    tags = np.arange(n, dtype=np.float64) if rows is None else rows.astype(np.float64) + 1000  # which row: kept or new
+    return Exemplars(capacity, order, [str(t) for t in tags], targets, tags, np.zeros(n), np.zeros((n, 1), np.float32), np.zeros((n, 1), np.float32))

@@ -9,7 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "audit"))
 from test_summary import SPEC, _rows  # noqa: E402
 
-from audit.summary import RunSummary, summarize_batch  # noqa: E402
+from audit.summary import RunSummary  # noqa: E402
+from audit.summary_accumulator import summarize_batch  # noqa: E402
 from audit.summary_output import features_table  # noqa: E402
 from transforms.attribute import _BundleSummary  # noqa: E402
 
