@@ -90,14 +90,13 @@ class SummaryAccumulator:
         group_of_rows = [self._group_ids(kind, names)[codes] for kind, names, codes in _group_codes(spec, table, targets, ranks)]
         self._grow()
         self._add_moments(group_of_rows, [values, *elements.values(), scores[:, None]])
-        per_row_counters = [np.isfinite(deltas), deltas > spec.completeness_threshold]
-        per_row_counters.append(table.column("completeness_met").to_numpy(zero_copy_only=False) if spec.adaptive else np.zeros(len(deltas), bool))
-        delta_bins = _delta_bins(deltas)  # (R,)
         steps_used = table.column("steps_used").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
+        met = table.column("completeness_met").to_numpy(zero_copy_only=False) if spec.adaptive else None  # (R,)
         for groups in group_of_rows:
             np.minimum.at(self._score_min, groups, scores)
             np.maximum.at(self._score_max, groups, scores)
-            self._add_counts(groups, per_row_counters, delta_bins)
+            if spec.path_method:  # other methods have no deltas (NaN) and no counters
+                self._add_delta_counts(groups, deltas, met)
             if steps_used is not None:
                 self._add_steps(groups, steps_used)
             self._add_to_samples(groups, priorities, values, scores, deltas)
@@ -178,13 +177,15 @@ class SummaryAccumulator:
         batch = stacked_moments(blocks, [dense[groups] for groups in group_of_rows], len(present))
         self._moments.merge_into(present, batch)
 
-    def _add_counts(self, groups: np.ndarray, per_row_counters: list[np.ndarray], delta_bins: np.ndarray) -> None:
-        """Adds the rows' counters (R,) bool each, and their finite deltas' histogram bins."""
+    def _add_delta_counts(self, groups: np.ndarray, deltas: np.ndarray, met: Optional[np.ndarray]) -> None:
+        """Adds the rows with a finite delta, those over the threshold, those that met the
+        completeness target (adaptive runs), and the finite deltas' histogram bins."""
         size = len(self._keys)
-        for j, flags in enumerate(per_row_counters):
-            self._counters[:, j] += np.bincount(groups, weights=flags, minlength=size).astype(np.int64)
-        with_delta = per_row_counters[0]
-        histograms = np.bincount(groups[with_delta] * BINS + delta_bins[with_delta], minlength=size * BINS)
+        with_delta = np.isfinite(deltas)
+        flags = [with_delta, deltas > self.spec.completeness_threshold] + ([met] if met is not None else [])
+        for j, rows in enumerate(flags):
+            self._counters[:, j] += np.bincount(groups, weights=rows, minlength=size).astype(np.int64)
+        histograms = np.bincount(groups[with_delta] * BINS + _delta_bins(deltas[with_delta]), minlength=size * BINS)
         self._counters[:, 3:] += histograms.reshape(size, BINS)
 
     def _add_steps(self, groups: np.ndarray, steps_used: np.ndarray) -> None:
@@ -276,8 +277,8 @@ def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray, ranks:
     """(group kind, value names, codes (R,)) for every grouping of the rows; ranks (R,) 0-based,
     None when every record has one row."""
     groupings = [("overall", ["all"], np.zeros(len(targets), dtype=np.int64))]
-    classes, codes = np.unique(targets, return_inverse=True)
-    groupings.append(("target", [str(c) for c in classes], codes.reshape(-1)))
+    classes, codes = _distinct(targets)
+    groupings.append(("target", [str(c) for c in classes], codes))
     if ranks is not None:
         values, codes = np.unique(ranks, return_inverse=True)
         groupings.append(("rank", [str(v + 1) for v in values], codes.reshape(-1)))
@@ -290,6 +291,18 @@ def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray, ranks:
         names, inverse = np.unique(np.array(names, dtype=object), return_inverse=True)  # values equal as text share a group
         groupings.append((f"slice:{name}", [str(n) for n in names], inverse.reshape(-1)[codes]))
     return groupings
+
+
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True) for (R,) ints; small non-negative ones (class ids)
+    by counting instead of sorting."""
+    if len(values) and values.dtype.kind in "iu" and 0 <= values.min() and values.max() < 1 << 16:
+        present = np.flatnonzero(np.bincount(values))  # (G,) ascending
+        code_of = np.zeros(int(present[-1]) + 1, dtype=np.int64)
+        code_of[present] = np.arange(len(present))
+        return present.astype(values.dtype), code_of[values]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse.reshape(-1)
 
 
 def _delta_bins(deltas: np.ndarray) -> np.ndarray:

@@ -219,3 +219,15 @@ def _exemplars_of(capacity, order, targets, rows=None):
     n = len(order)
     tags = np.arange(n, dtype=np.float64) if rows is None else rows.astype(np.float64) + 1000  # which row: kept or new
     return Exemplars(capacity, order, [str(t) for t in tags], targets, tags, np.zeros(n), np.zeros((n, 1), np.float32), np.zeros((n, 1), np.float32))
+
+
+def test_distinct_class_ids_by_counting_equal_numpy_unique():
+    from audit.summary_accumulator import _distinct
+
+    rng = np.random.default_rng(11)
+    for values in (rng.integers(0, 10, 500), rng.integers(-3, 4, 50), rng.integers(0, 1 << 20, 50), np.array([7, 7, 2], np.int32), np.zeros(0, np.int64)):
+        distinct, codes = _distinct(values)
+        expected, inverse = np.unique(values, return_inverse=True)
+        np.testing.assert_array_equal(distinct, expected)
+        np.testing.assert_array_equal(codes, inverse.reshape(-1))
+        assert distinct.dtype == values.dtype
