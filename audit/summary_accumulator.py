@@ -199,7 +199,8 @@ class SummaryAccumulator:
     def _add_to_samples(self, groups: np.ndarray, priorities: np.ndarray, values: np.ndarray, scores: np.ndarray, deltas: np.ndarray) -> None:
         """Offers each group's sample the rows that could enter it: those below a full sample's
         largest priority (all rows while it is not full). They wait beside a full sample until
-        they number `sample_size`, then the sample keeps its smallest priorities of both."""
+        they number a quarter of `sample_size` (so waiting rows add at most a quarter to the
+        samples' memory), then the sample keeps its smallest priorities of both."""
         candidates = np.flatnonzero(priorities < self._sample_bounds[groups])
         if len(candidates) == 0:
             return
@@ -212,7 +213,7 @@ class SummaryAccumulator:
             g = int(group_of[start])
             self._waiting[g].append((priorities[candidates[start:end]], rows[start:end]))
             self._waiting_rows[g] += end - start
-            if self._waiting_rows[g] >= self.spec.sample_size or self._sample_bounds[g] == np.inf:
+            if 4 * self._waiting_rows[g] >= self.spec.sample_size or self._sample_bounds[g] == np.inf:
                 self._fill_sample(g)
 
     def _fill_sample(self, g: int) -> None:
