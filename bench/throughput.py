@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -221,7 +222,9 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 def timed(command: list[str]) -> dict[str, float]:
-    """Runs a whole process from the repository: wall seconds launch to exit and its peak RSS (MiB)."""
+    """Runs a whole process from the repository: wall seconds launch to exit, its peak RSS (MiB)
+    and its CPU seconds (user + sys)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
@@ -234,7 +237,9 @@ def timed(command: list[str]) -> dict[str, float]:
         if process.returncode != 0:
             stderr.seek(0)
             raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
-    return {"wall_seconds": wall, "peak_rss_mib": peak}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child was reaped by poll()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_seconds": wall, "peak_rss_mib": peak, "cpu_seconds": cpu}
 
 
 def pipeline_run(model: str, data: str, output: str, extra: list[str] | None = None) -> dict[str, float]:
@@ -244,8 +249,9 @@ def pipeline_run(model: str, data: str, output: str, extra: list[str] | None = N
     measured = timed(command)
     with open(os.path.join(output, "manifest.json")) as handle:
         manifest = json.load(handle)
+    summaries_micros = manifest["metrics"].get("attribution/summaries_cpu_micro_secs", 0)
     return {**measured, "pipeline_seconds": manifest["timings"]["pipeline_seconds"],
-            "records": manifest["counts"]["records_attributed"]}
+            "records": manifest["counts"]["records_attributed"], "summaries_cpu_seconds": summaries_micros / 1e6}
 
 
 # ------------------------------------------------------------------------------------------------

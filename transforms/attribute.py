@@ -348,6 +348,7 @@ class AttributeBatches(beam.DoFn):
         self._latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "attribution_batch_latency_micro_secs")
         self._load_latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "model_load_latency_milli_secs")
         self._chunk_rows = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "gradient_chunk_rows")
+        self._summary_cpu = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "summaries_cpu_micro_secs")
         self._load_millis = None
         self._summaries: Optional[_BundleSummary] = None
 
@@ -416,6 +417,7 @@ class AttributeBatches(beam.DoFn):
                 yield WindowedValue(table, GlobalWindow().max_timestamp(), [GlobalWindow()])
         summary = self._summaries.result() if self._summaries is not None else None
         if summary is not None:
+            self._summary_cpu.inc(self._summaries.cpu_micros)  # counted here: metrics are per bundle thread
             yield beam.pvalue.TaggedOutput(
                 self.SUMMARY_TAG, WindowedValue(summary, GlobalWindow().max_timestamp(), [GlobalWindow()])
             )
@@ -430,17 +432,26 @@ class _BundleSummary:
     """The summary of a bundle's batches, computed off the model's path: each batch is added to a
     `SummaryAccumulator` in one background thread (numpy and TensorFlow release the GIL in their
     heavy steps, so it overlaps the next batch's gradients). One batch in flight at a time, so at
-    most one batch's table waits here; a failure re-raises in the bundle that added the batch."""
+    most one batch's table waits here; a failure re-raises in the bundle that added the batch.
+    cpu_micros: the CPU time the thread spent on the bundle's batches (what summaries cost)."""
 
     def __init__(self, spec: SummarySpec):
         self._spec = spec
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
         self._in_flight = None
         self._accumulator = SummaryAccumulator(spec)
+        self.cpu_micros = 0
 
     def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
         self._wait()
-        self._in_flight = self._executor.submit(self._accumulator.add, table, inputs, example_index)
+        self._in_flight = self._executor.submit(self._add, self._accumulator, table, inputs, example_index)
+
+    def _add(self, accumulator: SummaryAccumulator, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
+        start = time.thread_time()
+        try:
+            accumulator.add(table, inputs, example_index)
+        finally:
+            self.cpu_micros += int((time.thread_time() - start) * 1e6)
 
     def _wait(self) -> None:
         if self._in_flight is not None:
@@ -452,7 +463,7 @@ class _BundleSummary:
             self._wait()
         except Exception:  # noqa: BLE001 - the failed bundle already reported its error
             pass
-        self._accumulator = SummaryAccumulator(self._spec)
+        self._accumulator, self.cpu_micros = SummaryAccumulator(self._spec), 0
 
     def result(self) -> Optional[RunSummary]:
         """The bundle's summary (None without batches); starts the next bundle afresh."""
@@ -462,7 +473,7 @@ class _BundleSummary:
             self._accumulator = SummaryAccumulator(self._spec)
             raise
         summary, self._accumulator = self._accumulator.result(), SummaryAccumulator(self._spec)
-        return summary
+        return summary  # cpu_micros stays until the next bundle starts (reset)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

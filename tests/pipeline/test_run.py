@@ -43,6 +43,7 @@ def test_manifest_reconciles_with_a_malformed_record_in_the_dead_letters(linear_
     assert on_disk["counts"] == counts
     assert on_disk["metrics"]["attribution/model_loads"] == 1
     assert on_disk["metrics"]["attribution/attribution_batch_latency_micro_secs"]["count"] >= 1
+    assert on_disk["metrics"]["attribution/summaries_cpu_micro_secs"] > 0  # what the summaries cost
     assert on_disk["input"]["files"] == sorted([path, str(tmp_path / "b.tfrecord")])
     assert on_disk["model"]["sha256"] == pq.read_schema(on_disk["output"]["attributions"][0]["path"]).metadata[b"attribution.model_sha256"].decode()
     assert on_disk["settings"]["method"] == "gradient"

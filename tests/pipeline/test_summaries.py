@@ -158,6 +158,7 @@ def test_summaries_can_be_turned_off(linear_model, tabular_data, tmp_path):
     manifest = run_attribution(config)
     assert manifest["output"]["summary"] == [] and "summary_rows" not in manifest["counts"]
     assert not (tmp_path / "out" / "summary.json").exists()
+    assert manifest["metrics"].get("attribution/summaries_cpu_micro_secs", 0) == 0
 
 
 def test_slice_columns_must_exist(linear_model, tabular_data, tmp_path):
