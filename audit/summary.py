@@ -1,8 +1,8 @@
 """Dataset-level summaries of attribution rows, accumulated batch by batch and merged (no Beam).
 
 `RunSummary.merge` combines two in any order (`audit.summary_accumulator` builds them from
-batches of output rows); `audit.summary_output` gives the tables and the JSON an auditor reads. Groups:
-the whole run ('overall'/'all'), each explained class ('target'/'3'), and each value of every
+batches of output rows); `audit.summary_output` gives the tables and the JSON an auditor reads.
+Groups: the whole run ('overall'/'all'), each explained class ('target'/'3'), and each value of every
 slice column the user names ('slice:country'/'DE'; null values as '__null__', values past
 `max_slice_values` distinct ones pooled as '__other__'), and, for a `top_k` run (several rows per
 record), each rank ('rank'/'1' = each record's top class, '2' = its runner-up, ...): pooling the

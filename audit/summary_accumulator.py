@@ -6,7 +6,7 @@ order added (`RunSummary.merge`), up to float rounding where a batch pools sever
 into '__other__'. What is kept per group lives in stacked arrays, one row per group, updated in
 place with a few vectorised numpy calls per batch (no per-group objects or merges), and what a
 batch could add to a full row sample or to the exemplars is found first, so little is copied once
-they are full. A bundle of a thousand batches costs about as much per batch as the first one.
+they are full.
 """
 
 from __future__ import annotations
