@@ -252,16 +252,21 @@ class SummaryAccumulator:
 
 
 def _attribution_matrices(spec: SummarySpec, table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(R, F) feature values (tensor columns: per-row totals) and (R, L) per tensor column."""
+    """(R, F) feature values (tensor columns: per-row totals) and (R, L) per tensor column.
+
+    A tensor column's per-row totals are summed in float32 (~1e-7 of the row's sum of |x|; einsum,
+    6x faster than a float64 sum and no BLAS threads): the moments are accumulated from float32
+    values anyway, and the quantiles are read from a sample."""
     rows = table.num_rows
     values = np.empty((rows, len(spec.features)), dtype=np.float64)
     elements = {}
     for j, feature in enumerate(spec.features):
-        column = table.column(f"attr_{feature.name}").combine_chunks()
+        column = table.column(f"attr_{feature.name}")
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         if feature.is_tensor:
             block = column.flatten().to_numpy(zero_copy_only=False).reshape(rows, feature.length)  # (R, L)
             elements[feature.name] = block
-            values[:, j] = block.sum(axis=1, dtype=np.float64)
+            values[:, j] = np.einsum("rl->r", block)
         else:
             values[:, j] = column.to_numpy(zero_copy_only=False)
     return values, elements
