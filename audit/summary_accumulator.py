@@ -56,7 +56,6 @@ class SummaryAccumulator:
         self._samples: list[RowSample] = []
         self._sample_bounds = np.zeros(0)  # (G,) each full sample's largest priority, +inf until full
         self._waiting: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per group: (priorities (n,), rows (n, F + 2)) not yet in its sample
-        self._waiting_rows: list[int] = []
         self._steps_counts: list[dict] = []
         self._exemplars: dict[str, Exemplars] = {}
         self._tokens: dict[str, TokenTotals] = {}
@@ -133,7 +132,7 @@ class SummaryAccumulator:
                 int(counters[1]),
                 counters[3:].copy(),
                 self._samples[g],
-                dict(self._steps_counts[g]),
+                dict(sorted(self._steps_counts[g].items())),  # steps_used ascending
                 int(counters[2]),
             )
         slice_values = {c: set(v) for c, v in self._slice_values.items()}
@@ -166,7 +165,6 @@ class SummaryAccumulator:
         width = len(self.spec.features) + 2
         self._samples += [RowSample.empty(self.spec.sample_size, width) for _ in range(new - old)]
         self._waiting += [[] for _ in range(new - old)]
-        self._waiting_rows += [0] * (new - old)
         self._steps_counts += [{} for _ in range(new - old)]
 
     def _add_moments(self, group_of_rows: list[np.ndarray], blocks: list[np.ndarray]) -> None:
@@ -193,8 +191,6 @@ class SummaryAccumulator:
         for (g, steps), count in zip(pairs.tolist(), counts.tolist()):
             known = self._steps_counts[g]
             known[steps] = known.get(steps, 0) + count
-            if list(known) != sorted(known):
-                self._steps_counts[g] = dict(sorted(known.items()))
 
     def _add_to_samples(self, groups: np.ndarray, priorities: np.ndarray, values: np.ndarray, scores: np.ndarray, deltas: np.ndarray) -> None:
         """Offers each group's sample the rows that could enter it: those below a full sample's
@@ -212,8 +208,8 @@ class SummaryAccumulator:
         for start, end in zip(starts.tolist(), ends.tolist()):
             g = int(group_of[start])
             self._waiting[g].append((priorities[candidates[start:end]], rows[start:end]))
-            self._waiting_rows[g] += end - start
-            if 4 * self._waiting_rows[g] >= self.spec.sample_size or self._sample_bounds[g] == np.inf:
+            waiting = sum(len(p) for p, _ in self._waiting[g])
+            if 4 * waiting >= self.spec.sample_size or self._sample_bounds[g] == np.inf:
                 self._fill_sample(g)
 
     def _fill_sample(self, g: int) -> None:
@@ -224,7 +220,7 @@ class SummaryAccumulator:
         priorities = np.concatenate([sample.priorities, *(p for p, _ in self._waiting[g])])
         rows = np.concatenate([sample.values, *(r for _, r in self._waiting[g])])
         self._samples[g] = sample = RowSample.of(self.spec.sample_size, priorities, rows)
-        self._waiting[g], self._waiting_rows[g] = [], 0
+        self._waiting[g] = []
         self._sample_bounds[g] = np.inf if sample.bound is None else sample.bound
 
     def _add_exemplars(self, keys, targets, scores, deltas, inputs, example_index, values, elements, primary: np.ndarray) -> None:

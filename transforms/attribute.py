@@ -466,12 +466,9 @@ class _BundleSummary:
         self._accumulator, self.cpu_micros = SummaryAccumulator(self._spec), 0
 
     def result(self) -> Optional[RunSummary]:
-        """The bundle's summary (None without batches); starts the next bundle afresh."""
-        try:
-            self._wait()
-        except Exception:
-            self._accumulator = SummaryAccumulator(self._spec)
-            raise
+        """The bundle's summary (None without batches); starts the next bundle afresh. A failed
+        batch re-raises here, and the next bundle's `reset` drops what it left."""
+        self._wait()
         summary, self._accumulator = self._accumulator.result(), SummaryAccumulator(self._spec)
         return summary  # cpu_micros stays until the next bundle starts (reset)
 
