@@ -119,33 +119,73 @@ def stacked_moments(blocks: list[np.ndarray], codes: list[np.ndarray], groups: i
     ((R, D_i) each, D = sum D_i). codes: (R,) ints in [0, groups) each, one array per grouping
     (each row adds to one group of each; the groupings' groups must be distinct).
 
-    All groups' sums come from float32 products of a (groups, R) one-hot matrix with x - x_0, |x|
-    and (x - x_0)^2 ((3, R, D), each contiguous): BLAS, no per-group Python, little memory.
-    Float32 accumulation over one batch (~1e-7 relative; measured 2-4e-7 against float64 on 4,096
-    rows); batches are merged in float64. Squares are summed about the batch's first row x_0, so
-    they do not cancel like raw x^2 sums when |mean| >> std.
+    The sums of x - x_0, |x| and (x - x_0)^2 ((3, R, D), each contiguous) are taken per cell of
+    the groupings' joint partition (e.g. overall x class: one cell per class), with the rows
+    sorted by cell: one float32 BLAS product with a vector of ones per cell (R x D additions in
+    all, whatever the number of groups). A group's sums are its cells' sums, added in float64.
+    Past `_MOST_CELLS` cells (many slice values) the per-cell calls would cost more than one
+    (groups, R) one-hot matrix product, which is used instead. Float32 accumulation over one
+    batch (~1e-7 relative; measured 2-4e-7 against float64 on 4,096 rows); batches are merged in
+    float64. Squares are summed about one row x_0 of the batch, so they do not cancel like raw x^2
+    sums when |mean| >> std.
     """
     rows = len(blocks[0])
     width = sum(block.shape[1] for block in blocks)
+    if rows == 0:
+        return StackedMoments.empty(groups, width)
+    cells = _rows_by_cell(codes, groups)  # (order (R,), starts (C,)) or None
     terms = np.empty((3, rows, width), dtype=np.float32)
     shifted, absolute, squares = terms  # (R, D) each
+    side_by_side = shifted if cells is None else squares  # (R, D): squares is free until the squares
     start = 0
     for block in blocks:
-        shifted[:, start : start + block.shape[1]] = block
+        side_by_side[:, start : start + block.shape[1]] = block
         start += block.shape[1]
-    reference = shifted[0].astype(np.float64) if rows else np.zeros(width)  # (D,)
+    if cells is not None:
+        np.take(side_by_side, cells[0], axis=0, out=shifted)  # rows by cell
+    reference = shifted[0].astype(np.float64)  # (D,)
     np.abs(shifted, out=absolute)
-    shifted -= shifted[0].copy() if rows else 0.0
+    shifted -= shifted[0].copy()
     np.square(shifted, out=squares)
-    onehot = np.zeros((groups, rows), dtype=np.float32)  # (G, R)
-    for group_of_row in codes:
-        onehot[group_of_row, np.arange(rows)] = 1.0
-    counts = onehot.sum(axis=1, dtype=np.float64)  # (G,)
     with _one_blas_thread():
-        sums, abs_sums, square_sums = np.matmul(onehot, terms).astype(np.float64)  # (G, D) each
+        if cells is None:
+            membership = np.zeros((groups, rows), dtype=np.float32)  # (G, R) one-hot
+            for group_of_row in codes:
+                membership[group_of_row, np.arange(rows)] = 1.0
+            counts = membership.sum(axis=1, dtype=np.float64)  # (G,)
+            sums, abs_sums, square_sums = np.matmul(membership, terms).astype(np.float64)  # (G, D) each
+        else:
+            order, starts = cells
+            ends = np.r_[starts[1:], rows]
+            ones = np.ones(int((ends - starts).max()), dtype=np.float32)
+            cell_sums = np.stack([np.matmul(ones[: end - begin], terms[:, begin:end]) for begin, end in zip(starts.tolist(), ends.tolist())], axis=1)  # (3, C, D)
+            membership = np.zeros((groups, len(starts)))  # (G, C): the cells of each group
+            for group_of_row in codes:
+                membership[group_of_row[order[starts]], np.arange(len(starts))] = 1.0
+            counts = membership @ (ends - starts).astype(np.float64)  # (G,)
+            sums, abs_sums, square_sums = np.matmul(membership, cell_sums.astype(np.float64))  # (G, D) each
     shifted_means = sums / np.maximum(counts, 1.0)[:, None]
     m2 = np.maximum(square_sums - sums * shifted_means, 0.0)
     return StackedMoments(counts.astype(np.int64), shifted_means + reference, m2, abs_sums)
+
+
+_MOST_CELLS = 32  # per-cell products cost ~4 us of call each: past this, one one-hot product is cheaper
+
+
+def _rows_by_cell(codes: list[np.ndarray], groups: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The rows sorted by cell of the groupings' joint partition, (order (R,), starts (C,): where
+    each cell's rows begin in `order`), or None past `_MOST_CELLS` cells."""
+    key = np.zeros(len(codes[0]), dtype=np.int64)  # (R,) the joint cell, mixed radix
+    for group_of_row in codes:
+        if int(key.max()) >= (1 << 62) // groups:  # keep the radix within int64
+            key = np.unique(key, return_inverse=True)[1].reshape(-1)
+        key = key * groups + group_of_row
+    if int(key.max()) < 1 << 15:
+        key = key.astype(np.int16)  # sorted by radix, ~5x faster than int64
+    order = np.argsort(key, kind="stable")  # (R,)
+    sorted_keys = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])  # (C,)
+    return (order, starts) if len(starts) <= _MOST_CELLS else None
 
 
 _blas = None

@@ -180,6 +180,10 @@ class Exemplars:
         worst kept order once `capacity` classes are kept (it must rank above one of them), else
         NaN: no bound. NaN orders are never at or above a bound, so they always stay."""
         worst = np.max(self.order) if len(self.order) >= self.capacity else np.nan  # NaN if any kept order is NaN
+        if _class_ids_as_indices(targets) and _class_ids_as_indices(self.targets):
+            bound_of = np.full(max(int(targets.max()), int(self.targets.max())) + 1, worst)  # (classes,)
+            bound_of[self.targets] = self.order  # one kept row per class
+            return bound_of[targets]
         bounds = np.full(len(targets), worst, dtype=np.float64)
         for target, order in zip(self.targets.tolist(), self.order.tolist()):  # at most `capacity` classes
             bounds[targets == target] = order
@@ -200,6 +204,11 @@ class Exemplars:
             np.concatenate([self.inputs, other.inputs])[keep],
             np.concatenate([self.attributions, other.attributions])[keep],
         )
+
+
+def _class_ids_as_indices(targets: np.ndarray) -> bool:
+    """Whether (n,) class ids can index a lookup table: non-empty, integers in [0, 65536)."""
+    return len(targets) > 0 and targets.dtype.kind in "iu" and 0 <= targets.min() and targets.max() < 1 << 16
 
 
 @dataclass

@@ -208,8 +208,7 @@ class SummaryAccumulator:
         for start, end in zip(starts.tolist(), ends.tolist()):
             g = int(group_of[start])
             self._waiting[g].append((priorities[candidates[start:end]], rows[start:end]))
-            waiting = sum(len(p) for p, _ in self._waiting[g])
-            if 4 * waiting >= self.spec.sample_size or self._sample_bounds[g] == np.inf:
+            if self._sample_bounds[g] == np.inf or 4 * sum(len(p) for p, _ in self._waiting[g]) >= self.spec.sample_size:
                 self._fill_sample(g)
 
     def _fill_sample(self, g: int) -> None:

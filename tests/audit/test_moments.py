@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from audit.moments import Moments, RowSample, grouped_moments
+from audit.moments import Moments, RowSample, _rows_by_cell, grouped_moments, stacked_moments
 
 
 def _moments_of(values):
@@ -38,6 +38,28 @@ def test_grouped_moments_of_several_groupings_match_each_group_alone():
             if len(rows):
                 np.testing.assert_allclose(moments.mean, rows.mean(axis=0), rtol=1e-5, atol=1e-7)
                 np.testing.assert_allclose(moments.std, rows.std(axis=0), rtol=1e-5)
+
+
+def test_stacked_moments_per_cell_and_by_one_hot_product_equal_float64_sums():
+    # overall x 4 classes = 4 cells (sums per cell); x 40 slice values = more than _MOST_CELLS
+    # cells (one one-hot product instead). Both must give every group's moments.
+    rng = np.random.default_rng(4)
+    rows = 600
+    blocks = [rng.normal(loc=50.0, size=(rows, 1)), rng.normal(size=(rows, 5)).astype(np.float32)]
+    values = np.concatenate([b.astype(np.float32).astype(np.float64) for b in blocks], axis=1)
+    classes, slices = rng.integers(0, 4, rows), rng.integers(0, 40, rows)
+    for codes, groups in (([np.zeros(rows, dtype=np.int64), classes + 1], 5), ([np.zeros(rows, dtype=np.int64), classes + 1, slices + 5], 45)):
+        assert (_rows_by_cell(codes, groups) is None) == (groups == 45)  # both ways taken
+        stacked = stacked_moments(blocks, codes, groups)
+        for g in range(groups):
+            in_group = np.any([c == g for c in codes], axis=0)
+            part = values[in_group]
+            assert stacked.counts[g] == len(part)
+            np.testing.assert_allclose(stacked.means[g], part.mean(axis=0), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(stacked.m2[g], ((part - part.mean(axis=0)) ** 2).sum(axis=0), rtol=1e-5)
+            np.testing.assert_allclose(stacked.abs_sums[g], np.abs(part).sum(axis=0), rtol=1e-6)
+    empty = stacked_moments([np.zeros((0, 2))], [np.zeros(0, dtype=np.int64)], 3)
+    assert empty.counts.tolist() == [0, 0, 0] and empty.means.shape == (3, 2)
 
 
 def test_bottom_k_sample_keeps_the_smallest_priorities_whatever_the_merge_order():

@@ -129,7 +129,11 @@ def test_best_per_class_equals_ranking_all_rows_with_ties_nan_and_infinities():
         np.testing.assert_array_equal(best_per_class(order, targets, capacity), _best_per_class_by_sorting(order, targets, capacity))
 
 
-def _assert_same_summary(a: RunSummary, b: RunSummary):
+def _assert_same_summary(a: RunSummary, b: RunSummary, exact_groups: bool = True):
+    """exact_groups: every group but `__other__` equal element for element. Without it (batches
+    whose slice values pool into `__other__` differently in a and b), every group to 1e-6: a
+    batch's sums are taken per cell of overall x class x slice value in float32, and pooled
+    values make other cells."""
     assert a.rows_not_finite == b.rows_not_finite and a.slice_values == b.slice_values
     assert list(a.groups) == list(b.groups)
     for key, group in a.groups.items():
@@ -142,9 +146,9 @@ def _assert_same_summary(a: RunSummary, b: RunSummary):
     a_rows, b_rows = features_table(a).to_pylist(), features_table(b).to_pylist()
     assert len(a_rows) == len(b_rows)
     for mine, theirs in zip(a_rows, b_rows):
-        if mine["group_value"] != "__other__":
+        if exact_groups and mine["group_value"] != "__other__":
             assert mine == theirs  # the same arithmetic, element for element
-        else:  # a batch's pooled values are summed together in float32 (~1e-7 relative)
+        else:  # summed in float32 per other cells (~1e-7 relative)
             assert mine.keys() == theirs.keys() and mine["rows"] == theirs["rows"]
             for column, value in mine.items():
                 np.testing.assert_allclose(value, theirs[column], rtol=1e-6) if isinstance(value, float) else None
@@ -173,7 +177,7 @@ def test_accumulating_batches_equals_merging_their_one_batch_summaries():
     summary = accumulator.result()
     assert all(g.sample.bound is not None for g in summary.groups.values())  # the samples filled up
     assert ("slice:country", "__other__") in summary.groups
-    _assert_same_summary(summary, merged)
+    _assert_same_summary(summary, merged, exact_groups=False)
 
 
 def test_accumulating_top_k_batches_equals_merging_their_summaries():
@@ -197,7 +201,8 @@ def test_exemplar_entry_bounds_leave_out_only_rows_a_merge_would_drop():
         for _ in range(2):
             n = int(rng.integers(1, 15))
             order = rng.choice(values, n) if trial % 2 else rng.normal(size=n)
-            parts.append((order, rng.integers(0, int(rng.integers(1, 7)), n)))
+            offset = -3 if trial % 3 == 0 else 0  # negative class ids: bounds by a loop, not a lookup table
+            parts.append((order, rng.integers(0, int(rng.integers(1, 7)), n) + offset))
         (order, targets), (new_order, new_targets) = parts
         keep = best_per_class(order, targets, capacity)
         kept = _exemplars_of(capacity, order[keep], targets[keep])
