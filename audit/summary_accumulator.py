@@ -23,7 +23,7 @@ from audit.summary import (
 )
 from audit.token_importance import TokenTotals
 
-__all__ = ["SummaryAccumulator", "joined_batches", "summarize_batch"]
+__all__ = ["SummaryAccumulator", "summarize_batch"]
 
 BINS = len(DELTA_EDGES) - 1
 
@@ -33,19 +33,6 @@ def summarize_batch(spec: SummarySpec, table: pa.Table, inputs: tuple, example_i
     accumulator = SummaryAccumulator(spec)
     accumulator.add(table, inputs, example_index)
     return accumulator.result()
-
-
-def joined_batches(batches: list[tuple[pa.Table, tuple, np.ndarray]]) -> tuple[pa.Table, tuple, np.ndarray]:
-    """Several batches (table, inputs, example_index) as one for `SummaryAccumulator.add`: tables
-    and each input concatenated, each batch's example_index shifted past the records before it.
-    Adding 16,384 rows at once costs ~20 % less per row than 4,096 (fewer calls per row)."""
-    if len(batches) == 1:
-        return batches[0]
-    tables, inputs, example_indexes = zip(*batches)
-    records = np.cumsum([0] + [len(batch_inputs[0]) for batch_inputs in inputs[:-1]])  # records before each batch
-    joined_inputs = tuple(np.concatenate([np.asarray(batch_inputs[i]) for batch_inputs in inputs]) for i in range(len(inputs[0])))
-    joined_index = np.concatenate([np.asarray(index) + offset for index, offset in zip(example_indexes, records)])
-    return pa.concat_tables(tables), joined_inputs, joined_index
 
 
 class SummaryAccumulator:

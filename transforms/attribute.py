@@ -36,7 +36,7 @@ from attributions.result import Attributions
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
 from audit.summary import RunSummary, SummarySpec
-from audit.summary_accumulator import SummaryAccumulator, joined_batches
+from audit.summary_accumulator import SummaryAccumulator
 from transforms import progress
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
@@ -428,16 +428,11 @@ class AttributeBatches(beam.DoFn):
             self._summaries.close()
 
 
-SUMMARY_ROWS = 16_384  # rows added to the summary at once: ~20 % less CPU per row than 4,096
-SUMMARY_BYTES = 16 << 20  # ... unless their tables and inputs take more bytes than this first
-
-
 class _BundleSummary:
-    """The summary of a bundle's batches, computed off the model's path: batches are held until
-    they make SUMMARY_ROWS rows (or SUMMARY_BYTES), then added together to a `SummaryAccumulator`
-    in one background thread (numpy and TensorFlow release the GIL in their heavy steps, so it
-    overlaps the next batches' gradients). One addition in flight at a time, so at most two
-    groups of batches are held here; a failure re-raises in the bundle that added the batches.
+    """The summary of a bundle's batches, computed off the model's path: each batch is added to a
+    `SummaryAccumulator` in one background thread (numpy and TensorFlow release the GIL in their
+    heavy steps, so it overlaps the next batch's gradients). One batch in flight at a time, so at
+    most one batch's table waits here; a failure re-raises in the bundle that added the batch.
     cpu_micros: the CPU time the thread spent on the bundle's batches (what summaries cost)."""
 
     def __init__(self, spec: SummarySpec):
@@ -445,28 +440,16 @@ class _BundleSummary:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
         self._in_flight = None
         self._accumulator = SummaryAccumulator(spec)
-        self._held: list[tuple[pa.Table, tuple, np.ndarray]] = []
-        self._held_rows = self._held_bytes = 0
         self.cpu_micros = 0
 
     def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
-        self._held.append((table, inputs, example_index))
-        self._held_rows += table.num_rows
-        self._held_bytes += table.nbytes + sum(np.asarray(x).nbytes for x in inputs)
-        if self._held_rows >= SUMMARY_ROWS or self._held_bytes >= SUMMARY_BYTES:
-            self._submit_held()
-
-    def _submit_held(self) -> None:
-        if not self._held:
-            return
-        batches, self._held, self._held_rows, self._held_bytes = self._held, [], 0, 0
         self._wait()
-        self._in_flight = self._executor.submit(self._add, self._accumulator, batches)
+        self._in_flight = self._executor.submit(self._add, self._accumulator, table, inputs, example_index)
 
-    def _add(self, accumulator: SummaryAccumulator, batches: list) -> None:
+    def _add(self, accumulator: SummaryAccumulator, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
         start = time.thread_time()
         try:
-            accumulator.add(*joined_batches(batches))
+            accumulator.add(table, inputs, example_index)
         finally:
             self.cpu_micros += int((time.thread_time() - start) * 1e6)
 
@@ -480,13 +463,11 @@ class _BundleSummary:
             self._wait()
         except Exception:  # noqa: BLE001 - the failed bundle already reported its error
             pass
-        self._held, self._held_rows, self._held_bytes = [], 0, 0
         self._accumulator, self.cpu_micros = SummaryAccumulator(self._spec), 0
 
     def result(self) -> Optional[RunSummary]:
         """The bundle's summary (None without batches); starts the next bundle afresh. A failed
         batch re-raises here, and the next bundle's `reset` drops what it left."""
-        self._submit_held()
         self._wait()
         summary, self._accumulator = self._accumulator.result(), SummaryAccumulator(self._spec)
         return summary  # cpu_micros stays until the next bundle starts (reset)
