@@ -136,7 +136,7 @@ def stacked_moments(blocks: list[np.ndarray], codes: list[np.ndarray], groups: i
     cells = _rows_by_cell(codes, groups)  # (order (R,), starts (C,)) or None
     terms = np.empty((3, rows, width), dtype=np.float32)
     shifted, absolute, squares = terms  # (R, D) each
-    side_by_side = shifted if cells is None else squares  # (R, D): squares is free until the squares
+    side_by_side = shifted if cells is None else squares  # (R, D); squares is scratch until np.square fills it
     start = 0
     for block in blocks:
         side_by_side[:, start : start + block.shape[1]] = block
