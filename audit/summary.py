@@ -31,7 +31,7 @@ import numpy as np
 from audit.moments import Moments, RowSample
 from audit.token_importance import TokenTotals
 
-__all__ = ["FeatureSpec", "TokenFeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "admit_slice_value", "QUANTILES", "DELTA_EDGES"]
+__all__ = ["FeatureSpec", "TokenFeatureSpec", "SummarySpec", "GroupSummary", "RunSummary", "Exemplars", "best_per_class", "admit_slice_value", "distinct_class_ids", "QUANTILES", "DELTA_EDGES"]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Fixed edges of the completeness-error histogram (relative error), so counts merge exactly.
@@ -132,8 +132,7 @@ def best_per_class(order: np.ndarray, targets: np.ndarray, capacity: int) -> np.
     rows = len(order)
     if rows == 0:
         return np.zeros(0, dtype=np.int64)
-    _, codes = np.unique(targets, return_inverse=True)
-    codes = codes.reshape(-1)  # (n,) class of each row, 0..G-1
+    _, codes = distinct_class_ids(targets)  # (n,) class of each row, 0..G-1
     groups = int(codes.max()) + 1
     index = np.arange(rows)
     nan = np.isnan(order)
@@ -209,6 +208,18 @@ class Exemplars:
 def _class_ids_as_indices(targets: np.ndarray) -> bool:
     """Whether (n,) class ids can index a lookup table: non-empty, integers in [0, 65536)."""
     return len(targets) > 0 and targets.dtype.kind in "iu" and 0 <= targets.min() and targets.max() < 1 << 16
+
+
+def distinct_class_ids(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(targets, return_inverse=True) for (n,) ints: the distinct ids ascending and each
+    row's code; class ids usable as indices are grouped by counting instead of sorting."""
+    if _class_ids_as_indices(targets):
+        present = np.flatnonzero(np.bincount(targets))  # (G,) ascending
+        code_of = np.zeros(int(present[-1]) + 1, dtype=np.int64)
+        code_of[present] = np.arange(len(present))
+        return present.astype(targets.dtype), code_of[targets]
+    distinct, inverse = np.unique(targets, return_inverse=True)
+    return distinct, inverse.reshape(-1)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import pyarrow as pa
 from audit.moments import RowSample, StackedMoments, stacked_moments
 from audit.summary import (
     DELTA_EDGES, NULL_VALUE, Exemplars, GroupSummary, RunSummary, SummarySpec, admit_slice_value, best_per_class,
+    distinct_class_ids,
 )
 from audit.token_importance import TokenTotals
 
@@ -278,7 +279,7 @@ def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray, ranks:
     """(group kind, value names, codes (R,)) for every grouping of the rows; ranks (R,) 0-based,
     None when every record has one row."""
     groupings = [("overall", ["all"], np.zeros(len(targets), dtype=np.int64))]
-    classes, codes = _distinct(targets)
+    classes, codes = distinct_class_ids(targets)
     groupings.append(("target", [str(c) for c in classes], codes))
     if ranks is not None:
         values, codes = np.unique(ranks, return_inverse=True)
@@ -292,18 +293,6 @@ def _group_codes(spec: SummarySpec, table: pa.Table, targets: np.ndarray, ranks:
         names, inverse = np.unique(np.array(names, dtype=object), return_inverse=True)  # values equal as text share a group
         groupings.append((f"slice:{name}", [str(n) for n in names], inverse.reshape(-1)[codes]))
     return groupings
-
-
-def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(values, return_inverse=True) for (R,) ints; small non-negative ones (class ids)
-    by counting instead of sorting."""
-    if len(values) and values.dtype.kind in "iu" and 0 <= values.min() and values.max() < 1 << 16:
-        present = np.flatnonzero(np.bincount(values))  # (G,) ascending
-        code_of = np.zeros(int(present[-1]) + 1, dtype=np.int64)
-        code_of[present] = np.arange(len(present))
-        return present.astype(values.dtype), code_of[values]
-    distinct, inverse = np.unique(values, return_inverse=True)
-    return distinct, inverse.reshape(-1)
 
 
 def _delta_bins(deltas: np.ndarray) -> np.ndarray:

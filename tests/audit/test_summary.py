@@ -227,11 +227,11 @@ def _exemplars_of(capacity, order, targets, rows=None):
 
 
 def test_distinct_class_ids_by_counting_equal_numpy_unique():
-    from audit.summary_accumulator import _distinct
+    from audit.summary import distinct_class_ids
 
     rng = np.random.default_rng(11)
     for values in (rng.integers(0, 10, 500), rng.integers(-3, 4, 50), rng.integers(0, 1 << 20, 50), np.array([7, 7, 2], np.int32), np.zeros(0, np.int64)):
-        distinct, codes = _distinct(values)
+        distinct, codes = distinct_class_ids(values)
         expected, inverse = np.unique(values, return_inverse=True)
         np.testing.assert_array_equal(distinct, expected)
         np.testing.assert_array_equal(codes, inverse.reshape(-1))
