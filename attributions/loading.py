@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from attributions.layers import LayerSplit, split_model
 from attributions.model_functions import ModelFunctions, build_model_functions
-from attributions.saved_model_ops import disallowed_ops
+from attributions.saved_model_ops import disallowed_ops, legacy_savers
 
 __all__ = ["LoadedModel", "load_model", "model_fingerprint"]
 
@@ -311,7 +311,16 @@ def _raise_if_unknown_class(path: str, error: Exception) -> None:
 
 def _check_saved_model_ops(path: str, local: str) -> None:
     with open(os.path.join(local, "saved_model.pb"), "rb") as handle:
-        found = disallowed_ops(handle.read())
+        saved_model_pb = handle.read()
+    savers = legacy_savers(saved_model_pb)
+    if savers:
+        raise ValueError(
+            f"the SavedModel {path!r} is in TF1 format (no object graph) with a saver (MetaGraph tags {savers}): "
+            f"loading it runs the saver's restore op and whatever the graph attaches to it, which the op allowlist "
+            f"cannot vouch for. Re-export it in TF2 format (tf.saved_model.save, or model.export for Keras), or, only "
+            f"if you trust this model, pass --unsafe-deserialization (config key 'unsafe_deserialization: true')."
+        )
+    found = disallowed_ops(saved_model_pb)
     if found:
         ops = ", ".join(f"{op} (in {found[op][0]})" for op in sorted(found)[:8])
         raise ValueError(

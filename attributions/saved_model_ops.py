@@ -10,16 +10,26 @@ A denylist would let any op TensorFlow adds later through.
 Two places get a few more ops, because the loader needs them and the model's own functions cannot
 reach them:
 * the top-level graph also creates and initializes variables (VarHandleOp, AssignVariableOp);
-* the checkpoint functions named by the MetaGraph's saver_def (and the nodes and functions only
-  they reach) save and restore variables (SaveV2, RestoreV2, ...). A signature that calls them, or
-  anything else, is checked against the strict list.
+* in a TF2 SavedModel (one MetaGraph with an object graph), the checkpoint functions named by the
+  saver_def (and the nodes and functions only they reach) save and restore variables (SaveV2,
+  RestoreV2, ...). TensorFlow's TF2 loader never runs them: it restores variables with a reader of
+  its own and calls only functions the object graph names. So a function a signature, any other
+  top-level node or the object graph (e.g. a saveable's restore function, which the loader runs)
+  reaches is checked against the strict list, even when the saver reaches it too.
+
+A TF1-format SavedModel (no object graph, or several MetaGraphs) is loaded another way:
+`tf.saved_model.load` runs its saver's restore op, its init/main op and its asset initializers,
+and any node can be attached to those as a control input (a SaveV2 writing files of the model's
+choosing while loading, seen). There nothing is exempt: every node and function is checked against
+the strict list, and one with a saver is refused outright (`legacy_savers`), because its restore op
+reads and writes checkpoint files by design.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["SAFE_OPS", "disallowed_ops"]
+__all__ = ["SAFE_OPS", "disallowed_ops", "legacy_savers"]
 
 _ARRAY = """
 Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault Reshape Shape ShapeN Size Rank
@@ -98,26 +108,46 @@ _CHECKPOINT_OPS = _TOP_LEVEL_OPS | {
 }
 
 
-def disallowed_ops(saved_model_pb: bytes) -> dict[str, list[str]]:
-    """{op type: [where it occurs, ...]} for every op outside the allowlists (see the module).
-    `saved_model_pb`: the bytes of a SavedModel's saved_model.pb. Empty when all are allowed."""
+def _parse(saved_model_pb: bytes):
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString(saved_model_pb)
+    return saved_model
+
+
+def _is_tf2(saved_model) -> bool:
+    """Whether tf.saved_model.load takes its TF2 path (load.py: one MetaGraph with an object graph)."""
+    return len(saved_model.meta_graphs) == 1 and saved_model.meta_graphs[0].HasField("object_graph_def")
+
+
+def disallowed_ops(saved_model_pb: bytes) -> dict[str, list[str]]:
+    """{op type: [where it occurs, ...]} for every op outside the allowlists (see the module).
+    `saved_model_pb`: the bytes of a SavedModel's saved_model.pb. Empty when all are allowed."""
+    saved_model = _parse(saved_model_pb)
+    tf2 = _is_tf2(saved_model)
     found: dict[str, list[str]] = {}
     for meta_graph in saved_model.meta_graphs:
-        for op, where in _meta_graph_violations(meta_graph):
+        for op, where in _meta_graph_violations(meta_graph, tf2):
             found.setdefault(op, []).append(where)
     return found
 
 
-def _meta_graph_violations(meta_graph) -> Iterable[tuple[str, str]]:
+def legacy_savers(saved_model_pb: bytes) -> list[str]:
+    """The tags of a TF1-format SavedModel's MetaGraphs that carry a saver (whose restore op the
+    loader runs); [] for a TF2 SavedModel."""
+    saved_model = _parse(saved_model_pb)
+    if _is_tf2(saved_model):
+        return []
+    return [",".join(m.meta_info_def.tags) or "(untagged)" for m in saved_model.meta_graphs if m.saver_def.restore_op_name]
+
+
+def _meta_graph_violations(meta_graph, tf2: bool) -> Iterable[tuple[str, str]]:
     graph = meta_graph.graph_def
     functions = {f.signature.name: f for f in graph.library.function}
-    saver_nodes = _saver_only_nodes(meta_graph)
+    saver_nodes = _saver_only_nodes(meta_graph) if tf2 else set()
     strict_roots = [n for n in graph.node if n.name not in saver_nodes]
-    strict = _reachable_functions(strict_roots, functions)
+    strict = _reachable_functions(strict_roots, functions, _object_graph_functions(meta_graph))
     for node in graph.node:
         allowed = _CHECKPOINT_OPS if node.name in saver_nodes else _TOP_LEVEL_OPS
         if node.op not in allowed and node.op not in functions:
@@ -128,6 +158,19 @@ def _meta_graph_violations(meta_graph) -> Iterable[tuple[str, str]]:
         for node in function.node_def:
             if node.op not in allowed and node.op not in functions:
                 yield node.op, f"function {name!r}"
+
+
+def _object_graph_functions(meta_graph) -> list[str]:
+    """Functions the object graph names (the TF2 loader may call any of them)."""
+    objects = meta_graph.object_graph_def
+    names = list(objects.concrete_functions)
+    for node in objects.nodes:
+        kind = node.WhichOneof("kind")
+        if kind == "function":
+            names.extend(node.function.concrete_functions)
+        elif kind == "bare_concrete_function":
+            names.append(node.bare_concrete_function.concrete_function_name)
+    return names
 
 
 def _input_name(text: str) -> str:
@@ -169,9 +212,11 @@ def _called(node) -> list[str]:
     return names
 
 
-def _reachable_functions(nodes, functions: dict) -> set[str]:
+def _reachable_functions(nodes, functions: dict, roots: Iterable[str] = ()) -> set[str]:
+    """Functions called from `nodes`, or named in `roots`, and every function they call."""
     seen: set[str] = set()
     stack = [name for node in nodes for name in _called(node) if name in functions]
+    stack += [name for name in roots if name in functions]
     while stack:
         name = stack.pop()
         if name in seen:

@@ -439,6 +439,39 @@ def save_file_writing_saved_model(directory, written) -> str:
     return str(directory)
 
 
+def tf1_saved_model_writing_while_loading(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    model = save_tf1_saved_model_writing_on_load(tmp_path / "tf1", elsewhere / "chosen")
+    return Case([path], {"key_column": "id"}, model=model, untouched=str(elsewhere),
+                launcher_error=r"is in TF1 format \(no object graph\) with a saver .*pass --unsafe-deserialization")
+
+
+def save_tf1_saved_model_writing_on_load(directory, written) -> str:
+    """A TF1-format SavedModel (no object graph; input 'features' (None, 6), output 'scores')
+    whose saver restore op has a SaveV2 attached as a control input: loading it writes
+    `written`.index and `written`.data-* (a checkpoint of the model's choosing) unless refused."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        features = v1.placeholder(tf.float32, [None, 6], name="features")
+        weights = v1.get_variable("w", initializer=tf.ones((6, 3)), use_resource=False)
+        scores = tf.matmul(features, weights, name="scores")
+        saver = v1.train.Saver()
+        restore = graph.get_operation_by_name(saver.saver_def.restore_op_name)
+        write = tf.raw_ops.SaveV2(prefix=str(written), tensor_names=["chosen"], shape_and_slices=[""], tensors=[tf.constant([4.0, 2.0])])
+        restore._add_control_input(write)  # pylint: disable=protected-access
+        builder = v1.saved_model.Builder(str(directory))
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            signature = v1.saved_model.predict_signature_def({"features": features}, {"scores": scores})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature}, saver=saver)
+        builder.save()
+    return str(directory)
+
+
 # ------------------------------------------------------------------------------ output folder
 # Run-level too: the launcher stops with one line, and `untouched` is byte for byte as it was.
 
@@ -539,7 +572,7 @@ RUN_LEVEL: list[Callable] = [
     first_record_is_a_sequence_example, first_parquet_file_corrupt,
     model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
     integer_model_output, baseline_constant_nan, noise_fraction_infinite, steps_too_large, config_path_is_a_folder,
-    config_not_utf8, truncated_keras_file, unregistered_custom_layer, saved_model_writing_a_file,
+    config_not_utf8, truncated_keras_file, unregistered_custom_layer, saved_model_writing_a_file, tf1_saved_model_writing_while_loading,
     output_folder_of_someone_else, date_climbing_out_of_the_output, param_climbing_out_of_the_output,
     output_is_the_input_folder, input_glob_reaching_into_the_output, input_file_inside_the_output,
     output_that_is_a_file, output_under_a_file, output_name_too_long,

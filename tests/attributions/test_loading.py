@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from attributions.loading import load_model, model_fingerprint
+from attributions.saved_model_ops import disallowed_ops
 from helpers import linear_weights, save_linear_model
 
 X = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
@@ -159,8 +160,6 @@ def _keras_exports(tmp_path):
 
 
 def test_keras_exported_saved_models_pass_the_op_allowlist(tmp_path):
-    from attributions.saved_model_ops import disallowed_ops
-
     for path in _keras_exports(tmp_path):
         with open(f"{path}/saved_model.pb", "rb") as handle:
             assert disallowed_ops(handle.read()) == {}, path
@@ -180,6 +179,55 @@ def test_a_saved_model_with_side_effects_is_refused_before_it_runs_unless_truste
     model = load_model(path, unsafe_deserialization=True)  # the opt-in: loaded, and it does what it says
     model.model_functions().predict([X])
     assert written.read_text() == "written by the model"
+
+
+def test_a_tf1_saved_model_with_a_saver_is_refused_before_loading_writes_anything(tmp_path):
+    """TF1 format: the loader runs the saver's restore op, to which this model attached a SaveV2."""
+    from corpus import save_tf1_saved_model_writing_on_load
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = save_tf1_saved_model_writing_on_load(tmp_path / "tf1", elsewhere / "chosen")
+    with pytest.raises(ValueError, match=r"is in TF1 format \(no object graph\) with a saver \(MetaGraph tags \['serve'\]\)"):
+        load_model(path)
+    assert list(elsewhere.iterdir()) == []
+    with open(f"{path}/saved_model.pb", "rb") as handle:  # and nothing of its saver is exempt from the allowlist
+        assert set(disallowed_ops(handle.read())) == {"SaveV2", "RestoreV2"}
+    load_model(path, unsafe_deserialization=True)  # the opt-in: loaded, and its restore op did what it says
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["chosen.data-00000-of-00001", "chosen.index"]
+
+
+def test_a_function_the_object_graph_names_is_checked_strictly_even_when_the_saver_reaches_it(tmp_path):
+    """TF2 format: the loader may call any function the object graph names (a saveable's restore
+    function runs while loading), so a saver reaching it too does not exempt its SaveV2."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    class Leaky(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones((6, 3)))
+
+        @tf.function(input_signature=[])
+        def leak(self):
+            tf.raw_ops.SaveV2(prefix=str(tmp_path / "ckpt"), tensor_names=["w"], shape_and_slices=[""], tensors=[self.w])
+            return tf.constant(0.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+        def serve(self, features):
+            return {"scores": tf.matmul(features, self.w)}
+
+    module = Leaky()
+    tf.saved_model.save(module, str(tmp_path / "leaky"), signatures={"serving_default": module.serve})
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((tmp_path / "leaky" / "saved_model.pb").read_bytes())
+    graph = saved_model.meta_graphs[0].graph_def
+    leak = next(f.signature.name for f in graph.library.function if "leak" in f.signature.name)
+    restore = next(f for f in graph.library.function if "traced_restore" in f.signature.name)
+    call = restore.node_def.add(name="call_leak", op="StatefulPartitionedCall")
+    call.attr["f"].func.name = leak  # the saver's restore function now reaches `leak` too
+    found = disallowed_ops(saved_model.SerializeToString())
+    assert [where for where in found.get("SaveV2", [])] == [f"function {leak!r}"]
 
 
 def test_checkpoint_ops_are_refused_where_a_signature_can_reach_them(tmp_path):
