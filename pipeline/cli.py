@@ -21,6 +21,7 @@ import tempfile
 from typing import Any, Optional, Sequence
 
 from pipeline.errors import RunFailedError
+from pipeline.terminal import printable
 
 __all__ = ["main", "run_program", "build_parser", "config_from_args", "configure_logging"]
 
@@ -155,7 +156,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json_path:
         _prepare_output_file(args.json_path, "--json", "comparison.json")
     document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args), allow_different=args.allow_different)
-    print(format_comparison(document))
+    _print(format_comparison(document))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as handle:
             handle.write(dumps(document, indent=1))
@@ -190,7 +191,7 @@ def _report(args: argparse.Namespace) -> int:
     _prepare_output_file(args.out, "--out", "report.html")
     baseline = load_run(args.baseline) if args.baseline else None
     write_report(load_run(args.run), args.out, baseline, _thresholds(args), allow_different=args.allow_different)
-    print(f"report: {args.out}")
+    _print(f"report: {args.out}")
     return 0
 
 
@@ -333,25 +334,40 @@ class _DropImportNoise(logging.Filter):
         return not (record.levelno <= logging.WARNING and str(record.msg).startswith(_IMPORT_NOISE))
 
 
+def _print(text: str, file=None) -> None:
+    """print() for anything that may carry names from the data (see pipeline.terminal)."""
+    print(printable(str(text)), file=file)
+
+
+_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def configure_logging() -> None:
     """WARNING and above on stderr, one line each, without Beam's import-time noise."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=_LOG_FORMAT)
     for handler in logging.getLogger().handlers:
+        if type(handler.formatter) is logging.Formatter and handler.formatter._fmt == _LOG_FORMAT:  # basicConfig's
+            handler.setFormatter(_PrintableFormatter(_LOG_FORMAT))
         if not any(isinstance(f, _DropImportNoise) for f in handler.filters):
             handler.addFilter(_DropImportNoise())
 
 
 def _print_summary(manifest: dict) -> None:
     counts = manifest["counts"]
-    print(
+    _print(
         f"attributed {counts['records_attributed']} of {counts['records_read']} records "
         f"({counts['records_dead_lettered']} dead-lettered) in {manifest['timings']['total_seconds']:.1f} s"
     )
     for f in manifest["output"]["attributions"]:
-        print(f"  {f['path']}  ({f['rows']} rows)")
+        _print(f"  {f['path']}  ({f['rows']} rows)")
     for f in manifest["output"]["dead_letters"]:
         if f["rows"]:
-            print(f"  dead letters: {f['path']}  ({f['rows']} rows)")
+            _print(f"  dead letters: {f['path']}  ({f['rows']} rows)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -389,19 +405,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         manifest = run_attribution(config, beam_args, wait=args.wait, progress=not args.quiet)
         if manifest["status"] == "submitted":
-            print(f"submitted to {manifest['runner']}: job {manifest['job_id']}" + (f"  {manifest['job_url']}" if manifest["job_url"] else ""))
-            print(f"when it has finished: attribution-pipeline finalize {config.output}")
+            _print(f"submitted to {manifest['runner']}: job {manifest['job_id']}" + (f"  {manifest['job_url']}" if manifest["job_url"] else ""))
+            _print(f"when it has finished: attribution-pipeline finalize {config.output}")
             return 0
         _print_summary(manifest)
-        print(f"manifest: {config.output.rstrip('/')}/manifest.json")
+        _print(f"manifest: {config.output.rstrip('/')}/manifest.json")
         return 0
     except ValueError as error:
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        _print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except RunFailedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _print(f"error: {error}", file=sys.stderr)
         return EXIT_RUN_FAILED
 
 

@@ -36,6 +36,7 @@ from pipeline.output_lock import OutputLock
 from pipeline.plan import RunPlan, describe_mapping, resolve_plan
 from pipeline.prism import find_prism, stop_prism_job_server
 from pipeline.progress import ProgressReporter, parquet_total_rows
+from pipeline.terminal import printable
 from transforms.progress import records_done
 from transforms.read import METRICS_NAMESPACE
 
@@ -217,7 +218,7 @@ def run_attribution(
     plan = resolve_plan(config, threads)
     if progress:
         for note in _mapping_notes(plan):
-            print(note, file=sys.stderr)
+            print(printable(note), file=sys.stderr)
     check_output_outside_inputs(config.output, config.input, plan.input_files)
     check_output(config.output, config.overwrite)  # before the folder is created or locked
     created = "://" not in config.output and not os.path.exists(config.output)

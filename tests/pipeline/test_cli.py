@@ -242,3 +242,22 @@ def test_a_malformed_image_flag_is_a_usage_error_that_shows_the_form(capsys):
     with __import__("pytest").raises(SystemExit):
         main(["run", "--model", "m.keras", "--input", "d", "--output", "o", "--image", "img:28x28"])
     assert "--image expects COLUMN:HxWxC" in capsys.readouterr().err
+
+
+def test_control_characters_in_names_from_the_data_never_reach_the_terminal_raw(linear_model, tmp_path, capsys):
+    """A column named with an ANSI escape (clear screen, red) is shown escaped in the mapping note
+    and in errors, never as the escape itself."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = np.random.default_rng(1).normal(size=(5, 6)).astype(np.float32)
+    names = ["f0", "f1", "f2", "f3", "f4", "\x1b[2J\x1b[31mf5\u202e"]
+    pq.write_table(pa.table({"id": np.arange(5), **{n: values[:, j] for j, n in enumerate(names)}}), tmp_path / "d.parquet")
+    assert main(["run", "--model", linear_model[0], "--input", str(tmp_path / "d.parquet"), "--output", str(tmp_path / "out"),
+                 "--method", "gradient", "--key-column", "id"]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\u202e" not in err and r"\x1b[2J\x1b[31mf5\u202e" in err, err
+    assert main(["run", "--model", linear_model[0], "--input", str(tmp_path / "d.parquet"), "--output", str(tmp_path / "out2"),
+                 "--method", "gradient"]) == 2  # without --key-column: 7 numeric columns for a 6-wide input
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "\x1b" not in err and r"\x1b[2J\x1b[31mf5\u202e (scalar)" in err, err
