@@ -177,9 +177,11 @@ def _prepare_output_file(path: str, flag: str, example: str) -> None:
 def _finalize(args: argparse.Namespace) -> int:
     from pipeline.manifest import finalize_run
     from pipeline.output_lock import OutputLock
+    from pipeline.paths import normalized_path
 
-    with OutputLock(args.output, create=False):  # not while a run is writing into the same folder
-        manifest = finalize_run(args.output)
+    output = normalized_path(args.output, "OUTPUT")
+    with OutputLock(output, create=False) as lock:  # not while a run is writing into the same folder
+        manifest = finalize_run(output, before_commit=lock.verify)
     _print_summary(manifest)
     return 0
 

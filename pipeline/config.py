@@ -20,6 +20,7 @@ import yaml
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB
 from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULES, check_adaptive_settings
 from attributions.targets import TargetSpec
+from pipeline.paths import check_printable_path, normalized_path
 from transforms.images import ImageSpec, image_spec
 
 __all__ = [
@@ -158,6 +159,7 @@ class RunConfig:
             values["date"] = values["date"].isoformat()
         values["params"] = _params(values.get("params") or {}, values.get("date"))
         values.update(fill_path_templates(values, values["params"]))
+        _check_paths(values)
         config = cls(**values)
         config.validate()
         return config
@@ -402,9 +404,10 @@ def _image_mapping(value: Any) -> dict[str, ImageSpec]:
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
-_PARAM_VALUE = re.compile(r"[A-Za-z0-9_.=+,@-]+$")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
+# \Z, not $: "$" also matches before a trailing newline ('ab\n' made a folder named so).
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PARAM_VALUE = re.compile(r"[A-Za-z0-9_.=+,@-]+\Z")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 TEMPLATED_SETTINGS = ("model", "input", "output", "background", "baseline")
 
 
@@ -470,6 +473,18 @@ def fill_path_templates(values: Mapping[str, Any], params: Mapping[str, str]) ->
         elif isinstance(value, tuple):
             filled[setting] = tuple(fill_template(v, params, setting) for v in value)
     return filled
+
+
+def _check_paths(values: dict) -> None:
+    """Refuses control characters in every path setting; writes the output folder one way
+    (pipeline.paths). Input globs and the model path are used as given."""
+    for setting in TEMPLATED_SETTINGS:
+        value = values.get(setting)
+        for text in (value,) if isinstance(value, str) else value if isinstance(value, tuple) else ():
+            if isinstance(text, str):
+                check_printable_path(text, setting)
+    if isinstance(values.get("output"), str):
+        values["output"] = normalized_path(values["output"], "output")
 
 
 # Older spellings of settings (the command line's former flag names), accepted in YAML too.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 import time
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -24,9 +24,10 @@ from attributions.result import COMPLETENESS_MEASURE
 from audit.runs import MANIFEST_NAME
 from audit.summary_output import SUMMARY_FILE, SUMMARY_FILES
 from pipeline.config import RunConfig
+from pipeline.deferred_signals import signals_deferred
 from pipeline.errors import RunFailedError
 from pipeline.output_dir import (
-    ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, LAUNCH_FILE, commit, done_marker, launched_staging_dirs, read_json, write_json,
+    ATTRIBUTIONS_PREFIX, DEAD_LETTER_PREFIX, LAUNCH_FILE, commit, done_marker, launched_staging_dirs, read_json, read_launch, write_json,
 )
 from pipeline.version import __version__
 from transforms.count import COUNTS_FILE, read_counts
@@ -149,12 +150,17 @@ def _completeness(config: RunConfig, summary: Optional[dict]) -> dict[str, Any]:
     }
 
 
-def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[dict] = None) -> dict[str, Any]:
+def finalize_run(
+    output: str, staging: Optional[str] = None, metrics: Optional[dict] = None, before_commit: Optional[Callable[[], None]] = None
+) -> dict[str, Any]:
     """Commits a finished run's staged files and writes its manifest; returns the manifest.
 
-    staging: the run's staging directory (default: the only launched one in `output`). Raises
-    ValueError when there is nothing to finalize or the pipeline has not finished writing,
-    RunFailedError when the counts do not reconcile or too many records were dead-lettered.
+    staging: the run's staging directory (default: the only launched one in `output`).
+    before_commit: called just before the first change to `output` (the lock's check that it is
+    still held); it stops the commit by raising. SIGINT/SIGTERM/SIGHUP wait until the manifest is
+    written (pipeline.deferred_signals). Raises ValueError when there is nothing to finalize or the
+    pipeline has not finished writing, RunFailedError when the counts do not reconcile or too many
+    records were dead-lettered.
     """
     if staging is None:
         pending = launched_staging_dirs(output)
@@ -163,7 +169,12 @@ def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[d
         if len(pending) > 1:
             raise ValueError(f"{output!r} holds {len(pending)} launched runs ({pending}); pass the one to finalize.")
         staging = pending[0]
-    launch = read_json(FileSystems.join(staging, LAUNCH_FILE))
+    launch = read_launch(staging)
+    if "settings" not in launch:
+        raise ValueError(
+            f"{FileSystems.join(staging, LAUNCH_FILE)} is missing or not a launch record of this program (not valid JSON, "
+            f"or cut short); that run cannot be finalized. Delete the folder {staging} and run the job again."
+        )
     done = done_marker(staging)
     if done is None:
         raise ValueError(
@@ -171,7 +182,14 @@ def finalize_run(output: str, staging: Optional[str] = None, metrics: Optional[d
             f"writes pipeline_done.json. Wait for the job to finish (or check why it failed) and finalize again."
         )
     config = RunConfig.from_mapping(launch["settings"])
-    commit(output, staging)
+    with signals_deferred():
+        if before_commit is not None:
+            before_commit()
+        commit(output, staging)
+        return _write_manifest(output, config, launch, done, metrics)
+
+
+def _write_manifest(output: str, config: RunConfig, launch: dict, done: dict, metrics: Optional[dict]) -> dict[str, Any]:
     finished = time.time()
     outputs = _parquet_files(output, ATTRIBUTIONS_PREFIX)
     dead_files = _parquet_files(output, DEAD_LETTER_PREFIX)

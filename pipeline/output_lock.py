@@ -3,7 +3,9 @@
 Local folders: an exclusive `fcntl.flock` on `OUTPUT/.attribution-pipeline.lock`. The kernel
 releases it when the process ends, however it ends (a run killed with -9 leaves no stale lock);
 the file itself stays, holding who took it last (pid, host, time) for the message a second run
-gets. Other filesystems (gs://, s3://, ...) have no such lock: there the lock is an object created
+gets. The lock file is opened with O_NOFOLLOW (a link there would make the run write its JSON
+where the link points: refused), and a holder checks before it commits that the path still names
+the file it locked (`verify`): deleted or replaced, another run may have taken the folder. Other filesystems (gs://, s3://, ...) have no such lock: there the lock is an object created
 when absent and deleted on release, which narrows but cannot close the window between two
 launchers started at the same instant; a launcher that crashed leaves it behind, and the message
 says to delete it.
@@ -11,9 +13,11 @@ says to delete it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 from typing import Optional
@@ -55,6 +59,29 @@ class OutputLock:
             self._acquire_flock()
         return self
 
+    def verify(self) -> None:
+        """Raises RunFailedError when the lock this run holds is no longer the folder's lock: the
+        file was deleted or replaced (local), or the object names another holder (object stores)."""
+        from pipeline.errors import RunFailedError
+
+        if self._fd is not None:
+            held = os.fstat(self._fd)
+            try:
+                now = os.lstat(self.path)
+                same = (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+            except OSError:
+                same = False
+        elif self._token is not None:
+            same = self._read_object().get("token") == self._token
+        else:
+            same = False
+        if not same:
+            raise RunFailedError(
+                f"the lock {self.path} was deleted or replaced while this run held it, so another run may be writing into "
+                f"{self.output!r}; this run did not commit its results (the previous result is as it was). Run again once "
+                f"no other run uses the folder, and do not delete the lock file of a running job."
+            )
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
@@ -85,7 +112,18 @@ class OutputLock:
             os.makedirs(self.output, exist_ok=True)
         elif not os.path.isdir(self.output):
             raise ValueError(f"output folder {self.output!r} does not exist.")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise ValueError(
+                    f"{self.path} is a symbolic link; the output's lock is a file of this program's own and it never "
+                    f"writes through a link. Remove the link and run again."
+                ) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ValueError(f"{self.path} is not a plain file; remove it (it is where this program keeps its lock) and run again.")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

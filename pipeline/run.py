@@ -29,8 +29,8 @@ from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
 from pipeline.manifest import finalize_run
 from pipeline.output_dir import (
-    LAUNCH_FILE, STAGING_PREFIX, check_output, check_output_outside_inputs, claim, is_bookkeeping, read_json, remove_staging, stale_staging_dirs,
-    write_json,
+    LAUNCH_FILE, StagingFolder, check_output, check_output_outside_inputs, claim, inspect_output, open_staging, read_launch, remove_staging,
+    stale_staging_dirs, staging_in_use, write_json,
 )
 from pipeline.output_lock import OutputLock
 from pipeline.plan import RunPlan, describe_mapping, resolve_plan
@@ -144,18 +144,25 @@ def _pending_remote_jobs(output: str) -> list[tuple[str, dict]]:
     """Staging folders of jobs launched on a remote runner: they may still be writing."""
     pending = []
     for staging in stale_staging_dirs(output):
-        path = FileSystems.join(staging, LAUNCH_FILE)
-        launch = read_json(path) if FileSystems.exists(path) else {}
+        launch = read_launch(staging)
         if launch.get("runner") not in LOCAL_RUNNERS:
             pending.append((staging, launch))
     return pending
 
 
-def _prepare_output(config: RunConfig) -> None:
+def _prepare_output(config: RunConfig, run_id: str) -> StagingFolder:
     """With the output's lock held: refuses a folder that is not ours (checked again, now that
-    no other run can change it) or that a remote job may still be writing into; removes what
-    local runs that died left; writes the ownership record."""
+    no other run can change it), that a live run or a remote job may still be writing into;
+    removes what local runs that died left; writes the ownership record; creates the staging
+    folder."""
     state = check_output(config.output, config.overwrite)
+    live = [staging for staging in stale_staging_dirs(config.output) if staging_in_use(staging)]
+    if live:  # its lock file was deleted or replaced while it ran
+        raise ValueError(
+            f"output {config.output!r} is in use by another run: its staging folder {live[0]} is held by a live process "
+            f"(the folder's lock file was deleted or replaced while that run held it). Wait for it to finish or choose "
+            f"another --output."
+        )
     pending = _pending_remote_jobs(config.output)
     if pending:
         staging, launch = pending[0]
@@ -170,6 +177,7 @@ def _prepare_output(config: RunConfig) -> None:
         for staging in stale:
             remove_staging(staging)
     claim(state)
+    return open_staging(config.output, run_id)
 
 
 def _mapping_notes(plan: RunPlan) -> list[str]:
@@ -226,12 +234,13 @@ def run_attribution(
         lock = OutputLock(config.output).acquire()
     except OSError as error:
         raise ValueError(f"cannot write to --output {config.output!r}: {error.strerror or error}; choose a folder you can write to.") from None
-    staging = FileSystems.join(config.output, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
+    staging = None
     try:
-        _prepare_output(config)
-        return _run(dataclasses.replace(plan, staging_dir=staging), pipeline_args, wait, started, progress)
+        staging = _prepare_output(config, uuid.uuid4().hex[:12])
+        return _run(dataclasses.replace(plan, staging_dir=staging.path), pipeline_args, wait, started, progress, lock.verify)
     except BaseException as error:
-        remove_staging(staging)
+        if staging is not None:
+            remove_staging(staging.path)
         if created:
             _remove_if_only_ours(config.output)
         if _storage_refused(error):
@@ -242,6 +251,8 @@ def run_attribution(
             ) from error
         raise
     finally:
+        if staging is not None:
+            staging.release()
         lock.release()
         if PipelineOptions(pipeline_args).view_as(StandardOptions).runner in ("PrismRunner", "prism"):
             stop_prism_job_server()  # Beam would stop it only at interpreter exit
@@ -271,8 +282,11 @@ def _remove_if_only_ours(output: str) -> None:
     """Removes a folder this run created when nothing but its own bookkeeping is left in it."""
     import shutil
 
-    names = os.listdir(output) if os.path.isdir(output) else []
-    if all(is_bookkeeping(n) for n in names):
+    try:
+        state = inspect_output(output)
+    except (OSError, ValueError):  # not a folder of ours to remove
+        return
+    if all(state.is_bookkeeping(n) for n in state.entries):
         shutil.rmtree(output, ignore_errors=True)
 
 
@@ -288,7 +302,9 @@ def _progress_total(plan: RunPlan) -> Optional[int]:
     return parquet_total_rows(plan.input_files) if plan.input_format == "parquet" else None
 
 
-def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started: float, progress: bool) -> dict[str, Any]:
+def _run(
+    plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started: float, progress: bool, before_commit: Callable[[], None]
+) -> dict[str, Any]:
     config, staging = plan.config, plan.staging_dir
     options = ViewCachingOptions(pipeline_args)
     runner = options.view_as(StandardOptions).runner
@@ -321,4 +337,4 @@ def _run(plan: RunPlan, pipeline_args: list[str], wait: Optional[bool], started:
     finally:
         if reporter is not None:
             reporter.stop()
-    return finalize_run(config.output, staging, _metrics(result))
+    return finalize_run(config.output, staging, _metrics(result), before_commit=before_commit)

@@ -12,6 +12,8 @@ The model is the shared linear model (input 'features', 6 floats): TFRecord case
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -558,6 +560,60 @@ def output_name_too_long(tmp_path) -> Case:
                 launcher_error="cannot write to --output .*File name too long")
 
 
+def _bookkeeping_link(tmp_path, name: str) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("not the lock's")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / name).symlink_to(elsewhere / "precious.txt")
+    return Case([path], {"key_column": "id"}, output=str(project), untouched=str(elsewhere),
+                launcher_error=rf"holds '{re.escape(name)}' as a symbolic link, where this program keeps its own bookkeeping")
+
+
+def lock_file_that_is_a_symlink(tmp_path) -> Case:
+    return _bookkeeping_link(tmp_path, ".attribution-pipeline.lock")
+
+
+def ownership_record_temp_that_is_a_symlink(tmp_path) -> Case:
+    return _bookkeeping_link(tmp_path, ".attribution-pipeline.json.tmp")
+
+
+def folder_holding_only_a_users_staging_named_folder(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    project = tmp_path / "project"
+    (project / ".staging-photos").mkdir(parents=True)
+    (project / ".staging-photos" / "cat.jpg").write_bytes(b"a cat")
+    return Case([path], {"key_column": "id"}, output=str(project), untouched=str(project),
+                launcher_error=r"is not empty and holds no run of this program \(1 entries: '.staging-photos'\)")
+
+
+def folder_holding_only_a_copied_ownership_record(tmp_path) -> Case:
+    """A record (forged, or copied from a run) naming the user's files does not make them ours."""
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    project = tmp_path / "project"
+    (project / "photos").mkdir(parents=True)
+    (project / "photos" / "cat.jpg").write_bytes(b"a cat")
+    (project / "notes.txt").write_text("mine")
+    files = ["notes.txt", "photos", "attributions-00000-of-00001.parquet", "manifest.json"]
+    (project / ".attribution-pipeline.json").write_text(json.dumps({"tool": "attribution-pipeline", "files": files}))
+    return Case([path], {"key_column": "id"}, output=str(project), untouched=str(project),
+                launcher_error=r"is not empty and holds no run of this program \(2 entries: 'notes.txt', 'photos'\)")
+
+
+def param_value_ending_in_a_newline(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"key_column": "id", "param": "part=ab\n"}, output=str(tmp_path / "runs" / "{part}"),
+                launcher_error=r"param 'part' value 'ab\\n' cannot go into a path")
+
+
+def output_path_ending_in_a_newline(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"key_column": "id"}, output=str(tmp_path / "runs" / "ab\n"),
+                launcher_error=r"output '.*ab\\n' contains the control character '\\n' at its end")
+
+
 RECORD_LEVEL: list[Callable] = [
     truncated_tfrecord, corrupted_crc, example_missing_a_feature, feature_of_the_wrong_length,
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
@@ -575,5 +631,7 @@ RUN_LEVEL: list[Callable] = [
     config_not_utf8, truncated_keras_file, unregistered_custom_layer, saved_model_writing_a_file, tf1_saved_model_writing_while_loading,
     output_folder_of_someone_else, date_climbing_out_of_the_output, param_climbing_out_of_the_output,
     output_is_the_input_folder, input_glob_reaching_into_the_output, input_file_inside_the_output,
-    output_that_is_a_file, output_under_a_file, output_name_too_long,
+    output_that_is_a_file, output_under_a_file, output_name_too_long, lock_file_that_is_a_symlink,
+    ownership_record_temp_that_is_a_symlink, folder_holding_only_a_users_staging_named_folder,
+    folder_holding_only_a_copied_ownership_record, param_value_ending_in_a_newline, output_path_ending_in_a_newline,
 ]

@@ -156,3 +156,120 @@ def test_a_run_that_cannot_write_removes_its_staging_folder(linear_model, data, 
     assert not [n for n in os.listdir(out) if n.startswith(".staging-")]
     after = _snapshot(out)
     assert {k: v for k, v in after.items() if not k.endswith(".lock")} == {k: v for k, v in before.items() if not k.endswith(".lock")}
+
+
+# ------------------------------------------------------------------ second adversarial pass (issue 24)
+
+
+def _without_lock(snapshot: dict) -> dict:
+    return {k: v for k, v in snapshot.items() if not k.endswith(".lock")}
+
+
+@pytest.mark.parametrize("name", [".attribution-pipeline.lock", ".attribution-pipeline.json.tmp"])
+def test_a_symlinked_bookkeeping_file_over_a_complete_run_is_refused_and_its_target_untouched(name, linear_model, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out, summaries=False))
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("someone else's")
+    if (out / name).exists():
+        os.remove(out / name)
+    (out / name).symlink_to(target)
+    before = _snapshot(out)
+    assert main(_args(linear_model[0], data, out, "--overwrite")) == 2
+    _one_line_error(capsys, rf"holds '{name}' as a symbolic link, where this program keeps its own bookkeeping")
+    assert target.read_text() == "someone else's" and _snapshot(out) == before
+
+
+def test_a_users_staging_named_folder_beside_a_run_survives_overwrite(linear_model, data, tmp_path):
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out, summaries=False))
+    (out / ".staging-photos").mkdir()
+    (out / ".staging-photos" / "cat.jpg").write_bytes(b"a cat")
+    (out / ".staging-0123456789ab").mkdir()  # our name, not our marker
+    (out / ".staging-0123456789ab" / "notes.txt").write_text("mine")
+    assert run_attribution(_config(linear_model[0], data, out, overwrite=True, summaries=False))["status"] == "complete"
+    assert (out / ".staging-photos" / "cat.jpg").read_bytes() == b"a cat"
+    assert (out / ".staging-0123456789ab" / "notes.txt").read_text() == "mine"
+
+
+def test_a_result_name_that_links_to_a_folder_stops_the_run_before_anything_changes(linear_model, data, tmp_path, capsys):
+    """The record names the file, but a link to a folder stands there now: refused in one line,
+    the previous result as it was (it used to fail mid-commit with a traceback, losing both)."""
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out, summaries=False))
+    (name,) = [n for n in os.listdir(out) if n.startswith("attributions-")]
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "cat.jpg").write_bytes(b"a cat")
+    os.remove(out / name)
+    (out / name).symlink_to(album, target_is_directory=True)
+    before = _snapshot(out)
+    assert main(_args(linear_model[0], data, out, "--overwrite")) == 2
+    _one_line_error(capsys, rf"holds \['{name}'\], which are not files of this program's runs")
+    assert _without_lock(_snapshot(out)) == _without_lock(before) and (album / "cat.jpg").read_bytes() == b"a cat"
+
+
+def test_a_lock_deleted_mid_run_lets_no_second_run_in_and_the_first_does_not_commit(linear_model, data, tmp_path, monkeypatch):
+    import pipeline.run as run_module
+    from pipeline.errors import RunFailedError
+
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out, summaries=False))
+    before = _without_lock(_snapshot(out))
+    real_finalize = run_module.finalize_run
+    seen = {}
+
+    def lock_deleted_then_finalize(*args, **kwargs):
+        os.remove(out / ".attribution-pipeline.lock")  # by a careless user, while this run is live
+        with pytest.raises(ValueError, match=r"is in use by another run: its staging folder .*\.staging-[0-9a-f]{12} is held"):
+            run_attribution(_config(linear_model[0], data, out, overwrite=True, summaries=False))
+        seen["refused"] = True
+        return real_finalize(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "finalize_run", lock_deleted_then_finalize)
+    with pytest.raises(RunFailedError, match=r"was deleted or replaced while this run held it, .* did not commit"):
+        run_attribution(_config(linear_model[0], data, out, overwrite=True, summaries=False))
+    assert seen == {"refused": True}
+    assert _without_lock(_snapshot(out)) == before and not [n for n in os.listdir(out) if n.startswith(".staging-")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_commit_waits_until_the_new_result_is_whole(signum, linear_model, data, tmp_path, monkeypatch):
+    import pipeline.output_dir as output_dir
+
+    class Stopped(Exception):
+        pass
+
+    def stop(*_):
+        raise Stopped
+
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out, summaries=False))
+    real = output_dir.FileSystems
+
+    class SignalMidCommit(real):
+        @staticmethod
+        def rename(sources, destinations):
+            signal.raise_signal(signum)  # the old files are gone, the new ones not yet in place
+            return real.rename(sources, destinations)
+
+    monkeypatch.setattr(output_dir, "FileSystems", SignalMidCommit)
+    previous = signal.signal(signum, stop)
+    try:
+        with pytest.raises(Stopped):
+            run_attribution(_config(linear_model[0], data, out, overwrite=True, summaries=False, batch_size=7))
+    finally:
+        signal.signal(signum, previous)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["settings"]["batch_size"] == 7
+    assert read_parquet_dir(out).num_rows == 30
+
+
+def test_an_output_spelled_with_slashes_and_dots_is_the_same_folder(linear_model, data, tmp_path):
+    out = tmp_path / "out"
+    first = run_attribution(_config(linear_model[0], data, f"{out}//"))  # a first run into 'out//'
+    assert first["status"] == "complete" and first["counts"]["rows_written"] == 30
+    again = run_attribution(_config(linear_model[0], data, f"{tmp_path}/./out//", overwrite=True))
+    assert again["status"] == "complete" and again["counts"]["rows_written"] == 30
+    assert [f["path"] for f in again["output"]["attributions"]] == [f["path"] for f in first["output"]["attributions"]]
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
