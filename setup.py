@@ -41,12 +41,16 @@ setup(
         # tests also read the VADER lexicon vaderSentiment ships (human-rated words, for text).
         "demo": ["scikit-learn>=1.4,<2", "palmerpenguins>=0.1.6,<0.2"],
         # saliency (PAIR): tests check our integrated gradients against its implementation;
-        # apache-beam[gcp]: the DataflowRunner dry-run tests; scipy (with scikit-learn): rank tests.
-        "test": ["scikit-learn>=1.4,<2", "palmerpenguins>=0.1.6,<0.2", "vaderSentiment>=3.3.2,<3.4", "pytest>=8,<10", "hypothesis>=6.100,<7", "saliency==0.2.1", "apache-beam[gcp]>=2.77.0,<2.78"],
+        # apache-beam[gcp]: the DataflowRunner dry-run tests; scipy (with scikit-learn): rank tests;
+        # apache-beam[aws] and moto[server]: runs against a real S3 server started on loopback.
+        "test": ["scikit-learn>=1.4,<2", "palmerpenguins>=0.1.6,<0.2", "vaderSentiment>=3.3.2,<3.4", "pytest>=8,<10", "hypothesis>=6.100,<7", "saliency==0.2.1",
+                 "apache-beam[gcp,aws]>=2.77.0,<2.78", "moto[server]>=5.1,<6"],
         # bench/throughput.py compares integrated gradients with PAIR's saliency package.
         "bench": ["scikit-learn>=1.4,<2", "saliency==0.2.1"],
-        # gs:// paths for tf.io.gfile (models, TFRecord files) and Beam's GCS filesystem.
+        # gs:// paths (inputs, output, model) through Beam's GCS filesystem.
         "gcp": ["apache-beam[gcp]>=2.77.0,<2.78", "tensorflow-io-gcs-filesystem>=0.37"],
+        # s3:// paths (inputs, output, model) through Beam's S3 filesystem (boto3).
+        "aws": ["apache-beam[aws]>=2.77.0,<2.78"],
     },
     entry_points={"console_scripts": ["attribution-pipeline=pipeline.cli:run_program"]},
 )

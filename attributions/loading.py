@@ -1,5 +1,8 @@
-"""Loading Keras 3 (`.keras`, legacy `.h5`) and TensorFlow SavedModel models, from any path
-`tf.io.gfile` reads (local, `gs://` with TensorFlow's GCS filesystem), and describing their inputs.
+"""Loading Keras 3 (`.keras`, legacy `.h5`) and TensorFlow SavedModel models, and describing
+their inputs. Files are read through a `ModelStorage`: by default `tf.io.gfile` (local paths);
+the pipeline passes one over Beam's filesystems for s3:// and gs:// (transforms.storage), so that
+no path depends on TensorFlow's own filesystem plugins (TF 2.21 has no s3://, and its gs://
+ignores the storage emulator and the pipeline's options).
 
 Keras files are loaded with ``safe_mode=True`` (no arbitrary code, e.g. `Lambda` layers) unless the
 caller opts out with ``unsafe_deserialization=True``. A SavedModel is a graph and runs no Python code
@@ -23,7 +26,7 @@ import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -32,7 +35,7 @@ from attributions.layers import LayerSplit, split_model
 from attributions.model_functions import ModelFunctions, build_model_functions
 from attributions.saved_model_ops import disallowed_ops, legacy_savers
 
-__all__ = ["LoadedModel", "load_model", "model_fingerprint"]
+__all__ = ["LoadedModel", "ModelStorage", "load_model", "model_fingerprint"]
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 _LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
@@ -170,27 +173,56 @@ class LoadedModel:
         )
 
 
-def _model_files(path: str) -> list[tuple[str, str]]:
+class ModelStorage(Protocol):
+    """Where a model's files are read from (paths as the user gave them)."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def isdir(self, path: str) -> bool: ...
+
+    def files_under(self, directory: str) -> list[str]:
+        """Every file below `directory` (any depth), as full paths."""
+
+    def open(self, path: str) -> BinaryIO: ...
+
+
+class _GFileStorage:
+    """tf.io.gfile: local paths (and whatever filesystem plugins TensorFlow has)."""
+
+    def exists(self, path: str) -> bool:
+        return tf.io.gfile.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return tf.io.gfile.isdir(path)
+
+    def files_under(self, directory: str) -> list[str]:
+        return [f"{root.rstrip('/')}/{name}" for root, _, names in tf.io.gfile.walk(directory) for name in names]
+
+    def open(self, path: str) -> BinaryIO:
+        return tf.io.gfile.GFile(path, "rb")
+
+
+def _model_files(path: str, storage: ModelStorage) -> list[tuple[str, str]]:
     """(relative name, full path) of the model's files, in fingerprint order: the file itself
     (relative name ''), or every file under a SavedModel directory ('/variables/...')."""
-    if not tf.io.gfile.isdir(path):
+    if not storage.isdir(path):
         return [("", path)]
     base = path.rstrip("/")
-    files = sorted(f"{root.rstrip('/')}/{name}" for root, _, names in tf.io.gfile.walk(base) for name in names)
+    files = sorted(storage.files_under(base))
     return [(file[len(base):], file) for file in files]
 
 
-def _copy_and_hash(path: str, workdir: str) -> tuple[str, str]:
+def _copy_and_hash(path: str, workdir: str, storage: ModelStorage) -> tuple[str, str]:
     """Copies the model at `path` (local or remote) into `workdir`, hashing the bytes as they are
     copied; returns (the copy's path, sha256 hex as model_fingerprint computes it)."""
     digest = hashlib.sha256()
     target = os.path.join(workdir, os.path.basename(path.rstrip("/")))
-    is_dir = tf.io.gfile.isdir(path)
-    for relative, source in _model_files(path):
+    is_dir = storage.isdir(path)
+    for relative, source in _model_files(path, storage):
         digest.update(relative.encode())
         destination = target + relative
         os.makedirs(os.path.dirname(destination), exist_ok=True)
-        with tf.io.gfile.GFile(source, "rb") as reader, open(destination, "wb") as writer:
+        with storage.open(source) as reader, open(destination, "wb") as writer:
             while chunk := reader.read(1 << 20):
                 digest.update(chunk)
                 writer.write(chunk)
@@ -199,17 +231,21 @@ def _copy_and_hash(path: str, workdir: str) -> tuple[str, str]:
     return target, digest.hexdigest()
 
 
-def load_model(path: str, unsafe_deserialization: bool = False, expected_sha256: Optional[str] = None) -> LoadedModel:
+def load_model(
+    path: str, unsafe_deserialization: bool = False, expected_sha256: Optional[str] = None, storage: Optional[ModelStorage] = None
+) -> LoadedModel:
     """Loads the model at `path` (.keras, .h5 or a SavedModel directory).
 
     expected_sha256: the fingerprint the launcher recorded; a model whose bytes differ is refused.
+    storage: where the files are read from (default: tf.io.gfile).
     Raises ValueError with what to do when the path is missing, is not a model, holds code that
     safe mode refuses, or changed since the launcher fingerprinted it.
     """
-    if not tf.io.gfile.exists(path):
+    storage = storage or _GFileStorage()
+    if not storage.exists(path):
         raise ValueError(f"model path {path!r} does not exist; pass a .keras/.h5 file or a SavedModel directory.")
     with tempfile.TemporaryDirectory(prefix="attribution-model-") as workdir:
-        local, sha256 = _copy_and_hash(path, workdir)
+        local, sha256 = _copy_and_hash(path, workdir, storage)
         if expected_sha256 is not None and sha256 != expected_sha256:
             raise ValueError(
                 f"model {path!r} changed after the run was launched: its bytes hash to sha256 {sha256[:16]}..., "
@@ -367,13 +403,14 @@ def _load_saved_model(path: str, local: str, unsafe_deserialization: bool) -> Lo
     )
 
 
-def model_fingerprint(path: str) -> str:
+def model_fingerprint(path: str, storage: Optional[ModelStorage] = None) -> str:
     """sha256 (hex) of the model file, or of a SavedModel directory's relative paths and contents
     (the same value `load_model` computes for the bytes it loads)."""
+    storage = storage or _GFileStorage()
     digest = hashlib.sha256()
-    for relative, file in _model_files(path):
+    for relative, file in _model_files(path, storage):
         digest.update(relative.encode())
-        with tf.io.gfile.GFile(file, "rb") as handle:
+        with storage.open(file) as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()

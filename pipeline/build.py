@@ -24,6 +24,7 @@ from transforms.count import CountRecords
 from transforms.decode import CountDuplicateKeys, DecodeBatches
 from transforms.read import ReadRecords
 from transforms.records import DEAD_LETTER_SCHEMA
+from transforms.storage import use_options
 from transforms.summarize import WriteSummary
 from transforms.write import WriteAttributionTables
 
@@ -40,7 +41,8 @@ class BuiltPipeline:
     summaries: beam.PCollection  # audit.summary.RunSummary per bundle (empty when summaries are off)
 
 
-def _mark_done(_, path: str, *written: list) -> None:
+def _mark_done(_, path: str, filesystem_options: dict, *written: list) -> None:
+    use_options(filesystem_options)
     write_json(path, {"finished": time.time(), "files_written": sum(len(files) for files in written)})
 
 
@@ -51,7 +53,8 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     """
     plan = config if isinstance(config, RunPlan) else resolve_plan(config)
     settings = plan.settings
-    raw = p | "ReadRecords" >> ReadRecords(plan.input_files, plan.schema, plan.config.batch_size)
+    raw = p | "ReadRecords" >> ReadRecords(plan.input_files, plan.schema, plan.config.batch_size,
+                                           filesystem_options=settings.filesystem_options)
     decoded = raw | "DecodeRecords" >> beam.ParDo(DecodeBatches(plan.schema)).with_outputs(
         DecodeBatches.DEAD_LETTER_TAG, main="records"
     )
@@ -79,7 +82,7 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
         _ = (
             p
             | "MarkDone/Start" >> beam.Create([None])
-            | "MarkDone/Write" >> beam.Map(_mark_done, FileSystems.join(plan.write_dir, DONE_MARKER),
+            | "MarkDone/Write" >> beam.Map(_mark_done, FileSystems.join(plan.write_dir, DONE_MARKER), settings.filesystem_options,
                                            *[beam.pvalue.AsList(files) for files in written])
         )
     return BuiltPipeline(plan, tables, dead_letters, attributed[AttributeBatches.SUMMARY_TAG])

@@ -93,6 +93,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
     add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")
+    add("--lock-lease-seconds", type=float, metavar="SECONDS",
+        help="object stores: a lock its run has not renewed for this long is taken over (default 300).")
     add("--max-dead-letter-fraction", type=float, metavar="FRACTION", help="fail the run when more than this share of records is dead-lettered (default 0.1).")
     add("--batch-size", type=int, metavar="RECORDS", help="records per pipeline element (default 4096).")
     add("--chunk-size", type=int, metavar="ROWS", help="most rows (examples x steps/samples) per gradient call (default: "
@@ -398,7 +400,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = config_from_args(args)
         check_pipeline_flags_quickly(beam_args, parser)
         check_pipeline_args(beam_args, parser)
+        from pipeline.filesystem_options import use_filesystem_options
         from pipeline.output_dir import check_output, inspect_output
+
+        use_filesystem_options(beam_args)
 
         if inspect_output(config.output).complete and not config.overwrite:
             check_output(config.output, config.overwrite)  # the common rerun mistake, said before TensorFlow loads

@@ -79,6 +79,10 @@ class RunConfig:
     target: str = "predicted"
     unsafe_deserialization: bool = False
     overwrite: bool = False
+    # Object stores (s3://, gs://): the output's lock is a lease the run renews every fifth of
+    # this; a lock not renewed for this long is a dead run's and the next run takes it over
+    # (pipeline.lease_lock says why 300 s). Local folders use flock and ignore it.
+    lock_lease_seconds: float = 300.0
     # The run fails at the end (non-zero exit, manifest status 'failed') when more than this share
     # of the records read was dead-lettered.
     max_dead_letter_fraction: float = 0.1
@@ -178,6 +182,8 @@ class RunConfig:
             raise ValueError("slice_columns are summary groups, but summaries is false; drop one or the other.")
         _check_number("max_dead_letter_fraction", self.max_dead_letter_fraction, "a number in [0, 1] (e.g. 0.1)",
                       lambda v: 0 <= v <= 1)
+        _check_number("lock_lease_seconds", self.lock_lease_seconds, "a number of seconds from 5 to 86400 (e.g. 300)",
+                      lambda v: 5 <= v <= 86400)
         for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys", "summaries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")

@@ -377,8 +377,12 @@ def remove_staging(staging: str) -> None:
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
-    elif FileSystems.exists(staging):
-        FileSystems.delete([staging])
+        return
+    # Object stores have no folders: delete every object under the prefix (a delete of the bare
+    # path deleted nothing on S3, and Beam's directory delete differs per store).
+    objects = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
+    if objects:
+        FileSystems.delete(objects)
 
 
 def commit(output: str, staging: str) -> None:

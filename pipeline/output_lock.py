@@ -5,10 +5,11 @@ releases it when the process ends, however it ends (a run killed with -9 leaves 
 the file itself stays, holding who took it last (pid, host, time) for the message a second run
 gets. The lock file is opened with O_NOFOLLOW (a link there would make the run write its JSON
 where the link points: refused), and a holder checks before it commits that the path still names
-the file it locked (`verify`): deleted or replaced, another run may have taken the folder. Other filesystems (gs://, s3://, ...) have no such lock: there the lock is an object created
-when absent and deleted on release, which narrows but cannot close the window between two
-launchers started at the same instant; a launcher that crashed leaves it behind, and the message
-says to delete it.
+the file it locked (`verify`): deleted or replaced, another run may have taken the folder.
+
+Object stores (s3://, gs://, ...) have no such lock: there the lock is an object holding a lease
+that the run renews while it lives and the next run takes over once it has expired
+(pipeline.lease_lock).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import stat
 import time
 import uuid
 from typing import Optional
+
+from pipeline.lease_lock import DEFAULT_LEASE_SECONDS, LeaseLock
 
 __all__ = ["OutputLock", "LOCK_FILE"]
 
@@ -45,16 +48,19 @@ class OutputLock:
     Raises ValueError when another run holds it.
     """
 
-    def __init__(self, output: str, create: bool = True):
+    def __init__(self, output: str, create: bool = True, lease_seconds: float = DEFAULT_LEASE_SECONDS):
         self.output = output
         self.create = create
         self.path = os.path.join(output, LOCK_FILE) if "://" not in output else output.rstrip("/") + "/" + LOCK_FILE
+        self.lease_seconds = lease_seconds
         self._fd: Optional[int] = None
-        self._token: Optional[str] = None
+        self._lease: Optional[LeaseLock] = None
 
     def acquire(self) -> "OutputLock":
         if "://" in self.output:
-            self._acquire_object()
+            lease = LeaseLock(self.path, self.lease_seconds, _holder(), self._in_use)
+            lease.acquire()
+            self._lease = lease
         else:
             self._acquire_flock()
         return self
@@ -71,27 +77,25 @@ class OutputLock:
                 same = (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
             except OSError:
                 same = False
-        elif self._token is not None:
-            same = self._read_object().get("token") == self._token
+        elif self._lease is not None:
+            same = self._lease.holds()
         else:
             same = False
         if not same:
             raise RunFailedError(
                 f"the lock {self.path} was deleted or replaced while this run held it, so another run may be writing into "
                 f"{self.output!r}; this run did not commit its results (the previous result is as it was). Run again once "
-                f"no other run uses the folder, and do not delete the lock file of a running job."
+                f"no other run uses the folder, and do not delete the lock file of a running job (on an object store: "
+                f"keep --lock-lease-seconds well above any pause of the launcher)."
             )
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
             self._fd = None
-        elif self._token is not None:
-            from apache_beam.io.filesystems import FileSystems
-
-            if self._read_object().get("token") == self._token:
-                FileSystems.delete([self.path])
-            self._token = None
+        elif self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()
@@ -100,9 +104,13 @@ class OutputLock:
         self.release()
 
     def _in_use(self, holder: Optional[dict]) -> ValueError:
+        lease = ""
+        if holder and "renewed" in holder and "lease_seconds" in holder:
+            left = float(holder["lease_seconds"]) - (time.time() - float(holder["renewed"]))
+            lease = f" If that run is gone, its lock is taken over automatically once its lease runs out (in {max(left, 0):.0f} s)."
         return ValueError(
             f"output {self.output!r} is in use by {_describe(holder)}; wait for it to finish or choose another "
-            f"--output (two runs into one folder would replace each other's results)."
+            f"--output (two runs into one folder would replace each other's results).{lease}"
         )
 
     def _acquire_flock(self) -> None:
@@ -136,26 +144,3 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_holder()).encode(), 0)
         self._fd = fd
-
-    def _read_object(self) -> dict:
-        from apache_beam.io.filesystems import FileSystems
-
-        try:
-            with FileSystems.open(self.path, compression_type="uncompressed") as handle:
-                return json.loads(handle.read())
-        except Exception:  # absent or unreadable: nobody we can name holds it
-            return {}
-
-    def _acquire_object(self) -> None:
-        from apache_beam.io.filesystems import FileSystems
-
-        if FileSystems.exists(self.path):
-            raise ValueError(
-                f"{self._in_use(self._read_object())} If no run is using it, delete {self.path} and run again."
-            )
-        holder = _holder()
-        with FileSystems.create(self.path) as handle:
-            handle.write(json.dumps(holder).encode())
-        if self._read_object().get("token") != holder["token"]:  # another launcher wrote it just after us
-            raise self._in_use(self._read_object())
-        self._token = holder["token"]

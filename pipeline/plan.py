@@ -26,9 +26,10 @@ from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline, parse_la
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, grad_cam_column_name, output_schema
-from transforms.read import detect_format, tfrecord_compression
+from transforms.read import detect_format, readable_by_tensorflow, tfrecord_compression
 from transforms.images import ImageSpec
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
+from transforms.storage import model_storage
 
 __all__ = ["RunPlan", "LayerChoice", "resolve_plan", "match_files", "summary_spec", "describe_mapping", "resolve_layers"]
 
@@ -119,7 +120,7 @@ def _tfrecord_catalog(paths: tuple[str, ...]) -> dict[str, _SourceColumn]:
     example = None
     for path in paths:
         try:
-            first = list(tf.data.TFRecordDataset([path], tfrecord_compression(path)).take(1).as_numpy_iterator())
+            first = _first_records(path)
             example = tf.train.Example.FromString(first[0]) if first else None
             other = not_an_example_reason(first[0], example) if first else None
         except Exception as error:  # DataLossError, protobuf DecodeError
@@ -140,6 +141,24 @@ def _tfrecord_catalog(paths: tuple[str, ...]) -> dict[str, _SourceColumn]:
         arrow_type = {"float_list": pa.float32(), "int64_list": pa.int64(), "bytes_list": pa.string()}.get(kind, pa.string())
         catalog[name] = _SourceColumn(name, kind in ("float_list", "int64_list"), length != 1, length, arrow_type, kind or "bytes_list")
     return catalog
+
+
+def _first_records(path: str) -> list[bytes]:
+    """[the first record] of a TFRecord file ([] when it is empty). A file in a bucket is read from
+    a local copy of its first 64 MiB (of the whole file when its first record is longer)."""
+    import tensorflow as tf
+
+    def first(local: str) -> list[bytes]:
+        return list(tf.data.TFRecordDataset([local], tfrecord_compression(local)).take(1).as_numpy_iterator())
+
+    if "://" in path:
+        with readable_by_tensorflow(path, 64 << 20) as local:
+            try:
+                return first(local)
+            except tf.errors.DataLossError:
+                pass  # a first record longer than the copy: read the whole file
+    with readable_by_tensorflow(path) as local:
+        return first(local)
 
 
 def _describe(catalog: dict[str, _SourceColumn]) -> str:
@@ -571,7 +590,7 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
     input_files = match_files(config.input)
     input_format = detect_format(input_files, config.input_format)
     catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files)
-    model = load_model(config.model, config.unsafe_deserialization)
+    model = load_model(config.model, config.unsafe_deserialization, storage=model_storage(config.model))
     _check_output_dtype(model, config.output_name)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]
     _check_target(config, num_outputs)

@@ -27,6 +27,7 @@ from attributions.concurrency import available_cores, run_ops_single_threaded
 from pipeline.build import build_pipeline
 from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
+from pipeline.filesystem_options import filesystem_options, use_filesystem_options
 from pipeline.manifest import finalize_run
 from pipeline.output_dir import (
     LAUNCH_FILE, StagingFolder, check_output, check_output_outside_inputs, claim, inspect_output, open_staging, read_launch, remove_staging,
@@ -220,10 +221,12 @@ def run_attribution(
     """
     started = time.time()
     pipeline_args = list(pipeline_args or [])
+    use_filesystem_options(pipeline_args)  # before the first file is matched or the output checked
     threads = _compute_threads(config, pipeline_args)
     if threads > 1:
         run_ops_single_threaded()  # before the launcher loads the model: possible only before TF's first op
     plan = resolve_plan(config, threads)
+    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, filesystem_options=filesystem_options(pipeline_args)))
     if progress:
         for note in _mapping_notes(plan):
             print(printable(note), file=sys.stderr)
@@ -231,7 +234,7 @@ def run_attribution(
     check_output(config.output, config.overwrite)  # before the folder is created or locked
     created = "://" not in config.output and not os.path.exists(config.output)
     try:
-        lock = OutputLock(config.output).acquire()
+        lock = OutputLock(config.output, lease_seconds=config.lock_lease_seconds).acquire()
     except OSError as error:
         raise ValueError(f"cannot write to --output {config.output!r}: {error.strerror or error}; choose a folder you can write to.") from None
     staging = None

@@ -41,6 +41,7 @@ from transforms import progress
 from transforms.output import attribution_table
 from transforms.read import METRICS_NAMESPACE, read_all
 from transforms.records import DecodedBatch, RecordSchema, decode_batch
+from transforms.storage import model_storage, use_options
 
 __all__ = ["AttributionSettings", "AttributionEngine", "AttributeBatches", "load_reference_rows"]
 
@@ -80,6 +81,9 @@ class AttributionSettings:
     # Gradient calls run side by side per worker process, each op single-threaded
     # (attributions.concurrency); 1: one call at a time on TensorFlow's own thread pools.
     compute_threads: int = 1
+    # Beam's filesystem options for workers Beam gives none (transforms.storage.use_options);
+    # not in repr: they may hold keys, and the shared-model tag is built from the repr.
+    filesystem_options: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -119,7 +123,7 @@ class AttributionEngine:
         threads = settings.compute_threads
         if threads > 1:
             run_ops_single_threaded()  # before the model's first op, where this process allows it
-        model = load_model(settings.model_path, settings.unsafe_deserialization, settings.model_sha256)
+        model = load_model(settings.model_path, settings.unsafe_deserialization, settings.model_sha256, model_storage(settings.model_path))
         self._model = model  # keeps the model (and its variables) alive
         self.split = None
         if settings.layers:
@@ -362,6 +366,7 @@ class AttributeBatches(beam.DoFn):
         return engine
 
     def setup(self):
+        use_options(self._settings.filesystem_options)
         # The tag ties the shared copy to these settings: two steps with different models in
         # one process get one engine each.
         self._engine = self._shared.acquire(self._load, tag=_settings_tag(self._settings)).engine

@@ -8,8 +8,10 @@ has no index to split on, as with Beam's own TFRecord source).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import tempfile
 import threading
 from typing import Iterator, Optional, Sequence
 
@@ -19,11 +21,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import RawBatch, RecordSchema, parquet_schema_problem
+from transforms.storage import use_options
 
 __all__ = [
     "ReadRecords",
     "read_parquet_shard",
     "read_tfrecord_file",
+    "readable_by_tensorflow",
     "read_all",
     "key_prefixes",
     "detect_format",
@@ -124,6 +128,29 @@ def key_prefixes(paths: Sequence[str]) -> dict[str, str]:
 
 def _open(path: str):
     return FileSystems.open(path, mime_type="application/octet-stream", compression_type="uncompressed")
+
+
+@contextlib.contextmanager
+def readable_by_tensorflow(path: str, limit_bytes: Optional[int] = None) -> Iterator[str]:
+    """A path TensorFlow's TFRecord reader can open: `path` itself when local; for a bucket
+    (s3://, gs://, ...), a private local copy made through Beam's filesystems, deleted afterwards
+    (TensorFlow 2.21 has no s3://, and its gs:// takes neither the pipeline's options nor an
+    emulator). limit_bytes: copy at most this many bytes (the launcher reads only a first record).
+    A worker needs local disk for one input file at a time."""
+    if "://" not in path:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="attribution-tfrecord-") as folder:
+        local = os.path.join(folder, os.path.basename(path.rstrip("/")) or "input.tfrecord")
+        with _open(path) as source, open(local, "wb") as copy:
+            left = limit_bytes
+            while left is None or left > 0:
+                chunk = source.read(1 << 22 if left is None else min(1 << 22, left))
+                if not chunk:
+                    break
+                copy.write(chunk)
+                left = None if left is None else left - len(chunk)
+        yield local
 
 
 # What pyarrow raises on a damaged Parquet file (bad magic bytes, thrift, pages, compression).
@@ -282,18 +309,25 @@ def prefetched(items: Iterator, depth: int = 2) -> Iterator:
 def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[RawBatch]:
     """Yields the file's serialized records as RawBatches of at most `batch_size` records.
 
-    Uses TensorFlow's reader (CRC-checked, C++), which reads any path `tf.io.gfile` supports;
-    GZIP and ZLIB files are decompressed (see `tfrecord_compression`).
-    A truncated or corrupted file yields every record before the damage, then one RawBatch with
-    `read_error` set that stands for the unreadable rest (one dead letter, so counts reconcile).
+    Uses TensorFlow's reader (CRC-checked, C++) on the file, or on a local copy of a file in a
+    bucket (`readable_by_tensorflow`); GZIP and ZLIB files are decompressed (see
+    `tfrecord_compression`). A truncated or corrupted file yields every record before the damage,
+    then one RawBatch with `read_error` set that stands for the unreadable rest (one dead letter,
+    so counts reconcile).
     """
+    with readable_by_tensorflow(path) as local:
+        yield from _read_local_tfrecord_file(local, path, key_prefix, batch_size)
+
+
+def _read_local_tfrecord_file(local: str, path: str, key_prefix: str, batch_size: int) -> Iterator[RawBatch]:
+    """read_tfrecord_file on `local`, a path TensorFlow reads; batches name `path` as their source."""
     import tensorflow as tf
 
-    compression = tfrecord_compression(path)
+    compression = tfrecord_compression(local)
     index = 0
     # Kept as string tensors: converting each record to a Python bytes object would cost as much
     # as parsing it; tf.io.parse_example takes the tensor as it is.
-    batches = prefetched(iter(tf.data.TFRecordDataset([path], compression).batch(batch_size)))
+    batches = prefetched(iter(tf.data.TFRecordDataset([local], compression).batch(batch_size)))
     while True:
         try:
             records = next(batches)  # tf.string tensor (n,)
@@ -306,7 +340,7 @@ def read_tfrecord_file(path: str, key_prefix: str, batch_size: int) -> Iterator[
     # Slow path, damaged files only: re-read the failed batch record by record up to the damage.
     records, reason = [], "read error"
     try:
-        for record in tf.data.TFRecordDataset([path], compression).skip(index).as_numpy_iterator():
+        for record in tf.data.TFRecordDataset([local], compression).skip(index).as_numpy_iterator():
             records.append(record)
     except tf.errors.DataLossError as error:
         reason = error.message.strip().splitlines()[0]
@@ -336,8 +370,12 @@ def _row_groups(start: int, end: Optional[int]) -> Optional[range]:
 class _ExpandShards(beam.DoFn):
     """file path -> (path, first row group, end row group, first record index) per shard."""
 
-    def __init__(self, input_format: str):
+    def __init__(self, input_format: str, filesystem_options: Optional[dict] = None):
         self._input_format = input_format
+        self._filesystem_options = filesystem_options
+
+    def setup(self):
+        use_options(self._filesystem_options)
 
     def process(self, path: str):
         if self._input_format == "parquet":
@@ -349,11 +387,15 @@ class _ExpandShards(beam.DoFn):
 class _ReadShard(beam.DoFn):
     """shard -> RawBatches; counts the records read."""
 
-    def __init__(self, schema: RecordSchema, prefixes: dict[str, str], batch_size: int):
+    def __init__(self, schema: RecordSchema, prefixes: dict[str, str], batch_size: int, filesystem_options: Optional[dict] = None):
         self._schema = schema
         self._prefixes = prefixes
         self._batch_size = batch_size
+        self._filesystem_options = filesystem_options
         self._records_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_read")
+
+    def setup(self):
+        use_options(self._filesystem_options)
 
     def process(self, shard):
         path, start, end, first_index = shard
@@ -374,20 +416,27 @@ class ReadRecords(beam.PTransform):
       paths: the matched input files (expanded on the launcher).
       schema: what to read (the format, and the columns: Parquet reads only these).
       batch_size: records per batch.
+      filesystem_options: Beam's filesystem options for workers Beam gives none (transforms.storage).
     """
 
-    def __init__(self, paths: Sequence[str], schema: RecordSchema, batch_size: int, label: Optional[str] = None):
+    def __init__(
+        self, paths: Sequence[str], schema: RecordSchema, batch_size: int, label: Optional[str] = None,
+        filesystem_options: Optional[dict] = None,
+    ):
         super().__init__(label)
         self._paths = list(paths)
         self._schema = schema
         self._batch_size = batch_size
+        self._filesystem_options = filesystem_options
 
     def expand(self, pbegin):
         return (
             pbegin
             | "CreateFileList" >> beam.Create(self._paths)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ExpandShards" >> beam.ParDo(_ExpandShards(self._schema.input_format))
+            | "ExpandShards" >> beam.ParDo(_ExpandShards(self._schema.input_format, self._filesystem_options))
             | "SpreadShards" >> beam.Reshuffle()
-            | "ReadShards" >> beam.ParDo(_ReadShard(self._schema, key_prefixes(self._paths), self._batch_size))
+            | "ReadShards" >> beam.ParDo(
+                _ReadShard(self._schema, key_prefixes(self._paths), self._batch_size, self._filesystem_options)
+            )
         )

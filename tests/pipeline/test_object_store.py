@@ -1,0 +1,249 @@
+"""Runs where the data lives: input, output and model in an S3 bucket, against a real S3 server
+(moto's, started here on loopback; moto[server] is in the 'test' extra).
+
+What is checked is what an operator relies on: the result equals a local run's, run twice is
+refused and --overwrite replaces, no staging folder or lock is left behind, two launchers cannot
+both hold the output, and a run killed with -9 does not block the next one past its lease. The
+portable path (job service + EXTERNAL SDK worker pool, the shape Flink uses) reads and writes the
+bucket too: its workers get the filesystem options from the pipeline, not from Beam.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import read_parquet_dir, rows_by_key
+from pipeline.cli import main
+from pipeline.processes import free_port, stop_session, wait_for_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUCKET = "attributions-test"
+COLUMNS = [f"f{j}" for j in range(6)]
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """The endpoint of a moto S3 server for this module (a skip without moto, a failure under
+    $ATTRIBUTION_REQUIRE_OBJECT_STORES=1, which .ci/run sets)."""
+    try:
+        import boto3  # noqa: F401
+        import moto.server  # noqa: F401
+    except ImportError as error:
+        if os.environ.get("ATTRIBUTION_REQUIRE_OBJECT_STORES") == "1":
+            pytest.fail(f"the S3 tests need moto[server] and boto3 (the 'test' extra): {error}")
+        pytest.skip(f"moto[server] is not installed: {error}")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port, server)
+        endpoint = f"http://127.0.0.1:{port}"
+        _client(endpoint).create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        stop_session(server)
+        log.close()
+
+
+def _client(endpoint):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+
+
+def _s3_args(endpoint) -> list:
+    return ["--s3_endpoint_url", endpoint, "--s3_access_key_id", "test", "--s3_secret_access_key", "test",
+            "--s3_region_name", "us-east-1"]
+
+
+def _keys(endpoint, prefix: str) -> list[str]:
+    listed = _client(endpoint).list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return sorted(o["Key"][len(prefix):] for o in listed)
+
+
+@pytest.fixture
+def bucket_data(s3_server, linear_model, tmp_path, request):
+    """(prefix in the bucket, local parquet, local model): the same data and model locally and in the bucket."""
+    prefix = f"{request.node.name[:40]}-{time.time_ns()}"
+    features = np.random.default_rng(5).normal(size=(60, 6)).astype(np.float32)
+    table = pa.table({"id": np.arange(60), **{c: features[:, j] for j, c in enumerate(COLUMNS)}})
+    local = tmp_path / "d.parquet"
+    pq.write_table(table, local, row_group_size=20)
+    client = _client(s3_server)
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/in/d.parquet", Body=local.read_bytes())
+    client.upload_file(linear_model[0], BUCKET, f"{prefix}/models/linear.keras")
+    return prefix, str(local), linear_model[0]
+
+
+def _run_args(model, data, output, *extra):
+    return ["run", "--model", model, "--input", data, "--output", output, "--key-column", "id", "--method", "integrated_gradients",
+            "--steps", "8", "--batch-size", "16", *extra]
+
+
+def _rows(table: pa.Table) -> dict:
+    return rows_by_key(table)
+
+
+def _read_bucket_parquet(endpoint, prefix: str, name_prefix: str = "attributions-") -> pa.Table:
+    client = _client(endpoint)
+    tables = [pq.read_table(io.BytesIO(client.get_object(Bucket=BUCKET, Key=f"{prefix}/{name}")["Body"].read()))
+              for name in _keys(endpoint, prefix + "/") if name.startswith(name_prefix)]
+    return pa.concat_tables(tables)
+
+
+def test_a_run_with_input_output_and_model_in_a_bucket_equals_a_local_run(s3_server, bucket_data, tmp_path, capsys):
+    prefix, local_data, local_model = bucket_data
+    s3 = f"s3://{BUCKET}/{prefix}"
+    assert main(_run_args(local_model, local_data, str(tmp_path / "local"))) == 0
+    assert main(_run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", *_s3_args(s3_server))) == 0
+    capsys.readouterr()
+    written = _keys(s3_server, f"{prefix}/out/")
+    assert not [k for k in written if k.startswith(".staging-") or k.endswith(".lock")], written  # nothing left behind
+    manifest = json.loads(_client(s3_server).get_object(Bucket=BUCKET, Key=f"{prefix}/out/manifest.json")["Body"].read())
+    local = json.loads((tmp_path / "local" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["model"]["sha256"] == local["model"]["sha256"]
+    for name in ("records_read", "records_attributed", "records_dead_lettered", "rows_written"):
+        assert manifest["counts"][name] == local["counts"][name], name
+    ours, theirs = _rows(_read_bucket_parquet(s3_server, f"{prefix}/out")), _rows(read_parquet_dir(tmp_path / "local"))
+    assert sorted(ours) == sorted(theirs) and len(ours) == 60
+    for key, row in theirs.items():
+        assert ours[key]["target"] == row["target"]
+        for column in COLUMNS:
+            np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
+
+    # run twice: refused, one line; --overwrite: replaced, and still nothing left behind
+    assert main(_run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", *_s3_args(s3_server))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already holds a complete run" in err and len(err.strip().splitlines()) == 1, err
+    assert main(_run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", "--overwrite", *_s3_args(s3_server))) == 0
+    assert _keys(s3_server, f"{prefix}/out/") == written
+
+
+def test_tfrecord_input_in_a_bucket_plain_and_gzip_equals_a_local_run(s3_server, linear_model, tmp_path, capsys):
+    """TensorFlow cannot read s3:// itself: the workers read a local copy of each file, the
+    launcher one of the first file's first 64 MiB; a truncated file still dead-letters its rest."""
+    import gzip
+
+    from helpers import write_vector_tfrecord
+
+    prefix = f"tfrecord-{time.time_ns()}"
+    rng = np.random.default_rng(9)
+    plain = write_vector_tfrecord(tmp_path / "a.tfrecord", rng.normal(size=(30, 6)).astype(np.float32), ids=[f"a{i}" for i in range(30)])
+    other = write_vector_tfrecord(tmp_path / "b.tfrecord", rng.normal(size=(20, 6)).astype(np.float32), ids=[f"b{i}" for i in range(20)])
+    data = open(other, "rb").read()
+    client = _client(s3_server)
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/in/a.tfrecord", Body=open(plain, "rb").read())
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/in/b.tfrecord.gz", Body=gzip.compress(data))
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/in/c.tfrecord", Body=data[: len(data) // 2 + 7])  # cut mid-record
+    local = tmp_path / "local"
+    local.mkdir()
+    for name, body in (("a.tfrecord", open(plain, "rb").read()), ("b.tfrecord.gz", gzip.compress(data)), ("c.tfrecord", data[: len(data) // 2 + 7])):
+        (local / name).write_bytes(body)
+    args = ["--key-column", "id", "--method", "gradient", "--max-dead-letter-fraction", "1"]
+    assert main(["run", "--model", linear_model[0], "--input", f"{local}/*", "--output", str(tmp_path / "out"), *args]) == 0
+    s3 = f"s3://{BUCKET}/{prefix}"
+    assert main(["run", "--model", linear_model[0], "--input", f"{s3}/in/*", "--output", f"{s3}/out", *args, *_s3_args(s3_server)]) == 0
+    capsys.readouterr()
+    ours, theirs = _read_bucket_parquet(s3_server, f"{prefix}/out"), read_parquet_dir(tmp_path / "out")
+    assert 50 < ours.num_rows == theirs.num_rows < 70  # a and b whole, c (b's first rows again) up to the cut
+    ours, theirs = ours.sort_by([("id", "ascending")]).to_pylist(), theirs.sort_by([("id", "ascending")]).to_pylist()
+    for mine, local_row in zip(ours, theirs):
+        assert mine["id"] == local_row["id"]
+        np.testing.assert_allclose(mine["attr_features"], local_row["attr_features"], rtol=0, atol=1e-6)
+    dead = _read_bucket_parquet(s3_server, f"{prefix}/out", "dead_letter-").to_pylist()
+    assert len(dead) == 1 and dead[0]["source"] == f"{s3}/in/c.tfrecord" and "truncated or corrupted" in dead[0]["error"]
+
+
+def test_two_launchers_cannot_both_hold_an_output_in_a_bucket(s3_server, bucket_data):
+    from pipeline.filesystem_options import use_filesystem_options
+    from pipeline.output_lock import OutputLock
+
+    prefix, _, _ = bucket_data
+    use_filesystem_options(_s3_args(s3_server))
+    first = OutputLock(f"s3://{BUCKET}/{prefix}/out").acquire()
+    try:
+        with pytest.raises(ValueError, match=r"is in use by another run \(pid \d+ on .*\).* lease runs out \(in \d+ s\)"):
+            OutputLock(f"s3://{BUCKET}/{prefix}/out").acquire()
+        first.verify()  # still ours
+    finally:
+        first.release()
+    assert _keys(s3_server, f"{prefix}/out/") == []  # released: the lock object is gone
+    OutputLock(f"s3://{BUCKET}/{prefix}/out").acquire().release()
+
+
+def test_a_run_killed_mid_run_blocks_the_next_one_only_until_its_lease_runs_out(s3_server, bucket_data, capsys, caplog):
+    prefix, _, _ = bucket_data
+    s3 = f"s3://{BUCKET}/{prefix}"
+    args = _run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", "--lock-lease-seconds", "6", *_s3_args(s3_server))
+    env = {**os.environ, "PYTHONPATH": REPO}
+    victim = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not any(k.startswith(".staging-") for k in _keys(s3_server, f"{prefix}/out/")):  # the run is writing
+            assert victim.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+            time.sleep(0.2)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        stop_session(victim)
+    left = _keys(s3_server, f"{prefix}/out/")
+    assert ".attribution-pipeline.lock" in left and any(k.startswith(".staging-") for k in left)
+    assert main(args) == 2  # at once: the lease is still running
+    err = capsys.readouterr().err
+    assert "is in use by another run" in err and "taken over automatically once its lease runs out" in err, err
+    time.sleep(7)
+    assert main(args) == 0  # past the lease: taken over, the dead run's staging removed
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.lease_lock"]
+    assert len(warnings) == 1 and "taking over the lock" in warnings[0] and "past its 6 s lease" in warnings[0], warnings
+    left = _keys(s3_server, f"{prefix}/out/")
+    assert "manifest.json" in left and not [k for k in left if k.startswith(".staging-") or k.endswith(".lock")], left
+
+
+def test_the_portable_path_with_an_external_worker_pool_reads_and_writes_the_bucket(s3_server, bucket_data, tmp_path):
+    prefix, local_data, local_model = bucket_data
+    s3 = f"s3://{BUCKET}/{prefix}"
+    assert main(_run_args(local_model, local_data, str(tmp_path / "local"))) == 0
+    env = {**os.environ, "PYTHONPATH": REPO, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    job_port, pool_port = free_port(), free_port()
+    logs = open(tmp_path / "services.log", "w")
+    started = []
+    try:
+        started.append(subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                                         f"--port={job_port}"], env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
+        started.append(subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                                         f"--service_port={pool_port}"], env=env, stdout=logs, stderr=subprocess.STDOUT,
+                                        start_new_session=True, cwd=REPO))
+        wait_for_port(job_port, started[0])
+        wait_for_port(pool_port, started[1])
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *_run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out"),
+             "--wait", "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+             f"--environment_config=localhost:{pool_port}", *_s3_args(s3_server)],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        started.append(launcher)
+        try:
+            _, err = launcher.communicate(timeout=300)  # a hung SDK worker fails here, it does not hang CI
+        except subprocess.TimeoutExpired:
+            pytest.fail("the portable run did not finish within 300 s")
+        assert launcher.returncode == 0, err[-3000:]
+    finally:
+        for process in reversed(started):
+            stop_session(process)
+        logs.close()
+    ours, theirs = _rows(_read_bucket_parquet(s3_server, f"{prefix}/out")), _rows(read_parquet_dir(tmp_path / "local"))
+    assert sorted(ours) == sorted(theirs) and len(ours) == 60
+    for key, row in theirs.items():
+        for column in COLUMNS:
+            np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
+    assert not [k for k in _keys(s3_server, f"{prefix}/out/") if k.startswith(".staging-") or k.endswith(".lock")]
