@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pyarrow as pa
 import pyarrow.fs
@@ -41,12 +41,22 @@ def _filesystem(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
     return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
 
 
-def load_run(path: str) -> RunResult:
-    """Loads a run directory; ValueError when it is not a complete run with summaries."""
-    filesystem, root = _filesystem(path)
+def load_run(path: str, read_file: Optional[Callable[[str], Optional[bytes]]] = None) -> RunResult:
+    """Loads a run directory; ValueError when it is not a complete run with summaries.
+    read_file: full path -> the file's bytes, None when absent (default: pyarrow's filesystems;
+    the command line passes Beam's, which take the run's filesystem options)."""
+    if read_file is None:
+        filesystem, root = _filesystem(path)
+    else:
+        root = path
     root = root.rstrip("/")
 
     def read_bytes(name: str) -> bytes:
+        if read_file is not None:
+            content = read_file(f"{root}/{name}")
+            if content is None:
+                raise ValueError(_missing(path, name))
+            return content
         try:
             with filesystem.open_input_stream(f"{root}/{name}") as handle:
                 return handle.read()

@@ -5,7 +5,7 @@
 pipeline options (`--runner`, `--project`, `--temp_location`, ...) and go to `PipelineOptions`.
 A user error prints one line saying what is wrong and how to fix it, and exits with status 2
 (a traceback only with --debug); a run that fails its checks exits 3, `compare --fail-on-drift`
-exits 4 on drift.
+exits 4 on drift, a bucket whose storage cannot be reached exits 5.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import Any, Optional, Sequence
 
-from pipeline.errors import RunFailedError
+from pipeline.errors import RunFailedError, StorageUnavailableError
 from pipeline.terminal import printable
 
 __all__ = ["main", "run_program", "build_parser", "config_from_args", "configure_logging"]
@@ -28,6 +28,7 @@ __all__ = ["main", "run_program", "build_parser", "config_from_args", "configure
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 3
 EXIT_DRIFT = 4
+EXIT_STORAGE_UNAVAILABLE = 5
 
 
 def _input_map(value: str) -> tuple[str, Any]:
@@ -157,7 +158,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.json_path:
         _prepare_output_file(args.json_path, "--json", "comparison.json")
-    document = compare_runs(load_run(args.run_a), load_run(args.run_b), _thresholds(args), allow_different=args.allow_different)
+    document = compare_runs(load_run(args.run_a, _run_reader(args.run_a)), load_run(args.run_b, _run_reader(args.run_b)),
+                            _thresholds(args), allow_different=args.allow_different)
     _print(format_comparison(document))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as handle:
@@ -193,8 +195,8 @@ def _report(args: argparse.Namespace) -> int:
     from audit.runs import load_run
 
     _prepare_output_file(args.out, "--out", "report.html")
-    baseline = load_run(args.baseline) if args.baseline else None
-    write_report(load_run(args.run), args.out, baseline, _thresholds(args), allow_different=args.allow_different)
+    baseline = load_run(args.baseline, _run_reader(args.baseline)) if args.baseline else None
+    write_report(load_run(args.run, _run_reader(args.run)), args.out, baseline, _thresholds(args), allow_different=args.allow_different)
     _print(f"report: {args.out}")
     return 0
 
@@ -361,6 +363,44 @@ def configure_logging() -> None:
             handler.addFilter(_DropImportNoise())
 
 
+def _paths_of(config) -> list[str]:
+    """Every path setting of a run (output, inputs, model, baseline/background files)."""
+    from pipeline.config import parse_baseline
+
+    baseline = parse_baseline(config.baseline).path if config.baseline is not None else None
+    return [config.output, config.model, *config.input, *(p for p in (config.background, baseline) if p)]
+
+
+def _use_filesystem_flags_only(args: argparse.Namespace, beam_args: Sequence[str], parser: argparse.ArgumentParser) -> None:
+    """compare, report and finalize take Beam's filesystem options (for runs in buckets) and no
+    other pipeline flag; the options are given to Beam's file layer here."""
+    if not beam_args:
+        return
+    from pipeline.filesystem_options import filesystem_options, use_filesystem_options
+
+    check_pipeline_args(beam_args, parser)
+    accepted = {f"--{name}" for name in filesystem_options(beam_args)}
+    others = [arg for arg in beam_args if arg.startswith("-") and arg.split("=", 1)[0] not in accepted]
+    if others:
+        parser.error(f"unrecognized arguments: {' '.join(others)} (this command takes only Beam's filesystem options, "
+                     f"e.g. --s3_endpoint_url)")
+    use_filesystem_options(beam_args)
+    from pipeline.storage_check import check_storage_reachable
+
+    paths = [getattr(args, name, None) for name in ("run", "run_a", "run_b", "baseline", "output")]
+    check_storage_reachable([p for p in paths if isinstance(p, str)], beam_args)
+
+
+def _run_reader(path: str):
+    """How `load_run` reads `path`: Beam's filesystems for a bucket (they take the filesystem
+    options given), pyarrow's for a local folder."""
+    if "://" not in path:
+        return None
+    from transforms.storage import read_file_or_none
+
+    return read_file_or_none
+
+
 def _print_summary(manifest: dict) -> None:
     counts = manifest["counts"]
     _print(
@@ -389,8 +429,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run_demo(args.output)
             return 0
         if args.command in ("compare", "report", "finalize"):
-            if beam_args:
-                parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+            _use_filesystem_flags_only(args, beam_args, parser)  # runs in buckets: --s3_endpoint_url ...
             return {"compare": _compare, "report": _report, "finalize": _finalize}[args.command](args)
         if args.config:  # Beam options from the YAML first, so that flags override them
             from pipeline.config import load_yaml_config
@@ -402,8 +441,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_pipeline_args(beam_args, parser)
         from pipeline.filesystem_options import use_filesystem_options
         from pipeline.output_dir import check_output, inspect_output
+        from pipeline.storage_check import check_storage_reachable
 
         use_filesystem_options(beam_args)
+        check_storage_reachable(_paths_of(config), beam_args)
 
         if inspect_output(config.output).complete and not config.overwrite:
             check_output(config.output, config.overwrite)  # the common rerun mistake, said before TensorFlow loads
@@ -426,6 +467,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunFailedError as error:
         _print(f"error: {error}", file=sys.stderr)
         return EXIT_RUN_FAILED
+    except StorageUnavailableError as error:
+        _print(f"error: {error}", file=sys.stderr)
+        return EXIT_STORAGE_UNAVAILABLE
 
 
 # Imported by Keras at import time for features this program never uses: scikit-learn (and SciPy)

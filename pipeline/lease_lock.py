@@ -12,10 +12,11 @@ a long pause) before anyone may take over; and a run that crashed blocks its fol
 five minutes, so a scheduler's retry (Airflow's default retry_delay is 300 s) succeeds. Launchers'
 clocks must agree to well within the lease (NTP does).
 
-On S3 the lock is created with `IfNoneMatch='*'` and renewed or taken over with `IfMatch=<etag>`:
-of two launchers started at the same instant exactly one gets it. Elsewhere (gs:// through Beam's
-filesystem, which has no conditional writes) it is created when absent and read back: that
-narrows the window between two launchers but cannot close it.
+On S3 the lock is created with `IfNoneMatch='*'` and renewed or taken over with `IfMatch=<etag>`,
+on GCS with `if_generation_match` (0 to create, the generation read to renew): of two launchers
+started at the same instant exactly one gets it. Elsewhere (Beam's filesystems have no
+conditional writes) it is created when absent and read back: that narrows the window between two
+launchers but cannot close it.
 """
 
 from __future__ import annotations
@@ -104,8 +105,46 @@ class _S3Object(_BeamObject):
         self._client.delete_object(Bucket=self._bucket, Key=self._key)
 
 
+class _GcsObject(_BeamObject):
+    """The lock object on GCS with conditional writes (if_generation_match)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.io.gcp.gcsio import create_storage_client
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        client = create_storage_client(FileSystems._pipeline_options or PipelineOptions([]))  # pylint: disable=protected-access
+        bucket, _, self._key = path[len("gs://"):].partition("/")
+        self._bucket = client.bucket(bucket)
+
+    def read(self) -> tuple[Optional[dict], Optional[str]]:
+        try:
+            blob = self._bucket.get_blob(self._key)
+            if blob is None:
+                return None, None
+            document = json.loads(blob.download_as_bytes(if_generation_match=blob.generation))
+        except Exception:  # absent, replaced while read, or unreadable
+            return None, None
+        return (document if isinstance(document, dict) else None), str(blob.generation)
+
+    def write(self, document: dict, version: Optional[str]) -> None:
+        from google.api_core import exceptions
+
+        try:
+            self._bucket.blob(self._key).upload_from_string(
+                json.dumps(document).encode(), content_type="application/json", if_generation_match=int(version or 0))
+        except (exceptions.PreconditionFailed, exceptions.Conflict):
+            raise _Taken from None
+
+    def delete(self) -> None:
+        self._bucket.blob(self._key).delete()
+
+
 def _lock_object(path: str) -> _BeamObject:
-    return _S3Object(path) if path.startswith("s3://") else _BeamObject(path)
+    if path.startswith("s3://"):
+        return _S3Object(path)
+    return _GcsObject(path) if path.startswith("gs://") else _BeamObject(path)
 
 
 class LeaseLock:

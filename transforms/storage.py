@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Mapping, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["use_options", "BeamModelStorage", "model_storage"]
+__all__ = ["use_options", "BeamModelStorage", "model_storage", "read_file_or_none"]
 
 
 def use_options(options: Optional[Mapping[str, Any]]) -> None:
@@ -39,6 +39,14 @@ class BeamModelStorage:
 
     def open(self, path: str) -> BinaryIO:
         return FileSystems.open(path, mime_type="application/octet-stream", compression_type="uncompressed")
+
+
+def read_file_or_none(path: str) -> Optional[bytes]:
+    """The bytes of a file through Beam's filesystems; None when there is none at `path`."""
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
+        return handle.read()
 
 
 def model_storage(path: str) -> Optional[BeamModelStorage]:

@@ -11,6 +11,7 @@ bucket too: its workers get the filesystem options from the pipeline, not from B
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,16 @@ def test_a_run_with_input_output_and_model_in_a_bucket_equals_a_local_run(s3_ser
     assert err.startswith("error: ") and "already holds a complete run" in err and len(err.strip().splitlines()) == 1, err
     assert main(_run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", "--overwrite", *_s3_args(s3_server))) == 0
     assert _keys(s3_server, f"{prefix}/out/") == written
+
+    # the audit commands read runs in the bucket with the same filesystem flags
+    assert main(["compare", f"{s3}/out", str(tmp_path / "local"), "--json", str(tmp_path / "drift.json"), *_s3_args(s3_server)]) == 0
+    drift = json.loads((tmp_path / "drift.json").read_text())
+    assert drift["run_a"] == f"{s3}/out" and drift["drift"] is False
+    assert main(["report", f"{s3}/out", "--out", str(tmp_path / "report.html"), *_s3_args(s3_server)]) == 0
+    assert "attribution" in (tmp_path / "report.html").read_text().lower()
+    with pytest.raises(SystemExit) as refused:  # argparse's exit for a flag this command does not take
+        main(["compare", f"{s3}/out", str(tmp_path / "local"), "--runner", "DirectRunner", *_s3_args(s3_server)])
+    assert refused.value.code == 2 and "unrecognized arguments: --runner (this command takes only" in capsys.readouterr().err
 
 
 def test_tfrecord_input_in_a_bucket_plain_and_gzip_equals_a_local_run(s3_server, linear_model, tmp_path, capsys):
@@ -247,3 +258,27 @@ def test_the_portable_path_with_an_external_worker_pool_reads_and_writes_the_buc
         for column in COLUMNS:
             np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
     assert not [k for k in _keys(s3_server, f"{prefix}/out/") if k.startswith(".staging-") or k.endswith(".lock")]
+
+
+def test_an_unreachable_endpoint_missing_credentials_or_bucket_are_one_line_each(s3_server, linear_model, tmp_path, capsys, monkeypatch):
+    """Checked on the launcher with short time-outs before any other access (Beam's own retries
+    took 7 min 30 s to end in a traceback): storage unreachable, exit 5; settings to fix, exit 2."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    closed = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (_s3_args(closed), f"s3://{BUCKET}/x/out", 5, rf"cannot reach the S3 storage of s3://{BUCKET} at {closed} \(EndpointConnectionError\)"),
+        (["--s3_endpoint_url", s3_server, "--s3_region_name", "us-east-1"], f"s3://{BUCKET}/x/out", 2,
+         rf"no AWS credentials for s3://{BUCKET}: pass --s3_access_key_id"),
+        (_s3_args(s3_server), "s3://no-such-bucket/out", 2, r"bucket s3://no-such-bucket does not exist at http://127.0.0.1"),
+    ]
+    for flags, output, code, message in cases:
+        started = time.monotonic()
+        assert main(["run", "--model", linear_model[0], "--input", f"s3://{BUCKET}/x/*.parquet", "--output", output, *flags]) == code
+        assert time.monotonic() - started < 30  # not Beam's minutes of retries
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert re.search(message, err), err
