@@ -205,3 +205,45 @@ def vader_lexicon() -> dict:
     text = (importlib.resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")
     entries = (line.split("\t") for line in text.splitlines() if line.strip())
     return {fields[0]: float(fields[1]) for fields in entries if re.fullmatch("[a-z]+", fields[0])}
+
+
+def run_on_the_portable_path(cli_args: list, log_path, timeout: float = 300) -> str:
+    """Runs `python -m pipeline *cli_args --wait` on PortableRunner through Beam's Python job service
+    and an EXTERNAL SDK worker pool (the shape of Flink with SDK workers in a sidecar pool), each
+    started here in its own session and stopped afterwards; every wait is bounded (a hung SDK worker
+    fails the test, it does not hang CI). The services log to `log_path` (the pool logs each worker
+    it starts). Returns the launcher's stderr; fails the test unless it exits 0."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from pipeline.processes import free_port, stop_session, wait_for_port
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    job_port, pool_port = free_port(), free_port()
+    started = []
+    with open(log_path, "w") as logs:
+        try:
+            started.append(subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                                             f"--port={job_port}"], env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
+            started.append(subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                                             f"--service_port={pool_port}"], env=env, stdout=logs, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=repo))
+            wait_for_port(job_port, started[0])
+            wait_for_port(pool_port, started[1])
+            launcher = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", *cli_args, "--wait", "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
+                 "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}"],
+                env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            started.append(launcher)
+            try:
+                _, err = launcher.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the portable run did not finish within {timeout} s")
+            assert launcher.returncode == 0, err[-3000:]
+            return err
+        finally:
+            for process in reversed(started):
+                stop_session(process)

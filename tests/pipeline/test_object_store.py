@@ -1,5 +1,6 @@
-"""Runs where the data lives: input, output and model in an S3 bucket, against a real S3 server
-(moto's, started here on loopback; moto[server] is in the 'test' extra).
+"""Runs where the data lives: input, output and model in a bucket, against real object-store
+servers started here on loopback: moto's S3 server (moto[server] is in the 'test' extra) and
+fake-gcs-server for GCS (a Go binary; .ci/build_fake_gcs).
 
 What is checked is what an operator relies on: the result equals a local run's, run twice is
 refused and --overwrite replaces, no staging folder or lock is left behind, two launchers cannot
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import read_parquet_dir, rows_by_key
+from helpers import read_parquet_dir, rows_by_key, run_on_the_portable_path
 from pipeline.cli import main
 from pipeline.processes import free_port, stop_session, wait_for_port
 
@@ -225,33 +226,8 @@ def test_the_portable_path_with_an_external_worker_pool_reads_and_writes_the_buc
     prefix, local_data, local_model = bucket_data
     s3 = f"s3://{BUCKET}/{prefix}"
     assert main(_run_args(local_model, local_data, str(tmp_path / "local"))) == 0
-    env = {**os.environ, "PYTHONPATH": REPO, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    job_port, pool_port = free_port(), free_port()
-    logs = open(tmp_path / "services.log", "w")
-    started = []
-    try:
-        started.append(subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-                                         f"--port={job_port}"], env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
-        started.append(subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                                         f"--service_port={pool_port}"], env=env, stdout=logs, stderr=subprocess.STDOUT,
-                                        start_new_session=True, cwd=REPO))
-        wait_for_port(job_port, started[0])
-        wait_for_port(pool_port, started[1])
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *_run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out"),
-             "--wait", "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
-             f"--environment_config=localhost:{pool_port}", *_s3_args(s3_server)],
-            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        started.append(launcher)
-        try:
-            _, err = launcher.communicate(timeout=300)  # a hung SDK worker fails here, it does not hang CI
-        except subprocess.TimeoutExpired:
-            pytest.fail("the portable run did not finish within 300 s")
-        assert launcher.returncode == 0, err[-3000:]
-    finally:
-        for process in reversed(started):
-            stop_session(process)
-        logs.close()
+    run_on_the_portable_path([*_run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out"), *_s3_args(s3_server)],
+                             tmp_path / "services.log")
     ours, theirs = _rows(_read_bucket_parquet(s3_server, f"{prefix}/out")), _rows(read_parquet_dir(tmp_path / "local"))
     assert sorted(ours) == sorted(theirs) and len(ours) == 60
     for key, row in theirs.items():
@@ -282,3 +258,95 @@ def test_an_unreachable_endpoint_missing_credentials_or_bucket_are_one_line_each
         err = capsys.readouterr().err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert re.search(message, err), err
+
+
+# ---------------------------------------------------------------------------------------- GCS
+
+
+@pytest.fixture(scope="module")
+def gcs_server(tmp_path_factory):
+    """The endpoint of a fake-gcs-server for this module, set as STORAGE_EMULATOR_HOST (a skip
+    without the binary, a failure under $ATTRIBUTION_REQUIRE_GCS=1, which .ci/run sets where Go is)."""
+    from gcs_emulator import add_content_ids, fake_gcs_binary, server_command
+
+    binary = fake_gcs_binary()
+    if binary is None:
+        message = "no fake-gcs-server binary: build it with .ci/build_fake_gcs DIR and set ATTRIBUTION_FAKE_GCS_BIN=DIR/bin/fake-gcs-server"
+        if os.environ.get("ATTRIBUTION_REQUIRE_GCS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("gcs") / "gcs.log", "w")
+    server = subprocess.Popen(server_command(binary, port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        wait_for_port(port, server)
+        endpoint = f"http://localhost:{port}"
+        os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+        add_content_ids()
+        _gcs_bucket().client.create_bucket(BUCKET)
+        yield endpoint
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        stop_session(server)
+        log.close()
+
+
+def _gcs_bucket():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(project="test", credentials=AnonymousCredentials()).bucket(BUCKET)
+
+
+def _gcs_keys(prefix: str) -> list[str]:
+    return sorted(b.name[len(prefix):] for b in _gcs_bucket().client.list_blobs(BUCKET, prefix=prefix))
+
+
+def test_a_run_with_input_output_and_model_in_a_gcs_bucket_equals_a_local_run(gcs_server, linear_model, tmp_path, capsys):
+    prefix = f"gcs-{time.time_ns()}"
+    features = np.random.default_rng(5).normal(size=(60, 6)).astype(np.float32)
+    pq.write_table(pa.table({"id": np.arange(60), **{c: features[:, j] for j, c in enumerate(COLUMNS)}}), tmp_path / "d.parquet",
+                   row_group_size=20)
+    bucket = _gcs_bucket()
+    bucket.blob(f"{prefix}/in/d.parquet").upload_from_filename(str(tmp_path / "d.parquet"))
+    bucket.blob(f"{prefix}/models/linear.keras").upload_from_filename(linear_model[0])
+    gs = f"gs://{BUCKET}/{prefix}"
+    assert main(_run_args(linear_model[0], str(tmp_path / "d.parquet"), str(tmp_path / "local"))) == 0
+    assert main(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out")) == 0
+    written = _gcs_keys(f"{prefix}/out/")
+    assert "manifest.json" in written and not [k for k in written if k.startswith(".staging-") or k.endswith(".lock")], written
+    tables = [pq.read_table(io.BytesIO(bucket.blob(f"{prefix}/out/{k}").download_as_bytes())) for k in written if k.startswith("attributions-")]
+    ours, theirs = _rows(pa.concat_tables(tables)), _rows(read_parquet_dir(tmp_path / "local"))
+    assert sorted(ours) == sorted(theirs) and len(ours) == 60
+    for key, row in theirs.items():
+        for column in COLUMNS:
+            np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
+    capsys.readouterr()
+    assert main(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out")) == 2
+    assert "already holds a complete run" in capsys.readouterr().err
+    assert main(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out", "--overwrite")) == 0
+    assert _gcs_keys(f"{prefix}/out/") == written
+    assert main(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", "gs://no-such-bucket/out")) == 2
+    assert "bucket gs://no-such-bucket does not exist" in capsys.readouterr().err
+
+
+def test_a_gcs_lock_is_held_by_one_launcher_and_taken_over_once_its_lease_runs_out(gcs_server):
+    from pipeline.errors import RunFailedError
+    from pipeline.output_lock import OutputLock
+
+    output = f"gs://{BUCKET}/lease-{time.time_ns()}/out"
+    first = OutputLock(output, lease_seconds=5).acquire()
+    with pytest.raises(ValueError, match=r"is in use by another run .* lease runs out \(in \d s\)"):
+        OutputLock(output, lease_seconds=5).acquire()
+    first._lease._stop.set()  # the holder stops renewing, as a killed launcher would  # pylint: disable=protected-access
+    time.sleep(6)
+    second = OutputLock(output, lease_seconds=5).acquire()  # taken over with if_generation_match
+    with pytest.raises(RunFailedError, match="was deleted or replaced while this run held it"):
+        first.verify()  # the first holder, were it still alive, would not commit
+    second.verify()
+    second.release()
+    assert _gcs_keys(output.split(f"gs://{BUCKET}/", 1)[1] + "/") == []

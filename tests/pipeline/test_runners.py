@@ -10,17 +10,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from helpers import read_parquet_dir, rows_by_key, save_nonlinear_model, write_vector_tfrecord
+from helpers import read_parquet_dir, rows_by_key, run_on_the_portable_path, save_nonlinear_model, write_vector_tfrecord
 from pipeline.config import RunConfig
-from pipeline.processes import free_port as _free_port
-from pipeline.processes import stop_session as _stop
-from pipeline.processes import wait_for_port as _wait_for_port
 from pipeline.run import run_attribution
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,35 +36,9 @@ def test_portable_runner_with_an_external_worker_pool_equals_the_direct_runner(i
     direct = run_attribution(RunConfig.from_mapping({**settings, "output": str(tmp_path / "direct")}))
     assert direct["status"] == "complete"
 
-    env = {**os.environ, "PYTHONPATH": REPO, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    job_port, pool_port = _free_port(), _free_port()
-    logs = open(tmp_path / "services.log", "w")
-    started = []
-    try:
-        job_service = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-                                        f"--port={job_port}"], env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True)
-        started.append(job_service)
-        pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={pool_port}"],
-                                env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        started.append(pool)
-        _wait_for_port(job_port, job_service)
-        _wait_for_port(pool_port, pool)
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", paths[0], "--input", paths[1],
-             "--output", str(tmp_path / "portable"), "--key-column", "id", "--method", "integrated_gradients", "--steps", "16",
-             "--batch-size", "16", "--wait", "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
-             "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}"],
-            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        started.append(launcher)
-        try:
-            out, err = launcher.communicate(timeout=300)  # a hung SDK worker fails here, it does not hang CI
-        except subprocess.TimeoutExpired:
-            pytest.fail("the portable run did not finish within 300 s")
-        assert launcher.returncode == 0, err[-3000:]
-    finally:
-        for process in reversed(started):
-            _stop(process)
-        logs.close()
+    run_on_the_portable_path(["run", "--model", model, "--input", paths[0], "--input", paths[1], "--output", str(tmp_path / "portable"),
+                              "--key-column", "id", "--method", "integrated_gradients", "--steps", "16", "--batch-size", "16"],
+                             tmp_path / "services.log")
 
     manifest = json.loads((tmp_path / "portable" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["job"]["runner"] == "PortableRunner"
