@@ -342,9 +342,45 @@ def _constant_baseline(number: float, given: Any) -> BaselineSpec:
     return BaselineSpec("constant", value=number)
 
 
+# A config is a small mapping of settings; a document that expands to more values is an alias
+# bomb ("billion laughs": 459 bytes ran out of memory after 32 s), refused before it is built.
+MAX_CONFIG_VALUES = 100_000
+
+
+class _BoundedSafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (no arbitrary objects) that refuses a document expanding to more than
+    MAX_CONFIG_VALUES values once its aliases are followed, before any value is constructed."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if _expanded_size(node, {}) > MAX_CONFIG_VALUES:
+            raise _TooLarge()
+        return node
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _expanded_size(node: yaml.Node, sizes: dict) -> int:
+    """Values in `node` with every alias expanded (memoised per node: linear in the document)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a node reached again while counting (a recursive alias) counts once
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = min(size, MAX_CONFIG_VALUES + 1)
+    return sizes[id(node)]
+
+
 def load_yaml_config(path: str) -> dict[str, Any]:
-    """Reads a YAML config with `yaml.safe_load` (no arbitrary objects); local or any Beam
-    filesystem path (gs://, s3://, ...)."""
+    """Reads a YAML config with yaml's SafeLoader (no arbitrary objects), at most
+    MAX_CONFIG_VALUES values once aliases are expanded; local or any Beam filesystem path
+    (gs://, s3://, ...)."""
     try:
         if "://" in path:
             from apache_beam.io.filesystems import FileSystems
@@ -352,10 +388,15 @@ def load_yaml_config(path: str) -> dict[str, Any]:
             if not FileSystems.exists(path):
                 raise FileNotFoundError(path)
             with FileSystems.open(path, compression_type="uncompressed") as handle:
-                values = yaml.safe_load(handle.read().decode("utf-8"))
+                values = yaml.load(handle.read().decode("utf-8"), Loader=_BoundedSafeLoader)  # noqa: S506 (a SafeLoader)
         else:
             with open(path, encoding="utf-8") as handle:
-                values = yaml.safe_load(handle)
+                values = yaml.load(handle, Loader=_BoundedSafeLoader)  # noqa: S506 (a SafeLoader)
+    except _TooLarge:
+        raise ValueError(
+            f"config file {path!r} expands to more than {MAX_CONFIG_VALUES:,} values once its aliases (*name) are "
+            f"followed; a config is a small mapping of settings. Write the values out instead of nesting aliases."
+        ) from None
     except FileNotFoundError:
         raise ValueError(f"config file {path!r} does not exist.") from None
     except IsADirectoryError:
@@ -367,6 +408,9 @@ def load_yaml_config(path: str) -> dict[str, Any]:
         ) from None
     except yaml.YAMLError as error:
         raise ValueError(f"config file {path!r} is not valid YAML: {error}") from None
+    except ValueError as error:  # raised while building a value: Python's limit on integer digits
+        raise ValueError(f"config file {path!r} holds a value that cannot be read ({str(error).split(';')[0]}); no "
+                         f"setting takes a number that long.") from None
     if values is None:
         return {}
     if not isinstance(values, dict):

@@ -251,25 +251,33 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _real(path: str) -> str:
+    """A local path with every symbolic link resolved (as far as it exists); others as given."""
+    return path if "://" in path else os.path.realpath(path)
+
+
 def check_output_outside_inputs(output: str, patterns: Sequence[str], input_files: Sequence[str]) -> None:
     """Refuses an output folder that holds input files or that an input glob reaches into: the run
-    (or the next one) would read its own results as input."""
+    (or the next one) would read its own results as input. Local paths are compared as written
+    and with their links resolved (an output spelled through a link to the input folder)."""
     root = _absolute(output).rstrip("/") + "/"
-    inside = [f for f in input_files if _absolute(f).startswith(root)]
+    real_root = _real(output).rstrip("/") + "/"
+    inside = [f for f in input_files if _absolute(f).startswith(root) or _real(f).startswith(real_root)]
     if inside:
         raise ValueError(
             f"input file {inside[0]!r} is inside the output folder {output!r}: the run would replace or read its own "
             f"results. Write the output to a folder outside the input."
         )
-    written = [root + name.replace("*", "00000-of-00001.parquet") for name in (*_RESULT_NAMES, MANIFEST_NAME)]
-    written += [root + STAGING_PREFIX + "0123456789ab/" + name.rsplit("/", 1)[-1] for name in written]
+    names = [name.replace("*", "00000-of-00001.parquet") for name in (*_RESULT_NAMES, MANIFEST_NAME)]
+    names += [STAGING_PREFIX + "0123456789ab/" + name for name in names]
     for pattern in patterns:
-        regex = re.compile(FileSystem.translate_pattern(_absolute(pattern)))
-        reached = [path for path in written if regex.match(path)]
+        spellings = {(_absolute(pattern), root), (_real(pattern), real_root)}
+        reached = [name for spelled, base in spellings for name in names
+                   if re.match(FileSystem.translate_pattern(spelled), base + name)]
         if reached:
             raise ValueError(
                 f"input pattern {pattern!r} would match files the run writes into --output {output!r} (e.g. "
-                f"{reached[0][len(root):]!r}), so runs would read their own results. Choose an output outside the input glob."
+                f"{reached[0]!r}), so runs would read their own results. Choose an output outside the input glob."
             )
 
 

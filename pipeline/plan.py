@@ -99,6 +99,12 @@ def _parquet_catalog(path: str) -> dict[str, _SourceColumn]:
                 f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); replace or remove the file, "
                 f"or list a readable file first."
             ) from None
+    repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"the first input file {path!r} has several columns named {repeated[0]!r} ({len(repeated)} repeated name(s): "
+            f"{repeated[:5]}); columns are read by name, so each must be unique. Rename or drop the repeated columns."
+        )
     catalog = {}
     for f in schema:
         t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type  # dictionary encoding is storage
@@ -450,11 +456,25 @@ def _field(catalog: dict[str, _SourceColumn], name: str, role: str) -> FieldSpec
     return FieldSpec(name, source.arrow_type, source.kind or "bytes_list")
 
 
+def _plain_value_field(catalog: dict[str, _SourceColumn], name: str, role: str) -> FieldSpec:
+    """A key or slice column: one plain value per record (keys are compared, slices grouped by)."""
+    spec = _field(catalog, name, role)
+    arrow_type = spec.arrow_type.value_type if pa.types.is_dictionary(spec.arrow_type) else spec.arrow_type
+    if pa.types.is_nested(arrow_type):
+        raise ValueError(
+            f"{role} {name!r} has type {arrow_type}; a {role} must hold one plain value per record (a string, a number or "
+            f"a boolean), not a list or a struct. Choose another column, or flatten this one into a plain column."
+        )
+    return spec
+
+
 def _record_schema(
     config: RunConfig, model: LoadedModel, input_format: str, catalog: dict, num_outputs: int, layers: tuple[LayerChoice, ...] = ()
 ) -> RecordSchema:
     model_inputs = _map_model_inputs(model, config, catalog, layers)
-    key = _field(catalog, config.key_column, "key column") if config.key_column else None
+    key = _plain_value_field(catalog, config.key_column, "key column") if config.key_column else None
+    for column in config.slice_columns:
+        _plain_value_field(catalog, column, "slice column")
     passthrough = tuple(_field(catalog, c, "pass-through column") for c in config.passthrough_columns)
     passthrough += tuple(
         _field(catalog, c, "slice column") for c in _extra_slice_columns(config)

@@ -205,6 +205,35 @@ def parquet_missing_column_in_a_later_file(tmp_path) -> Case:
                 dead={"b.parquet:0": "column 'f5' is missing (the first input file has it)"})
 
 
+def _with_a_repeated_column(columns: dict, name: str) -> pa.Table:
+    table = pa.table(columns)
+    return table.append_column(name, table.column(name))  # pyarrow allows two columns of one name
+
+
+def parquet_repeated_column_name_in_a_later_file(tmp_path) -> Case:
+    first = _parquet(tmp_path / "a.parquet", pa.table(_good_table()))
+    second = _parquet(tmp_path / "b.parquet", _with_a_repeated_column(_good_table(100), "f2"))
+    return Case([first, second], {**PARQUET, "max_dead_letter_fraction": 1.0}, attributed=GOOD_ROWS,
+                dead={"b.parquet:0": "column 'f2' appears 2 times (columns are read by name)"})
+
+
+def parquet_repeated_column_name_in_the_first_file(tmp_path) -> Case:
+    path = _parquet(tmp_path / "a.parquet", _with_a_repeated_column(_good_table(), "f0"))
+    return Case([path], PARQUET, launcher_error=r"the first input file '.*a\.parquet' has several columns named 'f0'")
+
+
+def parquet_struct_key_column(tmp_path) -> Case:
+    table = pa.table({**_good_table(), "id": pa.array([{"shop": i, "till": "a"} for i in range(GOOD_ROWS)])})
+    return Case([_parquet(tmp_path / "a.parquet", table)], {**PARQUET, "check_duplicate_keys": True},
+                launcher_error=r"key column 'id' has type struct<shop: int64, till: string>; a key column must hold one plain value")
+
+
+def parquet_list_slice_column(tmp_path) -> Case:
+    table = pa.table({**_good_table(), "tags": pa.array([[1, 2]] * GOOD_ROWS)})
+    return Case([_parquet(tmp_path / "a.parquet", table)], {**PARQUET, "slice_column": "tags"},
+                launcher_error=r"slice column 'tags' has type list<element: int64>; a slice column must hold one plain value")
+
+
 def parquet_wrong_type_in_a_later_file(tmp_path) -> Case:
     first = _parquet(tmp_path / "a.parquet", pa.table(_good_table()))
     columns = {**_good_table(100), "f0": pa.array(["x"] * GOOD_ROWS)}
@@ -389,6 +418,24 @@ def config_not_utf8(tmp_path) -> Case:
     return Case([path], {"config": str(tmp_path / "latin1.yaml")}, launcher_error=r"config file '.*latin1\.yaml' is not UTF-8 text")
 
 
+def config_alias_bomb(tmp_path) -> Case:
+    """459 bytes that expand to 9^9 strings ("billion laughs"): ran out of memory after 32 s."""
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    (tmp_path / "bomb.yaml").write_text("\n".join(levels) + "\n")
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"config": str(tmp_path / "bomb.yaml")},
+                launcher_error=r"config file '.*bomb\.yaml' expands to more than 100,000 values once its aliases")
+
+
+def config_integer_with_5000_digits(tmp_path) -> Case:
+    (tmp_path / "digits.yaml").write_text("batch_size: " + "9" * 5000 + "\n")
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"config": str(tmp_path / "digits.yaml")},
+                launcher_error=r"config file '.*digits\.yaml' holds a value that cannot be read \(Exceeds the limit")
+
+
 def truncated_keras_file(tmp_path) -> Case:
     import keras
 
@@ -523,6 +570,14 @@ def output_is_the_input_folder(tmp_path) -> Case:
                 launcher_error=r"input file '.*/data/d\.parquet' is inside the output folder '.*/data'")
 
 
+def output_inside_the_input_through_a_link(tmp_path) -> Case:
+    """--output spelled through a link to the input's folder: the run would read its own results."""
+    data, _ = _data_folder(tmp_path)
+    (tmp_path / "link").symlink_to(data, target_is_directory=True)
+    return Case([f"{data}/**.parquet"], PARQUET, output=str(tmp_path / "link" / "out"), untouched=str(data),
+                launcher_error="would match files the run writes into --output")
+
+
 def input_glob_reaching_into_the_output(tmp_path) -> Case:
     data, _ = _data_folder(tmp_path)
     return Case([f"{data}/**.parquet"], PARQUET, output=str(data / "out"), untouched=str(data),
@@ -617,7 +672,7 @@ def output_path_ending_in_a_newline(tmp_path) -> Case:
 RECORD_LEVEL: list[Callable] = [
     truncated_tfrecord, corrupted_crc, example_missing_a_feature, feature_of_the_wrong_length,
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
-    parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file,
+    parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file, parquet_repeated_column_name_in_a_later_file,
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
     compressed_tfrecords_among_plain_ones, sequence_example_with_the_features_in_its_context,
     parquet_equivalent_types_across_files, tfrecord_key_that_is_not_utf8, float64_beyond_the_float32_range,
@@ -625,12 +680,15 @@ RECORD_LEVEL: list[Callable] = [
 ]
 RUN_LEVEL: list[Callable] = [
     only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,
-    first_record_is_a_sequence_example, first_parquet_file_corrupt,
+    first_record_is_a_sequence_example, first_parquet_file_corrupt, parquet_repeated_column_name_in_the_first_file,
+    parquet_struct_key_column, parquet_list_slice_column,
     model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
     integer_model_output, baseline_constant_nan, noise_fraction_infinite, steps_too_large, config_path_is_a_folder,
-    config_not_utf8, truncated_keras_file, unregistered_custom_layer, saved_model_writing_a_file, tf1_saved_model_writing_while_loading,
+    config_not_utf8, config_alias_bomb, config_integer_with_5000_digits, truncated_keras_file, unregistered_custom_layer,
+    saved_model_writing_a_file, tf1_saved_model_writing_while_loading,
     output_folder_of_someone_else, date_climbing_out_of_the_output, param_climbing_out_of_the_output,
-    output_is_the_input_folder, input_glob_reaching_into_the_output, input_file_inside_the_output,
+    output_is_the_input_folder, output_inside_the_input_through_a_link, input_glob_reaching_into_the_output,
+    input_file_inside_the_output,
     output_that_is_a_file, output_under_a_file, output_name_too_long, lock_file_that_is_a_symlink,
     ownership_record_temp_that_is_a_symlink, folder_holding_only_a_users_staging_named_folder,
     folder_holding_only_a_copied_ownership_record, param_value_ending_in_a_newline, output_path_ending_in_a_newline,

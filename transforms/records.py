@@ -189,6 +189,8 @@ def parquet_schema_problem(arrow_schema: pa.Schema, schema: RecordSchema) -> Opt
     for column in schema.source_columns:
         if column.name not in names:
             return f"column {column.name!r} is missing (the first input file has it)"
+        if arrow_schema.names.count(column.name) > 1:
+            return f"column {column.name!r} appears {arrow_schema.names.count(column.name)} times (columns are read by name)"
         arrow_type = _plain_type(arrow_schema.field(column.name).type)
         if column.image is not None:
             if not _is_binary_type(arrow_type):

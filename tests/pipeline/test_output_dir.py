@@ -273,3 +273,18 @@ def test_an_output_spelled_with_slashes_and_dots_is_the_same_folder(linear_model
     assert again["status"] == "complete" and again["counts"]["rows_written"] == 30
     assert [f["path"] for f in again["output"]["attributions"]] == [f["path"] for f in first["output"]["attributions"]]
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_a_staging_launch_record_that_is_not_json_is_named_by_finalize_and_swept_by_the_next_run(linear_model, data, tmp_path, capsys):
+    from pipeline.output_dir import open_staging
+
+    out = tmp_path / "out"
+    run_attribution(_config(linear_model[0], data, out, summaries=False))
+    staging = open_staging(str(out), "0123456789ab")  # a run killed while it wrote launch.json
+    staging.release()
+    (out / ".staging-0123456789ab" / "launch.json").write_text('{"settings": {"model": ')
+    (out / ".staging-0123456789ab" / "pipeline_done.json").write_text('{"finished": 0}')
+    assert main(["finalize", str(out)]) == 2
+    _one_line_error(capsys, r"\.staging-0123456789ab/launch\.json is missing or not a launch record of this program .* Delete the folder")
+    assert main(_args(linear_model[0], data, out, "--overwrite")) == 0
+    assert not (out / ".staging-0123456789ab").exists()

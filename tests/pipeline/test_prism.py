@@ -30,8 +30,11 @@ import pytest
 from helpers import read_parquet_dir, rows_by_key, save_nonlinear_model, write_vector_tfrecord
 from pipeline.config import RunConfig
 from pipeline.prism import PRISM_BIN_ENV, find_prism, install_command
+from pipeline.processes import free_port as _free_port
+from pipeline.processes import stop_session as _stop
+from pipeline.processes import wait_for_port as _wait_for_port
 from pipeline.run import run_attribution
-from test_runners import REPO, _free_port, _stop, _wait_for_port
+from test_runners import REPO
 
 REQUIRE_ENV = "ATTRIBUTION_REQUIRE_PRISM"
 SETTINGS = {"key_column": "id", "method": "integrated_gradients", "steps": 16, "batch_size": 16}
