@@ -301,6 +301,7 @@ def _load_keras(path: str, local: str, unsafe_deserialization: bool) -> LoadedMo
             f"the Keras model {path!r} has no defined inputs (a subclassed model that was never "
             f"built?); save a functional or Sequential model, or export a SavedModel."
         )
+    _check_layer_names(path, model)
     single_input = len(model.inputs) == 1
     output_names = getattr(model, "output_names", None) or [
         t._keras_history.operation.name for t in model.outputs
@@ -330,6 +331,28 @@ def _load_keras(path: str, local: str, unsafe_deserialization: bool) -> LoadedMo
 
 
 _UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
+
+
+# The names TensorFlow accepts as a name scope in a compiled function (its _VALID_SCOPE_NAME_REGEX).
+# Keras opens a scope per layer: eagerly any name passes (the launcher's checks), but inside the
+# workers' tf.function every batch failed with "'<svg onload=...>' is not a valid scope name".
+_VALID_SCOPE_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]*\Z")
+
+
+def _check_layer_names(path: str, model) -> None:
+    """Refuses a model with a layer (at any depth) whose name TensorFlow rejects as a scope."""
+    stack, bad = [model], []
+    while stack:
+        layer = stack.pop()
+        if not _VALID_SCOPE_NAME.match(layer.name):
+            bad.append(layer.name)
+        stack.extend(getattr(layer, "layers", ()) or ())
+    if bad:
+        raise ValueError(
+            f"the model {path!r} has a layer named {bad[0]!r}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}, a name "
+            f"TensorFlow cannot use inside a compiled function (allowed: letters, digits and _ . - / >). Rename the layer "
+            f"(rebuild the model with a valid name), or export it as a SavedModel (model.export(PATH))."
+        )
 
 
 def _raise_if_unknown_class(path: str, error: Exception) -> None:

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import errno
 import logging
 import os
 import sys
@@ -94,6 +95,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
     add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")
+    add("--batch-timeout-seconds", type=float, metavar="SECONDS",
+        help="fail the run when one batch is still attributing after this long (default 3600).")
     add("--lock-lease-seconds", type=float, metavar="SECONDS",
         help="object stores: a lock its run has not renewed for this long is taken over (default 300).")
     add("--max-dead-letter-fraction", type=float, metavar="FRACTION", help="fail the run when more than this share of records is dead-lettered (default 0.1).")
@@ -335,6 +338,20 @@ _IMPORT_NOISE = (
 )
 
 
+class _DropTracebacksSaidInOneLine(logging.Filter):
+    """Beam logs a failed bundle with its whole traceback; when the storage refused a write (full
+    disk, quota, file-size limit) or a batch ran past batch_timeout_seconds, the run ends with one
+    line saying so (pipeline.run), and the tracebacks above it say nothing more."""
+
+    _WORDS = (*(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)), "(batch_timeout_seconds)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.name.startswith("apache_beam"):
+            return True
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info and record.exc_info[1] else "")
+        return not any(word in text for word in self._WORDS)
+
+
 class _DropImportNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno <= logging.WARNING and str(record.msg).startswith(_IMPORT_NOISE))
@@ -361,6 +378,7 @@ def configure_logging() -> None:
             handler.setFormatter(_PrintableFormatter(_LOG_FORMAT))
         if not any(isinstance(f, _DropImportNoise) for f in handler.filters):
             handler.addFilter(_DropImportNoise())
+            handler.addFilter(_DropTracebacksSaidInOneLine())
 
 
 def _paths_of(config) -> list[str]:

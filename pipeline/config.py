@@ -83,6 +83,9 @@ class RunConfig:
     # this; a lock not renewed for this long is a dead run's and the next run takes it over
     # (pipeline.lease_lock says why 300 s). Local folders use flock and ignore it.
     lock_lease_seconds: float = 300.0
+    # A batch still attributing after this long fails the run (a model that loops forever would
+    # otherwise hang it); generous by default: a 4,096-record batch takes seconds to minutes.
+    batch_timeout_seconds: float = 3600.0
     # The run fails at the end (non-zero exit, manifest status 'failed') when more than this share
     # of the records read was dead-lettered.
     max_dead_letter_fraction: float = 0.1
@@ -184,6 +187,8 @@ class RunConfig:
                       lambda v: 0 <= v <= 1)
         _check_number("lock_lease_seconds", self.lock_lease_seconds, "a number of seconds from 5 to 86400 (e.g. 300)",
                       lambda v: 5 <= v <= 86400)
+        _check_number("batch_timeout_seconds", self.batch_timeout_seconds, "a number of seconds from 1 to 604800 (e.g. 3600)",
+                      lambda v: 1 <= v <= 604800)
         for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys", "summaries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")

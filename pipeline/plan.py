@@ -30,6 +30,7 @@ from transforms.read import detect_format, readable_by_tensorflow, tfrecord_comp
 from transforms.images import ImageSpec
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
 from transforms.storage import model_storage
+from transforms.tfrecord_lengths import first_impossible_length
 
 __all__ = ["RunPlan", "LayerChoice", "resolve_plan", "match_files", "summary_spec", "describe_mapping", "resolve_layers"]
 
@@ -155,13 +156,17 @@ def _first_records(path: str) -> list[bytes]:
     import tensorflow as tf
 
     def first(local: str) -> list[bytes]:
-        return list(tf.data.TFRecordDataset([local], tfrecord_compression(local)).take(1).as_numpy_iterator())
+        compression = tfrecord_compression(local)
+        impossible = first_impossible_length(local, compression, max_records=1)  # TensorFlow must never read it
+        if impossible is not None:
+            raise ValueError(f"{impossible[1]} (a damaged or hostile length header)")
+        return list(tf.data.TFRecordDataset([local], compression).take(1).as_numpy_iterator())
 
     if "://" in path:
         with readable_by_tensorflow(path, 64 << 20) as local:
             try:
                 return first(local)
-            except tf.errors.DataLossError:
+            except (tf.errors.DataLossError, ValueError):
                 pass  # a first record longer than the copy: read the whole file
     with readable_by_tensorflow(path) as local:
         return first(local)
@@ -576,6 +581,8 @@ def _check_target(config: RunConfig, num_outputs: int) -> None:
         raise ValueError(f"target index {target.index} is out of range: the explained output has {num_outputs} values (0..{num_outputs - 1}).")
     if target.mode == "top_k" and target.k > num_outputs:
         raise ValueError(f"top_k {target.k} exceeds the {num_outputs} values of the explained output.")
+    if target.mode == "top_k":
+        _check_top_k_memory(config, target.k, num_outputs)
 
 
 def _method_params(config: RunConfig, at_layers: bool = False) -> dict[str, Any]:
@@ -588,6 +595,25 @@ def _method_params(config: RunConfig, at_layers: bool = False) -> dict[str, Any]
         if name != "baseline" and (name not in ("completeness_target", "max_steps") or name in adaptive)
         and (name != "layer_baseline" or at_layers)
     }
+
+
+# A top_k batch holds every output row's scores: batch_size x k rows of num_outputs float32. Past
+# this many times the gradient calls' budget (chunk_memory_mib), a batch is refused at launch
+# (top_k:100000 on a 100k-class model asked for 1.82 TiB in the workers).
+_TOP_K_BUDGET_FACTOR = 4
+
+
+def _check_top_k_memory(config: RunConfig, k: int, num_outputs: int) -> None:
+    budget = config.chunk_memory_mib * _TOP_K_BUDGET_FACTOR * 2**20
+    per_record = k * num_outputs * 4  # bytes of scores per input record
+    if config.batch_size * per_record > budget:
+        fits = budget // per_record
+        hint = f"lower --batch-size to {fits} or less, or " if fits >= 1 else ""
+        raise ValueError(
+            f"top_k {k} on an output of {num_outputs:,} values makes {config.batch_size * k:,} output rows per batch of "
+            f"{config.batch_size} records, holding {config.batch_size * per_record / 2**30:.1f} GiB of scores, more than "
+            f"{budget / 2**30:.1f} GiB ({_TOP_K_BUDGET_FACTOR} x chunk_memory_mib); {hint}lower k."
+        )
 
 
 def _grad_cam_parameters(model: LoadedModel, config: RunConfig, schema: RecordSchema) -> dict[str, Any]:
@@ -674,5 +700,6 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         layers=tuple(c.layer for c in layers),
         layer_baseline_id=layer_baseline,
         compute_threads=config.compute_threads if config.compute_threads is not None else default_compute_threads,
+        batch_timeout_seconds=config.batch_timeout_seconds,
     )
     return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers)

@@ -293,6 +293,17 @@ def _remove_if_only_ours(output: str) -> None:
         shutil.rmtree(output, ignore_errors=True)
 
 
+def _timed_out_batch(error: BaseException) -> Optional[str]:
+    """The BatchTimeoutError's words when `error` is one or was caused by one (runners wrap it,
+    or repeat its text in their own error)."""
+    while error is not None:
+        lines = [line for line in str(error).splitlines() if "(batch_timeout_seconds)" in line]
+        if lines:
+            return lines[0].split(" [while running", 1)[0].strip()
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _records_done_by_metrics(result) -> Callable[[], int]:
     def read() -> int:
         metrics = _metrics(result)
@@ -337,6 +348,11 @@ def _run(
     except ValueError as error:
         # Past the launcher's checks a ValueError is a fault, not a user error: keep its traceback.
         raise RuntimeError(f"the pipeline failed: {error}") from error
+    except Exception as error:
+        timed_out = _timed_out_batch(error)
+        if timed_out is None:
+            raise
+        raise RunFailedError(f"the run was stopped: {timed_out}") from error
     finally:
         if reporter is not None:
             reporter.stop()

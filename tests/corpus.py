@@ -101,6 +101,49 @@ def truncated_tfrecord(tmp_path) -> Case:
     return Case([path], {"key_column": "id"}, attributed=GOOD_ROWS - 1, dead={"t.tfrecord:7": "file is truncated or corrupted after record 6; the rest is unreadable"})
 
 
+def _impossible_header(length: int) -> bytes:
+    """A TFRecord length header with a valid CRC, claiming `length` bytes (and 100 bytes of data)."""
+    from transforms.read import _masked_crc32c
+
+    encoded = length.to_bytes(8, "little")
+    return encoded + _masked_crc32c(encoded).to_bytes(4, "little") + b"x" * 100
+
+
+def tfrecord_length_header_claiming_a_terabyte(tmp_path) -> Case:
+    """2^40 bytes with a valid CRC: TensorFlow's reader crashed with SIGSEGV (exit 139), good records lost."""
+    path = _tfrecord(tmp_path / "huge.tfrecord", _good_records())
+    with open(path, "ab") as handle:
+        handle.write(_impossible_header(1 << 40))
+    return Case([path], {"key_column": "id"}, attributed=GOOD_ROWS,
+                dead={"huge.tfrecord:8": "after record 7; the rest is unreadable (record 8 claims 1,099,511,627,776 bytes, more "
+                                         "than a tf.train.Example can hold (2 GiB))"})
+
+
+def gzip_tfrecord_length_header_claiming_a_terabyte(tmp_path) -> Case:
+    import gzip
+
+    path = _tfrecord(tmp_path / "plain.tfrecord", _good_records())
+    with gzip.open(tmp_path / "huge.tfrecord.gz", "wb") as handle:
+        handle.write(open(path, "rb").read() + _impossible_header(1 << 40))
+    return Case([str(tmp_path / "huge.tfrecord.gz")], {"key_column": "id"}, attributed=GOOD_ROWS,
+                dead={"huge.tfrecord.gz:8": "record 8 claims 1,099,511,627,776 bytes, more than a tf.train.Example can hold"})
+
+
+def tfrecord_length_header_past_the_end_of_the_file(tmp_path) -> Case:
+    path = _tfrecord(tmp_path / "long.tfrecord", _good_records())
+    with open(path, "ab") as handle:
+        handle.write(_impossible_header(1 << 20))
+    return Case([path], {"key_column": "id"}, attributed=GOOD_ROWS,
+                dead={"long.tfrecord:8": "record 8 claims 1,048,576 bytes, but only 96 are left in the file"})
+
+
+def first_tfrecord_header_claiming_a_terabyte(tmp_path) -> Case:
+    path = tmp_path / "huge.tfrecord"
+    path.write_bytes(_impossible_header(1 << 40))
+    return Case([str(path)], {"key_column": "id"},
+                launcher_error=r"cannot read the first record of '.*huge\.tfrecord' .*record 0 claims 1,099,511,627,776 bytes")
+
+
 def corrupted_crc(tmp_path) -> Case:
     path = _tfrecord(tmp_path / "c.tfrecord", _good_records())
     data = bytearray(open(path, "rb").read())
@@ -234,6 +277,19 @@ def parquet_list_slice_column(tmp_path) -> Case:
                 launcher_error=r"slice column 'tags' has type list<element: int64>; a slice column must hold one plain value")
 
 
+def parquet_list_cell_bomb(tmp_path) -> Case:
+    """A file of about 1 KB whose one list cell decodes to 20 million floats (80 MB; 500 MB took
+    7.85 GB to read): its row group is dead-lettered from the footer's value counts, never
+    decoded; the other row group is read."""
+    lengths = [6] * 11 + [20_000_000]
+    values = np.concatenate([_good().ravel(), np.zeros(sum(lengths) - 8 * 6, np.float32)])
+    pixels = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), pa.array(values))
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"id": np.arange(12), "pixels": pixels}), path, compression="zstd", row_group_size=8)
+    return Case([str(path)], {"key_column": "id", "inputs": {"features": "pixels"}, "max_dead_letter_fraction": 1.0},
+                attributed=8, dead={f"bomb.parquet:{k}": "holds 20,000,018 values for 4 rows of 6 values each (at most 24)" for k in range(8, 12)})
+
+
 def parquet_wrong_type_in_a_later_file(tmp_path) -> Case:
     first = _parquet(tmp_path / "a.parquet", pa.table(_good_table()))
     columns = {**_good_table(100), "f0": pa.array(["x"] * GOOD_ROWS)}
@@ -358,6 +414,18 @@ def lambda_layer_under_safe_mode(tmp_path) -> Case:
     return Case([path], model=str(tmp_path / "lambda.keras"), launcher_error="--unsafe-deserialization")
 
 
+def layer_name_tensorflow_rejects_as_a_scope(tmp_path) -> Case:
+    """Accepted eagerly on the launcher, it failed every batch inside the workers' tf.function."""
+    import keras
+
+    inputs = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(4, activation="relu", name="<svg onload=alert(1)>")(inputs)
+    keras.Model(inputs, keras.layers.Dense(3)(hidden)).save(str(tmp_path / "svg.keras"))
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"key_column": "id"}, model=str(tmp_path / "svg.keras"),
+                launcher_error=r"has a layer named '<svg onload=alert\(1\)>', a name TensorFlow cannot use inside a compiled function")
+
+
 def integer_model_inputs(tmp_path) -> Case:
     """Integer ids are attributed at their Embedding, unless they also reach the output as numbers
     (here cast to float beside the Embedding): no layer stands for every path from them."""
@@ -376,6 +444,18 @@ def integer_model_inputs(tmp_path) -> Case:
 def target_index_out_of_range(tmp_path) -> Case:
     path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
     return Case([path], {"target": 7}, launcher_error="target index 7 is out of range: the explained output has 3 values")
+
+
+def top_k_too_large_for_memory(tmp_path) -> Case:
+    """top_k:20000 on a 20,000-class model: the workers would hold 4096 x 20000 rows of 20,000 scores."""
+    import keras
+
+    inputs = keras.Input((6,), name="features")
+    keras.Model(inputs, keras.layers.Dense(20000)(inputs)).save(str(tmp_path / "wide.keras"))
+    path = _tfrecord(tmp_path / "d.tfrecord", _good_records())
+    return Case([path], {"key_column": "id", "target": "top_k:20000"}, model=str(tmp_path / "wide.keras"),
+                launcher_error=r"top_k 20000 on an output of 20,000 values makes 81,920,000 output rows per batch of 4096 records, "
+                               r"holding 6103.5 GiB of scores, more than 2.0 GiB \(4 x chunk_memory_mib\); lower --batch-size to 1 or less, or lower k")
 
 
 def integer_model_output(tmp_path) -> Case:
@@ -495,6 +575,27 @@ def tf1_saved_model_writing_while_loading(tmp_path) -> Case:
     model = save_tf1_saved_model_writing_on_load(tmp_path / "tf1", elsewhere / "chosen")
     return Case([path], {"key_column": "id"}, model=model, untouched=str(elsewhere),
                 launcher_error=r"is in TF1 format \(no object graph\) with a saver .*pass --unsafe-deserialization")
+
+
+def save_endless_saved_model(directory) -> str:
+    """A SavedModel (input 'features' (None, 6), output 'scores' (None, 3)) whose serving function
+    never returns: a while loop on allowed ops whose condition stays true (a float counter that
+    stops growing at 2^24)."""
+    import tensorflow as tf
+
+    class Endless(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones((6, 3)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+        def serve(self, features):
+            spin = tf.while_loop(lambda i: i >= 0.0, lambda i: i + 1.0, [tf.constant(0.0)])[0]
+            return {"scores": tf.matmul(features, self.w) + 0.0 * spin}
+
+    module = Endless()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    return str(directory)
 
 
 def save_tf1_saved_model_writing_on_load(directory, written) -> str:
@@ -670,19 +771,22 @@ def output_path_ending_in_a_newline(tmp_path) -> Case:
 
 
 RECORD_LEVEL: list[Callable] = [
-    truncated_tfrecord, corrupted_crc, example_missing_a_feature, feature_of_the_wrong_length,
+    truncated_tfrecord, corrupted_crc, tfrecord_length_header_claiming_a_terabyte, gzip_tfrecord_length_header_claiming_a_terabyte,
+    tfrecord_length_header_past_the_end_of_the_file, example_missing_a_feature, feature_of_the_wrong_length,
     int64_where_floats_expected, bytes_where_floats_expected, not_an_example, nan_values, infinite_values,
     parquet_null_values, parquet_extra_column, parquet_missing_column_in_a_later_file, parquet_repeated_column_name_in_a_later_file,
+    parquet_list_cell_bomb,
     parquet_wrong_type_in_a_later_file, null_keys, duplicate_keys, empty_file_among_others,
     compressed_tfrecords_among_plain_ones, sequence_example_with_the_features_in_its_context,
     parquet_equivalent_types_across_files, tfrecord_key_that_is_not_utf8, float64_beyond_the_float32_range,
     corrupt_parquet_files_among_good_ones,
 ]
 RUN_LEVEL: list[Callable] = [
-    only_empty_files, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,
+    only_empty_files, first_tfrecord_header_claiming_a_terabyte, glob_matching_nothing, inputs_matching_no_columns, first_file_column_of_the_wrong_type,
     first_record_is_a_sequence_example, first_parquet_file_corrupt, parquet_repeated_column_name_in_the_first_file,
     parquet_struct_key_column, parquet_list_slice_column,
-    model_file_that_is_not_a_model, lambda_layer_under_safe_mode, integer_model_inputs, target_index_out_of_range,
+    model_file_that_is_not_a_model, lambda_layer_under_safe_mode, layer_name_tensorflow_rejects_as_a_scope, integer_model_inputs,
+    target_index_out_of_range, top_k_too_large_for_memory,
     integer_model_output, baseline_constant_nan, noise_fraction_infinite, steps_too_large, config_path_is_a_folder,
     config_not_utf8, config_alias_bomb, config_integer_with_5000_digits, truncated_keras_file, unregistered_custom_layer,
     saved_model_writing_a_file, tf1_saved_model_writing_while_loading,

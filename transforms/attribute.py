@@ -14,6 +14,7 @@ import hashlib
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -43,7 +44,12 @@ from transforms.read import METRICS_NAMESPACE, read_all
 from transforms.records import DecodedBatch, RecordSchema, decode_batch
 from transforms.storage import model_storage, use_options
 
-__all__ = ["AttributionSettings", "AttributionEngine", "AttributeBatches", "load_reference_rows"]
+__all__ = ["AttributionSettings", "AttributionEngine", "AttributeBatches", "BatchTimeoutError", "load_reference_rows"]
+
+
+class BatchTimeoutError(RuntimeError):
+    """A batch was still being attributed after batch_timeout_seconds. Its thread cannot be
+    stopped (a TensorFlow call cannot be interrupted): the process should end."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class AttributionSettings:
     # Beam's filesystem options for workers Beam gives none (transforms.storage.use_options);
     # not in repr: they may hold keys, and the shared-model tag is built from the repr.
     filesystem_options: dict = field(default_factory=dict, repr=False, compare=False)
+    # A batch still attributing after this many seconds fails its bundle (BatchTimeoutError).
+    batch_timeout_seconds: Optional[float] = None
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -355,6 +363,7 @@ class AttributeBatches(beam.DoFn):
         self._summary_cpu = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "summaries_cpu_micro_secs")
         self._load_millis = None
         self._summaries: Optional[_BundleSummary] = None
+        self._timed_out = False
 
     def _load(self):
         global _unreported_loads
@@ -403,7 +412,15 @@ class AttributeBatches(beam.DoFn):
         return table, example_index, int((time.perf_counter() - start) * 1e6)
 
     def _emit(self, batch: DecodedBatch, attributed: Future):
-        table, example_index, micros = attributed.result()  # re-raises the batch's failure here
+        try:
+            table, example_index, micros = attributed.result(self._settings.batch_timeout_seconds)  # re-raises its failure
+        except FutureTimeout:
+            self._timed_out = True
+            raise BatchTimeoutError(
+                f"a batch of {batch.num_records} records (first key {batch.keys[0].as_py() if len(batch.keys) else '?'}) was still being "
+                f"attributed after {self._settings.batch_timeout_seconds:g} s (batch_timeout_seconds): the model may never "
+                f"finish on it (a loop that does not end). Check the model, or raise --batch-timeout-seconds for a slow one."
+            ) from None
         self._latency.update(micros)
         self._chunk_rows.update(self._engine.chunk_size)
         self._records.inc(batch.num_records)
@@ -428,7 +445,8 @@ class AttributeBatches(beam.DoFn):
             )
 
     def teardown(self):
-        self._attributing.shutdown(wait=True)
+        # After a batch timed out its thread is still inside TensorFlow: waiting would never end.
+        self._attributing.shutdown(wait=not self._timed_out, cancel_futures=self._timed_out)
         if self._summaries is not None:
             self._summaries.close()
 

@@ -12,6 +12,10 @@ and scaled:
 Presets name the usual (scale, offset): `unit` [0, 1] (1/255, 0; the default), `symmetric`
 [-1, 1] (1/127.5, -1), `raw` [0, 255] (1, 0). An image with another channel count than C, or bytes
 that do not decode, dead-letters its record with the reason; see `decode_images`.
+
+An image is measured from its header before it is decoded (PNG, GIF, BMP, WebP from their fixed
+fields, JPEG with `tf.image.extract_jpeg_shape`): one over MAX_DECODED_PIXELS is dead-lettered
+without being decoded (a 23 KB PNG declaring 20000 x 20000 pixels took 2.84 GB of memory).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ __all__ = ["ImageSpec", "PRESETS", "DEFAULT_PRESET", "image_spec", "parse_image_
 PRESETS: dict[str, tuple[float, float]] = {"unit": (1 / 255, 0.0), "symmetric": (1 / 127.5, -1.0), "raw": (1.0, 0.0)}
 DEFAULT_PRESET = "unit"
 MAX_SIDE = 8192  # a (8192, 8192, 4) float32 image is 1 GiB: larger would not fit a batch
+# Largest image decoded (8192 x 8192, 256 MiB as uint8 RGBA); larger ones are refused from their header.
+MAX_DECODED_PIXELS = 8192 * 8192
 _KEYS = ("size", "channels", "scale", "offset", "preset")
 _FLAG = re.compile(r"^(?P<column>.+):(?P<h>\d+)x(?P<w>\d+)x(?P<c>\d+)(?::(?P<rest>[^:]+))?$")
 _FLAG_FORM = "COLUMN:HxWxC, COLUMN:HxWxC:PRESET or COLUMN:HxWxC:SCALE,OFFSET (e.g. image/encoded:28x28x1:unit)"
@@ -120,7 +126,7 @@ def _batch_decoder(spec: ImageSpec):
 
     height, width, channels = spec.shape
 
-    def one(data):
+    def decoded(data):
         image = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)  # (h, w, c)
         found = tf.shape(image)[2]
 
@@ -137,14 +143,56 @@ def _batch_decoder(spec: ImageSpec):
         pixels = tf.cond(tf.equal(found, channels), fitted, lambda: tf.zeros([height, width, channels], tf.float32))
         return pixels, found
 
+    def one(data):
+        size = _header_size(tf, data)  # int64 (2,): (height, width) from the header, (0, 0) if unknown
+        too_large = size[0] * size[1] > MAX_DECODED_PIXELS
+        pixels, found = tf.cond(too_large, lambda: (tf.zeros([height, width, channels], tf.float32), tf.constant(-1)),
+                                lambda: decoded(data))
+        return pixels, found, size
+
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string)])
     def decode(encoded):
         return tf.map_fn(
             one, encoded,
-            fn_output_signature=(tf.TensorSpec((height, width, channels), tf.float32), tf.TensorSpec((), tf.int32)),
+            fn_output_signature=(tf.TensorSpec((height, width, channels), tf.float32), tf.TensorSpec((), tf.int32),
+                                 tf.TensorSpec((2,), tf.int64)),
         )
 
     return decode
+
+
+def _header_size(tf, data):
+    """(height, width) int64 that an encoded image's header declares; (0, 0) for an unknown format."""
+    head = tf.strings.substr(tf.strings.join([data, tf.constant(b"\0" * 32)]), 0, 32)  # never shorter than 32 bytes
+    raw = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)  # (32,)
+
+    def little(start, count):
+        return sum(raw[start + i] * (256**i) for i in range(count))
+
+    def big(start, count):
+        return sum(raw[start + i] * (256 ** (count - 1 - i)) for i in range(count))
+
+    def field(start, count):
+        return tf.strings.substr(head, start, count)
+
+    def signed32(value):
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))  # BMP: a negative height is top-down
+
+    webp = tf.equal(field(0, 4), b"RIFF") & tf.equal(field(8, 4), b"WEBP")
+    formats = [  # (is this format, (height, width))
+        (tf.equal(field(0, 8), b"\x89PNG\r\n\x1a\n"), (big(20, 4), big(16, 4))),
+        (tf.equal(field(0, 4), b"GIF8"), (little(8, 2), little(6, 2))),
+        (tf.equal(field(0, 2), b"BM"), (signed32(little(22, 4)), signed32(little(18, 4)))),
+        (webp & tf.equal(field(12, 4), b"VP8X"), (little(27, 3) + 1, little(24, 3) + 1)),
+        (webp & tf.equal(field(12, 4), b"VP8 "), (little(28, 2) % 16384, little(26, 2) % 16384)),
+        (webp & tf.equal(field(12, 4), b"VP8L"),
+         ((raw[22] // 64 + raw[23] * 4 + (raw[24] % 16) * 1024) + 1, (raw[21] + (raw[22] % 64) * 256) + 1)),
+    ]
+    size = tf.constant([0, 0], tf.int64)
+    for is_format, (h, w) in reversed(formats):
+        size = tf.where(is_format, tf.stack([h, w]), size)
+    is_jpeg = tf.equal(field(0, 2), b"\xff\xd8")
+    return tf.cond(is_jpeg, lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64), lambda: size)
 
 
 def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray, dict[int, str]]:
@@ -164,6 +212,7 @@ def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray
     tensor = encoded if isinstance(encoded, tf.Tensor) else tf.constant(list(encoded), tf.string)
     pixels = np.zeros((n, *spec.shape), np.float32)
     found = np.full(n, spec.channels, np.int32)
+    sizes = np.zeros((n, 2), np.int64)
     reasons: dict[int, str] = {}
     # The whole batch in one call; a range holding an image that does not decode is halved until
     # that image is alone: about 2 log2(n) calls per bad image, instead of n calls one by one.
@@ -171,7 +220,7 @@ def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray
     while pending:
         start, end = pending.pop()
         try:
-            part_pixels, part_found = decode(tensor[start:end])
+            part_pixels, part_found, part_sizes = decode(tensor[start:end])
         except tf.errors.InvalidArgumentError as error:
             if end - start == 1:
                 reasons[start] = f"is not a decodable image ({_reason(error.message)})"
@@ -179,7 +228,11 @@ def decode_images(encoded: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarray
                 middle = (start + end) // 2
                 pending += [(middle, end), (start, middle)]
             continue
-        pixels[start:end], found[start:end] = part_pixels.numpy(), part_found.numpy()
+        pixels[start:end], found[start:end], sizes[start:end] = part_pixels.numpy(), part_found.numpy(), part_sizes.numpy()
+    for i in np.flatnonzero(found == -1):
+        h, w = (int(v) for v in sizes[i])
+        reasons[int(i)] = (f"image is {h} x {w} pixels by its header ({h * w:,}), over the limit of {MAX_DECODED_PIXELS:,} "
+                           f"decoded pixels; not decoded")
     for i in np.flatnonzero(found != spec.channels):
         reasons.setdefault(int(i), f"image has {found[i]} channel(s), expected {spec.channels}")
     return pixels, reasons

@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import RawBatch, RecordSchema, parquet_schema_problem
 from transforms.storage import use_options
+from transforms.tfrecord_lengths import first_impossible_length
 
 __all__ = [
     "ReadRecords",
@@ -195,7 +196,52 @@ def read_parquet_shard(
             rows = sum(parquet.metadata.row_group(i).num_rows for i in row_groups)
             yield RawBatch(source=path, key_prefix=key_prefix, first_index=first_index, read_error=f"file {path}: {problem}", unreadable=rows)
             return
-        yield from _read_row_groups(parquet, path, key_prefix, row_groups, first_index, schema.read_columns, batch_size)
+        oversized = _oversized_row_groups(parquet, row_groups, schema)
+        index, run = first_index, []  # runs of row groups that can be read, between oversized ones
+        for group in [*row_groups, None]:
+            if group is not None and group not in oversized:
+                run.append(group)
+                continue
+            if run:
+                yield from _read_row_groups(parquet, path, key_prefix, range(run[0], run[-1] + 1), index, schema.read_columns, batch_size)
+                index += sum(parquet.metadata.row_group(g).num_rows for g in run)
+                run = []
+            if group is not None:
+                rows = parquet.metadata.row_group(group).num_rows
+                yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, unreadable=rows,
+                               read_error=f"row group {group} of file {path}: {oversized[group]}; the row group is not read")
+                index += rows
+
+
+# A list column may hold this many values beyond what its rows should (rows x the model input's
+# length) before its row group is refused unread: a row slightly too long is dead-lettered by
+# itself when decoded; a row group holding far more (an 835-byte file whose one cell decoded to
+# 500 MB, seen) is never materialised.
+MAX_EXTRA_LIST_VALUES = 1 << 20
+
+
+def _oversized_row_groups(parquet: pq.ParquetFile, row_groups: range, schema: RecordSchema) -> dict[int, str]:
+    """{row group: why} for row groups whose list columns hold far more values than their rows
+    can use, from the footer's value counts (nothing is decoded)."""
+    lists = {c.name: c.length for c in schema.source_columns if c.is_list and c.image is None and c.dtype != "string"}
+    if not lists:
+        return {}
+    metadata = parquet.metadata
+    leaves = {}  # column name -> index of its leaf column chunk
+    for j in range(metadata.num_columns):
+        top = metadata.schema.column(j).path.split(".", 1)[0]
+        if top in lists:
+            leaves[top] = j
+    oversized = {}
+    for group in row_groups:
+        row_group = metadata.row_group(group)
+        for name, j in leaves.items():
+            values, allowed = row_group.column(j).num_values, row_group.num_rows * lists[name]
+            if values > allowed + MAX_EXTRA_LIST_VALUES:
+                oversized[group] = (f"column {name!r} holds {values:,} values for {row_group.num_rows:,} rows of "
+                                    f"{lists[name]} values each (at most {allowed:,}): a row far longer than the model input")
+                break
+    return oversized
 
 
 def _read_row_groups(
@@ -324,26 +370,36 @@ def _read_local_tfrecord_file(local: str, path: str, key_prefix: str, batch_size
     import tensorflow as tf
 
     compression = tfrecord_compression(local)
+    impossible = first_impossible_length(local, compression)  # TensorFlow must never read that header
+
+    def dataset():
+        records = tf.data.TFRecordDataset([local], compression)
+        return records if impossible is None else records.take(impossible[0])
+
     index = 0
     # Kept as string tensors: converting each record to a Python bytes object would cost as much
     # as parsing it; tf.io.parse_example takes the tensor as it is.
-    batches = prefetched(iter(tf.data.TFRecordDataset([local], compression).batch(batch_size)))
+    batches = prefetched(iter(dataset().batch(batch_size)))
     while True:
         try:
             records = next(batches)  # tf.string tensor (n,)
         except StopIteration:
-            return
+            if impossible is None:
+                return
+            records, reason = [], impossible[1]
+            break
         except tf.errors.DataLossError:
+            records, reason = None, "read error"
             break
         yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, serialized=records)
         index += len(records)
-    # Slow path, damaged files only: re-read the failed batch record by record up to the damage.
-    records, reason = [], "read error"
-    try:
-        for record in tf.data.TFRecordDataset([local], compression).skip(index).as_numpy_iterator():
-            records.append(record)
-    except tf.errors.DataLossError as error:
-        reason = error.message.strip().splitlines()[0]
+    if records is None:  # slow path, damaged files only: re-read the failed batch record by record up to the damage
+        records = []
+        try:
+            for record in dataset().skip(index).as_numpy_iterator():
+                records.append(record)
+        except tf.errors.DataLossError as error:
+            reason = error.message.strip().splitlines()[0]
     if records:
         yield RawBatch(source=path, key_prefix=key_prefix, first_index=index, serialized=records)
         index += len(records)

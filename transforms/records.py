@@ -166,7 +166,17 @@ class DeadLetter:
     error: str
 
     def as_row(self) -> dict:
-        return {"key": self.key, "source": self.source, "record": self.record, "error": self.error}
+        """The dead-letter row; a record longer than MAX_DEAD_LETTER_RECORD_BYTES keeps its first
+        bytes only, and the error says how long it was (a dead letter file is for reading)."""
+        record, error = self.record, self.error
+        if record is not None and len(record) > MAX_DEAD_LETTER_RECORD_BYTES:
+            error = f"{error} [record truncated to its first {MAX_DEAD_LETTER_RECORD_BYTES:,} of {len(record):,} bytes]"
+            record = record[:MAX_DEAD_LETTER_RECORD_BYTES]
+        return {"key": self.key, "source": self.source, "record": record, "error": error}
+
+
+# The most bytes of a record a dead letter keeps (a 500 MB cell once made a 625 MB dead-letter file).
+MAX_DEAD_LETTER_RECORD_BYTES = 1 << 16
 
 
 DEAD_LETTER_SCHEMA = pa.schema(

@@ -86,3 +86,26 @@ def test_output_files_appear_only_when_the_run_commits(linear_model, data, tmp_p
     with pytest.raises(Exception, match="injected failure"):
         run_attribution(_config(linear_model[0], data, tmp_path / "out"))
     assert not (tmp_path / "out").exists()  # a failed first run leaves nothing behind, not even the folder
+
+
+def test_a_model_that_never_finishes_a_batch_stops_the_run_after_the_batch_time_limit(tmp_path):
+    """A SavedModel whose while loop never ends (allowed ops only) used to hang the run forever.
+    Run as a user would (a process: the stuck TensorFlow call cannot be interrupted, the CLI exits anyway)."""
+    import subprocess
+    import sys
+
+    from corpus import save_endless_saved_model
+
+    model = save_endless_saved_model(tmp_path / "endless")
+    data = write_tabular_parquet(tmp_path / "d.parquet", np.ones((4, 6), np.float32), ids=np.arange(4))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", str(tmp_path / "out"),
+         "--key-column", "id", "--method", "gradient", "--batch-timeout-seconds", "5", "--quiet"],
+        cwd=repo, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the run was stopped: a batch of 4 records (first key 0) was still being attributed after 5 s "
+                           "(batch_timeout_seconds)"), done.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "out")  # a first run that fails removes the folder it created

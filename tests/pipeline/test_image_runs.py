@@ -45,7 +45,7 @@ def test_grad_cam_through_the_command_line_on_png_digits(digits_cnn, tmp_path):
     model_path, images, labels = digits_cnn
     images, labels = images[:40], labels[:40]
     rgb = encode_png(np.repeat(images[0], 3, axis=-1))
-    data = _png_tfrecord(tmp_path / "digits.tfrecord", images, labels, {"bad-bytes": b"GIF89a but not really", "bad-rgb": rgb})
+    data = _png_tfrecord(tmp_path / "digits.tfrecord", images, labels, {"bad-bytes": b"GIF89a\x02\x00\x02\x00 but not really", "bad-rgb": rgb})
     out = tmp_path / "cam"
     result = _cli("run", "--model", model_path, "--input", data, "--output", str(out), "--key-column", "id",
                   "--passthrough", "label", "--method", "grad_cam", "--image", f"{COLUMN}:16x16x1", "--quiet")

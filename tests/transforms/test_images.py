@@ -153,3 +153,53 @@ def test_bad_images_anywhere_in_a_large_batch_are_all_found_and_the_rest_decoded
     assert sorted(reasons) == bad
     good = [i for i in range(37) if i not in bad]
     np.testing.assert_array_equal(pixels[good], np.stack([images[i] for i in good]).astype(np.float32))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A small PNG whose header declares width x height (its pixel data is one short row)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_pixel_limit_by_its_header_is_refused_before_decoding():
+    """A 20000 x 20000 PNG of a few hundred bytes took 2.84 GB to decode: it is dead-lettered from its header."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    good = encode_png(_pixels((8, 8, 1)))
+    pixels, reasons = decode_images([good, _png_header_only(20000, 20000), good], ImageSpec(8, 8, 1, 1.0, 0.0))
+    assert reasons == {1: "image is 20000 x 20000 pixels by its header (400,000,000), over the limit of 67,108,864 decoded "
+                          "pixels; not decoded"}
+    assert (pixels[1] == 0).all() and (pixels[0] == pixels[2]).all() and pixels[0].any()
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 400_000_000  # far from 400 MB of pixels
+
+
+def test_header_sizes_of_every_format_match_what_they_declare():
+    import struct
+
+    import tensorflow as tf
+
+    from transforms.images import _header_size
+
+    def riff(chunk: bytes, payload: bytes) -> bytes:
+        return b"RIFF" + struct.pack("<I", 100) + b"WEBP" + chunk + struct.pack("<I", 10) + payload + b"\0" * 16
+
+    vp8l_bits = (999 - 1) | ((700 - 1) << 14)  # 14 bits width-1, 14 bits height-1
+    declared = {
+        "png": (_png_header_only(300, 200), (200, 300)),
+        "jpeg": (tf.io.encode_jpeg(np.zeros((40, 50, 3), np.uint8)).numpy(), (40, 50)),
+        "gif": (b"GIF89a" + struct.pack("<HH", 700, 500) + b"\0" * 30, (500, 700)),
+        "bmp, top-down": (b"BM" + b"\0" * 16 + struct.pack("<ii", 300, -200) + b"\0" * 30, (200, 300)),
+        "webp VP8X": (riff(b"VP8X", b"\0" * 4 + (40000 - 1).to_bytes(3, "little") + (30000 - 1).to_bytes(3, "little")), (30000, 40000)),
+        "webp VP8": (riff(b"VP8 ", b"\0" * 6 + struct.pack("<HH", 640, 480)), (480, 640)),
+        "webp VP8L": (riff(b"VP8L", b"\x2f" + vp8l_bits.to_bytes(4, "little")), (700, 999)),
+        "unknown": (b"not an image", (0, 0)),
+    }
+    for name, (data, size) in declared.items():
+        assert tuple(_header_size(tf, tf.constant(data)).numpy()) == size, name

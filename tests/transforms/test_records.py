@@ -244,3 +244,13 @@ def test_tfrecord_int64_ids_and_bytes_text():
     assert decoded.inputs[1].tolist() == [[b"hello world"]]
     assert [(d.key, d.error) for d in dead] == [
         ("f.tfrecord:1", "column 'tokens' value 12 is out of range [0, 10) of layer 'emb' (the ids model input 'tokens' takes)")]
+
+
+def test_a_dead_letter_keeps_the_first_64_kib_of_a_huge_record_and_says_how_long_it_was():
+    from transforms.records import MAX_DEAD_LETTER_RECORD_BYTES, DeadLetter
+
+    row = DeadLetter("k", "f.parquet", b"x" * 3_000_000, "column 'pixels' has 750000 values, expected 6").as_row()
+    assert len(row["record"]) == MAX_DEAD_LETTER_RECORD_BYTES == 65_536
+    assert row["error"] == "column 'pixels' has 750000 values, expected 6 [record truncated to its first 65,536 of 3,000,000 bytes]"
+    small = DeadLetter("k", "f.parquet", b"{}", "why").as_row()
+    assert small["record"] == b"{}" and small["error"] == "why"
