@@ -207,12 +207,13 @@ def vader_lexicon() -> dict:
     return {fields[0]: float(fields[1]) for fields in entries if re.fullmatch("[a-z]+", fields[0])}
 
 
-def run_on_the_portable_path(cli_args: list, log_path, timeout: float = 300) -> str:
+def run_on_the_portable_path(cli_args: list, log_path, timeout: float = 300, extra_pythonpath: str = "") -> str:
     """Runs `python -m pipeline *cli_args --wait` on PortableRunner through Beam's Python job service
     and an EXTERNAL SDK worker pool (the shape of Flink with SDK workers in a sidecar pool), each
     started here in its own session and stopped afterwards; every wait is bounded (a hung SDK worker
     fails the test, it does not hang CI). The services log to `log_path` (the pool logs each worker
-    it starts). Returns the launcher's stderr; fails the test unless it exits 0."""
+    it starts). extra_pythonpath: a folder put first on every process's PYTHONPATH (e.g. one with a
+    sitecustomize.py). Returns the launcher's stderr; fails the test unless it exits 0."""
     import subprocess
     import sys
 
@@ -221,7 +222,8 @@ def run_on_the_portable_path(cli_args: list, log_path, timeout: float = 300) -> 
     from pipeline.processes import free_port, stop_session, wait_for_port
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": repo, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    pythonpath = os.pathsep.join(p for p in (extra_pythonpath, repo) if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     job_port, pool_port = free_port(), free_port()
     started = []
     with open(log_path, "w") as logs:

@@ -350,3 +350,27 @@ def test_a_gcs_lock_is_held_by_one_launcher_and_taken_over_once_its_lease_runs_o
     second.verify()
     second.release()
     assert _gcs_keys(output.split(f"gs://{BUCKET}/", 1)[1] + "/") == []
+
+
+def test_the_portable_path_with_an_external_worker_pool_reads_and_writes_a_gcs_bucket(gcs_server, linear_model, tmp_path):
+    """The pool's workers reach the emulator through STORAGE_EMULATOR_HOST (inherited) and get the
+    emulator's batch workaround from tests/gcs_sitecustomize (the emulator's limit, not GCS's)."""
+    prefix = f"gcs-portable-{time.time_ns()}"
+    features = np.random.default_rng(6).normal(size=(40, 6)).astype(np.float32)
+    pq.write_table(pa.table({"id": np.arange(40), **{c: features[:, j] for j, c in enumerate(COLUMNS)}}), tmp_path / "d.parquet",
+                   row_group_size=20)
+    bucket = _gcs_bucket()
+    bucket.blob(f"{prefix}/in/d.parquet").upload_from_filename(str(tmp_path / "d.parquet"))
+    bucket.blob(f"{prefix}/models/linear.keras").upload_from_filename(linear_model[0])
+    gs = f"gs://{BUCKET}/{prefix}"
+    assert main(_run_args(linear_model[0], str(tmp_path / "d.parquet"), str(tmp_path / "local"))) == 0
+    run_on_the_portable_path(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out"), tmp_path / "services.log",
+                             extra_pythonpath=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gcs_sitecustomize"))
+    written = _gcs_keys(f"{prefix}/out/")
+    assert "manifest.json" in written and not [k for k in written if k.startswith(".staging-") or k.endswith(".lock")], written
+    tables = [pq.read_table(io.BytesIO(bucket.blob(f"{prefix}/out/{k}").download_as_bytes())) for k in written if k.startswith("attributions-")]
+    ours, theirs = _rows(pa.concat_tables(tables)), _rows(read_parquet_dir(tmp_path / "local"))
+    assert sorted(ours) == sorted(theirs) and len(ours) == 40
+    for key, row in theirs.items():
+        for column in COLUMNS:
+            np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
