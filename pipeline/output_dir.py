@@ -182,6 +182,11 @@ class OutputState:
     def complete(self) -> bool:
         return bool(self.manifest) and self.manifest.get("status") == "complete"
 
+    @property
+    def staging_paths(self) -> list[str]:
+        """The paths of the staging folders of ours (runs killed before committing, not finalized, or live)."""
+        return [_join(self.path, n) for n in sorted(self.staging)]
+
     def is_bookkeeping(self, name: str) -> bool:
         """Our own entries beside the results: ownership record, lock, staging folders of ours."""
         return name in _BOOKKEEPING_FILES or name in self.staging
@@ -371,7 +376,7 @@ def staging_in_use(staging: str) -> bool:
 
 def stale_staging_dirs(output: str) -> list[str]:
     """Staging folders of ours in `output` (runs killed before committing, not finalized, or live)."""
-    return [_join(output, n) for n in sorted(inspect_output(output).staging)]
+    return inspect_output(output).staging_paths
 
 
 def launched_staging_dirs(output: str) -> list[str]:

@@ -31,7 +31,7 @@ from pipeline.filesystem_options import filesystem_options, use_filesystem_optio
 from pipeline.manifest import finalize_run
 from pipeline.output_dir import (
     LAUNCH_FILE, StagingFolder, check_output, check_output_outside_inputs, claim, inspect_output, open_staging, read_launch, remove_staging,
-    stale_staging_dirs, staging_in_use, write_json,
+    staging_in_use, write_json,
 )
 from pipeline.output_lock import OutputLock
 from pipeline.plan import RunPlan, describe_mapping, resolve_plan
@@ -64,7 +64,7 @@ class ViewCachingOptions(PipelineOptions):
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Beam pipeline for `options`. DirectRunner (the default) runs on Beam's in-process
-    FnApiRunner, never on Prism (README, "Runners": the progress line counts records in this
+    FnApiRunner, never on Prism (docs/runners.md: the progress line counts records in this
     process). PrismRunner without --prism_location gets the binary pipeline.prism finds."""
     runner_name = options.view_as(StandardOptions).runner
     if runner_name in (None, "DirectRunner", "direct", "FnApiRunner"):
@@ -141,10 +141,10 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
     }
 
 
-def _pending_remote_jobs(output: str) -> list[tuple[str, dict]]:
-    """Staging folders of jobs launched on a remote runner: they may still be writing."""
+def _pending_remote_jobs(stagings: list[str]) -> list[tuple[str, dict]]:
+    """Those of `stagings` whose jobs were launched on a remote runner: they may still be writing."""
     pending = []
-    for staging in stale_staging_dirs(output):
+    for staging in stagings:
         launch = read_launch(staging)
         if launch.get("runner") not in LOCAL_RUNNERS:
             pending.append((staging, launch))
@@ -157,14 +157,15 @@ def _prepare_output(config: RunConfig, run_id: str) -> StagingFolder:
     removes what local runs that died left; writes the ownership record; creates the staging
     folder."""
     state = check_output(config.output, config.overwrite)
-    live = [staging for staging in stale_staging_dirs(config.output) if staging_in_use(staging)]
+    stale = state.staging_paths  # read once: on an object store each look lists the whole folder
+    live = [staging for staging in stale if staging_in_use(staging)]
     if live:  # its lock file was deleted or replaced while it ran
         raise ValueError(
             f"output {config.output!r} is in use by another run: its staging folder {live[0]} is held by a live process "
             f"(the folder's lock file was deleted or replaced while that run held it). Wait for it to finish or choose "
             f"another --output."
         )
-    pending = _pending_remote_jobs(config.output)
+    pending = _pending_remote_jobs(stale)
     if pending:
         staging, launch = pending[0]
         raise ValueError(
@@ -172,7 +173,6 @@ def _prepare_output(config: RunConfig, run_id: str) -> StagingFolder:
             f"that was not finalized; once it has finished run: attribution-pipeline finalize {config.output} "
             f"(or, if that job was cancelled, delete {staging})."
         )
-    stale = stale_staging_dirs(config.output)
     if stale:  # the lock is ours, so no live local run owns them
         _LOGGER.warning("removing %d staging folders of runs that did not finish: %s", len(stale), stale)
         for staging in stale:

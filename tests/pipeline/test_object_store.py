@@ -306,25 +306,39 @@ def _gcs_keys(prefix: str) -> list[str]:
     return sorted(b.name[len(prefix):] for b in _gcs_bucket().client.list_blobs(BUCKET, prefix=prefix))
 
 
-def test_a_run_with_input_output_and_model_in_a_gcs_bucket_equals_a_local_run(gcs_server, linear_model, tmp_path, capsys):
+def _gcs_data_and_local_run(model: str, tmp_path, rows: int) -> tuple[str, str]:
+    """(prefix, gs://BUCKET/prefix) holding in/d.parquet (`rows` records) and models/linear.keras;
+    the same data attributed locally into tmp_path/local."""
     prefix = f"gcs-{time.time_ns()}"
-    features = np.random.default_rng(5).normal(size=(60, 6)).astype(np.float32)
-    pq.write_table(pa.table({"id": np.arange(60), **{c: features[:, j] for j, c in enumerate(COLUMNS)}}), tmp_path / "d.parquet",
+    features = np.random.default_rng(rows).normal(size=(rows, 6)).astype(np.float32)
+    pq.write_table(pa.table({"id": np.arange(rows), **{c: features[:, j] for j, c in enumerate(COLUMNS)}}), tmp_path / "d.parquet",
                    row_group_size=20)
     bucket = _gcs_bucket()
     bucket.blob(f"{prefix}/in/d.parquet").upload_from_filename(str(tmp_path / "d.parquet"))
-    bucket.blob(f"{prefix}/models/linear.keras").upload_from_filename(linear_model[0])
-    gs = f"gs://{BUCKET}/{prefix}"
-    assert main(_run_args(linear_model[0], str(tmp_path / "d.parquet"), str(tmp_path / "local"))) == 0
-    assert main(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out")) == 0
+    bucket.blob(f"{prefix}/models/linear.keras").upload_from_filename(model)
+    assert main(_run_args(model, str(tmp_path / "d.parquet"), str(tmp_path / "local"))) == 0
+    return prefix, f"gs://{BUCKET}/{prefix}"
+
+
+def _assert_gcs_output_equals_local(prefix: str, local, rows: int) -> list[str]:
+    """The run in prefix/out: complete, nothing of ours left behind, rows equal to the local run's;
+    returns the names written."""
     written = _gcs_keys(f"{prefix}/out/")
     assert "manifest.json" in written and not [k for k in written if k.startswith(".staging-") or k.endswith(".lock")], written
+    bucket = _gcs_bucket()
     tables = [pq.read_table(io.BytesIO(bucket.blob(f"{prefix}/out/{k}").download_as_bytes())) for k in written if k.startswith("attributions-")]
-    ours, theirs = _rows(pa.concat_tables(tables)), _rows(read_parquet_dir(tmp_path / "local"))
-    assert sorted(ours) == sorted(theirs) and len(ours) == 60
+    ours, theirs = _rows(pa.concat_tables(tables)), _rows(read_parquet_dir(local))
+    assert sorted(ours) == sorted(theirs) and len(ours) == rows
     for key, row in theirs.items():
         for column in COLUMNS:
             np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
+    return written
+
+
+def test_a_run_with_input_output_and_model_in_a_gcs_bucket_equals_a_local_run(gcs_server, linear_model, tmp_path, capsys):
+    prefix, gs = _gcs_data_and_local_run(linear_model[0], tmp_path, rows=60)
+    assert main(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out")) == 0
+    written = _assert_gcs_output_equals_local(prefix, tmp_path / "local", rows=60)
     capsys.readouterr()
     assert main(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out")) == 2
     assert "already holds a complete run" in capsys.readouterr().err
@@ -355,22 +369,7 @@ def test_a_gcs_lock_is_held_by_one_launcher_and_taken_over_once_its_lease_runs_o
 def test_the_portable_path_with_an_external_worker_pool_reads_and_writes_a_gcs_bucket(gcs_server, linear_model, tmp_path):
     """The pool's workers reach the emulator through STORAGE_EMULATOR_HOST (inherited) and get the
     emulator's batch workaround from tests/gcs_sitecustomize (the emulator's limit, not GCS's)."""
-    prefix = f"gcs-portable-{time.time_ns()}"
-    features = np.random.default_rng(6).normal(size=(40, 6)).astype(np.float32)
-    pq.write_table(pa.table({"id": np.arange(40), **{c: features[:, j] for j, c in enumerate(COLUMNS)}}), tmp_path / "d.parquet",
-                   row_group_size=20)
-    bucket = _gcs_bucket()
-    bucket.blob(f"{prefix}/in/d.parquet").upload_from_filename(str(tmp_path / "d.parquet"))
-    bucket.blob(f"{prefix}/models/linear.keras").upload_from_filename(linear_model[0])
-    gs = f"gs://{BUCKET}/{prefix}"
-    assert main(_run_args(linear_model[0], str(tmp_path / "d.parquet"), str(tmp_path / "local"))) == 0
+    prefix, gs = _gcs_data_and_local_run(linear_model[0], tmp_path, rows=40)
     run_on_the_portable_path(_run_args(f"{gs}/models/linear.keras", f"{gs}/in/*.parquet", f"{gs}/out"), tmp_path / "services.log",
                              extra_pythonpath=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gcs_sitecustomize"))
-    written = _gcs_keys(f"{prefix}/out/")
-    assert "manifest.json" in written and not [k for k in written if k.startswith(".staging-") or k.endswith(".lock")], written
-    tables = [pq.read_table(io.BytesIO(bucket.blob(f"{prefix}/out/{k}").download_as_bytes())) for k in written if k.startswith("attributions-")]
-    ours, theirs = _rows(pa.concat_tables(tables)), _rows(read_parquet_dir(tmp_path / "local"))
-    assert sorted(ours) == sorted(theirs) and len(ours) == 40
-    for key, row in theirs.items():
-        for column in COLUMNS:
-            np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
+    _assert_gcs_output_equals_local(prefix, tmp_path / "local", rows=40)
