@@ -55,7 +55,7 @@ class DriftThresholds:
             raise ValueError(f"top_k must be a positive integer; got {self.top_k!r}.")
 
 
-# (metavar, what the flag sets, unit) of each threshold, for --help and the README's table.
+# (metavar, what the flag sets, unit) of each threshold, for --help and the table in docs/audits.md.
 THRESHOLD_HELP: dict[str, tuple[str, str, str]] = {
     "min_spearman": ("RHO", "drift when Spearman's rank correlation of the features' mean |attribution| (A vs B) falls below this", "correlation, -1..1"),
     "min_top_k_overlap": ("SHARE", "drift when fewer than this share of A's top-k features (by mean |attribution|) are in B's top k", "share, 0..1"),

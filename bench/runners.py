@@ -4,7 +4,7 @@
     python bench/runners.py                  # 3 interleaved rounds (~15 min on 2 cores)
     python bench/runners.py --quick          # 1 round, 100k MLP records (smoke run)
 
-Needs a Prism binary ($ATTRIBUTION_PRISM_BIN or the README's install step). Runners, each a CLI
+Needs a Prism binary ($ATTRIBUTION_PRISM_BIN or the install step in docs/runners.md). Runners, each a CLI
 run launch to exit (a subprocess, like a user's):
 - `in_process`: the default, `--runner=DirectRunner` (Beam's FnApiRunner in the launcher);
 - `prism`: `--runner=PrismRunner --prism_location=BIN` (Beam starts Prism; the SDK worker runs in

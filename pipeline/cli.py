@@ -211,7 +211,7 @@ configs/example.yaml lists them all with their defaults; flags override the file
 Flags this program does not know are Apache Beam pipeline options and go to the runner, e.g.
   --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
   --direct_num_workers=2 --direct_running_mode=multi_processing
-(see the README's "Running at scale"). A flag neither knows is an error, with a suggestion.
+(see docs/running-at-scale.md). A flag neither knows is an error, with a suggestion.
 
 Exit status: 0 done, 2 a user error (one line; --debug for the traceback), 3 the run failed its
 checks (counts, dead letters, storage)."""

@@ -101,7 +101,7 @@ def stop_child_processes(timeout: float = 5.0) -> list[int]:
 
 
 # Services started for a run (job servers, SDK worker pools): used by the runner tests and the
-# runner bench, which start them as the README's "Runners" section shows.
+# runner bench, which start them as docs/runners.md shows.
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """Reading records in batches: Parquet row groups and TFRecord files as `RawBatch` elements.
 
-Per-record Beam elements cost more than the gradient itself (see the README's design notes), so a
+Per-record Beam elements cost more than the gradient itself (see docs/architecture.md), so a
 batch of records is one element from the reader on. Parquet files are split into shards of whole
 row groups (so one large file still spreads over workers); a TFRecord file is one shard (the format
 has no index to split on, as with Beam's own TFRecord source).

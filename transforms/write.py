@@ -2,7 +2,7 @@
 
 Beam's WriteToParquetBatched writes each element as its own row group with pyarrow's defaults,
 which dictionary-encode every column: for float attributions that took ~6.8 ms per 1,024-row
-table here, against ~1 ms without it (measured, see the README's design notes). This sink keeps
+table here, against ~1 ms without it (measured, see docs/architecture.md). This sink keeps
 dictionary encoding and statistics for the identity columns (keys, pass-through, targets) only,
 compresses with snappy, and gathers tables into row groups of `row_group_rows` rows.
 Temporary files are renamed into place when the write finalizes (Beam's FileBasedSink).

@@ -7,7 +7,7 @@ attributions to 1e-6, manifest counts):
 - Prism as its own job-server process (`prism --job_port P --serve_http=false`) with an SDK worker
   pool (`worker_pool_main`) and `--runner=PortableRunner --environment_type=EXTERNAL`.
 
-The binary is built from the Go module proxy (README, "Runners"); tests find it through
+The binary is built from the Go module proxy (docs/runners.md); tests find it through
 $ATTRIBUTION_PRISM_BIN or the cache folder. Without one they skip, saying how to build it, unless
 $ATTRIBUTION_REQUIRE_PRISM=1 (set by .ci/run on a machine with Go), which turns the skip into a
 failure.

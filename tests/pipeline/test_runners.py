@@ -2,7 +2,7 @@
 
 - PortableRunner through Beam's Python job service with an EXTERNAL SDK worker pool: the shape of
   Flink on Kubernetes (SDK workers in a sidecar pool), minus Flink itself, whose job-server jar the
-  package registry here does not serve (README, "Running at scale"). Every process started is in
+  package registry here does not serve (docs/running-at-scale.md). Every process started is in
   its own session and killed by PID at the end; every wait is bounded.
 - DataflowRunner with --dry_run: the job graph is built and the setup.py package made for staging,
   offline; nothing is submitted.
