@@ -54,7 +54,7 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
     plan = config if isinstance(config, RunPlan) else resolve_plan(config)
     settings = plan.settings
     raw = p | "ReadRecords" >> ReadRecords(plan.input_files, plan.schema, plan.config.batch_size,
-                                           filesystem_options=settings.filesystem_options)
+                                           filesystem_options=settings.filesystem_options, pre_buffer=plan.config.parquet_pre_buffer)
     decoded = raw | "DecodeRecords" >> beam.ParDo(DecodeBatches(plan.schema)).with_outputs(
         DecodeBatches.DEAD_LETTER_TAG, main="records"
     )

@@ -22,6 +22,7 @@ import tempfile
 from typing import Any, Optional, Sequence
 
 from pipeline.errors import RunFailedError, StorageUnavailableError
+from pipeline.storage_fault import STORAGE_WORDS
 from pipeline.terminal import printable
 
 __all__ = ["main", "run_program", "build_parser", "config_from_args", "configure_logging"]
@@ -99,6 +100,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         help="fail the run when one batch is still attributing after this long (default 3600).")
     add("--lock-lease-seconds", type=float, metavar="SECONDS",
         help="object stores: a lock its run has not renewed for this long is taken over (default 300).")
+    add("--parquet-pre-buffer", action=argparse.BooleanOptionalAction, default=None,
+        help="read each Parquet row group ahead in a few large requests (default: on for object stores, off for local files).")
     add("--max-dead-letter-fraction", type=float, metavar="FRACTION", help="fail the run when more than this share of records is dead-lettered (default 0.1).")
     add("--batch-size", type=int, metavar="RECORDS", help="records per pipeline element (default 4096).")
     add("--chunk-size", type=int, metavar="ROWS", help="most rows (examples x steps/samples) per gradient call (default: "
@@ -343,13 +346,23 @@ class _DropTracebacksSaidInOneLine(logging.Filter):
     disk, quota, file-size limit) or a batch ran past batch_timeout_seconds, the run ends with one
     line saying so (pipeline.run), and the tracebacks above it say nothing more."""
 
-    _WORDS = (*(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)), "(batch_timeout_seconds)")
+    _WORDS = (*(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)), "(batch_timeout_seconds)", *STORAGE_WORDS)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or not record.name.startswith("apache_beam"):
             return True
         text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info and record.exc_info[1] else "")
         return not any(word in text for word in self._WORDS)
+
+
+class _RetriesInOneLine(logging.Filter):
+    """Beam logs each retry of a storage request with the whole traceback of what failed (seven of
+    them in the minutes an S3 read retries); the first line says what is retried and why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "apache_beam.utils.retry" and "Traceback for above exception" in str(record.msg):
+            record.msg, record.args = record.getMessage().split(" Traceback for above exception", 1)[0].strip(), None
+        return True
 
 
 class _DropImportNoise(logging.Filter):
@@ -379,14 +392,7 @@ def configure_logging() -> None:
         if not any(isinstance(f, _DropImportNoise) for f in handler.filters):
             handler.addFilter(_DropImportNoise())
             handler.addFilter(_DropTracebacksSaidInOneLine())
-
-
-def _paths_of(config) -> list[str]:
-    """Every path setting of a run (output, inputs, model, baseline/background files)."""
-    from pipeline.config import parse_baseline
-
-    baseline = parse_baseline(config.baseline).path if config.baseline is not None else None
-    return [config.output, config.model, *config.input, *(p for p in (config.background, baseline) if p)]
+            handler.addFilter(_RetriesInOneLine())
 
 
 def _use_filesystem_flags_only(args: argparse.Namespace, beam_args: Sequence[str], parser: argparse.ArgumentParser) -> None:
@@ -462,7 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from pipeline.storage_check import check_storage_reachable
 
         use_filesystem_options(beam_args)
-        check_storage_reachable(_paths_of(config), beam_args)
+        check_storage_reachable(config.paths(), beam_args)
 
         if inspect_output(config.output).complete and not config.overwrite:
             check_output(config.output, config.overwrite)  # the common rerun mistake, said before TensorFlow loads

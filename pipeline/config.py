@@ -89,6 +89,11 @@ class RunConfig:
     # The run fails at the end (non-zero exit, manifest status 'failed') when more than this share
     # of the records read was dead-lettered.
     max_dead_letter_fraction: float = 0.1
+    # Parquet reads: True reads each row group's columns ahead in a few coalesced requests, held
+    # until the row group is done; False streams each column in 1 MiB reads. None (default):
+    # True for object stores (streaming would fetch a buffer per read, docs/performance.md), False
+    # for local files (less memory with large row groups, measured there too).
+    parquet_pre_buffer: Optional[bool] = None
     # Count keys that occur more than once (a shuffle over all keys: off by default).
     check_duplicate_keys: bool = False
     # Records per pipeline element: 4,096 amortises per-element costs (Beam, summaries, Arrow) over
@@ -192,6 +197,8 @@ class RunConfig:
         for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys", "summaries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
+        if self.parquet_pre_buffer is not None and not isinstance(self.parquet_pre_buffer, bool):
+            raise ValueError(f"parquet_pre_buffer must be true, false or absent (automatic); got {self.parquet_pre_buffer!r}.")
         for name in sorted(_ALL_METHOD_SETTINGS):
             if getattr(self, name) is not None and self.method not in _users_of(name):
                 raise ValueError(
@@ -250,6 +257,11 @@ class RunConfig:
         if value is None:
             return METHOD_SETTINGS.get(self.method, {}).get(name)
         return value
+
+    def paths(self) -> list[str]:
+        """Every path setting of the run: output, model, inputs, baseline/background files."""
+        baseline = parse_baseline(self.baseline).path if self.baseline is not None else None
+        return [self.output, self.model, *self.input, *(p for p in (self.background, baseline) if p)]
 
     def target_spec(self) -> TargetSpec:
         return parse_target(self.target)

@@ -188,19 +188,41 @@ class LeaseLock:
         self._version = self._object.read()[1]
 
     def _renew_until_stopped(self) -> None:
+        failing_since = None  # a store that is down: said once when it starts and once when it ends
         while not self._stop.wait(self.lease_seconds / 5):
             try:
-                self._write(self._version)
+                try:
+                    self._write(self._version)
+                except _Taken:
+                    # Our own earlier write may have landed without its answer (a connection cut
+                    # after the request; a client's retry of it): then the object is still ours.
+                    current, version = self._object.read()
+                    if (current or {}).get("token") != self._document["token"]:
+                        raise
+                    self._write(version)
             except _Taken:
                 self._lost = True
                 _LOGGER.warning("lost the lock %s: another run took it over; this run will not commit", self.path)
                 return
             except Exception as error:  # a store hiccup: try again at the next renewal
-                _LOGGER.warning("could not renew the lock %s (%s); retrying in %.0f s", self.path, error, self.lease_seconds / 5)
+                if failing_since is None:
+                    failing_since = time.time()
+                    _LOGGER.warning("could not renew the lock %s (%s); retrying every %.0f s, quietly until it works again",
+                                    self.path, error, self.lease_seconds / 5)
+                continue
+            if failing_since is not None:
+                _LOGGER.warning("renewed the lock %s again after %.0f s of failures", self.path, time.time() - failing_since)
+                failing_since = None
 
     def holds(self) -> bool:
         """Whether the lock still carries this holder's token."""
         return not self._lost and (self._object.read()[0] or {}).get("token") == self._document["token"]
+
+    def abandon(self) -> None:
+        """Stops renewing without touching the store (it cannot be reached): the lease lapses and
+        the next run takes the lock over. The renewing thread is not waited for."""
+        self._stop.set()
+        self._renewer = None
 
     def release(self) -> None:
         self._stop.set()

@@ -97,6 +97,14 @@ class OutputLock:
             self._lease.release()
             self._lease = None
 
+    def abandon(self) -> None:
+        """Gives the lock up without a word to its store, which cannot be reached: an object
+        store's lease lapses (the next run takes it over); a local lock is released as usual."""
+        if self._lease is not None:
+            self._lease.abandon()
+            self._lease = None
+        self.release()
+
     def __enter__(self) -> "OutputLock":
         return self.acquire()
 

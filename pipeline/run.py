@@ -27,6 +27,7 @@ from attributions.concurrency import available_cores, run_ops_single_threaded
 from pipeline.build import build_pipeline
 from pipeline.config import RunConfig
 from pipeline.errors import RunFailedError
+from pipeline.storage_fault import storage_fault
 from pipeline.filesystem_options import filesystem_options, use_filesystem_options
 from pipeline.manifest import finalize_run
 from pipeline.output_dir import (
@@ -242,6 +243,12 @@ def run_attribution(
         staging = _prepare_output(config, uuid.uuid4().hex[:12])
         return _run(dataclasses.replace(plan, staging_dir=staging.path), pipeline_args, wait, started, progress, lock.verify)
     except BaseException as error:
+        fault = None
+        if isinstance(error, Exception) and not isinstance(error, (ValueError, RunFailedError)):
+            fault = storage_fault(error, config.paths(), pipeline_args, config.output, config.lock_lease_seconds)
+        if fault is not None and not fault.reachable:  # cleaning up would wait through Beam's retries
+            lock.abandon()
+            raise fault.error from error
         if staging is not None:
             remove_staging(staging.path)
         if created:
@@ -252,6 +259,8 @@ def run_attribution(
                 f"its staging folder was removed and the previous result is as it was. Free some space (or choose "
                 f"another --output) and run again."
             ) from error
+        if fault is not None:
+            raise fault.error from error
         raise
     finally:
         if staging is not None:

@@ -23,18 +23,52 @@ _FIX_CREDENTIALS = ("pass --s3_access_key_id and --s3_secret_access_key (or set 
                     "or an AWS profile)")
 
 
-def check_storage_reachable(paths: Iterable[str], pipeline_args: Sequence[str]) -> None:
+def check_storage_reachable(paths: Iterable[str], pipeline_args: Sequence[str], consequence: str = "Nothing was written.") -> None:
     """Raises ValueError or StorageUnavailableError (see the module) for the first s3:// or gs://
-    bucket among `paths` that cannot be listed. Other schemes are left to their filesystem."""
+    bucket among `paths` that cannot be listed; ValueError for a scheme no filesystem reads here
+    (hdfs:// and azfs:// without their extra, a typo). Reachability of hdfs:// and azfs:// is
+    left to their filesystems.
+    consequence: what the StorageUnavailableError's message ends with (what the caller left)."""
     paths = [p for p in paths if isinstance(p, str)]
-    s3_buckets = _buckets(paths, "s3://")
-    if s3_buckets:
-        client, endpoint = _s3_client(pipeline_args)
-        for bucket in s3_buckets:
-            _list_one(client, bucket, endpoint)
-    gcs_buckets = _buckets(paths, "gs://")
-    if gcs_buckets:
-        _check_gcs(gcs_buckets, pipeline_args)
+    _check_filesystems_exist(paths)
+    try:
+        s3_buckets = _buckets(paths, "s3://")
+        if s3_buckets:
+            client, endpoint = _s3_client(pipeline_args)
+            for bucket in s3_buckets:
+                _list_one(client, bucket, endpoint)
+        gcs_buckets = _buckets(paths, "gs://")
+        if gcs_buckets:
+            _check_gcs(gcs_buckets, pipeline_args)
+    except StorageUnavailableError as error:
+        raise StorageUnavailableError(f"{error} {consequence}".strip()) from None
+
+
+# Schemes Beam reads besides local paths, s3:// and gs:// (checked below, with their own words):
+# the module each needs and the Beam extra that installs it.
+_OTHER_FILESYSTEMS = {"hdfs": ("hdfs", "hadoop", " and the --hdfs_host, --hdfs_port and --hdfs_user flags"),
+                      "azfs": ("azure.storage.blob", "azure", " and --azure_connection_string (or --blob_service_endpoint)")}
+
+
+def _check_filesystems_exist(paths: Sequence[str]) -> None:
+    """ValueError, in one line, for a path whose scheme Beam has no filesystem for, or whose
+    filesystem's client library is not installed (Beam's own errors: tracebacks, NameError)."""
+    import importlib
+
+    for path in paths:
+        scheme = path.split("://", 1)[0].lower() if "://" in path else None
+        if scheme in (None, "s3", "gs", "file"):
+            continue
+        if scheme in _OTHER_FILESYSTEMS:
+            module, extra, flags = _OTHER_FILESYSTEMS[scheme]
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise ValueError(f"{scheme}:// paths ({path!r}) need Beam's {extra!r} extra: pip install "
+                                 f"'apache-beam[{extra}]'{flags}.") from None
+            continue
+        raise ValueError(f"no filesystem reads {scheme}:// paths ({path!r}); use a local path, gs://, s3://, hdfs:// or "
+                         f"azfs:// (each bucket scheme with its extra), or check the path for a typo.")
 
 
 def _buckets(paths: Sequence[str], scheme: str) -> list[str]:
@@ -67,7 +101,7 @@ def _check_gcs(buckets: Sequence[str], pipeline_args: Sequence[str]) -> None:
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
             raise StorageUnavailableError(
                 f"cannot reach the storage of gs://{bucket} at {endpoint} ({type(error).__name__}); check the network "
-                f"(or STORAGE_EMULATOR_HOST), or run again once the storage is up. Nothing was written."
+                f"(or STORAGE_EMULATOR_HOST), or run again once the storage is up."
             ) from None
         except exceptions.NotFound:
             raise ValueError(f"bucket gs://{bucket} does not exist at {endpoint}; check the path (or create the bucket).") from None
@@ -108,7 +142,7 @@ def _list_one(client, bucket: str, endpoint: str) -> None:
             exceptions.ConnectionClosedError) as error:
         raise StorageUnavailableError(
             f"cannot reach the S3 storage of s3://{bucket} at {endpoint} ({type(error).__name__}); check --s3_endpoint_url "
-            f"and the network, or run again once the storage is up. Nothing was written."
+            f"and the network, or run again once the storage is up."
         ) from None
     except exceptions.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")

@@ -27,6 +27,7 @@ from transforms.tfrecord_lengths import first_impossible_length
 __all__ = [
     "ReadRecords",
     "read_parquet_shard",
+    "parquet_read_options",
     "read_tfrecord_file",
     "readable_by_tensorflow",
     "read_all",
@@ -174,15 +175,30 @@ def parquet_shards(path: str) -> list[tuple[str, int, Optional[int], int]]:
     return shards
 
 
+# Parquet reads without pre-buffering: each column streamed in reads of this size.
+STREAM_BUFFER_BYTES = 1 << 20
+
+
+def parquet_read_options(path: str, pre_buffer: Optional[bool] = None) -> dict:
+    """pq.ParquetFile's read options for `path`. pre_buffer None: on for object stores (path has a
+    scheme), where each streamed read would be a request fetching Beam's whole read buffer; off for
+    local files, where it holds every column of a row group at once (docs/performance.md)."""
+    if pre_buffer is None:
+        pre_buffer = "://" in path
+    return {"pre_buffer": True} if pre_buffer else {"pre_buffer": False, "buffer_size": STREAM_BUFFER_BYTES}
+
+
 def read_parquet_shard(
-    path: str, key_prefix: str, row_groups: Optional[range], first_index: int, schema: RecordSchema, batch_size: int
+    path: str, key_prefix: str, row_groups: Optional[range], first_index: int, schema: RecordSchema, batch_size: int,
+    pre_buffer: Optional[bool] = None,
 ) -> Iterator[RawBatch]:
     """Yields the shard's records as RawBatches of at most `batch_size` rows (row_groups None: the
     whole file). A file whose columns do not fit `schema` yields one RawBatch with `read_error`
-    standing for all the shard's records; a damaged file, see `_read_row_groups`."""
+    standing for all the shard's records; a damaged file, see `_read_row_groups`. pre_buffer: see
+    `parquet_read_options`."""
     with _open(path) as handle:
         try:
-            parquet = pq.ParquetFile(handle)
+            parquet = pq.ParquetFile(handle, **parquet_read_options(path, pre_buffer))
         except _PARQUET_ERRORS as error:  # its row count is unknown: one dead letter for the file
             yield RawBatch(
                 source=path, key_prefix=key_prefix, first_index=0, unreadable=1, dead_key=f"{key_prefix}:*",
@@ -409,12 +425,12 @@ def _read_local_tfrecord_file(local: str, path: str, key_prefix: str, batch_size
     )
 
 
-def read_all(path: str, schema: RecordSchema, batch_size: int = 4096) -> Iterator[RawBatch]:
+def read_all(path: str, schema: RecordSchema, batch_size: int = 4096, pre_buffer: Optional[bool] = None) -> Iterator[RawBatch]:
     """Every record of one file, in batches (for baselines and background rows)."""
     prefix = os.path.basename(path)
     if schema.input_format == "parquet":
         for shard_path, start, end, first in parquet_shards(path):
-            yield from read_parquet_shard(shard_path, prefix, _row_groups(start, end), first, schema, batch_size)
+            yield from read_parquet_shard(shard_path, prefix, _row_groups(start, end), first, schema, batch_size, pre_buffer)
     else:
         yield from read_tfrecord_file(path, prefix, batch_size)
 
@@ -443,11 +459,13 @@ class _ExpandShards(beam.DoFn):
 class _ReadShard(beam.DoFn):
     """shard -> RawBatches; counts the records read."""
 
-    def __init__(self, schema: RecordSchema, prefixes: dict[str, str], batch_size: int, filesystem_options: Optional[dict] = None):
+    def __init__(self, schema: RecordSchema, prefixes: dict[str, str], batch_size: int, filesystem_options: Optional[dict] = None,
+                 pre_buffer: Optional[bool] = None):
         self._schema = schema
         self._prefixes = prefixes
         self._batch_size = batch_size
         self._filesystem_options = filesystem_options
+        self._pre_buffer = pre_buffer
         self._records_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_read")
 
     def setup(self):
@@ -457,7 +475,8 @@ class _ReadShard(beam.DoFn):
         path, start, end, first_index = shard
         prefix = self._prefixes[path]
         if self._schema.input_format == "parquet":
-            batches = read_parquet_shard(path, prefix, _row_groups(start, end), first_index, self._schema, self._batch_size)
+            batches = read_parquet_shard(path, prefix, _row_groups(start, end), first_index, self._schema, self._batch_size,
+                                         self._pre_buffer)
         else:
             batches = read_tfrecord_file(path, prefix, self._batch_size)
         for batch in batches:
@@ -473,17 +492,19 @@ class ReadRecords(beam.PTransform):
       schema: what to read (the format, and the columns: Parquet reads only these).
       batch_size: records per batch.
       filesystem_options: Beam's filesystem options for workers Beam gives none (transforms.storage).
+      pre_buffer: Parquet read-ahead per row group (None: automatic, see `parquet_read_options`).
     """
 
     def __init__(
         self, paths: Sequence[str], schema: RecordSchema, batch_size: int, label: Optional[str] = None,
-        filesystem_options: Optional[dict] = None,
+        filesystem_options: Optional[dict] = None, pre_buffer: Optional[bool] = None,
     ):
         super().__init__(label)
         self._paths = list(paths)
         self._schema = schema
         self._batch_size = batch_size
         self._filesystem_options = filesystem_options
+        self._pre_buffer = pre_buffer
 
     def expand(self, pbegin):
         return (
@@ -493,6 +514,6 @@ class ReadRecords(beam.PTransform):
             | "ExpandShards" >> beam.ParDo(_ExpandShards(self._schema.input_format, self._filesystem_options))
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadShards" >> beam.ParDo(
-                _ReadShard(self._schema, key_prefixes(self._paths), self._batch_size, self._filesystem_options)
+                _ReadShard(self._schema, key_prefixes(self._paths), self._batch_size, self._filesystem_options, self._pre_buffer)
             )
         )

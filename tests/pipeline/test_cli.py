@@ -223,6 +223,15 @@ def test_completeness_target_flags_reach_the_config():
     assert plain.completeness_target is None and "max_steps" not in plain.to_dict()
 
 
+def test_parquet_pre_buffer_flags_reach_the_config_and_default_to_automatic():
+    from pipeline.cli import build_parser, config_from_args
+
+    base = ["run", "--model", "m.keras", "--input", "x.parquet", "--output", "o"]
+    assert config_from_args(build_parser().parse_args(base)).parquet_pre_buffer is None
+    assert config_from_args(build_parser().parse_args([*base, "--parquet-pre-buffer"])).parquet_pre_buffer is True
+    assert config_from_args(build_parser().parse_args([*base, "--no-parquet-pre-buffer"])).parquet_pre_buffer is False
+
+
 def test_image_and_layer_flags_reach_the_config(tmp_path):
     from pipeline.cli import build_parser, config_from_args
     from transforms.images import ImageSpec
@@ -261,3 +270,26 @@ def test_control_characters_in_names_from_the_data_never_reach_the_terminal_raw(
                  "--method", "gradient"]) == 2  # without --key-column: 7 numeric columns for a 6-wide input
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "\x1b" not in err and r"\x1b[2J\x1b[31mf5\u202e (scalar)" in err, err
+
+
+def test_beams_storage_retries_and_failed_bundles_are_one_line_or_none_on_stderr():
+    """A store that went away: Beam logs each retry with a traceback, and the failed bundle with
+    another; the command shows one line per retry and ends with its own one-line error."""
+    import logging
+
+    from pipeline.cli import _DropTracebacksSaidInOneLine, _RetriesInOneLine
+
+    retry = logging.LogRecord(
+        "apache_beam.utils.retry", logging.WARNING, __file__, 1,
+        "Retry with exponential backoff: waiting for %s seconds before retrying %s because we caught exception: %s "
+        "Traceback for above exception (most recent call last):\n%s",
+        (5.2, "get_range", "S3ClientError: ('Could not connect to the endpoint URL: \"http://h/b/k\"', None)\n",
+         '  File "boto3_client.py", line 150, in get_range\n'), None)
+    assert _RetriesInOneLine().filter(retry)
+    assert retry.getMessage() == ("Retry with exponential backoff: waiting for 5.2 seconds before retrying get_range because we "
+                                  "caught exception: S3ClientError: ('Could not connect to the endpoint URL: \"http://h/b/k\"', None)")
+    failed = logging.LogRecord("apache_beam.runners.worker.sdk_worker", logging.ERROR, __file__, 1,
+                               "Error processing instruction: Traceback ... S3ClientError: Could not connect to the endpoint URL", (), None)
+    other = logging.LogRecord("apache_beam.runners.worker.sdk_worker", logging.ERROR, __file__, 1,
+                              "Error processing instruction: Traceback ... ZeroDivisionError", (), None)
+    assert not _DropTracebacksSaidInOneLine().filter(failed) and _DropTracebacksSaidInOneLine().filter(other)

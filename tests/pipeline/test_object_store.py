@@ -26,6 +26,7 @@ import pytest
 from helpers import read_parquet_dir, rows_by_key, run_on_the_portable_path
 from pipeline.cli import main
 from pipeline.processes import free_port, stop_session, wait_for_port
+from tcp_proxy import TcpProxy
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUCKET = "attributions-test"
@@ -220,6 +221,89 @@ def test_a_run_killed_mid_run_blocks_the_next_one_only_until_its_lease_runs_out(
     assert len(warnings) == 1 and "taking over the lock" in warnings[0] and "past its 6 s lease" in warnings[0], warnings
     left = _keys(s3_server, f"{prefix}/out/")
     assert "manifest.json" in left and not [k for k in left if k.startswith(".staging-") or k.endswith(".lock")], left
+
+
+def test_a_storage_that_goes_away_mid_run_ends_it_with_exit_5_and_the_next_run_takes_over(s3_server, bucket_data, capsys, monkeypatch):
+    """The endpoint goes down (connections refused) when the workers start reading: one line, exit
+    5 (not 2, not a traceback), nothing touched while the store is down (each attempt would wait
+    through Beam's retries); once it is back, the next run after the lease succeeds and removes the
+    dead run's staging. Beam's retry waits (minutes: 7 from 5 s, doubling) are skipped here, not
+    its retries."""
+    from apache_beam.utils import retry
+
+    import transforms.read
+
+    prefix, _, _ = bucket_data
+    proxy = TcpProxy(int(s3_server.rsplit(":", 1)[1]))
+    monkeypatch.setattr(retry.Clock, "sleep", lambda self, seconds: None)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    read_shard = transforms.read.read_parquet_shard
+
+    def read_after_the_storage_went_away(*args, **kwargs):
+        proxy.cut()
+        return read_shard(*args, **kwargs)
+
+    s3 = f"s3://{BUCKET}/{prefix}"
+    args = _run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", "--lock-lease-seconds", "6", *_s3_args(proxy.endpoint))
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(transforms.read, "read_parquet_shard", read_after_the_storage_went_away)
+            started = time.time()
+            assert main(args) == 5
+            took = time.time() - started
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: cannot reach the S3 storage of s3://") and "went away during the run" in last, err[-3000:]
+        assert "takes them over once the lock's lease has run out (6 s" in last and "Traceback" not in err, err[-3000:]
+        assert took < 120, took
+        left = _keys(s3_server, f"{prefix}/out/")
+        assert ".attribution-pipeline.lock" in left and any(k.startswith(".staging-") for k in left), left
+        proxy.restore()
+        assert main(args) == 2  # back, but the dead run's lease is still running
+        assert "is in use by another run" in capsys.readouterr().err
+        time.sleep(7)
+        assert main(args) == 0
+        left = _keys(s3_server, f"{prefix}/out/")
+        assert "manifest.json" in left and not [k for k in left if k.startswith(".staging-") or k.endswith(".lock")], left
+    finally:
+        proxy.close()
+
+
+def test_a_lease_renewal_outage_is_logged_once_when_it_starts_and_once_when_it_ends(s3_server, caplog):
+    from pipeline.filesystem_options import use_filesystem_options
+    from pipeline.output_lock import OutputLock
+
+    proxy = TcpProxy(int(s3_server.rsplit(":", 1)[1]))
+    try:
+        use_filesystem_options(_s3_args(proxy.endpoint))
+        lock = OutputLock(f"s3://{BUCKET}/renewals-{time.time_ns()}/out", lease_seconds=5).acquire()  # renewed every second
+        try:
+            proxy.cut()
+            time.sleep(3.5)
+            proxy.restore()
+            time.sleep(2.5)
+            lock.verify()  # still ours
+        finally:
+            lock.release()
+    finally:
+        proxy.close()
+        use_filesystem_options(_s3_args(s3_server))
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.lease_lock"]
+    assert len(said) == 2 and said[0].startswith("could not renew the lock") and "quietly until it works again" in said[0], said
+    assert re.fullmatch(r"renewed the lock s3://\S+ again after [1-4] s of failures", said[1]), said
+
+
+def test_a_failed_run_on_a_reachable_bucket_is_a_storage_fault_only_when_its_error_names_one(s3_server):
+    from pipeline.filesystem_options import use_filesystem_options
+    from pipeline.storage_fault import storage_fault
+
+    use_filesystem_options(_s3_args(s3_server))
+    paths, output = [f"s3://{BUCKET}/in/*.parquet", f"s3://{BUCKET}/out"], f"s3://{BUCKET}/out"
+    assert storage_fault(RuntimeError("division by zero [while running 'Attribute']"), paths, _s3_args(s3_server), output, 300) is None
+    passed = storage_fault(RuntimeError("S3ClientError('Connection was closed before we received a valid response', None)"),
+                           paths, _s3_args(s3_server), output, 300)
+    assert passed.reachable and str(passed.error).startswith("the storage failed during the run (S3ClientError(") and \
+        "it answers again now" in str(passed.error), passed
 
 
 def test_the_portable_path_with_an_external_worker_pool_reads_and_writes_the_bucket(s3_server, bucket_data, tmp_path):

@@ -128,7 +128,8 @@ def test_a_file_whose_footer_is_unreadable_is_one_dead_letter_keyed_file_star(tm
     assert decoded is None and letter.key == "bad.parquet:*" and "is not a readable Parquet file" in letter.error
 
 
-def test_reading_a_shard_holds_about_one_row_group_not_all_of_them(tmp_path):
+@pytest.mark.parametrize("pre_buffer", [True, False])
+def test_reading_a_shard_holds_about_one_row_group_not_all_of_them(pre_buffer, tmp_path):
     import tracemalloc
 
     import numpy as np
@@ -147,7 +148,7 @@ def test_reading_a_shard_holds_about_one_row_group_not_all_of_them(tmp_path):
     schema = RecordSchema("parquet", (ModelInputSpec("pixels", (64,), (ColumnSpec("pixels", 64, True),)),))
     tracemalloc.start()  # the file is read through a Python file object: what it reads is Python bytes
     try:
-        records = sum(batch.num_records for batch in read_all(path, schema, batch_size=1024))
+        records = sum(batch.num_records for batch in read_all(path, schema, batch_size=1024, pre_buffer=pre_buffer))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -169,3 +170,39 @@ def test_small_row_groups_still_make_full_batches(tmp_path):
     # Shards are 4 row groups (28 records) and 1 (2): batches span row groups within a shard.
     assert [b.num_records for b in batches] == [10, 10, 8, 2]
     assert [b.first_index for b in batches] == [0, 10, 20, 28]
+
+
+def test_streamed_reads_hold_a_buffer_not_a_row_group_and_read_the_same_records(tmp_path):
+    """pre_buffer off (local files by default): a column is read in 1 MiB pieces, so a 16 MiB row
+    group is never held whole in read bytes; pre_buffer on reads it in one piece. Same records."""
+    import tracemalloc
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.read import STREAM_BUFFER_BYTES, parquet_read_options
+    from transforms.records import ColumnSpec, ModelInputSpec, RecordSchema
+
+    values = np.random.default_rng(1).random((65536, 64)).astype(np.float32)  # incompressible, one 16 MiB row group
+    path = str(tmp_path / "one_group.parquet")
+    pq.write_table(pa.table({"pixels": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), 64)}), path,
+                   row_group_size=len(values))
+    group_bytes = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
+    schema = RecordSchema("parquet", (ModelInputSpec("pixels", (64,), (ColumnSpec("pixels", 64, True),)),))
+    peaks, read = {}, {}
+    for pre_buffer in (True, False):
+        tracemalloc.start()
+        try:
+            tables = [b.table for b in read_all(path, schema, batch_size=4096, pre_buffer=pre_buffer) if b.table is not None]
+            peaks[pre_buffer] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        read[pre_buffer] = np.concatenate([t.column("pixels").combine_chunks().flatten().to_numpy() for t in tables])
+    np.testing.assert_array_equal(read[True], values.reshape(-1))
+    np.testing.assert_array_equal(read[False], values.reshape(-1))
+    assert peaks[True] > 0.9 * group_bytes, (peaks, group_bytes)
+    assert peaks[False] < 4 * STREAM_BUFFER_BYTES < group_bytes / 3, (peaks, group_bytes)
+    assert parquet_read_options("s3://b/x.parquet") == {"pre_buffer": True}  # automatic: on for buckets, off locally
+    assert parquet_read_options(path) == {"pre_buffer": False, "buffer_size": STREAM_BUFFER_BYTES}
+    assert parquet_read_options(path, pre_buffer=True) == {"pre_buffer": True}
