@@ -177,6 +177,27 @@ def test_tfrecord_input_in_a_bucket_plain_and_gzip_equals_a_local_run(s3_server,
     assert len(dead) == 1 and dead[0]["source"] == f"{s3}/in/c.tfrecord" and "truncated or corrupted" in dead[0]["error"]
 
 
+def test_baseline_and_background_files_in_a_bucket_equal_local_ones(s3_server, bucket_data, tmp_path, capsys):
+    prefix, local_data, local_model = bucket_data
+    s3 = f"s3://{BUCKET}/{prefix}"
+    reference = tmp_path / "reference.parquet"
+    pq.write_table(pa.table({c: np.linspace(-1, 1, 5, dtype=np.float32) * (j + 1) for j, c in enumerate(COLUMNS)}), reference)
+    _client(s3_server).upload_file(str(reference), BUCKET, f"{prefix}/ref/reference.parquet")
+    for name, flags in (("ig", ["--method", "integrated_gradients", "--baseline", "file:{}"]),
+                        ("eg", ["--method", "expected_gradients", "--background", "{}", "--samples", "8"])):
+        local = [f.format(reference) for f in flags]
+        bucket = [f.format(f"{s3}/ref/reference.parquet") for f in flags]
+        common = ["run", "--model", local_model, "--input", local_data, "--key-column", "id", "--batch-size", "16"]
+        assert main([*common, "--output", str(tmp_path / f"local-{name}"), *local]) == 0
+        assert main([*common, "--output", f"{s3}/out-{name}", *bucket, *_s3_args(s3_server)]) == 0
+        capsys.readouterr()
+        ours, theirs = _rows(_read_bucket_parquet(s3_server, f"{prefix}/out-{name}")), _rows(read_parquet_dir(tmp_path / f"local-{name}"))
+        assert sorted(ours) == sorted(theirs) and len(ours) == 60
+        for key, row in theirs.items():
+            for column in COLUMNS:
+                np.testing.assert_allclose(ours[key][f"attr_{column}"], row[f"attr_{column}"], rtol=0, atol=1e-6)
+
+
 def test_two_launchers_cannot_both_hold_an_output_in_a_bucket(s3_server, bucket_data):
     from pipeline.filesystem_options import use_filesystem_options
     from pipeline.output_lock import OutputLock
