@@ -116,7 +116,10 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         help="integrated gradients: re-integrate rows whose completeness_error is over ERROR (e.g. 0.01) with more points, "
              "up to --max-steps (default off: --steps points for every row).")
     add("--max-steps", type=int, metavar="N", help="integrated gradients with --completeness-target: most gradient evaluations per row (default 1024).")
-    add("--baseline", metavar="BASELINE", help="integrated gradients: zeros (default) | constant:VALUE | file:PATH.")
+    add("--baseline", metavar="BASELINE", help="integrated gradients: auto (default: median for scalar float columns, zeros for "
+        "images and tensors) | median | mean (per feature, of --baseline-sample-size sampled rows) | zeros | constant:VALUE | file:PATH.")
+    add("--baseline-sample-size", type=int, metavar="ROWS", help="rows sampled from the input for median/mean baselines and the "
+        "baseline check (default 1024).")
     add("--layer-baseline", metavar="BASELINE", help="integrated gradients at a layer: zeros (default, a zero activation) | "
         "id:N (the layer's output for id N at every position, e.g. id:0 for padding).")
     add("--smoothgrad-variant", metavar="VARIANT", help="smoothgrad (default) | smoothgrad_sq | vargrad.")

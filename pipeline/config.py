@@ -35,7 +35,7 @@ SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # Settings that only one method uses, with their defaults; giving one to another method is an error.
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "integrated_gradients": {
-        "steps": 64, "rule": DEFAULT_RULE, "baseline": "zeros", "completeness_target": None, "max_steps": DEFAULT_MAX_STEPS,
+        "steps": 64, "rule": DEFAULT_RULE, "baseline": "auto", "completeness_target": None, "max_steps": DEFAULT_MAX_STEPS,
         "layer_baseline": "zeros",
     },
     "smoothgrad": {"smoothgrad_variant": "smoothgrad", "noise_fraction": 0.15, "samples": 50, "seed": 0},
@@ -45,8 +45,10 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class BaselineSpec:
-    """Integrated gradients' baseline: kind 'zeros', 'constant' (value) or 'file' (path: the first
-    record of a Parquet/TFRecord file, mapped to model inputs like the data)."""
+    """Integrated gradients' baseline: kind 'zeros', 'constant' (value), 'file' (path: the first
+    record of a Parquet/TFRecord file, mapped to model inputs like the data), 'median' / 'mean'
+    (per feature, of a sample of the input: attributions.data_baselines), or 'auto' (the default:
+    the median for inputs read from scalar float columns, zeros for images, lists and tensors)."""
 
     kind: str = "zeros"
     value: float = 0.0
@@ -94,6 +96,13 @@ class RunConfig:
     # True for object stores (streaming would fetch a buffer per read, docs/performance.md), False
     # for local files (less memory with large row groups, measured there too).
     parquet_pre_buffer: Optional[bool] = None
+    # Integrated gradients' data baselines (median, mean, and the default 'auto'): rows of the
+    # input sampled on the launcher (evenly spaced files and row groups; the same files give the
+    # same sample). 1,024 rows put a median within about 0.04 standard deviations of the data's.
+    baseline_sample_size: int = 1024
+    # A launch warning when the baseline lies more than 3 robust standard deviations (1.4826 x
+    # MAD) from the sampled data in more than this share of an input's scalar features.
+    baseline_far_share: float = 0.25
     # Count keys that occur more than once (a shuffle over all keys: off by default).
     check_duplicate_keys: bool = False
     # Records per pipeline element: 4,096 amortises per-element costs (Beam, summaries, Arrow) over
@@ -179,8 +188,9 @@ class RunConfig:
     def validate(self) -> None:
         _check_choice("method", self.method, METHODS)
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
-        for name in ("batch_size", "chunk_memory_mib", "summary_sample_size", "max_slice_values"):
+        for name in ("batch_size", "chunk_memory_mib", "summary_sample_size", "max_slice_values", "baseline_sample_size"):
             _check_positive_int(name, getattr(self, name))
+        _check_number("baseline_far_share", self.baseline_far_share, "a number in [0, 1] (e.g. 0.25)", lambda v: 0 <= v <= 1)
         for name in ("chunk_size", "compute_threads"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
@@ -317,14 +327,14 @@ def parse_target(value: Any) -> TargetSpec:
 
 
 def parse_baseline(value: Any) -> BaselineSpec:
-    """'zeros' | 'constant:VALUE' | a number | 'file:PATH' -> BaselineSpec."""
-    hint = "expected 'zeros', 'constant:0.5' (or a number) or 'file:PATH'"
+    """'auto' | 'median' | 'mean' | 'zeros' | 'constant:VALUE' | a number | 'file:PATH' -> BaselineSpec."""
+    hint = "expected 'auto', 'median', 'mean', 'zeros', 'constant:0.5' (or a number) or 'file:PATH'"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _constant_baseline(float(value), value)
     if not isinstance(value, str):
         raise ValueError(f"baseline {value!r} is not valid; {hint}.")
-    if value == "zeros":
-        return BaselineSpec("zeros")
+    if value in ("zeros", "auto", "median", "mean"):
+        return BaselineSpec(value)
     kind, _, argument = value.partition(":")
     if kind == "constant":
         try:

@@ -365,7 +365,7 @@ def _run_penguins(penguins: dict, out: str) -> None:
         print(f"  input {layer['input']!r} attributed at layer {layer['layer']!r}")
     with open(os.path.join(out, "summary.json")) as f:
         island = json.load(f)["token_importance"]["island"]
-    print("  the island that argues most for each predicted species (vs the baseline record: Biscoe, female, measurements 0):")
+    print("  the island that argues most for each predicted species (vs the baseline record: Biscoe, female, measurements at their medians):")
     for cls, ranking in sorted(island["classes"].items()):
         if ranking["for"]:
             top = ranking["for"][0]

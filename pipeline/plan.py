@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model
 from audit.summary import FeatureSpec, SummarySpec, TokenFeatureSpec
+from pipeline.baselines import ResolvedBaseline, resolve_baseline
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline, parse_layer_baseline
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
@@ -50,6 +51,10 @@ class RunPlan:
     staging_dir: Optional[str] = None
     # Model inputs attributed at a layer's output (attributions.layers), with why that layer.
     layers: tuple["LayerChoice", ...] = ()
+    # Integrated gradients' baseline as the manifest describes it (pipeline.baselines), and the
+    # launch warning when it lies far from the data.
+    baseline: Optional[dict] = None
+    baseline_warning: Optional[str] = None
 
     @property
     def schema(self) -> RecordSchema:
@@ -656,11 +661,12 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
                 raise ValueError(f"layer_baseline 'id:{layer_baseline}': {error}") from None
     baseline = parse_baseline(config.setting("baseline")) if config.method == "integrated_gradients" else None
     reference_path = baseline.path if baseline is not None and baseline.kind == "file" else config.background
-    reference_format = None
+    reference_format, reference_rows = None, None
     if reference_path is not None:
         (reference_path,) = match_files((reference_path,))[:1]
         reference_format = detect_format([reference_path], "auto")
-        load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
+        reference_rows = load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
+    resolved = resolve_baseline(baseline, schema, input_files, config, reference_rows) if baseline is not None else None
 
     method_params = _method_params(config, bool(layers))
     if config.method == "grad_cam":
@@ -671,7 +677,7 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         "attribution.method": config.method,
         "attribution.parameters": method_params,
         "attribution.target": config.target_spec().describe(),
-        "attribution.baseline": config.setting("baseline") if baseline is not None else None,
+        "attribution.baseline": _baseline_note(resolved),
         "attribution.model_path": config.model,
         "attribution.layers": [c.describe() for c in layers] or None,
         "attribution.model_sha256": fingerprint,
@@ -691,8 +697,9 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         output_name=config.output_name,
         explain_logits=config.explain_logits,
         unsafe_deserialization=config.unsafe_deserialization,
-        baseline=baseline.kind if baseline is not None else "zeros",
+        baseline=resolved.kind if resolved is not None else "zeros",
         baseline_value=baseline.value if baseline is not None else 0.0,
+        baseline_values=resolved.values if resolved is not None else None,
         reference_path=reference_path,
         reference_format=reference_format,
         summary=summary_spec(config, schema, token_feature_specs(model, schema, layers)),
@@ -702,4 +709,19 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         compute_threads=config.compute_threads if config.compute_threads is not None else default_compute_threads,
         batch_timeout_seconds=config.batch_timeout_seconds,
     )
-    return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers)
+    return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers,
+                   baseline=resolved.description if resolved is not None else None,
+                   baseline_warning=resolved.warning if resolved is not None else None)
+
+
+def _baseline_note(resolved: Optional[ResolvedBaseline]) -> Optional[str]:
+    """The output's `attribution.baseline` metadata: the setting, and for a data baseline what it
+    was computed from, e.g. 'auto: median of 1,024 sampled rows (features)'."""
+    if resolved is None:
+        return None
+    note = resolved.description["setting"]
+    if resolved.kind == "data":
+        per_input = resolved.description["per_input"]
+        parts = [f"{kind} ({name})" for name, kind in per_input.items()]
+        note += f": {', '.join(parts)} of {resolved.description['sample']['rows']:,} sampled rows"
+    return note

@@ -136,6 +136,7 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
         "model": {"path": config.model, "sha256": plan.model_fingerprint, "outputs": plan.schema.num_outputs,
                   # inputs attributed at a layer's output: which layer and why (none for a float model)
                   "layers": [choice.describe() for choice in plan.layers], **_grad_cam_description(plan)},
+        "baseline": plan.baseline,
         "compute_threads": plan.settings.compute_threads,
         "started": started,
         "planned": planned,
@@ -231,6 +232,8 @@ def run_attribution(
     if progress:
         for note in _mapping_notes(plan):
             print(printable(note), file=sys.stderr)
+    if plan.baseline_warning:
+        _LOGGER.warning("%s", plan.baseline_warning)
     check_output_outside_inputs(config.output, config.input, plan.input_files)
     check_output(config.output, config.overwrite)  # before the folder is created or locked
     created = "://" not in config.output and not os.path.exists(config.output)

@@ -57,7 +57,7 @@ class AttributionSettings:
     """Everything a worker needs to attribute batches; resolved and validated on the launcher.
 
     method_params: the method's own settings (steps, rule, samples, seed, ...).
-    baseline: 'zeros', 'constant' or 'file' (integrated gradients); reference_path: the baseline
+    baseline: 'zeros', 'constant', 'file' or 'data' (integrated gradients); reference_path: the baseline
     file, or the background rows of expected gradients; reference_format: that file's format.
     """
 
@@ -74,6 +74,8 @@ class AttributionSettings:
     unsafe_deserialization: bool = False
     baseline: str = "zeros"
     baseline_value: float = 0.0
+    # baseline 'data': one flat tuple of values per model input (pipeline.baselines).
+    baseline_values: Optional[tuple] = None
     reference_path: Optional[str] = None
     reference_format: Optional[str] = None
     summary: Optional[SummarySpec] = None  # None: no dataset summaries
@@ -173,6 +175,8 @@ class AttributionEngine:
         shapes = [spec.shape for spec in self.settings.schema.model_inputs]
         if self.settings.baseline == "file":
             rows = tuple(r[:1] for r in self._input_references)
+        elif self.settings.baseline == "data":
+            rows = tuple(np.asarray(v, np.float32).reshape(shape) for v, shape in zip(self.settings.baseline_values, shapes))
         else:
             value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
             rows = tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)

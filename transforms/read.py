@@ -28,6 +28,7 @@ __all__ = [
     "ReadRecords",
     "read_parquet_shard",
     "parquet_read_options",
+    "parquet_row_group_sizes",
     "read_tfrecord_file",
     "readable_by_tensorflow",
     "read_all",
@@ -157,6 +158,16 @@ def readable_by_tensorflow(path: str, limit_bytes: Optional[int] = None) -> Iter
 
 # What pyarrow raises on a damaged Parquet file (bad magic bytes, thrift, pages, compression).
 _PARQUET_ERRORS = (OSError, pa.ArrowException)
+
+
+def parquet_row_group_sizes(path: str) -> list[int]:
+    """Rows per row group of a Parquet file ([] when its footer cannot be read)."""
+    with _open(path) as handle:
+        try:
+            metadata = pq.ParquetFile(handle).metadata
+        except _PARQUET_ERRORS:
+            return []
+    return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
 
 
 def parquet_shards(path: str) -> list[tuple[str, int, Optional[int], int]]:

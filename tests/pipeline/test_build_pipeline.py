@@ -41,6 +41,7 @@ def test_parquet_integrated_gradients_equal_the_closed_form(linear_model, tabula
     model, weights, bias = linear_model
     data, features, ids, labels = tabular_data
     by_id = {int(i): (x, int(l)) for i, x, l in zip(ids, features, labels)}
+    median = np.median(features.astype(np.float64), axis=0).astype(np.float32)  # the default baseline: 40 rows, all sampled
 
     def check(table):
         assert table.num_rows == 40
@@ -51,7 +52,7 @@ def test_parquet_integrated_gradients_equal_the_closed_form(linear_model, tabula
             assert row["target"] == target and row["label"] == label
             assert row["target_score"] == pytest.approx(logits[target], rel=1e-5, abs=1e-5)
             attrs = np.array([row[f"attr_{c}"] for c in COLUMNS])
-            np.testing.assert_allclose(attrs, x * weights[:, target], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(attrs, (x - median) * weights[:, target], rtol=1e-4, atol=1e-5)
             assert abs(row["convergence_delta"]) < 1e-4
 
     metrics = _run(
@@ -100,13 +101,16 @@ def test_multi_input_model_with_tensor_and_scalar_columns(tmp_path):
         str(tmp_path / "multi.parquet"),
     )
 
+    # The default baseline per input: zeros for the list column, the median for the scalar columns.
+    baseline = np.concatenate([np.zeros(16, np.float32), np.median(tabular.astype(np.float64), axis=0).astype(np.float32)])
+
     def check(table):
         assert table.schema.field("attr_img").type == pa.list_(pa.float32())
         assert table.schema.field("attr_age").type == pa.float32()
         for row in table.to_pylist():
             i = int(row["rid"][1:])
             x = np.concatenate([images[i], tabular[i]])
-            expected = x * weights[:, row["target"]]  # IG with a zero baseline on a linear model
+            expected = (x - baseline) * weights[:, row["target"]]  # IG on a linear model
             np.testing.assert_allclose(row["attr_img"], expected[:16], rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose([row["attr_age"], row["attr_height"], row["attr_weight"]], expected[16:], rtol=1e-4, atol=1e-5)
             assert row["target"] == int(np.argmax(x @ weights + bias))

@@ -27,7 +27,7 @@ def test_run_with_config_file_flags_override_it_and_beam_options_pass_through(li
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "model": model, "input": data, "output": str(tmp_path / "ignored"), "method": "integrated_gradients",
-        "steps": 8, "inputs": {"features": COLUMNS}, "key_column": "id", "passthrough_columns": ["label"],
+        "steps": 8, "inputs": {"features": COLUMNS}, "key_column": "id", "passthrough_columns": ["label"], "baseline": "zeros",
     }))
     result = _cli("run", "--config", str(config), "--output", str(tmp_path / "out"), "--steps", "16",
                   "--target", "2", "--runner", "DirectRunner", "--job_name", "cli-test")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from helpers import read_parquet_dir, rows_by_key
@@ -34,7 +35,12 @@ def test_penguins_completeness_against_the_model_itself(tmp_path):
     assert [(c["input"], c["layer"]) for c in manifest["model"]["layers"]] == [("island", "island_embedding"), ("sex", "sex_one_hot")]
 
     # Independent truth from the model itself: its logits at each record and at the baseline,
-    # which with id:0 is a plain record (island Biscoe, sex female, measurements 0).
+    # which with id:0 is a plain record (island Biscoe, sex female, and by default the
+    # measurements' medians over the sampled rows, which the manifest lists).
+    assert manifest["baseline"]["per_input"] == {"island": "zeros", "sex": "zeros", "measurements": "median"}
+    complete = table.filter(pc.invert(table.column("sex").is_null()))
+    expected_median = np.median(np.stack([complete.column(c).to_numpy() for c in PENGUIN_MEASUREMENTS], axis=1), axis=0)
+    np.testing.assert_allclose(manifest["baseline"]["values"]["measurements"], expected_median, rtol=1e-6)
     model = keras.saving.load_model(model_path)
     model.layers[-1].activation = keras.activations.linear
     rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
@@ -43,7 +49,8 @@ def test_penguins_completeness_against_the_model_itself(tmp_path):
     island, sex = columns["island"].reshape(-1, 1).astype(np.int32), columns["sex"].reshape(-1, 1).astype(np.int32)
     measurements = np.stack([columns[c] for c in PENGUIN_MEASUREMENTS], axis=1).astype(np.float32)
     logits = model.predict([island, sex, measurements], verbose=0)  # (N, 3)
-    baseline = model.predict([np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32), np.zeros((1, 4), np.float32)], verbose=0)[0]
+    at_median = np.float32(manifest["baseline"]["values"]["measurements"]).reshape(1, 4)
+    baseline = model.predict([np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32), at_median], verbose=0)[0]
     for i, key in enumerate(keys):
         row = rows[key]
         target = row["target"]

@@ -161,7 +161,7 @@ def test_non_finite_attributions_are_flagged_per_row_and_counted(tmp_path):
     features = np.ones((8, 6), np.float32)
     features[:5] *= 1e10
     data = write_tabular_parquet(tmp_path / "d.parquet", features, ids=np.arange(8))
-    manifest = run_attribution(_config(model, data, tmp_path / "out", key_column="id", steps=4))
+    manifest = run_attribution(_config(model, data, tmp_path / "out", key_column="id", steps=4, baseline="zeros"))
     assert manifest["counts"]["rows_not_finite"] == 5
     rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
     assert [rows[i]["attributions_finite"] for i in range(8)] == [False] * 5 + [True] * 3

@@ -1,0 +1,109 @@
+"""Integrated gradients' baseline, resolved on the launcher: data baselines computed from a sample
+of the input (pipeline.baseline_sample, attributions.data_baselines), what the manifest says about
+it, and the one-line warning when it lies far from the data.
+
+'auto' (the default) is the sample's median for every model input read from scalar float columns
+(tabular features) and zeros for the others (images, lists, tensors: a per-pixel median of photos
+is a blurred average photo, not "no signal"); 'median' / 'mean' apply to every input.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from attributions.data_baselines import far_from_data, statistic_baseline
+from pipeline.baseline_sample import InputSample, sample_input_rows
+from pipeline.config import BaselineSpec, RunConfig
+from pipeline.terminal import printable
+from transforms.records import ModelInputSpec, RecordSchema
+
+__all__ = ["ResolvedBaseline", "resolve_baseline", "is_tabular"]
+
+_LOGGER = logging.getLogger(__name__)
+# The manifest lists a data baseline's values for inputs of at most this many values.
+_MOST_VALUES_LISTED = 4096
+
+
+@dataclass(frozen=True)
+class ResolvedBaseline:
+    """kind: what the workers use ('zeros', 'constant', 'file' or 'data'); values ('data'): one
+    flat tuple of float32 values per model input (tuples: the settings' repr names them all);
+    description: the manifest's `baseline` entry; warning: the launch warning, or None."""
+
+    kind: str
+    values: Optional[tuple[tuple[float, ...], ...]]
+    description: dict
+    warning: Optional[str]
+
+
+def is_tabular(spec: ModelInputSpec) -> bool:
+    """An input read from scalar float columns, one feature each."""
+    return all(c.length == 1 and not c.is_list and c.image is None and c.dtype == "float32" for c in spec.columns)
+
+
+def resolve_baseline(spec: BaselineSpec, schema: RecordSchema, input_files: Sequence[str], config: RunConfig,
+                     reference_rows: Optional[tuple] = None) -> ResolvedBaseline:
+    """The baseline of an integrated-gradients run (see the module). reference_rows: the rows of
+    a 'file' baseline (one array per model input; its first row is the baseline)."""
+    inputs = schema.model_inputs
+    tabular = [is_tabular(s) for s in inputs]
+    floats = [all(c.dtype == "float32" for c in s.columns) for s in inputs]  # ids and text: their layer baseline applies
+    statistic = {"auto": ["median" if t else "zeros" for t in tabular],
+                 "median": ["median" if f else "zeros" for f in floats],
+                 "mean": ["mean" if f else "zeros" for f in floats]}.get(spec.kind)
+    needs_sample = statistic is not None and any(s != "zeros" for s in statistic)
+    sample = sample_input_rows(input_files, schema, config.baseline_sample_size) if needs_sample or any(tabular) else None
+    if needs_sample and sample.size == 0:
+        raise ValueError(f"baseline {spec.kind!r} is computed from the input's rows, but no valid row was found in "
+                         f"{list(sample.files)}; pass --baseline zeros (or constant:VALUE / file:PATH).")
+    if statistic is not None and needs_sample:
+        arrays = tuple(statistic_baseline(rows, kind) if kind != "zeros" else np.zeros(s.shape, np.float32)
+                       for rows, kind, s in zip(sample.rows, statistic, inputs))
+        kind = "data"
+    else:
+        arrays = _fixed_baselines(spec, inputs, reference_rows)
+        kind = "zeros" if spec.kind == "auto" else spec.kind
+    description: dict[str, Any] = {"setting": spec.kind if spec.kind != "constant" else f"constant:{spec.value:g}"}
+    if statistic is not None:
+        description["per_input"] = dict(zip((s.name for s in inputs), statistic))
+    if sample is not None:
+        description["sample"] = {"rows": sample.size, "files": list(sample.files)}
+    if kind == "data":
+        description["values"] = {s.name: a.reshape(-1).tolist() if a.size <= _MOST_VALUES_LISTED else f"{a.size:,} values, not listed"
+                                 for s, a in zip(inputs, arrays)}
+    warning = _far_warning(arrays, inputs, tabular, sample, spec, config) if sample is not None and sample.size else None
+    if warning:
+        description["warning"] = warning
+    values = tuple(tuple(float(v) for v in a.reshape(-1)) for a in arrays) if kind == "data" else None
+    return ResolvedBaseline(kind, values, description, warning)
+
+
+def _fixed_baselines(spec: BaselineSpec, inputs: Sequence[ModelInputSpec], reference_rows: Optional[tuple]) -> tuple:
+    if spec.kind == "file":
+        return tuple(np.asarray(r[0], np.float32) for r in reference_rows)
+    value = spec.value if spec.kind == "constant" else 0.0
+    return tuple(np.full(s.shape, value, np.float32) for s in inputs)
+
+
+def _far_warning(arrays: tuple, inputs: Sequence[ModelInputSpec], tabular: Sequence[bool], sample: InputSample,
+                 spec: BaselineSpec, config: RunConfig) -> Optional[str]:
+    """One line when, in a tabular input, more than baseline_far_share of the features lie more
+    than 3 robust standard deviations from the sampled data."""
+    for array, spec_i, is_tab, rows in zip(arrays, inputs, tabular, sample.rows):
+        if not is_tab:
+            continue
+        far = far_from_data(array, rows)
+        if far.far and far.share > config.baseline_far_share:
+            index, distance = far.farthest
+            name = spec_i.columns[index].name if index < len(spec_i.columns) else str(index)
+            shown = "constant in the sample at another value" if distance == float("inf") else f"{distance:.1f} robust standard deviations away"
+            return printable(
+                f"the {spec.kind} baseline of input {spec_i.name!r} lies more than 3 robust standard deviations from the "
+                f"{sample.size:,} sampled rows in {far.far} of {far.total} features (farthest: {name!r}, {shown}), so "
+                f"attributions there measure the distance from the baseline more than the model; consider --baseline median."
+            )
+    return None

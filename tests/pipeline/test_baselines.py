@@ -1,0 +1,111 @@
+"""Integrated gradients' baseline from the data (pipeline.baselines, pipeline.baseline_sample):
+the default for tabular inputs is the median of a sample, and a baseline far from the data is
+said at launch."""
+
+import json
+import logging
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import read_parquet_dir, rows_by_key, save_linear_model, write_tabular_parquet
+from pipeline.cli import main
+
+COLUMNS = [f"f{j}" for j in range(6)]
+
+
+@pytest.fixture
+def offset_data(tmp_path):
+    """A linear model whose true influence per feature is |w_j| x spread_j, on features that sit
+    far from zero with offsets unrelated to it: with the zeros baseline the ranking follows the
+    offsets, with the median it follows the model."""
+    rng = np.random.default_rng(11)
+    offsets = np.array([50.0, 0.0, 20.0, -5.0, 80.0, 1.0])
+    spreads = np.array([0.5, 4.0, 1.0, 3.0, 0.2, 2.0])
+    features = (offsets + spreads * rng.normal(size=(300, 6))).astype(np.float32)
+    weights = np.array([[1.0], [1.5], [-2.0], [1.0], [3.0], [-1.2]], np.float32)
+    model = save_linear_model(tmp_path / "additive.keras", weights, np.zeros(1, np.float32))
+    data = write_tabular_parquet(tmp_path / "offsets.parquet", features, ids=np.arange(300), row_group_size=64)
+    return model, data, features, weights[:, 0]
+
+
+def _run(model, data, output, *extra):
+    return main(["run", "--model", model, "--input", data, "--output", str(output), "--key-column", "id", "--steps", "16", *extra])
+
+
+def _mean_abs_attributions(output) -> np.ndarray:
+    rows = rows_by_key(read_parquet_dir(output))
+    return np.array([np.mean([abs(r[f"attr_{c}"]) for r in rows.values()]) for c in COLUMNS])
+
+
+def test_the_default_tabular_baseline_is_the_median_and_recovers_the_models_ranking(offset_data, tmp_path, caplog):
+    model, data, features, weights = offset_data
+    assert _run(model, data, tmp_path / "auto") == 0
+    median = np.median(features.astype(np.float64), axis=0).astype(np.float32)  # 300 rows < 1,024: the sample is every row
+    rows = rows_by_key(read_parquet_dir(tmp_path / "auto"))
+    for key, row in rows.items():  # linear model: IG = (x - baseline) . w exactly
+        np.testing.assert_allclose([row[f"attr_{c}"] for c in COLUMNS], (features[key] - median) * weights, rtol=1e-4, atol=1e-4)
+    truth = np.abs(weights) * np.mean(np.abs(features - median), axis=0)
+    assert list(np.argsort(-_mean_abs_attributions(tmp_path / "auto"))) == list(np.argsort(-truth))
+    manifest = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert manifest["baseline"]["setting"] == "auto" and manifest["baseline"]["per_input"] == {"features": "median"}
+    assert manifest["baseline"]["sample"]["rows"] == 300
+    np.testing.assert_array_equal(np.float32(manifest["baseline"]["values"]["features"]), median)
+    metadata = pq.read_schema(next((tmp_path / "auto").glob("attributions-*.parquet"))).metadata
+    assert metadata[b"attribution.baseline"] == b"auto: median (features) of 300 sampled rows"
+    assert not [r for r in caplog.records if r.name == "pipeline.baselines" or "robust standard deviations" in r.getMessage()]
+
+    # the zeros baseline: the ranking follows the offsets instead, and the launch says so in one line
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _run(model, data, tmp_path / "zeros", "--baseline", "zeros") == 0
+    zeros_ranking = list(np.argsort(-_mean_abs_attributions(tmp_path / "zeros")))
+    assert zeros_ranking != list(np.argsort(-truth))
+    assert zeros_ranking == list(np.argsort(-np.abs(weights) * np.mean(np.abs(features), axis=0)))
+    said = [r.getMessage() for r in caplog.records if "robust standard deviations" in r.getMessage()]
+    assert len(said) == 1 and "the zeros baseline of input 'features' lies more than 3 robust standard deviations from the 300 " \
+        "sampled rows in 3 of 6 features (farthest: 'f4', 399.8 robust standard deviations away)" in said[0] and "consider --baseline median" in said[0], said
+    assert json.loads((tmp_path / "zeros" / "manifest.json").read_text())["baseline"]["warning"] == said[0]
+
+
+def test_a_mean_baseline_and_the_sample_size_setting(offset_data, tmp_path):
+    model, data, features, weights = offset_data
+    assert _run(model, data, tmp_path / "mean", "--baseline", "mean", "--baseline-sample-size", "128") == 0
+    manifest = json.loads((tmp_path / "mean" / "manifest.json").read_text())
+    assert manifest["baseline"]["sample"]["rows"] == 128
+    baseline = np.float32(manifest["baseline"]["values"]["features"])
+    # 128 rows: the first 26 of each of the 5 row groups of 64 (the last holds 44), cut to 128
+    sampled = np.concatenate([features[g * 64:g * 64 + 26] for g in range(5)])[:128]
+    np.testing.assert_allclose(baseline, sampled.astype(np.float64).mean(axis=0), rtol=1e-6)
+    rows = rows_by_key(read_parquet_dir(tmp_path / "mean"))
+    np.testing.assert_allclose([rows[7][f"attr_{c}"] for c in COLUMNS], (features[7] - baseline) * weights, rtol=1e-4, atol=1e-4)
+
+
+def test_the_sample_is_deterministic_spread_over_files_and_row_groups_and_skips_invalid_records(tmp_path):
+    from pipeline.baseline_sample import sample_input_rows
+    from transforms.records import ColumnSpec, ModelInputSpec, RecordSchema
+
+    values = np.arange(12 * 100, dtype=np.float32).reshape(-1, 1)
+    files = [write_tabular_parquet(tmp_path / f"part-{i:02d}.parquet", values[i * 100:(i + 1) * 100], row_group_size=10)
+             for i in range(12)]
+    schema = RecordSchema("parquet", (ModelInputSpec("x", (1,), (ColumnSpec("f0", 1, False),)),))
+    first = sample_input_rows(files, schema, 64)
+    assert first.size == 64 and len(first.files) == 8 and first.files[0] == files[0] and first.files[-1] == files[-1]
+    np.testing.assert_array_equal(first.rows[0], sample_input_rows(files, schema, 64).rows[0])
+    assert first.rows[0][:8, 0].tolist() == [0, 10, 30, 40, 50, 60, 80, 90]  # 8 of 10 row groups, evenly spaced: first row each
+    assert first.files == tuple(files[i] for i in (0, 2, 3, 5, 6, 8, 9, 11))
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"f0": pa.array([1.0, None, 3.0], pa.float32())}), tmp_path / "nulls.parquet")
+    with_nulls = sample_input_rows([str(tmp_path / "nulls.parquet")], schema, 10)
+    assert with_nulls.rows[0][:, 0].tolist() == [1.0, 3.0]
+
+
+def test_images_and_tensor_inputs_keep_zeros_under_auto(tmp_path):
+    from pipeline.baselines import is_tabular
+    from transforms.records import ColumnSpec, ModelInputSpec
+
+    assert is_tabular(ModelInputSpec("t", (3,), tuple(ColumnSpec(c, 1, False) for c in "abc")))
+    assert not is_tabular(ModelInputSpec("p", (64,), (ColumnSpec("pixels", 64, True),)))
+    assert not is_tabular(ModelInputSpec("ids", (1,), (ColumnSpec("island", 1, False, kind="int64_list", dtype="int64"),)))
