@@ -33,7 +33,7 @@ any chunk size, on any runner.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -63,6 +63,7 @@ def adaptive_integrated_gradients(
     chunk_size: int = 1024,
     outputs_at_inputs: Optional[np.ndarray] = None,
     panel_points: int = PANEL_POINTS,
+    mass: Callable[[tuple], np.ndarray] = attribution_mass,
 ) -> Attributions:
     """Integrated gradients of B examples, refined per row until completeness_error <= target.
 
@@ -72,10 +73,12 @@ def adaptive_integrated_gradients(
       target: completeness_error a row must reach (e.g. 0.01).
       max_steps: most gradient evaluations per row (first pass included).
       panel_points: Gauss-Legendre points per panel of the refinement.
+      mass: as `integrated_gradients`: the scale of completeness_error, in the first pass and in
+        the refinement alike, so `completeness_met` means what the written rows show.
     Returns: as `integrated_gradients`, plus steps_used int32 (B,) and completeness_met bool (B,).
     """
     check_adaptive_settings(target, steps, max_steps, panel_points)
-    first = integrated_gradients(fns, inputs, baselines, targets, steps, rule, chunk_size, outputs_at_inputs)
+    first = integrated_gradients(fns, inputs, baselines, targets, steps, rule, chunk_size, outputs_at_inputs, mass)
     error = first.completeness_error.astype(np.float64)  # (B,)
     steps_used = np.full(len(error), steps, dtype=np.int32)
     refine = np.flatnonzero((error > target) & (steps + 2 * panel_points <= max_steps))  # (R,)
@@ -97,7 +100,7 @@ def adaptive_integrated_gradients(
         part_baselines = tuple(b[rows] for b in full_baselines)  # each (R, *shape)
         row_targets = np.asarray(targets, dtype=np.int32)[rows]
         at_inputs = fns.predict(part_inputs, chunk_size) if outputs_at_inputs is None else np.asarray(outputs_at_inputs)[rows]
-        panels = _Panels(fns, part_inputs, part_baselines, row_targets, at_inputs, steps, max_steps, panel_points, chunk_size)
+        panels = _Panels(fns, part_inputs, part_baselines, row_targets, at_inputs, steps, max_steps, panel_points, chunk_size, mass)
         panels.run(first.convergence_delta.astype(np.float64)[rows], target)
         for whole, part in zip(attributions, panels.attributions()):
             whole[rows] = part
@@ -121,8 +124,8 @@ class _Panels:
     est: one float64 (R, P, K_i) per input, integral over the panel of dF/dx (K_i = prod(shape_i)).
     """
 
-    def __init__(self, fns, inputs, baselines, targets, at_inputs, steps, max_steps, panel_points, chunk_size):
-        self.fns, self.targets, self.p = fns, targets, panel_points
+    def __init__(self, fns, inputs, baselines, targets, at_inputs, steps, max_steps, panel_points, chunk_size, mass=attribution_mass):
+        self.fns, self.targets, self.p, self.mass = fns, targets, panel_points, mass
         self.chunk_size = validate_chunk_size(chunk_size)
         self.steps, self.max_steps = steps, max_steps
         self.shapes = tuple(x.shape[1:] for x in inputs)
@@ -221,4 +224,4 @@ class _Panels:
     def _update_error(self) -> None:
         attributions = self.attributions()
         self.delta = attribution_sums(attributions) - self.output_change  # (R,)
-        self.error = completeness_error(self.delta, self.output_change, attribution_mass(attributions)).astype(np.float64)
+        self.error = completeness_error(self.delta, self.output_change, self.mass(attributions)).astype(np.float64)

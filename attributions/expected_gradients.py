@@ -13,7 +13,7 @@ Samples come from a generator seeded by (seed, example seed): batch invariant an
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -36,8 +36,9 @@ def expected_gradients(
     seed: int = 0,
     chunk_size: int = 1024,
     background_outputs_mean: Optional[np.ndarray] = None,
+    mass: Callable[[tuple], np.ndarray] = attribution_mass,
 ) -> Attributions:
-    """Expected gradients of B examples.
+    """Expected gradients of B examples (mass: as `integrated_gradients`).
 
     Args:
       inputs: one float32 array per model input, (B, *shape_i).
@@ -101,5 +102,5 @@ def expected_gradients(
         output_change=output_change.astype(np.float32),
         stderr=stderr.astype(np.float32),
         delta_stderr=delta_stderr.astype(np.float32),
-        completeness_error=completeness_error(delta, output_change, attribution_mass(attributions), delta_stderr),
+        completeness_error=completeness_error(delta, output_change, mass(attributions), delta_stderr),
     )

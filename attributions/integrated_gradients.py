@@ -8,7 +8,7 @@ reported per example as the convergence delta.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ def integrated_gradients(
     rule: str = DEFAULT_RULE,
     chunk_size: int = 1024,
     outputs_at_inputs: Optional[np.ndarray] = None,
+    mass: Callable[[tuple], np.ndarray] = attribution_mass,
 ) -> Attributions:
     """Integrated gradients of B examples.
 
@@ -43,6 +44,8 @@ def integrated_gradients(
       chunk_size: most (examples x steps) rows evaluated in one gradient call.
       outputs_at_inputs: the model's outputs (B, C) at `inputs` when the caller has them already
         (saves one forward pass); None: computed here.
+      mass: attributions -> (B,) L1 mass in completeness_error's scale (default: Σ|attr| over every
+        value; at a layer, the caller's mass of what it writes, e.g. per-position sums).
     Returns: attributions (B, *shape_i) per input, convergence_delta, output_change and
       completeness_error (B,) (`attributions.result.completeness_error`).
     """
@@ -102,5 +105,5 @@ def integrated_gradients(
         attributions=attributions,
         convergence_delta=delta.astype(np.float32),
         output_change=output_change.astype(np.float32),
-        completeness_error=completeness_error(delta, output_change, attribution_mass(attributions)),
+        completeness_error=completeness_error(delta, output_change, mass(attributions)),
     )

@@ -33,7 +33,7 @@ from attributions.expected_gradients import expected_gradients
 from attributions.gradient import gradient
 from attributions.gradient_x_input import gradient_x_input
 from attributions.integrated_gradients import integrated_gradients
-from attributions.result import Attributions
+from attributions.result import Attributions, attribution_mass
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
 from audit.summary import RunSummary, SummarySpec
@@ -210,6 +210,17 @@ class AttributionEngine:
         )  # each (B, *activation_shape)
         return activations + tuple(np.asarray(by_name[n], dtype=np.float32) for n in split.kept_inputs)
 
+    def _written_mass(self, attributions: tuple) -> np.ndarray:
+        """(B,) float64 Σ|attr| over the values the output holds: at a layer, its per-position sums
+        (reduce_to_positions), not the (positions x width) values they sum; so completeness_error
+        and completeness_met can be recomputed from the written columns (docs/completeness.md)."""
+        if self.split is None:
+            return attribution_mass(attributions)
+        from attributions.layers import reduce_to_positions
+
+        count = len(self.split.layer_names)
+        return attribution_mass(tuple(reduce_to_positions(a) for a in attributions[:count]) + tuple(attributions[count:]))
+
     def _input_attributions(self, result: Attributions, rows: int) -> Attributions:
         """Attributions of the method's inputs -> one array per model input: an activation's
         (R, *positions, D) summed over D (attributions.layers.reduce_to_positions), a kept input's
@@ -300,11 +311,11 @@ class AttributionEngine:
         if s.method == "integrated_gradients" and p.get("completeness_target") is not None:
             return adaptive_integrated_gradients(
                 self.fns, inputs, self._baselines(), targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
-                self.chunk_size, outputs,
+                self.chunk_size, outputs, mass=self._written_mass,
             )
         if s.method == "integrated_gradients":
             return integrated_gradients(
-                self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size, outputs
+                self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
             )
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "smoothgrad":
@@ -312,7 +323,8 @@ class AttributionEngine:
                 self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], self.chunk_size
             )
         return expected_gradients(
-            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], self.chunk_size, self._background_mean
+            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], self.chunk_size, self._background_mean,
+            self._written_mass,
         )
 
 
