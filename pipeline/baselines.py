@@ -32,12 +32,19 @@ _MOST_VALUES_LISTED = 4096
 class ResolvedBaseline:
     """kind: what the workers use ('zeros', 'constant', 'file' or 'data'); values ('data'): one
     flat tuple of float32 values per model input (tuples: the settings' repr names them all);
+    blur: per model input, the σ (pixels) of its blur baseline, or None (the kind applies);
     description: the manifest's `baseline` entry; warning: the launch warning, or None."""
 
     kind: str
     values: Optional[tuple[tuple[float, ...], ...]]
     description: dict
     warning: Optional[str]
+    blur: Optional[tuple[Optional[float], ...]] = None
+
+
+def is_image(spec: ModelInputSpec) -> bool:
+    """A float input of shape (height, width, channels)."""
+    return len(spec.shape) == 3 and all(c.dtype == "float32" for c in spec.columns)
 
 
 def is_tabular(spec: ModelInputSpec) -> bool:
@@ -51,35 +58,53 @@ def resolve_baseline(spec: BaselineSpec, schema: RecordSchema, input_files: Sequ
     a 'file' baseline (one array per model input; its first row is the baseline)."""
     inputs = schema.model_inputs
     tabular = [is_tabular(s) for s in inputs]
+    blur = _blur_sigmas(inputs, config) if spec.kind == "blur" else None
+    rule = "auto" if spec.kind == "blur" else spec.kind  # blur: the inputs it does not blur as 'auto'
     floats = [all(c.dtype == "float32" for c in s.columns) for s in inputs]  # ids and text: their layer baseline applies
     statistic = {"auto": ["median" if t else "zeros" for t in tabular],
                  "median": ["median" if f else "zeros" for f in floats],
-                 "mean": ["mean" if f else "zeros" for f in floats]}.get(spec.kind)
+                 "mean": ["mean" if f else "zeros" for f in floats]}.get(rule)
     needs_sample = statistic is not None and any(s != "zeros" for s in statistic)
     sample = sample_input_rows(input_files, schema, config.baseline_sample_size) if needs_sample or any(tabular) else None
     if needs_sample and sample.size == 0:
         raise ValueError(f"baseline {spec.kind!r} is computed from the input's rows, but no valid row was found in "
                          f"{list(sample.files)}; pass --baseline zeros (or constant:VALUE / file:PATH).")
-    if statistic is not None and needs_sample:
+    if needs_sample:
         arrays = tuple(statistic_baseline(rows, kind) if kind != "zeros" else np.zeros(s.shape, np.float32)
                        for rows, kind, s in zip(sample.rows, statistic, inputs))
         kind = "data"
     else:
         arrays = _fixed_baselines(spec, inputs, reference_rows)
-        kind = "zeros" if spec.kind == "auto" else spec.kind
+        kind = "zeros" if spec.kind in ("auto", "blur") else spec.kind
     description: dict[str, Any] = {"setting": spec.kind if spec.kind != "constant" else f"constant:{spec.value:g}"}
     if statistic is not None:
-        description["per_input"] = dict(zip((s.name for s in inputs), statistic))
+        per_input = list(statistic)
+        for i, sigma in enumerate(blur or ()):
+            if sigma is not None:
+                per_input[i] = f"blur (sigma {sigma:g} px)"
+        description["per_input"] = dict(zip((s.name for s in inputs), per_input))
     if sample is not None:
         description["sample"] = {"rows": sample.size, "files": list(sample.files)}
     if kind == "data":
         description["values"] = {s.name: a.reshape(-1).tolist() if a.size <= _MOST_VALUES_LISTED else f"{a.size:,} values, not listed"
-                                 for s, a in zip(inputs, arrays)}
+                                 for s, a, kind_i in zip(inputs, arrays, statistic) if kind_i != "zeros"}
     warning = _far_warning(arrays, inputs, tabular, sample, spec, config) if sample is not None and sample.size else None
     if warning:
         description["warning"] = warning
     values = tuple(tuple(float(v) for v in a.reshape(-1)) for a in arrays) if kind == "data" else None
-    return ResolvedBaseline(kind, values, description, warning)
+    return ResolvedBaseline(kind, values, description, warning, blur)
+
+
+def _blur_sigmas(inputs: Sequence[ModelInputSpec], config: RunConfig) -> tuple[Optional[float], ...]:
+    """σ per model input for --baseline blur: images get config.blur_sigma (default a tenth of the
+    smaller side), the others None. Raises ValueError when no input is an image."""
+    from attributions.blur import default_blur_sigma
+
+    if not any(is_image(s) for s in inputs):
+        shapes = {s.name: s.shape for s in inputs}
+        raise ValueError(f"baseline 'blur' blurs image inputs (height, width, channels); this model's inputs are {shapes}. "
+                         f"Use --baseline median (or auto) for them.")
+    return tuple((config.blur_sigma or default_blur_sigma(*s.shape[:2])) if is_image(s) else None for s in inputs)
 
 
 def _fixed_baselines(spec: BaselineSpec, inputs: Sequence[ModelInputSpec], reference_rows: Optional[tuple]) -> tuple:

@@ -117,7 +117,10 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
              "up to --max-steps (default off: --steps points for every row).")
     add("--max-steps", type=int, metavar="N", help="integrated gradients with --completeness-target: most gradient evaluations per row (default 1024).")
     add("--baseline", metavar="BASELINE", help="integrated gradients: auto (default: median for scalar float columns, zeros for "
-        "images and tensors) | median | mean (per feature, of --baseline-sample-size sampled rows) | zeros | constant:VALUE | file:PATH.")
+        "images and tensors) | median | mean (per feature, of --baseline-sample-size sampled rows) | blur (each image blurred, "
+        "--blur-sigma) | zeros | constant:VALUE | file:PATH.")
+    add("--blur-sigma", type=float, metavar="PIXELS", help="--baseline blur: the Gaussian's std in pixels (default: a tenth of "
+        "the image's smaller side).")
     add("--baseline-sample-size", type=int, metavar="ROWS", help="rows sampled from the input for median/mean baselines and the "
         "baseline check (default 1024).")
     add("--layer-baseline", metavar="BASELINE", help="integrated gradients at a layer: zeros (default, a zero activation) | "

@@ -47,8 +47,9 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
 class BaselineSpec:
     """Integrated gradients' baseline: kind 'zeros', 'constant' (value), 'file' (path: the first
     record of a Parquet/TFRecord file, mapped to model inputs like the data), 'median' / 'mean'
-    (per feature, of a sample of the input: attributions.data_baselines), or 'auto' (the default:
-    the median for inputs read from scalar float columns, zeros for images, lists and tensors)."""
+    (per feature, of a sample of the input: attributions.data_baselines), 'blur' (each image
+    input blurred: attributions.blur; other inputs as 'auto'), or 'auto' (the default: the median
+    for inputs read from scalar float columns, zeros for images, lists and tensors)."""
 
     kind: str = "zeros"
     value: float = 0.0
@@ -103,6 +104,9 @@ class RunConfig:
     # A launch warning when the baseline lies more than 3 robust standard deviations (1.4826 x
     # MAD) from the sampled data in more than this share of an input's scalar features.
     baseline_far_share: float = 0.25
+    # --baseline blur: the Gaussian's standard deviation in pixels; None: a tenth of the image's
+    # smaller side (attributions.blur.default_blur_sigma).
+    blur_sigma: Optional[float] = None
     # Count keys that occur more than once (a shuffle over all keys: off by default).
     check_duplicate_keys: bool = False
     # Records per pipeline element: 4,096 amortises per-element costs (Beam, summaries, Arrow) over
@@ -191,6 +195,8 @@ class RunConfig:
         for name in ("batch_size", "chunk_memory_mib", "summary_sample_size", "max_slice_values", "baseline_sample_size"):
             _check_positive_int(name, getattr(self, name))
         _check_number("baseline_far_share", self.baseline_far_share, "a number in [0, 1] (e.g. 0.25)", lambda v: 0 <= v <= 1)
+        if self.blur_sigma is not None:
+            _check_number("blur_sigma", self.blur_sigma, "a number of pixels > 0 (e.g. 2.5)", lambda v: v > 0)
         for name in ("chunk_size", "compute_threads"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
@@ -233,8 +239,11 @@ class RunConfig:
         if self.method == "integrated_gradients":
             _check_positive_int("steps", self.setting("steps"))
             _check_choice("rule", self.setting("rule"), tuple(RULES))
-            parse_baseline(self.setting("baseline"))
+            spec = parse_baseline(self.setting("baseline"))
             parse_layer_baseline(self.setting("layer_baseline"))
+            if self.blur_sigma is not None and spec.kind != "blur":
+                raise ValueError(f"blur_sigma sets the blur baseline's width, but the baseline is {self.setting('baseline')!r}; "
+                                 f"pass --baseline blur or drop blur_sigma.")
             if self.completeness_target is not None:
                 check_adaptive_settings(self.completeness_target, self.setting("steps"), self.setting("max_steps"))
             elif self.max_steps is not None:
@@ -327,13 +336,13 @@ def parse_target(value: Any) -> TargetSpec:
 
 
 def parse_baseline(value: Any) -> BaselineSpec:
-    """'auto' | 'median' | 'mean' | 'zeros' | 'constant:VALUE' | a number | 'file:PATH' -> BaselineSpec."""
-    hint = "expected 'auto', 'median', 'mean', 'zeros', 'constant:0.5' (or a number) or 'file:PATH'"
+    """'auto' | 'median' | 'mean' | 'blur' | 'zeros' | 'constant:VALUE' | a number | 'file:PATH' -> BaselineSpec."""
+    hint = "expected 'auto', 'median', 'mean', 'blur', 'zeros', 'constant:0.5' (or a number) or 'file:PATH'"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _constant_baseline(float(value), value)
     if not isinstance(value, str):
         raise ValueError(f"baseline {value!r} is not valid; {hint}.")
-    if value in ("zeros", "auto", "median", "mean"):
+    if value in ("zeros", "auto", "median", "mean", "blur"):
         return BaselineSpec(value)
     kind, _, argument = value.partition(":")
     if kind == "constant":

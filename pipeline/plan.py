@@ -700,6 +700,7 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         baseline=resolved.kind if resolved is not None else "zeros",
         baseline_value=baseline.value if baseline is not None else 0.0,
         baseline_values=resolved.values if resolved is not None else None,
+        baseline_blur=resolved.blur if resolved is not None else None,
         reference_path=reference_path,
         reference_format=reference_format,
         summary=summary_spec(config, schema, token_feature_specs(model, schema, layers)),
@@ -720,7 +721,9 @@ def _baseline_note(resolved: Optional[ResolvedBaseline]) -> Optional[str]:
     if resolved is None:
         return None
     note = resolved.description["setting"]
-    if resolved.kind == "data":
+    if resolved.blur:
+        note += ": " + ", ".join(f"{kind} ({name})" for name, kind in resolved.description["per_input"].items() if kind.startswith("blur"))
+    elif resolved.kind == "data":
         per_input = resolved.description["per_input"]
         parts = [f"{kind} ({name})" for name, kind in per_input.items()]
         note += f": {', '.join(parts)} of {resolved.description['sample']['rows']:,} sampled rows"

@@ -76,6 +76,9 @@ class AttributionSettings:
     baseline_value: float = 0.0
     # baseline 'data': one flat tuple of values per model input (pipeline.baselines).
     baseline_values: Optional[tuple] = None
+    # Per model input, the σ (pixels) of its blur baseline (each row blurred: attributions.blur),
+    # or None where the baseline above applies; None: no blur baseline.
+    baseline_blur: Optional[tuple] = None
     reference_path: Optional[str] = None
     reference_format: Optional[str] = None
     summary: Optional[SummarySpec] = None  # None: no dataset summaries
@@ -169,9 +172,10 @@ class AttributionEngine:
         if settings.method == "grad_cam":
             self._grad_cam = model.grad_cam(settings.method_params["layer"], settings.output_name, settings.explain_logits)
 
-    def _baselines(self) -> tuple:
+    def _baselines(self, method_inputs: tuple) -> tuple:
         """One (*shape) (or (1, *shape)) array per input of the method (the model inputs, or the
-        layer activations followed by the kept inputs), broadcast over a batch."""
+        layer activations followed by the kept inputs), broadcast over a batch; a blurred input's
+        is (R, *shape), each row's own blurred copy."""
         shapes = [spec.shape for spec in self.settings.schema.model_inputs]
         if self.settings.baseline == "file":
             rows = tuple(r[:1] for r in self._input_references)
@@ -180,10 +184,24 @@ class AttributionEngine:
         else:
             value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
             rows = tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)
+        if self.settings.baseline_blur:
+            rows = self._blurred(rows, method_inputs)
         if self.split is None:
             return rows
         by_name = dict(zip(self._model.input_names, rows))
         return self._layer_baselines + tuple(by_name[n] for n in self.split.kept_inputs)
+
+    def _blurred(self, rows: tuple, method_inputs: tuple) -> tuple:
+        """`rows` (per model input) with each blurred input's replaced by its rows blurred."""
+        from attributions.blur import gaussian_blur
+
+        names = self._model.input_names
+        if self.split is None:
+            values = dict(zip(names, method_inputs))
+        else:
+            values = dict(zip(self.split.kept_inputs, method_inputs[len(self.split.layer_names):]))
+        return tuple(gaussian_blur(values[name], sigma) if sigma is not None and name in values else row
+                     for name, row, sigma in zip(names, rows, self.settings.baseline_blur))
 
     def _activation_baselines(self) -> tuple:
         """(1, *activation_shape) per layer: zeros, or the layer's output for id N at every position."""
@@ -310,12 +328,12 @@ class AttributionEngine:
             return Attributions((attribution,), layer_maps=maps)
         if s.method == "integrated_gradients" and p.get("completeness_target") is not None:
             return adaptive_integrated_gradients(
-                self.fns, inputs, self._baselines(), targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
+                self.fns, inputs, self._baselines(inputs), targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
                 self.chunk_size, outputs, mass=self._written_mass,
             )
         if s.method == "integrated_gradients":
             return integrated_gradients(
-                self.fns, inputs, self._baselines(), targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
+                self.fns, inputs, self._baselines(inputs), targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
             )
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "smoothgrad":

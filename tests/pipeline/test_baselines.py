@@ -109,3 +109,47 @@ def test_images_and_tensor_inputs_keep_zeros_under_auto(tmp_path):
     assert is_tabular(ModelInputSpec("t", (3,), tuple(ColumnSpec(c, 1, False) for c in "abc")))
     assert not is_tabular(ModelInputSpec("p", (64,), (ColumnSpec("pixels", 64, True),)))
     assert not is_tabular(ModelInputSpec("ids", (1,), (ColumnSpec("island", 1, False, kind="int64_list", dtype="int64"),)))
+
+
+def test_a_blur_baseline_blurs_each_image_and_the_tabular_input_keeps_its_median(tmp_path, capsys):
+    """IG on a linear model is (x - baseline) . w exactly: the image part against each row's own
+    blurred image (scipy's gaussian_filter as the reference), the tabular part against the median."""
+    import pyarrow as pa
+    from scipy import ndimage
+
+    from helpers import save_multi_input_linear_model
+
+    model, weights, bias = save_multi_input_linear_model(tmp_path / "multi.keras")
+    rng = np.random.default_rng(5)
+    images = rng.random((12, 4, 4, 1)).astype(np.float32)
+    tabular = (rng.normal(size=(12, 3)) + [10.0, -4.0, 0.0]).astype(np.float32)
+    pq.write_table(pa.table({"id": np.arange(12), "img": pa.array(list(images.reshape(12, 16)), pa.list_(pa.float32(), 16)),
+                             "age": tabular[:, 0], "height": tabular[:, 1], "weight": tabular[:, 2]}), tmp_path / "multi.parquet")
+    args = ["run", "--model", model, "--input", str(tmp_path / "multi.parquet"), "--key-column", "id", "--inputs", "image=img",
+            "--inputs", "tabular=age,height,weight", "--steps", "8", "--baseline", "blur"]
+    assert main([*args, "--output", str(tmp_path / "out"), "--blur-sigma", "1.0"]) == 0
+    blurred = ndimage.gaussian_filter(images.astype(np.float64), sigma=(0, 1.0, 1.0, 0), mode="reflect", truncate=4.0)
+    median = np.median(tabular.astype(np.float64), axis=0)
+    rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
+    for i in range(12):
+        w = weights[:, rows[i]["target"]]
+        np.testing.assert_allclose(rows[i]["attr_img"], (images[i] - blurred[i]).reshape(-1) * w[:16], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose([rows[i][f"attr_{c}"] for c in ("age", "height", "weight")], (tabular[i] - median) * w[16:],
+                                   rtol=1e-4, atol=1e-5)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["baseline"]["per_input"] == {"image": "blur (sigma 1 px)", "tabular": "median"}
+    assert list(manifest["baseline"]["values"]) == ["tabular"]
+    # the default width, a tenth of the smaller side: 0.4 px on 4 x 4
+    assert main([*args, "--output", str(tmp_path / "default")]) == 0
+    assert json.loads((tmp_path / "default" / "manifest.json").read_text())["baseline"]["per_input"]["image"] == "blur (sigma 0.4 px)"
+    capsys.readouterr()
+
+
+def test_blur_on_a_model_without_images_and_blur_sigma_without_blur_are_one_line_errors(offset_data, tmp_path, capsys):
+    model, data, _, _ = offset_data
+    assert _run(model, data, tmp_path / "a", "--baseline", "blur") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: baseline 'blur' blurs image inputs (height, width, channels); this model's inputs are "
+                          "{'features': (6,)}") and len(err.strip().splitlines()) == 1, err
+    assert _run(model, data, tmp_path / "b", "--blur-sigma", "2") == 2
+    assert "blur_sigma sets the blur baseline's width, but the baseline is 'auto'" in capsys.readouterr().err
