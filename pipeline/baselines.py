@@ -66,9 +66,14 @@ def resolve_baseline(spec: BaselineSpec, schema: RecordSchema, input_files: Sequ
                  "mean": ["mean" if f else "zeros" for f in floats]}.get(rule)
     needs_sample = statistic is not None and any(s != "zeros" for s in statistic)
     sample = sample_input_rows(input_files, schema, config.baseline_sample_size) if needs_sample or any(tabular) else None
+    empty = None
     if needs_sample and sample.size == 0:
-        raise ValueError(f"baseline {spec.kind!r} is computed from the input's rows, but no valid row was found in "
-                         f"{list(sample.files)}; pass --baseline zeros (or constant:VALUE / file:PATH).")
+        if rule != "auto":
+            raise ValueError(f"baseline {spec.kind!r} is computed from the input's rows, but no valid row was found in "
+                             f"{list(sample.files)}; pass --baseline zeros (or constant:VALUE / file:PATH).")
+        # 'auto' on an input without valid rows (an empty day): nothing to attribute, zeros stand in.
+        empty = f"no valid row among the sampled files {list(sample.files)}: zeros stand in for the median"
+        statistic, needs_sample = ["zeros"] * len(inputs), False
     if needs_sample:
         arrays = tuple(statistic_baseline(rows, kind) if kind != "zeros" else np.zeros(s.shape, np.float32)
                        for rows, kind, s in zip(sample.rows, statistic, inputs))
@@ -85,6 +90,8 @@ def resolve_baseline(spec: BaselineSpec, schema: RecordSchema, input_files: Sequ
         description["per_input"] = dict(zip((s.name for s in inputs), per_input))
     if sample is not None:
         description["sample"] = {"rows": sample.size, "files": list(sample.files)}
+    if empty:
+        description["note"] = empty
     if kind == "data":
         description["values"] = {s.name: a.reshape(-1).tolist() if a.size <= _MOST_VALUES_LISTED else f"{a.size:,} values, not listed"
                                  for s, a, kind_i in zip(inputs, arrays, statistic) if kind_i != "zeros"}

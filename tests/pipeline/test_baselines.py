@@ -153,3 +153,16 @@ def test_blur_on_a_model_without_images_and_blur_sigma_without_blur_are_one_line
                           "{'features': (6,)}") and len(err.strip().splitlines()) == 1, err
     assert _run(model, data, tmp_path / "b", "--blur-sigma", "2") == 2
     assert "blur_sigma sets the blur baseline's width, but the baseline is 'auto'" in capsys.readouterr().err
+
+
+def test_auto_on_an_input_without_valid_rows_falls_back_to_zeros_and_says_so(linear_model, tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({c: pa.array([], pa.float32()) for c in COLUMNS}), str(tmp_path / "empty.parquet"))
+    assert main(["run", "--model", linear_model[0], "--input", str(tmp_path / "empty.parquet"), "--output", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    baseline = json.loads((tmp_path / "out" / "manifest.json").read_text())["baseline"]
+    assert baseline["per_input"] == {"features": "zeros"} and baseline["sample"]["rows"] == 0
+    assert baseline["note"].startswith("no valid row among the sampled files") and "zeros stand in for the median" in baseline["note"]
+    assert main(["run", "--model", linear_model[0], "--input", str(tmp_path / "empty.parquet"), "--output", str(tmp_path / "out2"),
+                 "--baseline", "median", "--quiet"]) == 2
