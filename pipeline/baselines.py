@@ -60,10 +60,7 @@ def resolve_baseline(spec: BaselineSpec, schema: RecordSchema, input_files: Sequ
     tabular = [is_tabular(s) for s in inputs]
     blur = _blur_sigmas(inputs, config) if spec.kind == "blur" else None
     rule = "auto" if spec.kind == "blur" else spec.kind  # blur: the inputs it does not blur as 'auto'
-    floats = [all(c.dtype == "float32" for c in s.columns) for s in inputs]  # ids and text: their layer baseline applies
-    statistic = {"auto": ["median" if t else "zeros" for t in tabular],
-                 "median": ["median" if f else "zeros" for f in floats],
-                 "mean": ["mean" if f else "zeros" for f in floats]}.get(rule)
+    statistic = _statistics(rule, inputs)
     needs_sample = statistic is not None and any(s != "zeros" for s in statistic)
     sample = sample_input_rows(input_files, schema, config.baseline_sample_size) if needs_sample or any(tabular) else None
     empty = None
@@ -81,25 +78,35 @@ def resolve_baseline(spec: BaselineSpec, schema: RecordSchema, input_files: Sequ
     else:
         arrays = _fixed_baselines(spec, inputs, reference_rows)
         kind = "zeros" if spec.kind in ("auto", "blur") else spec.kind
+    warning = _far_warning(arrays, inputs, tabular, sample, spec, config) if sample is not None and sample.size else None
+    description = _describe(spec, inputs, statistic, blur, sample, arrays if kind == "data" else None)
+    description.update({k: v for k, v in (("note", empty), ("warning", warning)) if v})
+    values = tuple(tuple(float(v) for v in a.reshape(-1)) for a in arrays) if kind == "data" else None
+    return ResolvedBaseline(kind, values, description, warning, blur)
+
+
+def _statistics(rule: str, inputs: Sequence[ModelInputSpec]) -> Optional[list[str]]:
+    """'median' / 'mean' / 'zeros' per model input for a data rule, None for a fixed baseline."""
+    if rule == "auto":
+        return ["median" if is_tabular(s) else "zeros" for s in inputs]
+    if rule in ("median", "mean"):  # ids and text: their layer baseline applies
+        return [rule if all(c.dtype == "float32" for c in s.columns) else "zeros" for s in inputs]
+    return None
+
+
+def _describe(spec: BaselineSpec, inputs: Sequence[ModelInputSpec], statistic: Optional[list[str]],
+              blur: Optional[tuple], sample: Optional[InputSample], arrays: Optional[tuple]) -> dict[str, Any]:
+    """The manifest's `baseline` entry (arrays: the data baseline's, listed when small enough)."""
     description: dict[str, Any] = {"setting": spec.kind if spec.kind != "constant" else f"constant:{spec.value:g}"}
     if statistic is not None:
-        per_input = list(statistic)
-        for i, sigma in enumerate(blur or ()):
-            if sigma is not None:
-                per_input[i] = f"blur (sigma {sigma:g} px)"
+        per_input = [f"blur (sigma {sigma:g} px)" if sigma is not None else kind for kind, sigma in zip(statistic, blur or [None] * len(inputs))]
         description["per_input"] = dict(zip((s.name for s in inputs), per_input))
     if sample is not None:
         description["sample"] = {"rows": sample.size, "files": list(sample.files)}
-    if empty:
-        description["note"] = empty
-    if kind == "data":
+    if arrays is not None:
         description["values"] = {s.name: a.reshape(-1).tolist() if a.size <= _MOST_VALUES_LISTED else f"{a.size:,} values, not listed"
-                                 for s, a, kind_i in zip(inputs, arrays, statistic) if kind_i != "zeros"}
-    warning = _far_warning(arrays, inputs, tabular, sample, spec, config) if sample is not None and sample.size else None
-    if warning:
-        description["warning"] = warning
-    values = tuple(tuple(float(v) for v in a.reshape(-1)) for a in arrays) if kind == "data" else None
-    return ResolvedBaseline(kind, values, description, warning, blur)
+                                 for s, a, kind in zip(inputs, arrays, statistic) if kind != "zeros"}
+    return description
 
 
 def _blur_sigmas(inputs: Sequence[ModelInputSpec], config: RunConfig) -> tuple[Optional[float], ...]:
