@@ -227,7 +227,13 @@ def run_attribution(
     threads = _compute_threads(config, pipeline_args)
     if threads > 1:
         run_ops_single_threaded()  # before the launcher loads the model: possible only before TF's first op
-    plan = resolve_plan(config, threads)
+    try:
+        plan = resolve_plan(config, threads)
+    except Exception as error:  # a bucket that went away while the launcher read the model or the input
+        fault = None if isinstance(error, (ValueError, RunFailedError)) else storage_fault(error, config.paths(), pipeline_args, config.output, None)
+        if fault is not None:
+            raise fault.error from error
+        raise
     plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, filesystem_options=filesystem_options(pipeline_args)))
     if progress:
         for note in _mapping_notes(plan):

@@ -41,16 +41,18 @@ class StorageFault:
 
 
 def storage_fault(failure: BaseException, paths: Sequence[str], pipeline_args: Sequence[str], output: str,
-                  lease_seconds: float) -> Optional[StorageFault]:
-    """The StorageFault behind `failure` of a run over `paths`, or None (see the module)."""
+                  lease_seconds: Optional[float]) -> Optional[StorageFault]:
+    """The StorageFault behind `failure` of a run over `paths`, or None (see the module).
+    lease_seconds: the lease of the lock the run holds; None: it failed before taking the lock
+    (while the launcher read the model and the input), so nothing was written."""
     if not any(isinstance(p, str) and p.startswith(("s3://", "gs://")) for p in paths):
         return None
-    try:
-        check_storage_reachable(paths, pipeline_args, consequence=(
+    left = ("The storage went away while the launcher read the run's model and input; nothing was written." if lease_seconds is None else
             f"The storage went away during the run, which did not commit (the previous result is as it was). Its lock and "
             f"staging folder stay in {output!r} until the storage is back: the next run takes them over once the lock's "
-            f"lease has run out ({lease_seconds:g} s after its last renewal, lock_lease_seconds)."
-        ))
+            f"lease has run out ({lease_seconds:g} s after its last renewal, lock_lease_seconds).")
+    try:
+        check_storage_reachable(paths, pipeline_args, consequence=left)
     except StorageUnavailableError as down:
         return StorageFault(reachable=False, error=down)
     except ValueError as refused:  # the storage answers, but refuses this run's credentials or bucket now
@@ -59,9 +61,10 @@ def storage_fault(failure: BaseException, paths: Sequence[str], pipeline_args: S
     words = _storage_words(failure)
     if words is None:
         return None
+    after = ("Nothing was written" if lease_seconds is None else
+             f"The run did not commit: its staging folder was removed and the previous result in {output!r} is as it was")
     return StorageFault(reachable=True, error=StorageUnavailableError(
-        f"the storage failed during the run ({words}); it answers again now. The run did not commit: its staging folder "
-        f"was removed and the previous result in {output!r} is as it was. Run again."
+        f"the storage failed during the run ({words}); it answers again now. {after}. Run again."
     ))
 
 
