@@ -62,6 +62,14 @@ class LoadedModel:
     output_dtypes: tuple[str, ...] = ()  # one per output, e.g. 'float32'
     sha256: str = ""  # of the bytes loaded (see model_fingerprint)
 
+    def weights(self) -> list:
+        """The model's trainable variables (each with .numpy() and .assign()); a SavedModel's are
+        those its serving signature captures (all of them where none is marked trainable)."""
+        if self.kind == "keras":
+            return list(self._keras_model.trainable_weights)
+        signature = self._keras_model.signatures["serving_default"]
+        return list(signature.trainable_variables or signature.variables)
+
     def output_index(self, output_name: Optional[str]) -> int:
         if output_name is None:
             if len(self.output_names) > 1:

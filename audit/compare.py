@@ -25,6 +25,7 @@ import numpy as np
 
 from audit.json_safe import json_ready  # re-exported: NaN/inf (e.g. a rank correlation of a constant vector) as None
 from audit.rank import kendall_tau_b, spearman, top_k_overlap
+from audit.quality_reading import compare_quality
 from audit.runs import RunResult
 from audit.summary_output import token_totals
 from audit.token_importance import TokenTotals, token_rank_agreement
@@ -252,6 +253,9 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "groups_only_in_a": [f"{k}={v}" for k, v in keys_a if (k, v) not in b.groups],
         "groups_only_in_b": [f"{k}={v}" for k, v in keys_b if (k, v) not in a.groups],
         "tokens": tokens,
+        # Informational: a change of explanation quality is not drift of the data.
+        "quality": compare_quality(a.summary.get("quality") or a.manifest.get("quality"),
+                                   b.summary.get("quality") or b.manifest.get("quality")),
     }
 
 
@@ -339,6 +343,12 @@ def format_comparison(document: dict[str, Any], features: int = 10) -> str:
             flag = "DRIFT" if r["drift"] else ("ok" if r["checked"] else "(few)")
             moved = ", ".join(f"{m['token']} {m['mean_a']:+.3g}->{m['mean_b']:+.3g}" for m in r["most_changed"][:3])
             lines.append(f"{r['feature']:<20.20} {r['target']:>6} {r['tokens']:>7} {r['spearman']:>9.3f} {r['top_k_overlap']:>6.2f}  {flag:<6}  {moved}")
+    if document.get("quality"):
+        lines += ["", "quality audit (A -> B; not drift: how far the explanations can be trusted):"]
+        for q in document["quality"]:
+            shown = [f"{x:.3f}" if x is not None else "-" for x in (q["a"], q["b"])]
+            change = f"{q['change']:+.3f}" if q["change"] is not None else "-"
+            lines.append(f"  {q['name']:<22} {shown[0]:>8} -> {shown[1]:>8}  ({change})")
     lines.append("")
     if document["drift"]:
         lines += ["DRIFT:"] + [f"  - {reason}" for reason in document["reasons"]]

@@ -273,3 +273,19 @@ def drift_scatter(a: np.ndarray, b: np.ndarray, labels: Optional[Sequence[str]] 
         legend.text(0, 1, "most changed (|change| of mean |attribution|):\n" + "\n".join(lines), va="top", ha="left",
                     fontsize=7.5, family="monospace", transform=legend.transAxes)
     return _png(figure)
+
+
+@_plain_text
+def faithfulness_curves(fractions: Sequence[float], curves: Sequence[tuple[str, Sequence[float], Sequence[float]]]) -> bytes:
+    """Mean explained score against the share of units replaced, per curve (deletion, insertion):
+    the attribution order solid, a random order dashed."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 2.8), squeeze=False)
+    for ax, (title, ours, chance) in zip(axes[0], curves):
+        ax.plot(fractions, ours, color="#3b6ea8", label="attribution order")
+        ax.plot(fractions, chance, color="#999999", linestyle="--", label="random order")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("share of units replaced")
+        ax.set_ylabel("mean explained score")
+        ax.legend(fontsize=7)
+    return _png(figure)

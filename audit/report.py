@@ -18,6 +18,7 @@ import numpy as np
 
 from audit import plots
 from audit.compare import FEATURE_ORDER, DriftThresholds, compare_runs, spans_note
+from audit.quality_reading import quality_paragraphs, quality_table
 from audit.runs import RunResult
 
 __all__ = ["write_report", "render_report", "caption"]
@@ -94,6 +95,32 @@ def _section_run(run: RunResult) -> str:
         ["versions", ", ".join(f"{k} {v}" for k, v in manifest["versions"].items())],
     ]
     return "<h2>Run</h2>" + _table(["", ""], facts)
+
+
+def _section_quality(run: RunResult) -> str:
+    """Can I trust these attributions? The launcher's quality audit (pipeline.quality): its
+    numbers, the flags, one paragraph per number, and the mean deletion/insertion curves."""
+    quality = run.summary.get("quality") or run.manifest.get("quality")
+    if not quality:
+        return ('<h2>Can I trust these attributions?</h2><p class="note">This run has no quality audit (--quality-rows 0); '
+                "run with the default --quality-rows 256 to test what its attributions depend on.</p>")
+    parts = ["<h2>Can I trust these attributions?</h2>"]
+    if quality.get("error") or not quality.get("rows"):
+        reason = quality.get("error") or quality.get("note") or "no rows were audited"
+        return parts[0] + f"<p>The quality audit did not run: {html.escape(str(reason))}.</p>"
+    flags = quality.get("flags") or []
+    if flags:
+        parts.append("<ul>" + "".join(f'<li class="warn">{html.escape(f)}</li>' for f in flags) + "</ul>")
+    parts.append(_table(["number", "value", "spread", "limit"], quality_table(quality)))
+    parts += [f"<p>{html.escape(p)}</p>" for p in quality_paragraphs(quality)]
+    deletion, insertion = quality.get("deletion") or {}, quality.get("insertion") or {}
+    if deletion.get("curve") and insertion.get("curve") and deletion.get("fractions"):
+        png = plots.faithfulness_curves(deletion["fractions"], [
+            ("deletion (lower is better)", deletion["curve"], deletion["random_curve"]),
+            ("insertion (higher is better)", insertion["curve"], insertion["random_curve"]),
+        ])
+        parts.append(_image(png, "deletion and insertion curves"))
+    return "".join(parts)
 
 
 def _section_settings(run: RunResult) -> str:
@@ -379,7 +406,7 @@ def render_report(run: RunResult, baseline: Optional[RunResult] = None, threshol
     ValueError unless allow_different (see audit.compare.compare_runs)."""
     maps = _element_maps(run)
     title = f"Attribution report: {run.manifest['settings']['method']} on {run.path}"
-    body = [f"<h1>{html.escape(title)}</h1>", _section_run(run)]
+    body = [f"<h1>{html.escape(title)}</h1>", _section_run(run), _section_quality(run)]
     if ("overall", "all") in run.groups:
         body += [_section_importance(run, maps), _section_tokens(run), _section_groups(run, maps), _section_exemplars(run),
                  _section_distributions(run)]

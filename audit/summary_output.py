@@ -229,8 +229,10 @@ def steps_document(counts: dict[int, int], rows_met: int) -> dict[str, Any]:
     }
 
 
-def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str, Any]) -> dict[str, Any]:
-    """The summary.json document. dead_letters: records dead-lettered in the run."""
+def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str, Any],
+                     quality: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The summary.json document. dead_letters: records dead-lettered in the run; quality: the
+    launcher's quality audit (pipeline.quality), kept under `quality`."""
     spec = summary.spec
     document = {
         "format_version": FORMAT_VERSION,
@@ -251,6 +253,8 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
     }
     if spec.token_features:
         document["token_importance"] = token_document(summary)
+    if quality is not None:
+        document["quality"] = quality
     return document
 
 

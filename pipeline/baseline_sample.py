@@ -1,9 +1,11 @@
 """A deterministic sample of the input's rows, read on the launcher: the data integrated gradients'
 median/mean baselines are computed from, and that any baseline is checked against.
 
-Which rows: up to 8 files evenly spaced in the matched (sorted) list; in a Parquet file, up to 8
-row groups evenly spaced, the first rows of each; in a TFRecord file, its first records. The same
-files give the same sample. Invalid records are skipped (they are dead-lettered in the run).
+Which rows: up to 8 files evenly spaced in the sorted list of matched files; in a Parquet file, up to 8
+row groups evenly spaced, the first rows of each; in a TFRecord file, its first records. Twice the
+rows asked for are read that way (so that short row groups and files still leave enough), then
+thinned to `size` evenly spaced ones. The same files give the same sample. Invalid records are
+skipped (they are dead-lettered in the run).
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import itertools
 import math
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from transforms.read import parquet_row_group_sizes, read_parquet_shard, read_tfrecord_file
-from transforms.records import RecordSchema, decode_batch
+from transforms.records import DecodedBatch, RecordSchema, decode_batch
 
-__all__ = ["InputSample", "sample_input_rows"]
+__all__ = ["InputSample", "sample_input_rows", "sample_records"]
 
 _MOST_FILES = 8
 _MOST_ROW_GROUPS = 8
@@ -46,18 +49,44 @@ def _evenly_spaced(count: int, most: int) -> list[int]:
 def sample_input_rows(files: Sequence[str], schema: RecordSchema, size: int) -> InputSample:
     """About `size` valid rows (fewer when the files hold fewer) of the model inputs in `schema`."""
     inputs_only = RecordSchema(input_format=schema.input_format, model_inputs=schema.model_inputs)
-    chosen = [files[i] for i in _evenly_spaced(len(files), _MOST_FILES)]
-    per_file = math.ceil(size / len(chosen))
-    parts: list[tuple] = []
-    for path in chosen:
-        for raw in itertools.islice(_raw_batches(path, inputs_only, per_file), 64):
-            decoded, _ = decode_batch(raw, inputs_only)
-            if decoded is not None:
-                parts.append(decoded.inputs)
+    chosen, parts = _sampled_batches(files, inputs_only, size)
     count = len(schema.model_inputs)
-    rows = tuple(np.concatenate([p[i] for p in parts])[:size] if parts else np.zeros((0, *schema.model_inputs[i].shape), np.float32)
-                 for i in range(count))
-    return InputSample(rows=rows, files=tuple(chosen))
+    if not parts:
+        return InputSample(rows=tuple(np.zeros((0, *s.shape), np.float32) for s in schema.model_inputs), files=tuple(chosen))
+    kept = _kept(parts, size)
+    return InputSample(rows=tuple(np.concatenate([p.inputs[i] for p in parts])[kept] for i in range(count)), files=tuple(chosen))
+
+
+def sample_records(files: Sequence[str], schema: RecordSchema, size: int) -> tuple[Optional[DecodedBatch], tuple[str, ...]]:
+    """The same rows as `sample_input_rows`, with their keys and labels (`schema`'s label column):
+    one DecodedBatch of at most `size` records (None when no valid record was found), and the
+    files read."""
+    chosen, parts = _sampled_batches(files, schema, size)
+    if not parts:
+        return None, tuple(chosen)
+    kept = _kept(parts, size)
+    keys = pa.concat_arrays([p.keys for p in parts]).take(pa.array(kept))
+    inputs = tuple(np.concatenate([p.inputs[i] for p in parts])[kept] for i in range(len(schema.model_inputs)))
+    labels = np.concatenate([p.labels for p in parts])[kept] if parts[0].labels is not None else None
+    return DecodedBatch(keys=keys, inputs=inputs, labels=labels), tuple(chosen)
+
+
+def _kept(parts: list[DecodedBatch], size: int) -> np.ndarray:
+    """Indices of `size` evenly spaced rows among the parts' (all of them when fewer)."""
+    return np.array(_evenly_spaced(sum(p.num_records for p in parts), size), dtype=np.int64)
+
+
+def _sampled_batches(files: Sequence[str], schema: RecordSchema, size: int) -> tuple[list[str], list[DecodedBatch]]:
+    files = sorted(files)  # the same files in any order (patterns given in another order) give the same sample
+    chosen = [files[i] for i in _evenly_spaced(len(files), _MOST_FILES)]
+    per_file = math.ceil(2 * size / len(chosen))
+    parts: list[DecodedBatch] = []
+    for path in chosen:
+        for raw in itertools.islice(_raw_batches(path, schema, per_file), 64):
+            decoded, _ = decode_batch(raw, schema)
+            if decoded is not None and decoded.num_records:
+                parts.append(decoded)
+    return chosen, parts
 
 
 def _raw_batches(path: str, schema: RecordSchema, rows: int):

@@ -76,7 +76,7 @@ def build_pipeline(p: beam.Pipeline, config: Union[RunConfig, RunPlan], write: b
         ]
         if settings.summary is not None:
             written.append((attributed[AttributeBatches.SUMMARY_TAG], dead_letters) | "WriteSummary" >> WriteSummary(
-                settings.summary, plan.write_dir, plan.config.to_dict()
+                settings.summary, plan.write_dir, plan.config.to_dict(), plan.quality
             ))
         # The last step: its side inputs are complete only once every write above has finished.
         _ = (

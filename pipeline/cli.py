@@ -5,7 +5,8 @@
 pipeline options (`--runner`, `--project`, `--temp_location`, ...) and go to `PipelineOptions`.
 A user error prints one line saying what is wrong and how to fix it, and exits with status 2
 (a traceback only with --debug); a run that fails its checks exits 3, `compare --fail-on-drift`
-exits 4 on drift, a bucket whose storage cannot be reached exits 5.
+exits 4 on drift, a bucket whose storage cannot be reached exits 5, a finished run whose quality
+audit is past a --quality-limit exits 6 (its results are written: the limit judges them).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 3
 EXIT_DRIFT = 4
 EXIT_STORAGE_UNAVAILABLE = 5
+EXIT_QUALITY_LIMIT = 6
 
 
 def _input_map(value: str) -> tuple[str, Any]:
@@ -123,6 +125,17 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         "the image's smaller side).")
     add("--baseline-sample-size", type=int, metavar="ROWS", help="rows sampled from the input for median/mean baselines and the "
         "baseline check (default 1024).")
+    add("--quality-rows", type=int, metavar="ROWS", help="rows of the input the quality audit explains again under its tests "
+        "(model randomisation, input dominance, deletion/insertion, infidelity, sensitivity; docs/quality.md); 0 turns it off (default 256).")
+    add("--quality-seed", type=int, metavar="N", help="seed of the quality audit's random draws (default 0).")
+    add("--quality-perturbations", type=int, metavar="N", help="perturbed copies per audited row for infidelity and sensitivity-max (default 10).")
+    add("--quality-steps", type=int, metavar="N", help="points of the audit's deletion and insertion curves (default 16).")
+    add("--quality-patch", type=int, metavar="PIXELS", help="side of the image patches the deletion curves remove (default: an eighth of the smaller side).")
+    add("--quality-noise", type=float, metavar="FRACTION", help="infidelity's Gaussian perturbation std, as a fraction of each value's std (default 0.1).")
+    add("--quality-radius", type=float, metavar="FRACTION", help="sensitivity-max's perturbation radius, as a fraction of each value's std (default 0.02).")
+    add("--quality-limit", action="append", dest="quality_limits", metavar="NAME<=X",
+        help="exit with status 6 when a quality number is past X, e.g. randomisation<=0.5, deletion_gap>=0.05; repeat for several "
+             "(names: randomisation, input_dominance, deletion_gap, insertion_gap, infidelity, sensitivity, baseline_sensitivity).")
     add("--layer-baseline", metavar="BASELINE", help="integrated gradients at a layer: zeros (default, a zero activation) | "
         "id:N (the layer's output for id N at every position, e.g. id:0 for padding).")
     add("--smoothgrad-variant", metavar="VARIANT", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
@@ -199,7 +212,7 @@ def _finalize(args: argparse.Namespace) -> int:
     with OutputLock(output, create=False) as lock:  # not while a run is writing into the same folder
         manifest = finalize_run(output, before_commit=lock.verify)
     _print_summary(manifest)
-    return 0
+    return _quality_status(manifest)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -444,6 +457,17 @@ def _print_summary(manifest: dict) -> None:
             _print(f"  dead letters: {f['path']}  ({f['rows']} rows)")
 
 
+def _quality_status(manifest: dict) -> int:
+    """EXIT_QUALITY_LIMIT when the run's quality audit is past a --quality-limit (said in one line
+    per limit), else 0."""
+    limits = (manifest.get("quality") or {}).get("limits") or {}
+    failed = {name: result for name, result in limits.items() if not result["passed"]}
+    for name, result in failed.items():
+        value = "not computed" if result["value"] is None else f"{result['value']:.4g}"
+        _print(f"quality limit failed: {name} {value}, limit {result['limit']} (summary.json: quality)", file=sys.stderr)
+    return EXIT_QUALITY_LIMIT if failed else 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
@@ -488,7 +512,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         _print_summary(manifest)
         _print(f"manifest: {config.output.rstrip('/')}/manifest.json")
-        return 0
+        return _quality_status(manifest)
     except ValueError as error:
         if args.debug:
             raise

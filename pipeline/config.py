@@ -20,6 +20,7 @@ import yaml
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB
 from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULES, check_adaptive_settings
 from attributions.targets import TargetSpec
+from audit.quality_limits import parse_quality_limits
 from pipeline.paths import check_printable_path, normalized_path
 from transforms.images import ImageSpec, image_spec
 
@@ -41,6 +42,11 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"smoothgrad_variant": "smoothgrad", "noise_fraction": 0.15, "samples": 50, "seed": 0},
     "expected_gradients": {"background": None, "samples": 200, "seed": 0},
 }
+
+
+# Rows the quality audit explains when quality_rows is not given (read when a config is built: the
+# test suite turns the audit off this way for the tests that are not about it, tests/conftest.py).
+DEFAULT_QUALITY_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,25 @@ class RunConfig:
     # --baseline blur: the Gaussian's standard deviation in pixels; None: a tenth of the image's
     # smaller side (attributions.blur.default_blur_sigma).
     blur_sigma: Optional[float] = None
+    # The quality audit (pipeline.quality, docs/quality.md): rows of the input sampled on the
+    # launcher and explained again under tests of what the attributions depend on; 0 turns it off.
+    quality_rows: Optional[int] = None  # None: DEFAULT_QUALITY_ROWS
+    # Seed of the audit's random draws (shuffled weights, random orders, perturbations).
+    quality_seed: int = 0
+    # Perturbed copies per row for infidelity and sensitivity-max (captum's default, 10).
+    quality_perturbations: int = 10
+    # Points of the deletion and insertion curves after the start.
+    quality_steps: int = 16
+    # Side in pixels of the image patches the curves delete; None: an eighth of the smaller side.
+    quality_patch: Optional[int] = None
+    # Infidelity's Gaussian perturbations: std as a fraction of each value's std over the sample.
+    quality_noise: float = 0.1
+    # Sensitivity-max's uniform perturbations: radius as a fraction of each value's std over the
+    # sample (captum's default radius, 0.02, for standardised inputs).
+    quality_radius: float = 0.02
+    # Limits that fail the run's exit status (6) when the audit's number is past them, e.g.
+    # {randomisation: "<=0.5"} (audit.quality_limits); none by default.
+    quality_limits: Mapping[str, str] = field(default_factory=dict)
     # Count keys that occur more than once (a shuffle over all keys: off by default).
     check_duplicate_keys: bool = False
     # Records per pipeline element: 4,096 amortises per-element costs (Beam, summaries, Arrow) over
@@ -180,6 +205,9 @@ class RunConfig:
         values["images"] = _image_mapping(values.get("images") or {})
         values["slice_columns"] = _string_tuple(values.get("slice_columns", ()), "slice_columns")
         values["layers"] = _string_tuple(values.get("layers") or (), "layers")
+        values["quality_limits"] = parse_quality_limits(values.get("quality_limits") or {})
+        if values.get("quality_rows") is None:
+            values["quality_rows"] = DEFAULT_QUALITY_ROWS
         if isinstance(values.get("date"), datetime.date):  # YAML reads an unquoted 2026-11-27 as a date
             values["date"] = values["date"].isoformat()
         values["params"] = _params(values.get("params") or {}, values.get("date"))
@@ -195,6 +223,7 @@ class RunConfig:
         for name in ("batch_size", "chunk_memory_mib", "summary_sample_size", "max_slice_values", "baseline_sample_size"):
             _check_positive_int(name, getattr(self, name))
         _check_number("baseline_far_share", self.baseline_far_share, "a number in [0, 1] (e.g. 0.25)", lambda v: 0 <= v <= 1)
+        self._validate_quality_settings()
         if self.blur_sigma is not None:
             _check_number("blur_sigma", self.blur_sigma, "a number of pixels > 0 (e.g. 2.5)", lambda v: v > 0)
         for name in ("chunk_size", "compute_threads"):
@@ -234,6 +263,23 @@ class RunConfig:
         self._validate_method_settings()
         for name in ("batch_size", "chunk_size", "compute_threads", "steps", "max_steps", "samples"):
             _check_limit(name, self.setting(name) if name in _ALL_METHOD_SETTINGS else getattr(self, name))
+
+    def _validate_quality_settings(self) -> None:
+        if isinstance(self.quality_rows, bool) or not isinstance(self.quality_rows, int) or self.quality_rows < 0:
+            raise ValueError(f"quality_rows must be a whole number of rows >= 0 (0 turns the quality audit off); got {self.quality_rows!r}.")
+        if isinstance(self.quality_seed, bool) or not isinstance(self.quality_seed, int):
+            raise ValueError(f"quality_seed must be an integer; got {self.quality_seed!r}.")
+        for name in ("quality_perturbations", "quality_steps"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("quality_rows", "quality_perturbations", "quality_steps"):
+            _check_limit(name, getattr(self, name))
+        if self.quality_patch is not None:
+            _check_positive_int("quality_patch", self.quality_patch)
+        for name in ("quality_noise", "quality_radius"):
+            _check_number(name, getattr(self, name), "a fraction of each value's std > 0 (e.g. 0.1)", lambda v: v > 0)
+        if self.quality_limits and not self.quality_rows:
+            raise ValueError(f"quality_limits {dict(self.quality_limits)} check the quality audit, which quality_rows: 0 "
+                             f"turns off; drop the limits or sample some rows (e.g. --quality-rows 256).")
 
     def _validate_method_settings(self) -> None:
         if self.method == "integrated_gradients":
@@ -624,6 +670,9 @@ LIMITS: dict[str, tuple[int, str]] = {
     "batch_size": (1_000_000, "a batch is held in a worker's memory at once"),
     "chunk_size": (1_000_000, "a chunk's rows and their gradients are held in memory at once"),
     "compute_threads": (1024, "each thread holds a chunk's tensors, and more threads than cores only wait"),
+    "quality_rows": (65_536, "the audit runs on the launcher, and its medians settle long before"),
+    "quality_perturbations": (1000, "each perturbation explains every audited row again"),
+    "quality_steps": (1024, "each point of the curves is one forward pass over the audited rows, four times"),
 }
 
 

@@ -205,6 +205,7 @@ def _write_manifest(output: str, config: RunConfig, launch: dict, done: dict, me
         "output": {"attributions": outputs, "dead_letters": dead_files, "summary": summary_files, "record_counts": counts_path},
         "model": launch["model"],
         **({"baseline": launch["baseline"]} if launch.get("baseline") else {}),
+        **({"quality": launch["quality"]} if launch.get("quality") is not None else {}),
         "settings": launch["settings"],
         "pipeline_options": launch["pipeline_options"],
         "job": {k: launch.get(k) for k in ("runner", "job_id", "job_url", "compute_threads")},

@@ -55,6 +55,9 @@ class RunPlan:
     # launch warning when it lies far from the data.
     baseline: Optional[dict] = None
     baseline_warning: Optional[str] = None
+    # The quality audit's results (pipeline.quality), summary.json's and the manifest's `quality`;
+    # None: not run (quality_rows 0, or a plan not launched by run_attribution).
+    quality: Optional[dict] = None
 
     @property
     def schema(self) -> RecordSchema:

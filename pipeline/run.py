@@ -137,6 +137,7 @@ def _launch(plan: RunPlan, pipeline_args: list[str], runner: Optional[str], star
                   # inputs attributed at a layer's output: which layer and why (none for a float model)
                   "layers": [choice.describe() for choice in plan.layers], **_grad_cam_description(plan)},
         "baseline": plan.baseline,
+        **({"quality": plan.quality} if plan.quality is not None else {}),
         "compute_threads": plan.settings.compute_threads,
         "started": started,
         "planned": planned,
@@ -242,6 +243,7 @@ def run_attribution(
         _LOGGER.warning("%s", plan.baseline_warning)
     check_output_outside_inputs(config.output, config.input, plan.input_files)
     check_output(config.output, config.overwrite)  # before the folder is created or locked
+    plan = dataclasses.replace(plan, quality=_quality_audit(plan, progress))
     created = "://" not in config.output and not os.path.exists(config.output)
     try:
         lock = OutputLock(config.output, lease_seconds=config.lock_lease_seconds).acquire()
@@ -277,6 +279,28 @@ def run_attribution(
         lock.release()
         if PipelineOptions(pipeline_args).view_as(StandardOptions).runner in ("PrismRunner", "prism"):
             stop_prism_job_server()  # Beam would stop it only at interpreter exit
+
+
+def _quality_audit(plan: RunPlan, progress: bool) -> Optional[dict[str, Any]]:
+    """The quality audit (pipeline.quality) before the pipeline starts; its flags are logged, one
+    line each. An audit that fails does not stop the run: its error is recorded instead (and fails
+    any quality limit)."""
+    from pipeline.quality import audit_quality
+
+    if not plan.config.quality_rows:
+        return None
+    try:
+        quality = audit_quality(plan)
+    except Exception as error:  # noqa: BLE001 - the attributions themselves may still be fine
+        _LOGGER.warning("the quality audit failed (%s: %s); the run goes on without it", type(error).__name__, printable(str(error))[:300])
+        from audit.quality_limits import breached_limits
+
+        return {"error": f"{type(error).__name__}: {error}", "flags": [], "limits": breached_limits({}, plan.config.quality_limits)}
+    if progress:
+        print(f"quality audit: {quality['rows']} rows in {quality.get('seconds', 0):.1f} s", file=sys.stderr)
+    for flag in quality.get("flags", []):
+        _LOGGER.warning("quality: %s", printable(flag))
+    return quality
 
 
 def _compute_threads(config: RunConfig, pipeline_args: list[str]) -> int:

@@ -172,26 +172,28 @@ class AttributionEngine:
         if settings.method == "grad_cam":
             self._grad_cam = model.grad_cam(settings.method_params["layer"], settings.output_name, settings.explain_logits)
 
-    def _baselines(self, method_inputs: tuple) -> tuple:
+    def _baselines(self, method_inputs: tuple, settings: Optional[AttributionSettings] = None) -> tuple:
         """One (*shape) (or (1, *shape)) array per input of the method (the model inputs, or the
         layer activations followed by the kept inputs), broadcast over a batch; a blurred input's
-        is (R, *shape), each row's own blurred copy."""
-        shapes = [spec.shape for spec in self.settings.schema.model_inputs]
-        if self.settings.baseline == "file":
+        is (R, *shape), each row's own blurred copy. settings: whose baseline (default the run's;
+        the quality audit asks for others)."""
+        settings = settings or self.settings
+        shapes = [spec.shape for spec in settings.schema.model_inputs]
+        if settings.baseline == "file":
             rows = tuple(r[:1] for r in self._input_references)
-        elif self.settings.baseline == "data":
-            rows = tuple(np.asarray(v, np.float32).reshape(shape) for v, shape in zip(self.settings.baseline_values, shapes))
+        elif settings.baseline == "data":
+            rows = tuple(np.asarray(v, np.float32).reshape(shape) for v, shape in zip(settings.baseline_values, shapes))
         else:
-            value = self.settings.baseline_value if self.settings.baseline == "constant" else 0.0
+            value = settings.baseline_value if settings.baseline == "constant" else 0.0
             rows = tuple(np.full(shape, value, dtype=np.float32) for shape in shapes)
-        if self.settings.baseline_blur:
-            rows = self._blurred(rows, method_inputs)
+        if settings.baseline_blur:
+            rows = self._blurred(rows, method_inputs, settings.baseline_blur)
         if self.split is None:
             return rows
         by_name = dict(zip(self._model.input_names, rows))
         return self._layer_baselines + tuple(by_name[n] for n in self.split.kept_inputs)
 
-    def _blurred(self, rows: tuple, method_inputs: tuple) -> tuple:
+    def _blurred(self, rows: tuple, method_inputs: tuple, sigmas: tuple) -> tuple:
         """`rows` (per model input) with each blurred input's replaced by its rows blurred."""
         from attributions.blur import gaussian_blur
 
@@ -201,7 +203,7 @@ class AttributionEngine:
         else:
             values = dict(zip(self.split.kept_inputs, method_inputs[len(self.split.layer_names):]))
         return tuple(gaussian_blur(values[name], sigma) if sigma is not None and name in values else row
-                     for name, row, sigma in zip(names, rows, self.settings.baseline_blur))
+                     for name, row, sigma in zip(names, rows, sigmas))
 
     def _activation_baselines(self) -> tuple:
         """(1, *activation_shape) per layer: zeros, or the layer's output for id N at every position."""
@@ -312,12 +314,42 @@ class AttributionEngine:
                 converted.append(x)
         return tuple(converted)
 
+    def explain(self, method_inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray] = None,
+                baselines: Optional[tuple] = None) -> Attributions:
+        """The method's attributions of what it attributes (`method_inputs`: the model inputs, or
+        at layers their activations and the kept inputs), for fixed targets (R,) >= 0; key_seeds
+        uint64 (R,) for the sampling methods; baselines: integrated gradients' (default the run's).
+        What the quality audit (pipeline.quality) measures, before any per-position sum."""
+        outputs = self.fns.predict(method_inputs, self.chunk_size)
+        return self._run_method(method_inputs, np.asarray(targets, np.int32), key_seeds, outputs, baselines)
+
+    def scores(self, method_inputs: tuple, targets: np.ndarray) -> np.ndarray:
+        """float64 (R,): the explained output at each row's target."""
+        outputs = self.fns.predict(method_inputs, self.chunk_size)
+        return np.asarray(outputs, np.float64)[np.arange(len(targets)), targets]
+
+    def method_inputs(self, inputs: tuple) -> tuple:
+        """What the method attributes for these model inputs (see _method_inputs)."""
+        return self._method_inputs(inputs)
+
+    def baselines(self, method_inputs: tuple, settings: Optional[AttributionSettings] = None) -> tuple:
+        """Integrated gradients' baselines of these rows under `settings` (default the run's)."""
+        return self._baselines(method_inputs, settings)
+
+    def weights(self) -> list:
+        """The model's trainable variables (assignable): what the randomisation test shuffles."""
+        return self._model.weights()
+
     def _run_method(
-        self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray
+        self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray,
+        baselines: Optional[tuple] = None,
     ) -> Attributions:
         """inputs (R, *shape) per model input, targets (R,) >= 0, key_seeds uint64 (R,) for the
-        sampling methods (a hash of each row's record key), outputs (R, C): the model's at inputs."""
+        sampling methods (a hash of each row's record key), outputs (R, C): the model's at inputs;
+        baselines: integrated gradients' (default the run's)."""
         s, p = self.settings, self.settings.method_params
+        if baselines is None and s.method == "integrated_gradients":
+            baselines = self._baselines(inputs)
         if s.method in _GRADIENT_METHODS:
             return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
         if s.method == "grad_cam":
@@ -328,12 +360,12 @@ class AttributionEngine:
             return Attributions((attribution,), layer_maps=maps)
         if s.method == "integrated_gradients" and p.get("completeness_target") is not None:
             return adaptive_integrated_gradients(
-                self.fns, inputs, self._baselines(inputs), targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
+                self.fns, inputs, baselines, targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
                 self.chunk_size, outputs, mass=self._written_mass,
             )
         if s.method == "integrated_gradients":
             return integrated_gradients(
-                self.fns, inputs, self._baselines(inputs), targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
+                self.fns, inputs, baselines, targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
             )
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "smoothgrad":

@@ -7,6 +7,7 @@ CombineFn, so each worker merges its own before anything crosses the network (co
 from __future__ import annotations
 
 import io
+from typing import Optional
 from functools import reduce
 
 import apache_beam as beam
@@ -39,7 +40,8 @@ class MergeSummaries(beam.CombineFn):
         return accumulator
 
 
-def write_summary_files(summary: RunSummary, output_dir: str, dead_letters: int, settings: dict) -> list[str]:
+def write_summary_files(summary: RunSummary, output_dir: str, dead_letters: int, settings: dict,
+                        quality: Optional[dict] = None) -> list[str]:
     """Writes summary.json and the summary Parquet files (the token totals only for a run with
     inputs attributed at a layer) into `output_dir` (any Beam filesystem); returns their paths."""
     paths = []
@@ -50,7 +52,7 @@ def write_summary_files(summary: RunSummary, output_dir: str, dead_letters: int,
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="snappy")
         paths.append(_write(FileSystems.join(output_dir, name), buffer.getvalue()))
-    document = summary_document(summary, dead_letters, settings)
+    document = summary_document(summary, dead_letters, settings, quality)
     paths.append(_write(FileSystems.join(output_dir, SUMMARY_FILE), json_safe.dumps(document, indent=1).encode()))
     return paths
 
@@ -64,14 +66,14 @@ def _write(path: str, data: bytes) -> str:
 class WriteSummary(beam.PTransform):
     """(per-batch summaries, dead letters) -> the summary files in `output_dir`."""
 
-    def __init__(self, spec: SummarySpec, output_dir: str, settings: dict):
+    def __init__(self, spec: SummarySpec, output_dir: str, settings: dict, quality: Optional[dict] = None):
         super().__init__()
-        self._spec, self._output_dir, self._settings = spec, output_dir, settings
+        self._spec, self._output_dir, self._settings, self._quality = spec, output_dir, settings, quality
 
     def expand(self, inputs):
         summaries, dead_letters = inputs
         merged = summaries | "Merge" >> beam.CombineGlobally(MergeSummaries(self._spec))
         dead_count = dead_letters | "CountDeadLetters" >> beam.combiners.Count.Globally()
         return merged | "Write" >> beam.Map(
-            write_summary_files, self._output_dir, beam.pvalue.AsSingleton(dead_count), self._settings
+            write_summary_files, self._output_dir, beam.pvalue.AsSingleton(dead_count), self._settings, self._quality
         )

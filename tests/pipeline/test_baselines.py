@@ -75,8 +75,10 @@ def test_a_mean_baseline_and_the_sample_size_setting(offset_data, tmp_path):
     manifest = json.loads((tmp_path / "mean" / "manifest.json").read_text())
     assert manifest["baseline"]["sample"]["rows"] == 128
     baseline = np.float32(manifest["baseline"]["values"]["features"])
-    # 128 rows: the first 26 of each of the 5 row groups of 64 (the last holds 44), cut to 128
-    sampled = np.concatenate([features[g * 64:g * 64 + 26] for g in range(5)])[:128]
+    # 128 rows: twice as many read, the first 52 of each of the 5 row groups of 64 (the last holds
+    # 44), then 128 of those 252 evenly spaced
+    read = np.concatenate([features[g * 64:g * 64 + 52] for g in range(5)])
+    sampled = read[np.round(np.arange(128) * (len(read) - 1) / 127).astype(int)]
     np.testing.assert_allclose(baseline, sampled.astype(np.float64).mean(axis=0), rtol=1e-6)
     rows = rows_by_key(read_parquet_dir(tmp_path / "mean"))
     np.testing.assert_allclose([rows[7][f"attr_{c}"] for c in COLUMNS], (features[7] - baseline) * weights, rtol=1e-4, atol=1e-4)
