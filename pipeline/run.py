@@ -283,19 +283,34 @@ def run_attribution(
 
 def _quality_audit(plan: RunPlan, progress: bool) -> Optional[dict[str, Any]]:
     """The quality audit (pipeline.quality) before the pipeline starts; its flags are logged, one
-    line each. An audit that fails does not stop the run: its error is recorded instead (and fails
-    any quality limit)."""
+    line each. An audit that fails, or is still running after batch_timeout_seconds (a model that
+    never finishes), does not stop the run: its error is recorded instead (and fails any quality
+    limit); the workers' own batch time-out then judges the model."""
+    import threading
+
+    from audit.quality_limits import breached_limits
     from pipeline.quality import audit_quality
 
     if not plan.config.quality_rows:
         return None
-    try:
-        quality = audit_quality(plan)
-    except Exception as error:  # noqa: BLE001 - the attributions themselves may still be fine
-        _LOGGER.warning("the quality audit failed (%s: %s); the run goes on without it", type(error).__name__, printable(str(error))[:300])
-        from audit.quality_limits import breached_limits
+    outcome: dict[str, Any] = {}
 
-        return {"error": f"{type(error).__name__}: {error}", "flags": [], "limits": breached_limits({}, plan.config.quality_limits)}
+    def audit() -> None:
+        try:
+            outcome["quality"] = audit_quality(plan)
+        except Exception as error:  # noqa: BLE001 - the attributions themselves may still be fine
+            outcome["error"] = f"{type(error).__name__}: {error}"
+
+    worker = threading.Thread(target=audit, name="quality-audit", daemon=True)  # a TensorFlow call cannot be stopped
+    worker.start()
+    worker.join(plan.config.batch_timeout_seconds)
+    if worker.is_alive():
+        outcome["error"] = (f"still running after {plan.config.batch_timeout_seconds:g} s (batch_timeout_seconds): "
+                            f"the model may never finish on its rows")
+    if "quality" not in outcome:
+        _LOGGER.warning("the quality audit failed (%s); the run goes on without it", printable(outcome["error"])[:300])
+        return {"error": outcome["error"], "flags": [], "limits": breached_limits({}, plan.config.quality_limits)}
+    quality = outcome["quality"]
     if progress:
         print(f"quality audit: {quality['rows']} rows in {quality.get('seconds', 0):.1f} s", file=sys.stderr)
     for flag in quality.get("flags", []):

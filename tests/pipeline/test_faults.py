@@ -109,3 +109,5 @@ def test_a_model_that_never_finishes_a_batch_stops_the_run_after_the_batch_time_
     assert last.startswith("error: the run was stopped: a batch of 4 records (first key 0) was still being attributed after 5 s "
                            "(batch_timeout_seconds)"), done.stderr[-3000:]
     assert not os.path.exists(tmp_path / "out")  # a first run that fails removes the folder it created
+    # the launcher's quality audit (on by default) met the same model first: it gave up after the same time
+    assert "the quality audit failed (still running after 5 s (batch_timeout_seconds)" in done.stderr, done.stderr[-3000:]
