@@ -14,7 +14,8 @@ method and settings, then put to tests of what the attributions depend on (attri
                         baseline and another one (zeros <-> median; zeros <-> blur for images).
 
 The reference (what deletion puts in, what dominance measures from) is integrated gradients'
-baseline, and for the other methods the sample's median for tabular inputs, zeros otherwise.
+baseline, and for the other methods the sample's median for float inputs that are not images,
+zeros for images, ids and text.
 Every draw comes from quality_seed: the same rows and seed give the same numbers.
 """
 
@@ -34,7 +35,7 @@ from attributions.quality.ranks import spearman_rows
 from attributions.quality.sensitivity import sensitivity_max
 from attributions.quality.units import Units, build_units
 from pipeline.baseline_sample import sample_records
-from pipeline.baselines import is_image, is_tabular
+from pipeline.baselines import is_image
 from pipeline.plan import RunPlan
 from audit.quality_limits import breached_limits
 from transforms.attribute import AttributionEngine, AttributionSettings, example_seeds
@@ -47,6 +48,10 @@ _LOGGER = logging.getLogger(__name__)
 FLAG_RANDOMISATION = 0.5  # median Spearman above this: the maps survive shuffling the weights
 FLAG_DOMINANCE = 0.8  # median Spearman above this: the maps mostly repeat |x - reference|
 _SALT = {"random_order": 1, "weights": 2, "infidelity": 3, "sensitivity": 4}
+# Values (rows x values per row) put into one forward pass when the curve points or infidelity's
+# perturbed copies are batched: fewer, larger calls (the same numbers), at most 16 MiB of float32
+# inputs at once. For the bench's MLP: the curves 0.165 s in 68 calls, 0.02 s in 4.
+_VALUES_PER_CALL = 4 * 2**20
 
 
 def audit_quality(plan: RunPlan) -> Optional[dict[str, Any]]:
@@ -87,6 +92,8 @@ class QualityAudit:
         self.reference, self.reference_name = self._reference()
         # The value scale of each input's perturbations: its std over the sample, per value.
         self.scales = tuple(x.astype(np.float64).std(axis=0) for x in self.inputs)
+        values = len(self.targets) * sum(int(np.prod(shape)) for shape in shapes)
+        self.copies_per_call = max(1, _VALUES_PER_CALL // max(1, values))  # copies of the sample per call
 
     def run(self) -> dict[str, Any]:
         attributions = self.explain(self.inputs)
@@ -113,7 +120,8 @@ class QualityAudit:
         return self.engine.explain(inputs, self.targets, self.key_seeds, baselines).attributions
 
     def score(self, inputs: tuple) -> np.ndarray:
-        return self.engine.scores(inputs, self.targets)
+        """(N,) for N = k x the sample's rows (k copies, copy-major)."""
+        return self.engine.scores(inputs, np.tile(self.targets, len(inputs[0]) // len(self.targets)))
 
     def _targets(self) -> np.ndarray:
         """int32 (N,): the label, the fixed index, or the predicted class (top_k: the first)."""
@@ -143,20 +151,21 @@ class QualityAudit:
         return text
 
     def _reference(self) -> tuple[tuple, str]:
-        """Integrated gradients' baseline; for the other methods the sample's median for tabular
-        inputs and zeros for the others (at layers, the layer baseline)."""
+        """Integrated gradients' baseline; for the other methods the sample's median for float
+        inputs that are not images and zeros for the others (at layers, the layer baseline)."""
         if self.settings.method == "integrated_gradients":
             return self.engine.baselines(self.inputs), "the run's baseline"
         settings = self._median_settings(dataclasses.replace(self.settings, baseline="zeros", baseline_values=None, baseline_blur=None))
-        named = "the sample's median (tabular inputs), zeros (others)" if settings.baseline == "data" else "zeros"
+        named = "the sample's median (float inputs), zeros (images, ids, text)" if settings.baseline == "data" else "zeros"
         return self.engine.baselines(self.inputs, settings), named
 
     def _median_settings(self, settings: AttributionSettings) -> AttributionSettings:
-        """`settings` with a data baseline: the sample's median for tabular inputs, zeros others."""
+        """`settings` with a data baseline: the sample's median for float inputs that are not
+        images (scalar columns, lists, tensors), zeros for the others."""
         specs = self.settings.schema.model_inputs
-        if not any(is_tabular(s) for s in specs):
+        if not any(_float_features(s) for s in specs):
             return settings
-        values = tuple(tuple(np.median(x, axis=0).reshape(-1).astype(float)) if is_tabular(s) else (0.0,) * int(np.prod(s.shape))
+        values = tuple(tuple(np.median(x, axis=0).reshape(-1).astype(float)) if _float_features(s) else (0.0,) * int(np.prod(s.shape))
                        for s, x in zip(specs, self.records.inputs))
         return dataclasses.replace(settings, baseline="data", baseline_values=values)
 
@@ -189,7 +198,8 @@ class QualityAudit:
 
     def _faithfulness(self, attributions: tuple) -> dict[str, Any]:
         curves = deletion_insertion(self.score, self.inputs, self.reference, self.delete_units.totals(attributions),
-                                    self.delete_units, self.config.quality_steps, int(self._rng("random_order").integers(2**31)))
+                                    self.delete_units, self.config.quality_steps, int(self._rng("random_order").integers(2**31)),
+                                    self.copies_per_call)
         span = np.abs(curves.deletion[:, 0] - curves.deletion[:, -1])  # |F(x) - F(reference)| per row
         total = span.sum()
         result = {}
@@ -216,7 +226,7 @@ class QualityAudit:
             return tuple(rng.standard_normal(x.shape) * (noise * scale) for x, scale in zip(self.inputs, self.scales))
 
         samples = self.config.quality_perturbations
-        result = infidelity(self.score, self.inputs, attributions, perturbation, samples)
+        result = infidelity(self.score, self.inputs, attributions, perturbation, samples, self.copies_per_call)
         return {"share": _spread(result.share), "normalized": _spread(result.normalized), "unnormalized": _spread(result.infidelity),
                 "perturbations": samples, "noise": f"Gaussian, std {noise:g} x each value's std over the sample"}
 
@@ -264,6 +274,11 @@ class QualityAudit:
             return None, ""
         parts = (["the sample's median"] if other.baseline == "data" else []) + (["a blur"] if other.baseline_blur else [])
         return other, " and ".join(parts)
+
+
+def _float_features(spec) -> bool:
+    """A float input that is not an image: its median is a row of typical values."""
+    return all(c.dtype == "float32" for c in spec.columns) and not is_image(spec)
 
 
 def _spread(values: np.ndarray) -> dict[str, Any]:

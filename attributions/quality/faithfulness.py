@@ -52,6 +52,7 @@ def deletion_insertion(
     units: Units,
     steps: int,
     seed: int,
+    points_per_call: int = 1,
 ) -> FaithfulnessCurves:
     """Deletion and insertion curves of R rows.
 
@@ -60,6 +61,7 @@ def deletion_insertion(
     unit_attributions: (R, units.count) signed attribution of each unit; units ranked highest first.
     steps: points after the start (K); at point k, round(k x units / K) units are replaced.
     seed: the random order's (one permutation per row, the same for a given seed).
+    points_per_call: curve points scored in one call (score then takes R x that many rows).
     """
     inputs = tuple(np.asarray(x, dtype=np.float32) for x in inputs)
     baselines = tuple(np.broadcast_to(np.asarray(b, dtype=np.float32), x.shape) for b, x in zip(baselines, inputs))
@@ -71,12 +73,17 @@ def deletion_insertion(
     rng = np.random.default_rng(seed)
     by_chance = _positions(np.stack([rng.permutation(count) for _ in range(rows)]) if rows else np.zeros((0, count), np.int64))
     curves = {}
+    step = max(1, points_per_call)
     for name, positions in (("", by_attribution), ("_random", by_chance)):
         deletion, insertion = np.empty((rows, steps + 1)), np.empty((rows, steps + 1))
-        for k, n in enumerate(replaced):
-            masks = units.expand(positions < n)  # True: replaced by the baseline (deletion)
-            deletion[:, k] = score(tuple(np.where(m, b, x) for m, b, x in zip(masks, baselines, inputs)))
-            insertion[:, k] = score(tuple(np.where(m, x, b) for m, b, x in zip(masks, baselines, inputs)))
+        for first in range(0, steps + 1, step):
+            points = range(first, min(first + step, steps + 1))
+            masks = [units.expand(positions < replaced[k]) for k in points]  # True: replaced by the baseline (deletion)
+            for curve, deleting in ((deletion, True), (insertion, False)):
+                # deletion: the masked units take the baseline's values; insertion: the input's
+                values = tuple(np.concatenate([np.where(m[i], b, x) if deleting else np.where(m[i], x, b) for m in masks])
+                               for i, (b, x) in enumerate(zip(baselines, inputs)))
+                curve[:, first:first + len(points)] = np.asarray(score(values)).reshape(len(points), rows).T
         curves["deletion" + name], curves["insertion" + name] = deletion, insertion
     return FaithfulnessCurves(fractions, **curves)
 

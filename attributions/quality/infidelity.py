@@ -41,18 +41,23 @@ def infidelity(
     attributions: Sequence[np.ndarray],
     perturbation: Callable[[int], tuple],
     samples: int,
+    samples_per_call: int = 1,
 ) -> InfidelityResult:
     """inputs/attributions: (R, *shape) per input; perturbation(s): the s-th draw I_s, (R, *shape)
-    per input (drawn one at a time: an image batch's S copies need not fit in memory at once);
-    score: inputs -> float (R,) (each row's explained score)."""
+    per input (drawn samples_per_call at a time: an image batch's S copies need not fit in memory
+    at once); score: inputs (N, *shape) -> float (N,) (each row's explained score; the caller
+    fixes targets, N is R x the samples in the call, sample-major)."""
     inputs = tuple(np.asarray(x, dtype=np.float32) for x in inputs)
+    rows = len(inputs[0])
     at_inputs = np.asarray(score(inputs), dtype=np.float64)  # (R,)
     explained, changes = [], []
-    for s in range(samples):
-        noise = tuple(np.asarray(n, dtype=np.float32) for n in perturbation(s))
-        changes.append(at_inputs - np.asarray(score(tuple(x - n for x, n in zip(inputs, noise))), dtype=np.float64))
-        explained.append(sum((n.astype(np.float64) * np.asarray(a, np.float64)).reshape(len(a), -1).sum(axis=1)
-                             for n, a in zip(noise, attributions)))
+    step = max(1, samples_per_call)
+    for first in range(0, samples, step):
+        draws = [tuple(np.asarray(n, dtype=np.float32) for n in perturbation(s)) for s in range(first, min(first + step, samples))]
+        moved = tuple(np.concatenate([x - d[i] for d in draws]) for i, x in enumerate(inputs))
+        changes += list(at_inputs - np.asarray(score(moved), dtype=np.float64).reshape(len(draws), rows))
+        explained += [sum((n.astype(np.float64) * np.asarray(a, np.float64)).reshape(rows, -1).sum(axis=1)
+                          for n, a in zip(noise, attributions)) for noise in draws]
     explained, changes = np.stack(explained), np.stack(changes)  # (S, R)
     s_aa, s_af, s_ff = (explained ** 2).sum(axis=0), (explained * changes).sum(axis=0), (changes ** 2).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -25,7 +25,8 @@ def sensitivity_max(
 ) -> np.ndarray:
     """float64 (R,). explain: inputs (one (R, *shape) array per input) -> attributions of the same
     shapes (the caller fixes targets); attributions: A(x), (R, *shape) per input; perturbation(s):
-    the s-th draw d_s, (R, *shape) per input."""
+    the s-th draw d_s, (R, *shape) per input. One call per draw: for integrated gradients of the
+    bench's MLP, 10 calls of 256 rows took 0.13-0.16 s and one call of 2,560 rows 0.23-0.31 s."""
     inputs = tuple(np.asarray(x, dtype=np.float32) for x in inputs)
     rows = len(inputs[0])
     original = np.concatenate([np.asarray(a, np.float64).reshape(rows, -1) for a in attributions], axis=1)  # (R, V)

@@ -70,8 +70,9 @@ def test_deletion_and_insertion_curves_of_a_linear_score_are_its_partial_sums():
     # the attribution order deletes the largest contributions first: nothing beats it on a linear score
     assert (curves.deletion_gap() >= -1e-9).all() and (curves.insertion_gap() >= -1e-9).all()
     assert curves.deletion_gap().sum() > 0
-    again = deletion_insertion(score, (x,), (b,), attribution, units, steps=6, seed=0)
-    np.testing.assert_array_equal(again.deletion_random, curves.deletion_random)
+    again = deletion_insertion(score, (x,), (b,), attribution, units, steps=6, seed=0, points_per_call=3)  # batched points
+    for name in ("deletion", "deletion_random", "insertion", "insertion_random"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(curves, name))
     assert area_under(np.array([0.0, 0.5, 1.0]), np.array([[1.0, 1.0, 0.0]]))[0] == pytest.approx(0.75)
 
 
@@ -102,6 +103,8 @@ def test_infidelity_equals_a_row_by_row_reference_and_is_zero_for_exact_linear_a
     np.testing.assert_allclose(result.normalized, _infidelity_reference(f, x.astype(np.float32), attributions,
                                                                         [n.astype(np.float32) for n in noises], True), rtol=1e-4)
     assert (result.normalized <= result.effect + 1e-12).all() and ((0 <= result.share) & (result.share <= 1 + 1e-9)).all()
+    batched = infidelity(lambda inputs: f(inputs[0]), (x,), (attributions,), lambda s: (noises[s],), 7, samples_per_call=3)
+    np.testing.assert_array_equal(batched.normalized, result.normalized)
 
     def linear(values):
         return values.astype(np.float64) @ weights

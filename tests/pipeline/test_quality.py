@@ -143,3 +143,33 @@ def test_quality_settings_mistakes_are_one_line_with_status_2(offset_data, tmp_p
     assert _run(model, data, tmp_path / "c", "--quality-rows", "0", "--quality-limit", "randomisation<=0.5") == 2
     assert "quality_rows: 0 turns off" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_text_at_a_layer_and_a_model_with_an_image_and_a_tabular_input_are_audited(tmp_path):
+    from helpers import save_multi_input_linear_model, save_token_model, write_token_parquet
+
+    rng = np.random.default_rng(5)
+    model, _, _ = save_token_model(tmp_path / "tokens.keras", classes=2, hidden=8, extra_float=3)
+    data = write_token_parquet(tmp_path / "tokens.parquet", rng.integers(0, 12, size=(40, 6)), ids=np.arange(40),
+                               extra=rng.normal(size=(40, 3)))
+    config = RunConfig.from_mapping({"model": model, "input": data, "output": str(tmp_path / "o1"), "key_column": "id",
+                                     "quality_rows": 32, "steps": 8})
+    quality = audit_quality(resolve_plan(config))
+    assert quality["rows"] == 32 and quality["units"] == {"ranked": "each value, positions (width summed)"}
+    assert quality["randomisation"]["spearman"]["rows"] == 32 and quality["deletion"]["points"] == 10  # 6 positions + 3 values
+    assert quality["baseline_sensitivity"]["other"] == "the sample's median"  # the float input 'extra' has one
+
+    model, _, _ = save_multi_input_linear_model(tmp_path / "multi.keras")
+    images, tabular = rng.normal(size=(30, 16)).astype(np.float32), rng.normal(size=(30, 3)).astype(np.float32)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": np.arange(30), "image": pa.array(list(images), pa.list_(pa.float32())),
+                             **{f"t{j}": tabular[:, j] for j in range(3)}}), tmp_path / "multi.parquet")
+    config = RunConfig.from_mapping({"model": model, "input": str(tmp_path / "multi.parquet"), "output": str(tmp_path / "o2"),
+                                     "key_column": "id", "inputs": {"image": "image", "tabular": ["t0", "t1", "t2"]},
+                                     "quality_rows": 30, "quality_patch": 2})
+    quality = audit_quality(resolve_plan(config))
+    assert quality["units"] == {"ranked": "each value, pixels (channels summed)", "deleted": "patches of 2 x 2 pixels"}
+    assert quality["deletion"]["points"] == 8  # 4 patches + 3 features + the start
+    assert quality["deletion"]["gap"] > 0 and quality["infidelity"]["share"]["median"] is not None
