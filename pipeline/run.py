@@ -243,7 +243,6 @@ def run_attribution(
         _LOGGER.warning("%s", plan.baseline_warning)
     check_output_outside_inputs(config.output, config.input, plan.input_files)
     check_output(config.output, config.overwrite)  # before the folder is created or locked
-    plan = dataclasses.replace(plan, quality=_quality_audit(plan, progress))
     created = "://" not in config.output and not os.path.exists(config.output)
     try:
         lock = OutputLock(config.output, lease_seconds=config.lock_lease_seconds).acquire()
@@ -251,6 +250,8 @@ def run_attribution(
         raise ValueError(f"cannot write to --output {config.output!r}: {error.strerror or error}; choose a folder you can write to.") from None
     staging = None
     try:
+        # Once the folder is ours: a run refused because another one holds it is refused at once.
+        plan = dataclasses.replace(plan, quality=_quality_audit(plan, progress))
         staging = _prepare_output(config, uuid.uuid4().hex[:12])
         return _run(dataclasses.replace(plan, staging_dir=staging.path), pipeline_args, wait, started, progress, lock.verify)
     except BaseException as error:
