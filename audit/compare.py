@@ -30,7 +30,8 @@ from audit.runs import RunResult
 from audit.summary_output import token_totals
 from audit.token_importance import TokenTotals, token_rank_agreement
 
-__all__ = ["DriftThresholds", "compare_runs", "format_comparison", "identity_differences", "spans_note", "json_ready", "THRESHOLD_HELP"]
+__all__ = ["DriftThresholds", "compare_runs", "format_comparison", "identity_differences", "model_change", "spans_note", "json_ready",
+           "THRESHOLD_HELP"]
 
 
 @dataclass(frozen=True)
@@ -172,17 +173,22 @@ def _model_identity(run: RunResult) -> tuple[str, str]:
 
 def identity_differences(a: RunResult, b: RunResult) -> list[str]:
     """What makes two runs' attributions answer different questions: the method, the target, the
-    explained output, logits vs probabilities, or the model (by sha256; by path without one).
-    Each entry reads 'method (integrated_gradients vs gradient)'."""
+    explained output, logits vs probabilities. Each entry reads 'method (integrated_gradients vs
+    gradient)'. A different model is not one of them: comparing a retrained model with the last
+    one is what audits are for (see `model_change`)."""
     settings_a, settings_b = a.manifest["settings"], b.manifest["settings"]
-    differences = [f"{k} ({settings_a.get(k)} vs {settings_b.get(k)})" for k in IDENTITY_SETTINGS if settings_a.get(k) != settings_b.get(k)]
+    return [f"{k} ({settings_a.get(k)} vs {settings_b.get(k)})" for k in IDENTITY_SETTINGS if settings_a.get(k) != settings_b.get(k)]
+
+
+def model_change(a: RunResult, b: RunResult) -> Optional[str]:
+    """'sha256 1a2b3c4d5e6f... -> 9f8e7d6c5b4a...' (by path without a fingerprint) when the runs
+    explain different models; None for the same model (the same bytes, wherever stored)."""
     (kind_a, model_a), (kind_b, model_b) = _model_identity(a), _model_identity(b)
-    if (kind_a, model_a) != (kind_b, model_b):
-        if kind_a == kind_b == "sha256":
-            differences.append(f"model (sha256 {model_a[:12]}... vs {model_b[:12]}...)")
-        else:
-            differences.append(f"model ({a.manifest['model'].get('path')} vs {b.manifest['model'].get('path')})")
-    return differences
+    if (kind_a, model_a) == (kind_b, model_b):
+        return None
+    if kind_a == kind_b == "sha256":
+        return f"sha256 {model_a[:12]}... -> {model_b[:12]}..."
+    return f"{a.manifest['model'].get('path')} -> {b.manifest['model'].get('path')}"
 
 
 def _setting_differences(a: RunResult, b: RunResult) -> list[str]:
@@ -213,9 +219,10 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
     """The comparison document (JSON-ready): per-group metrics, drift reasons, warnings.
 
     ValueError when the runs share no feature (there would be nothing to compare), and when they
-    differ in method, target, explained output or model (see `identity_differences`): a change of
+    differ in method, target or explained output (see `identity_differences`): a change of
     importance is then the change of question, not drift. With allow_different=True they are
-    compared anyway and the document's `spans_different` lists what differs.
+    compared anyway and the document's `spans_different` lists what differs. Runs of different
+    models are compared (a retrained model against the last one): `model_change` says so first.
     """
     _check_common_features(a, b)
     spans = identity_differences(a, b)
@@ -244,6 +251,7 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "thresholds": dataclasses.asdict(thresholds),
         "drift": bool(reasons), "reasons": reasons,
         "spans_different": spans,
+        "model_change": model_change(a, b),
         "warnings": _setting_differences(a, b) + ([] if same_measure else [
             f"the runs measure completeness differently (A: {measure_a}; B: {measure_b}); the completeness share is not compared"
         ]),
@@ -317,6 +325,8 @@ def spans_note(document: dict[str, Any]) -> Optional[str]:
 def format_comparison(document: dict[str, Any], features: int = 10) -> str:
     """A terminal table: one line per group, then the most changed features overall."""
     lines = [f"A: {document['run_a']}", f"B: {document['run_b']}"]
+    if document.get("model_change"):
+        lines.append(f"MODEL CHANGED: {document['model_change']}: changes below are the new model's as much as the data's")
     note = spans_note(document)
     lines += [f"NOTE: {note}"] if note else []
     lines += [f"warning: {w}" for w in document["warnings"]]

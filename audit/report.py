@@ -377,6 +377,9 @@ def _relative(change: Optional[float]) -> "_Figure":
 def _section_drift(run: RunResult, baseline: RunResult, thresholds: DriftThresholds, allow_different: bool = False) -> str:
     document = compare_runs(baseline, run, thresholds, allow_different=allow_different)
     parts = ["<h2>Drift against the baseline run</h2>", f"<p>Baseline: {html.escape(baseline.path)}.</p>"]
+    if document.get("model_change"):
+        parts.append(f'<p class="drift">Model changed ({html.escape(document["model_change"])}): the changes below are the '
+                     f"new model's as much as the data's.</p>")
     note = spans_note(document)
     if note:
         parts.append(f'<p class="drift">Note: {html.escape(note)}.</p>')

@@ -165,8 +165,9 @@ def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), dest=f"threshold_{f.name}", metavar=metavar,
                            help=f"{what} (default {f.default}; unit: {unit}).".replace("%", "%%"))
     parser.add_argument("--allow-different", action="store_true",
-                        help="compare runs that differ in method, target, explained output or model (sha256) instead of refusing "
-                             f"(exit {EXIT_USER_ERROR}); the output then says what the comparison spans.")
+                        help="compare runs that differ in method, target or explained output instead of refusing "
+                             f"(exit {EXIT_USER_ERROR}); the output then says what the comparison spans. Runs of different "
+                             "models (a retrained one against the last) are compared without it, the model change said first.")
 
 
 def _thresholds(args: argparse.Namespace):
@@ -492,6 +493,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Everything that can be checked without TensorFlow or Beam first: answers in a second.
         config = config_from_args(args)
         check_pipeline_flags_quickly(beam_args, parser)
+        from pipeline.quick_checks import check_quickly
+
+        check_quickly(config)  # a missing model, a mistyped column: before Beam and TensorFlow load
         check_pipeline_args(beam_args, parser)
         from pipeline.filesystem_options import use_filesystem_options
         from pipeline.output_dir import check_output, inspect_output

@@ -9,7 +9,6 @@ ValueError that says what is wrong and how to fix it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import math
 import os
@@ -24,6 +23,7 @@ from attributions.loading import LoadedModel, load_model
 from audit.summary import FeatureSpec, SummarySpec, TokenFeatureSpec
 from pipeline.baselines import ResolvedBaseline, resolve_baseline
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline, parse_layer_baseline
+from pipeline.quick_checks import did_you_mean
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
 from transforms.output import PATH_METHODS, RESERVED_COLUMNS, grad_cam_column_name, output_schema
@@ -290,7 +290,7 @@ def _map_model_inputs(
         if isinstance(columns, str):
             if columns not in catalog:
                 raise ValueError(
-                    f"model input {name!r} (shape {shape}) matches no input column {columns!r}{_did_you_mean(columns, catalog)}"
+                    f"model input {name!r} (shape {shape}) matches no input column {columns!r}{did_you_mean(columns, catalog)}"
                     f"{_candidates_note(name, shape, config, catalog)}; {hint}"
                 )
             source = catalog[columns]
@@ -389,10 +389,20 @@ def _columns_for(
     return candidates
 
 
+# Columns named like a label are never read as features by default (map them explicitly to use one):
+# a file with a 'label' column beside its 13 features would otherwise offer 14 for a 13-wide input.
+LABEL_LIKE_COLUMNS = ("label", "labels", "target", "y", "class")
+
+
+def _label_like(name: str) -> bool:
+    return name.lower() in LABEL_LIKE_COLUMNS
+
+
 def _tabular_candidates(config: RunConfig, catalog: dict[str, _SourceColumn]) -> tuple[str, ...]:
-    """Numeric scalar columns that are not the key, pass-through, label or slice columns, in file order."""
+    """Numeric scalar columns that are not the key, pass-through, label (or named like one) or
+    slice columns, in file order."""
     taken = {config.key_column, *config.passthrough_columns, *config.slice_columns, config.target_spec().column}
-    return tuple(c.name for c in catalog.values() if c.numeric and not c.is_list and c.name not in taken)
+    return tuple(c.name for c in catalog.values() if c.numeric and not c.is_list and c.name not in taken and not _label_like(c.name))
 
 
 def _candidates_note(name: str, shape: tuple, config: RunConfig, catalog: dict[str, _SourceColumn]) -> str:
@@ -400,17 +410,12 @@ def _candidates_note(name: str, shape: tuple, config: RunConfig, catalog: dict[s
         return ""
     candidates = _tabular_candidates(config, catalog)
     shown = ", ".join(candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+    labels = [c for c in catalog if _label_like(c)]
+    left_out = f"; left out as label-like: {', '.join(labels)}" if labels else ""
     return (
         f" (and the input has {len(candidates)} numeric scalar columns that are not key, pass-through, label or slice "
-        f"columns{': ' + shown if candidates else ''}; read by default only when there are exactly {shape[0]})"
+        f"columns{': ' + shown if candidates else ''}; read by default only when there are exactly {shape[0]}{left_out})"
     )
-
-
-def _did_you_mean(column: str, catalog: dict) -> str:
-    """' (did you mean 'ID'?)' for a column of another case or a near spelling; '' otherwise."""
-    same_case = [c for c in catalog if c.lower() == column.lower()]
-    close = same_case or difflib.get_close_matches(column, list(catalog), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def describe_mapping(schema: RecordSchema) -> dict[str, list[str]]:
@@ -462,7 +467,7 @@ def _check_numeric(source: _SourceColumn) -> None:
 
 def _field(catalog: dict[str, _SourceColumn], name: str, role: str) -> FieldSpec:
     if name not in catalog:
-        raise ValueError(f"{role} {name!r} is not a column of the input{_did_you_mean(name, catalog)}. Input columns: {_describe(catalog)}")
+        raise ValueError(f"{role} {name!r} is not a column of the input{did_you_mean(name, catalog)}. Input columns: {_describe(catalog)}")
     source = catalog[name]
     if source.kind and source.is_list:
         raise ValueError(f"{role} {name!r} is a TFRecord feature with {source.length} values; it must hold one value.")
@@ -484,7 +489,8 @@ def _plain_value_field(catalog: dict[str, _SourceColumn], name: str, role: str) 
 def _record_schema(
     config: RunConfig, model: LoadedModel, input_format: str, catalog: dict, num_outputs: int, layers: tuple[LayerChoice, ...] = ()
 ) -> RecordSchema:
-    model_inputs = _map_model_inputs(model, config, catalog, layers)
+    # The named columns before the model inputs: a mistyped key would otherwise be read as a
+    # feature, and the error name the model input instead of the key.
     key = _plain_value_field(catalog, config.key_column, "key column") if config.key_column else None
     for column in config.slice_columns:
         _plain_value_field(catalog, column, "slice column")
@@ -498,6 +504,7 @@ def _record_schema(
         label = _field(catalog, target.column, "label column")
         if not pa.types.is_integer(label.arrow_type):
             raise ValueError(f"label column {target.column!r} has type {label.arrow_type}; target labels must be integers.")
+    model_inputs = _map_model_inputs(model, config, catalog, layers)
     key_name = config.key_column or "key"
     attribution_columns = {f"attr_{c.name}" for spec in model_inputs for c in spec.columns}
     if config.method == "grad_cam":

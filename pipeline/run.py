@@ -192,7 +192,7 @@ def _mapping_notes(plan: RunPlan) -> list[str]:
         if columns == [name] or (given is not None and list((given,) if isinstance(given, str) else given) == columns):
             continue
         shown = ", ".join(columns) if len(columns) <= 12 else ", ".join(columns[:6]) + ", ..., " + ", ".join(columns[-3:])
-        why = "the glob given" if given is not None else "the numeric columns that are not key, pass-through, label or slice, in file order"
+        why = "the glob given" if given is not None else "the numeric columns that are not key, pass-through, label (or named like one) or slice, in file order"
         notes.append(f"model input {name!r} reads {len(columns)} columns ({why}): {shown}")
     return notes
 

@@ -161,7 +161,7 @@ def _with_manifest(run_dir, tmp_path, name, **changes):
     return str(copy)
 
 
-def test_runs_of_different_methods_targets_or_models_are_refused_unless_allowed(runs, tmp_path, capsys):
+def test_runs_of_different_methods_or_targets_are_refused_unless_allowed_and_a_new_model_is_said_first(runs, tmp_path, capsys):
     other_method = _run(load_run(runs["a"]).manifest["model"]["path"], runs["features"], tmp_path / "gradient", method="gradient")
     assert main(["compare", runs["a"], other_method, "--fail-on-drift"]) == 2
     err = capsys.readouterr().err
@@ -172,10 +172,14 @@ def test_runs_of_different_methods_targets_or_models_are_refused_unless_allowed(
     assert main(["compare", runs["a"], other_target]) == 2
     assert "differ in target (0 vs 1)" in capsys.readouterr().err
     other_model = _with_manifest(runs["same"], tmp_path, "model", model={"sha256": "f" * 64, "path": "/elsewhere/model.keras"})
-    assert main(["compare", runs["a"], other_model]) == 2
-    assert "differ in model (sha256 " in capsys.readouterr().err
+    assert main(["compare", runs["a"], other_model, "--json", str(tmp_path / "model.json")]) == 0  # a retrained model: compared
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("MODEL CHANGED: sha256 ") and lines[2].endswith("... -> ffffffffffff...: changes below are the new "
+                                                                               "model's as much as the data's")
+    assert json.loads((tmp_path / "model.json").read_text())["model_change"].endswith("-> ffffffffffff...")
     moved_model = _with_manifest(runs["same"], tmp_path, "moved", model={"path": "/a/dated/copy/of/the/same.keras"})
     assert main(["compare", runs["a"], moved_model, "--fail-on-drift"]) == 0  # the same bytes elsewhere: the same model
+    assert "MODEL CHANGED" not in capsys.readouterr().out
 
     out = tmp_path / "cmp.json"
     assert main(["compare", runs["a"], other_method, "--allow-different", "--json", str(out)]) == 0

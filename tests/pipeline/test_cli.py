@@ -293,3 +293,36 @@ def test_beams_storage_retries_and_failed_bundles_are_one_line_or_none_on_stderr
     other = logging.LogRecord("apache_beam.runners.worker.sdk_worker", logging.ERROR, __file__, 1,
                               "Error processing instruction: Traceback ... ZeroDivisionError", (), None)
     assert not _DropTracebacksSaidInOneLine().filter(failed) and _DropTracebacksSaidInOneLine().filter(other)
+
+
+def test_a_missing_model_or_a_mistyped_column_is_answered_before_tensorflow_and_beam_load(linear_model, tabular_data, tmp_path):
+    model, _, _ = linear_model
+    data = tabular_data[0]
+    probe = ("import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
+             "print(code, 'tensorflow' in sys.modules, 'apache_beam' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": REPO}
+
+    def quick(*args):
+        done = subprocess.run([sys.executable, "-c", probe, "run", *args], capture_output=True, text=True, env=env, timeout=120)
+        return done.stdout.strip().splitlines()[-1], done.stderr.strip()
+
+    shown, err = quick("--model", str(tmp_path / "nope.keras"), "--input", data, "--output", str(tmp_path / "a"))
+    assert shown == "2 False False" and err.endswith("does not exist; pass a .keras/.h5 file or a SavedModel directory."), err
+    shown, err = quick("--model", model, "--input", data, "--output", str(tmp_path / "b"), "--key-column", "ID")
+    assert shown == "2 False False"
+    assert err == ("error: key column 'ID' is not a column of the input (did you mean 'id'?). "
+                   "Input columns (data.parquet): id, label, f0, f1, f2, f3, f4, f5"), err
+    shown, err = quick("--model", model, "--input", data, "--output", str(tmp_path / "c"), "--key-column", "id",
+                       "--passthrough", "lable")
+    assert shown == "2 False False" and "pass-through column 'lable' is not a column of the input (did you mean 'label'?)" in err
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_a_label_column_is_not_read_as_a_feature_by_default(linear_model, tabular_data, tmp_path):
+    """The fixture's file holds id, label and f0..f5: the (6,) input reads f0..f5 without a mapping."""
+    model, weights, _ = linear_model
+    data, features, ids, _ = tabular_data
+    assert main(["run", "--model", model, "--input", data, "--output", str(tmp_path / "out"), "--key-column", "id",
+                 "--baseline", "zeros", "--steps", "8", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"]["mapping"] == {"features": COLUMNS}
