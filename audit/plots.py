@@ -117,7 +117,8 @@ def maps_grid(maps: Sequence[np.ndarray], titles: Sequence[str], shape: Sequence
 @_plain_text
 def exemplar_grid(rows: Sequence[tuple[str, list]], shape: Sequence[int]) -> bytes:
     """rows: (criterion, [(caption, inputs (n,), attributions (n,)), ...]); each panel shows the
-    input in grey with the attribution overlaid (red positive, blue negative). The panels of one
+    input as it is (one channel: grey, low values dark; three: RGB) with the attribution overlaid
+    (red positive, blue negative). The panels of one
     row (one criterion, compared side by side) share a colour scale, ± the row's largest
     |attribution|, shown by the colorbar at the row's end."""
     plt = _pyplot()
@@ -136,8 +137,8 @@ def exemplar_grid(rows: Sequence[tuple[str, list]], shape: Sequence[int]) -> byt
             if image.ndim == 3:
                 span = np.ptp(image) or 1.0
                 ax.imshow((image - image.min()) / span)
-            else:
-                ax.imshow(image, cmap="gray_r")
+            else:  # as the data are: bright values light (photos, scans); inverted digits stay inverted
+                ax.imshow(image, cmap="gray")
             overlay = ax.imshow(attribution, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55)
             ax.set_title(caption, fontsize=7)
         axes[r][0].text(-0.15, 0.5, criterion.replace("_", " "), transform=axes[r][0].transAxes, rotation=90,

@@ -18,6 +18,7 @@ import difflib
 import errno
 import logging
 import os
+import shlex
 import sys
 import tempfile
 from typing import Any, Optional, Sequence
@@ -265,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
     _threshold_arguments(report)
     report.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
-    demo = commands.add_parser("demo", help="train two small models on scikit-learn data and attribute them", allow_abbrev=False)
+    demo = commands.add_parser("demo", help="train four small models on real data shipped with scikit-learn and palmerpenguins "
+                               "(digits as floats and as PNG, breast cancer, penguins) and attribute them", allow_abbrev=False)
     demo.add_argument("--output", default="demo_output", help="directory for the demo's models, data and results.")
     demo.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     return parser
@@ -516,6 +518,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         _print_summary(manifest)
         _print(f"manifest: {config.output.rstrip('/')}/manifest.json")
+        if config.summaries:
+            output = shlex.quote(config.output.rstrip("/"))
+            _print(f"report:   attribution-pipeline report {output} --out {output}/report.html")
         return _quality_status(manifest)
     except ValueError as error:
         if args.debug:

@@ -439,7 +439,13 @@ def run_demo(output: str) -> None:
         "explain_logits": True, "inputs": {"measurements": cancer["columns"]},
         "key_column": "patient_id", "passthrough_columns": ["diagnosis"], "slice_columns": ["diagnosis"], "overwrite": True,
     })
-    print("\n[2/4] integrated gradients of the logit vs the mean patient, breast cancer MLP, Parquet -> Parquet")
+    import shlex
+
+    print("\n[2/4] integrated gradients of the logit vs the mean patient, breast cancer MLP, Parquet -> Parquet\n"
+          f"  attribution-pipeline run --model {cancer['model']} --input {cancer['data']} --output {cancer_out} "
+          f"--method integrated_gradients --steps 64 --baseline file:{cancer['baseline']} --explain-logits "
+          f"--inputs {shlex.quote('measurements=' + ','.join(cancer['columns']))} --key-column patient_id "
+          f"--passthrough-columns diagnosis --slice-columns diagnosis --overwrite")
     manifest = run_attribution(cancer_config)
     table = _attributions(manifest)
     print(f"{_counts_line(manifest, 'patients')}; {_delta_summary(table)}")

@@ -360,3 +360,25 @@ def test_a_token_run_gets_its_tokens_table_with_the_summary_numbers(tmp_path):
             cells = f"<td>0</td><td>{direction}</td><td>{html.escape(entry['token'])}</td><td class=\"n\">{entry['count']:,}</td>"
             assert cells in page, cells
     assert "<b>bad</b>" not in page and "&lt;b&gt;bad&lt;/b&gt;" in page
+
+
+def test_one_channel_exemplars_are_drawn_as_the_data_are_not_as_negatives():
+    """A photo's bright pixels must stay light: an image whose top half is 1 and bottom half 0,
+    with a zero attribution overlaid, is lighter at the top of its panel."""
+    import io
+
+    import matplotlib.image
+
+    from audit import plots
+
+    image = np.zeros((16, 16, 1))
+    image[:8] = 1.0
+    png = plots.exemplar_grid([("highest_score", [("row", image.reshape(-1), np.zeros(256))])], (16, 16, 1))
+    rgb = matplotlib.image.imread(io.BytesIO(png))[..., :3]
+    brightness = rgb.mean(axis=-1)  # (H, W) in [0, 1]
+    grey = (np.ptp(rgb, axis=-1) < 0.02) & (brightness > 0.4) & (brightness < 0.7)  # black under the white overlay
+    rows, cols = np.nonzero(grey.sum(axis=1) > 60)[0], np.nonzero(grey.sum(axis=0) > 30)[0]
+    assert len(rows) > 30 and len(cols) > 30, "the panel's dark half was not found"
+    height = rows.max() - rows.min() + 1
+    above = brightness[rows.min() - height + 3:rows.min() - 2, cols.min() + 2:cols.max() - 1]  # the panel's top half
+    assert above.size and above.mean() > 0.95  # 1.0 drawn light: not a negative

@@ -206,6 +206,8 @@ def test_a_tabular_run_needs_no_input_map_and_says_which_columns_it_read(linear_
            "in file order): f0, f1, f2, f3, f4, f5" in shown
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["input"]["mapping"] == {"features": COLUMNS}
+    out = tmp_path / "out"
+    assert capsys.readouterr().out.splitlines()[-1] == f"report:   attribution-pipeline report {out} --out {out}/report.html"
     rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
     weights = linear_model[1]
     for key, row in rows.items():
@@ -318,7 +320,8 @@ def test_a_missing_model_or_a_mistyped_column_is_answered_before_tensorflow_and_
     assert not any((tmp_path / name).exists() for name in "abc")
 
 
-def test_a_label_column_is_not_read_as_a_feature_by_default(linear_model, tabular_data, tmp_path):
+def test_a_label_column_is_not_read_as_a_feature_by_default_and_the_run_ends_with_the_report_command(
+        linear_model, tabular_data, tmp_path, capsys):
     """The fixture's file holds id, label and f0..f5: the (6,) input reads f0..f5 without a mapping."""
     model, weights, _ = linear_model
     data, features, ids, _ = tabular_data
