@@ -180,11 +180,33 @@ def _first_records(path: str) -> list[bytes]:
         return first(local)
 
 
+def _holds_bytes(column: _SourceColumn) -> bool:
+    """A column of raw bytes (Parquet binary, a TFRecord bytes_list feature): encoded images, often."""
+    if column.kind:
+        return column.kind == "bytes_list" and not column.is_list
+    return not column.is_list and (pa.types.is_binary(column.arrow_type) or pa.types.is_large_binary(column.arrow_type))
+
+
 def _describe(catalog: dict[str, _SourceColumn]) -> str:
     parts = []
     for c in catalog.values():
-        parts.append(f"{c.name} ({'list of ' + str(c.length or 'n') if c.is_list else 'scalar'})")
+        kind = "list of " + str(c.length or "n") if c.is_list else "bytes" if _holds_bytes(c) else "scalar" if c.numeric else "text"
+        parts.append(f"{c.name} ({kind})")
     return ", ".join(parts[:40]) + (" ..." if len(parts) > 40 else "")
+
+
+def _image_hint(shape: tuple, config: RunConfig, catalog: dict[str, _SourceColumn]) -> str:
+    """For an (H, W, C) model input and a bytes column not yet declared an image: the --image flag."""
+    if len(shape) != 3:
+        return ""
+    taken = {config.key_column, *config.passthrough_columns, *config.slice_columns, *config.images}
+    columns = [c.name for c in catalog.values() if _holds_bytes(c) and c.name not in taken]
+    if not columns:
+        return ""
+    columns.sort(key=lambda name: not any(word in name.lower() for word in ("image", "img", "png", "jp", "photo", "picture", "encoded")))
+    height, width, channels = shape
+    return (f" Column {columns[0]!r} holds bytes: if they are encoded PNG/JPEG images, pass "
+            f"--image '{columns[0]}:{height}x{width}x{channels}' (docs/images.md).")
 
 
 @dataclass(frozen=True)
@@ -291,7 +313,7 @@ def _map_model_inputs(
             if columns not in catalog:
                 raise ValueError(
                     f"model input {name!r} (shape {shape}) matches no input column {columns!r}{did_you_mean(columns, catalog)}"
-                    f"{_candidates_note(name, shape, config, catalog)}; {hint}"
+                    f"{_candidates_note(name, shape, config, catalog)}; {hint}.{_image_hint(tuple(shape), config, catalog)}"
                 )
             source = catalog[columns]
             if columns in config.images:

@@ -159,6 +159,9 @@ def test_launcher_errors_say_what_was_seen_and_how_to_fix_it(digits_cnn, tmp_pat
         _plan(model_path, data, tmp_path / "o", images={COLUMN: {"size": [8, 8], "channels": 1}})
     with pytest.raises(ValueError, match=r"images configures column\(s\) \['thumbnail'\], which no model input reads"):
         _plan(model_path, data, tmp_path / "o", images={**image, "thumbnail": {"size": [4, 4], "channels": 1}}, inputs={"pixels": COLUMN})
+    with pytest.raises(ValueError, match=r"Input columns: .*image/encoded \(bytes\).*\. Column 'image/encoded' holds bytes: if they "
+                                         r"are encoded PNG/JPEG images, pass --image 'image/encoded:16x16x1' \(docs/images.md\)\.$"):
+        _plan(model_path, data, tmp_path / "o")  # --image forgotten
     floats = write_vector_tfrecord(tmp_path / "f.tfrecord", np.zeros((2, 256), np.float32), feature_name="pixels")
     with pytest.raises(ValueError, match=r"image column 'pixels' holds a TFRecord float_list feature with 256 values; an image column must hold one encoded image"):
         _plan(model_path, floats, tmp_path / "o", images={"pixels": {"size": [16, 16], "channels": 1}})
