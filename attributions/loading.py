@@ -145,6 +145,19 @@ class LoadedModel:
         self._logits_fn(index)  # validates it and switches the layer's activation off
         return self._keras_model.outputs[index]
 
+    def ends_in_softmax_or_sigmoid(self, output_name: Optional[str] = None) -> bool:
+        """Whether the output comes from a final softmax or sigmoid that explain_logits can take
+        off (a Keras model only; nothing is changed)."""
+        if self.kind != "keras":
+            return False
+        import keras
+
+        layer = self._keras_model.outputs[self.output_index(output_name)]._keras_history.operation
+        if isinstance(layer, keras.layers.Softmax):
+            return True
+        activation = getattr(layer, "activation", None)
+        return getattr(activation, "__name__", str(activation)) in _LOGIT_ACTIVATIONS
+
     def _logits_fn(self, index: int) -> Callable[[tuple], tf.Tensor]:
         """The explained output before its final softmax/sigmoid."""
         name = self.output_names[index]

@@ -130,6 +130,9 @@ def exemplar_grid(rows: Sequence[tuple[str, list]], shape: Sequence[int]) -> byt
             attribution = _as_image(values, shape)
             attributions.append(attribution.sum(axis=-1) if attribution.ndim == 3 else attribution)
         limit = max(float(np.abs(a).max(initial=0)) for a in attributions) or 1.0
+        # A row of maps that are never negative (Grad-CAM) gets a scale from 0, not one half unused.
+        signed = any(float(a.min(initial=0)) < 0 for a in attributions)
+        cmap, low = ("bwr", -limit) if signed else ("Reds", 0.0)
         overlay = None
         for c, ((caption, inputs, _), attribution) in enumerate(zip(items, attributions)):
             ax = axes[r][c]
@@ -139,7 +142,7 @@ def exemplar_grid(rows: Sequence[tuple[str, list]], shape: Sequence[int]) -> byt
                 ax.imshow((image - image.min()) / span)
             else:  # as the data are: bright values light (photos, scans); inverted digits stay inverted
                 ax.imshow(image, cmap="gray")
-            overlay = ax.imshow(attribution, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55)
+            overlay = ax.imshow(attribution, cmap=cmap, vmin=low, vmax=limit, alpha=0.55)
             ax.set_title(caption, fontsize=7)
         axes[r][0].text(-0.15, 0.5, criterion.replace("_", " "), transform=axes[r][0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)

@@ -219,8 +219,11 @@ def _grad_cam_note(run: RunResult) -> str:
     if not cam:
         return ""
     h, w = cam["layer_shape"][:2]
-    return (f" The maps are Grad-CAM at layer {html.escape(str(cam['layer']))} ({h}&times;{w}), upsampled (bilinear) to "
-            "the image and drawn over it; they are never negative (ReLU).")
+    explained = ("the class score before the final softmax/sigmoid (as Grad-CAM was published)"
+                 if run.manifest.get("settings", {}).get("explain_logits") else "the model's output as it is (probabilities: maps "
+                 "fade where a class is predicted with near certainty; --explain-logits explains the score before the softmax)")
+    return (f" The maps are Grad-CAM at layer {html.escape(str(cam['layer']))} ({h}&times;{w}) of {explained}, upsampled "
+            "(bilinear) to the image and drawn over it; they are never negative (ReLU).")
 
 
 def _section_exemplars(run: RunResult) -> str:

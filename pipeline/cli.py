@@ -95,7 +95,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
              "integer/string input, the first float layer after it (its Embedding or one-hot). grad_cam: the convolutional "
              "layer (4-D output) whose activations are weighted (default: the last such layer before the output).")
     add("--output-name", metavar="NAME", help="which model output to explain (multi-output models).")
-    add("--explain-logits", action="store_true", default=None, help="explain the output before a final softmax/sigmoid.")
+    add("--explain-logits", action=argparse.BooleanOptionalAction, default=None,
+        help="explain the output before a final softmax/sigmoid (default: yes for grad_cam, as published, when the model ends "
+             "in one; no for the other methods); --no-explain-logits explains the probabilities.")
     add("--unsafe-deserialization", action="store_true", default=None, help="load Keras files with safe_mode=False and SavedModels without the side-effect-free op allowlist (only for models you trust).")
     add("--overwrite", action="store_true", default=None, help="replace the results already in --output.")
     add("--check-duplicate-keys", action="store_true", default=None, help="count keys seen more than once (manifest counts; costs a shuffle).")

@@ -78,7 +78,10 @@ class RunConfig:
     # ({size: [H, W], channels: C, preset or scale/offset}; transforms.images).
     images: Mapping[str, ImageSpec] = field(default_factory=dict)
     output_name: Optional[str] = None
-    explain_logits: bool = False
+    # Explain the output before its final softmax/sigmoid. None (default): yes for grad_cam when
+    # the model ends in one (Grad-CAM as published explains the class score: on probabilities near
+    # 1 the maps vanish), no for the other methods; the plan resolves it (pipeline.plan).
+    explain_logits: Optional[bool] = None
     # Attribute at these layers' outputs instead of at the model inputs they stand for
     # (attributions.layers); empty: at the inputs, or for an integer/string input the first float
     # layer after it (its Embedding / one-hot), found from the model graph. grad_cam: at most one,
@@ -239,9 +242,12 @@ class RunConfig:
                       lambda v: 5 <= v <= 86400)
         _check_number("batch_timeout_seconds", self.batch_timeout_seconds, "a number of seconds from 1 to 604800 (e.g. 3600)",
                       lambda v: 1 <= v <= 604800)
-        for name in ("explain_logits", "unsafe_deserialization", "overwrite", "check_duplicate_keys", "summaries"):
+        for name in ("unsafe_deserialization", "overwrite", "check_duplicate_keys", "summaries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
+        if self.explain_logits is not None and not isinstance(self.explain_logits, bool):
+            raise ValueError(f"explain_logits must be true, false or absent (automatic: true for grad_cam on a softmax/sigmoid "
+                             f"output); got {self.explain_logits!r}.")
         if self.parquet_pre_buffer is not None and not isinstance(self.parquet_pre_buffer, bool):
             raise ValueError(f"parquet_pre_buffer must be true, false or absent (automatic); got {self.parquet_pre_buffer!r}.")
         for name in sorted(_ALL_METHOD_SETTINGS):

@@ -675,6 +675,9 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
     catalog = _parquet_catalog(input_files[0]) if input_format == "parquet" else _tfrecord_catalog(input_files)
     model = load_model(config.model, config.unsafe_deserialization, storage=model_storage(config.model))
     _check_output_dtype(model, config.output_name)
+    if config.explain_logits is None:  # Grad-CAM explains the class score before the softmax, as published
+        automatic = config.method == "grad_cam" and model.ends_in_softmax_or_sigmoid(config.output_name)
+        config = dataclasses.replace(config, explain_logits=automatic)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]
     _check_target(config, num_outputs)
     layers = resolve_layers(config, model)  # splits the model (checks explain_logits there too)

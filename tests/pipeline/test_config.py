@@ -41,7 +41,7 @@ def test_settings_of_another_method_are_rejected():
         ({"target": "top_k:0"}, "target 'top_k:0' is not valid"),
         ({"method": "smoothgrad", "noise_fraction": -1}, "noise_fraction must be a number >= 0"),
         ({"method": "expected_gradients"}, "needs background rows: pass --background"),
-        ({"explain_logits": "yes"}, "explain_logits must be true or false"),
+        ({"explain_logits": "yes"}, "explain_logits must be true, false or absent"),
         ({"parquet_pre_buffer": "auto"}, r"parquet_pre_buffer must be true, false or absent \(automatic\); got 'auto'"),
         ({"inputs": {"x": 3}}, r"inputs\['x'\] must be a column name or a non-empty list"),
         ({"summary_sample_size": 0}, "summary_sample_size must be a positive integer"),

@@ -78,6 +78,8 @@ def test_grad_cam_through_the_command_line_on_png_digits(digits_cnn, tmp_path):
     predicted = np.asarray(model(pixels)).argmax(axis=1)
     targets = np.array([rows[k]["target"] for k in keys])
     np.testing.assert_array_equal(targets, predicted)
+    assert manifest["settings"]["explain_logits"] is True  # by default Grad-CAM explains the class score before the softmax
+    model.layers[-1].activation = keras.activations.linear  # the reference: the same model without its final softmax
     maps, _, scores = GradCam(model, conv_layer(model, "last_conv"), model.outputs[0])(pixels, targets.astype(np.int32))
     written = np.array([rows[k][f"gradcam_{COLUMN}"] for k in keys]).reshape(40, 8, 8)
     np.testing.assert_allclose(written, maps, rtol=1e-5, atol=1e-6)
@@ -91,7 +93,8 @@ def test_grad_cam_through_the_command_line_on_png_digits(digits_cnn, tmp_path):
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "report.html").read_text()
     assert f'alt="exemplars {COLUMN}"' in html  # the maps overlaid on the decoded images
-    assert "The maps are Grad-CAM at layer last_conv (8&times;8), upsampled (bilinear) to the image" in html
+    assert ("The maps are Grad-CAM at layer last_conv (8&times;8) of the class score before the final softmax/sigmoid (as "
+            "Grad-CAM was published), upsampled (bilinear) to the image") in html
 
 
 def test_integrated_gradients_on_decoded_png_equal_those_on_the_same_pixels_as_floats(digits_cnn, tmp_path):
