@@ -22,7 +22,6 @@ Every draw comes from quality_seed: the same rows and seed give the same numbers
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from typing import Any, Optional
 
@@ -33,7 +32,7 @@ from attributions.quality.infidelity import infidelity
 from attributions.quality.randomisation import shuffled_weights
 from attributions.quality.ranks import spearman_rows
 from attributions.quality.sensitivity import sensitivity_max
-from attributions.quality.units import Units, build_units
+from attributions.quality.units import build_units
 from pipeline.baseline_sample import sample_records
 from pipeline.baselines import is_image
 from pipeline.plan import RunPlan
@@ -43,7 +42,6 @@ from transforms.records import DecodedBatch
 
 __all__ = ["audit_quality", "QualityAudit", "FLAG_RANDOMISATION", "FLAG_DOMINANCE"]
 
-_LOGGER = logging.getLogger(__name__)
 # Readings flagged in every run (the limits that fail a run are the user's: quality_limits).
 FLAG_RANDOMISATION = 0.5  # median Spearman above this: the maps survive shuffling the weights
 FLAG_DOMINANCE = 0.8  # median Spearman above this: the maps mostly repeat |x - reference|
