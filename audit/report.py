@@ -330,6 +330,19 @@ def _explained_outputs(run: RunResult) -> Optional[int]:
     return run.manifest["model"].get("outputs")
 
 
+# An explained probability above this is saturated: its gradients are ~0 (report note).
+SATURATED_SCORE = 0.9999
+
+
+def _saturated_share(prediction: dict[str, Any]) -> Optional[float]:
+    """The largest share s in {25 %, 50 %, 75 %, 95 %, 99 %} such that the (1 - s) quantile of the
+    explained score is above SATURATED_SCORE; None below 25 %."""
+    quantiles = prediction.get("quantiles") or {}
+    shares = [share for share, name in ((0.99, "q01"), (0.95, "q05"), (0.75, "q25"), (0.5, "q50"), (0.25, "q75"))
+              if (quantiles.get(name) or 0) > SATURATED_SCORE]
+    return shares[0] if shares else None
+
+
 def _section_predictions(run: RunResult, overall: dict[str, Any]) -> list[str]:
     """The explained score's distribution; per rank for top_k runs; class shares only when there
     are two or more explained classes (a scalar-output model, e.g. a sigmoid, has one: its
@@ -343,6 +356,11 @@ def _section_predictions(run: RunResult, overall: dict[str, Any]) -> list[str]:
              f'<p>Explained score: mean {prediction["mean"]:.4g}, std {prediction["std"]:.4g}, min {prediction["min"]:.4g}, '
              f'max {prediction["max"]:.4g} over {overall["rows"]:,} rows{pooled}.</p>']
     kind = "logit" if run.manifest["settings"].get("explain_logits") else "output"
+    saturated = _saturated_share(prediction) if not run.manifest["settings"].get("explain_logits") else None
+    if saturated:
+        parts.append(f'<p class="drift">At least {saturated:.0%} of the rows score above {SATURATED_SCORE} (quantiles of the '
+                     "explained output): a saturated softmax/sigmoid has gradients near 0 there, so their attributions and Grad-CAM "
+                     "maps fade towards 0 whatever the input. --explain-logits explains the score before the final activation.</p>")
     if rank_groups:
         parts.append(f'<p class="note">This run explains each record\'s top {len(rank_groups)} classes (target '
                      f'{html.escape(str(run.manifest["settings"]["target"]))}): one row per record and rank. Scores are shown per rank '

@@ -382,3 +382,20 @@ def test_one_channel_exemplars_are_drawn_as_the_data_are_not_as_negatives():
     height = rows.max() - rows.min() + 1
     above = brightness[rows.min() - height + 3:rows.min() - 2, cols.min() + 2:cols.max() - 1]  # the panel's top half
     assert above.size and above.mean() > 0.95  # 1.0 drawn light: not a negative
+
+
+def test_a_run_whose_probabilities_are_saturated_gets_a_note_that_points_to_explain_logits(image_runs):
+    import copy
+    import dataclasses
+
+    from audit.report import render_report
+
+    run = load_run(image_runs[1])
+    assert "a saturated softmax/sigmoid" not in render_report(run)  # this CNN's scores are not saturated
+    saturated = dataclasses.replace(run, summary=copy.deepcopy(run.summary))
+    overall = next(g for g in saturated.summary["groups"] if g["kind"] == "overall")
+    overall["prediction"]["quantiles"].update({"q25": 0.99995, "q50": 0.99999, "q75": 1.0})  # 75 % of rows above 0.9999
+    page = render_report(saturated)
+    assert "At least 75% of the rows score above 0.9999" in page and "--explain-logits explains the score" in page
+    logits = dataclasses.replace(saturated, manifest={**saturated.manifest, "settings": {**saturated.manifest["settings"], "explain_logits": True}})
+    assert "a saturated softmax/sigmoid" not in render_report(logits)  # logits do not saturate
