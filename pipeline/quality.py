@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from attributions.data_baselines import statistic_baseline
 from attributions.quality.faithfulness import deletion_insertion
 from attributions.quality.infidelity import infidelity
 from attributions.quality.randomisation import shuffled_weights
@@ -163,7 +164,7 @@ class QualityAudit:
         specs = self.settings.schema.model_inputs
         if not any(_float_features(s) for s in specs):
             return settings
-        values = tuple(tuple(np.median(x, axis=0).reshape(-1).astype(float)) if _float_features(s) else (0.0,) * int(np.prod(s.shape))
+        values = tuple(tuple(statistic_baseline(x, "median").reshape(-1).astype(float)) if _float_features(s) else (0.0,) * int(np.prod(s.shape))
                        for s, x in zip(specs, self.records.inputs))
         return dataclasses.replace(settings, baseline="data", baseline_values=values)
 
