@@ -231,7 +231,7 @@ def run_attribution(
     try:
         plan = resolve_plan(config, threads)
     except Exception as error:  # a bucket that went away while the launcher read the model or the input
-        fault = None if isinstance(error, (ValueError, RunFailedError)) else storage_fault(error, config.paths(), pipeline_args, config.output, None)
+        fault = storage_fault(error, config.paths(), pipeline_args, config.output, None)
         if fault is not None:
             raise fault.error from error
         raise
@@ -255,9 +255,7 @@ def run_attribution(
         staging = _prepare_output(config, uuid.uuid4().hex[:12])
         return _run(dataclasses.replace(plan, staging_dir=staging.path), pipeline_args, wait, started, progress, lock.verify)
     except BaseException as error:
-        fault = None
-        if isinstance(error, Exception) and not isinstance(error, (ValueError, RunFailedError)):
-            fault = storage_fault(error, config.paths(), pipeline_args, config.output, config.lock_lease_seconds)
+        fault = storage_fault(error, config.paths(), pipeline_args, config.output, config.lock_lease_seconds)
         if fault is not None and not fault.reachable:  # cleaning up would wait through Beam's retries
             lock.abandon()
             raise fault.error from error

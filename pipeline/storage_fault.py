@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from pipeline.errors import StorageUnavailableError
+from pipeline.errors import RunFailedError, StorageUnavailableError
 from pipeline.storage_check import check_storage_reachable
 
 __all__ = ["StorageFault", "storage_fault", "STORAGE_WORDS"]
@@ -45,6 +45,8 @@ def storage_fault(failure: BaseException, paths: Sequence[str], pipeline_args: S
     """The StorageFault behind `failure` of a run over `paths`, or None (see the module).
     lease_seconds: the lease of the lock the run holds; None: it failed before taking the lock
     (while the launcher read the model and the input), so nothing was written."""
+    if not isinstance(failure, Exception) or isinstance(failure, (ValueError, RunFailedError)):
+        return None  # an interrupt, a setting to fix, a run that failed its own checks
     if not any(isinstance(p, str) and p.startswith(("s3://", "gs://")) for p in paths):
         return None
     left = ("The storage went away while the launcher read the run's model and input; nothing was written." if lease_seconds is None else

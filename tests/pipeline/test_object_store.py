@@ -244,6 +244,23 @@ def test_a_run_killed_mid_run_blocks_the_next_one_only_until_its_lease_runs_out(
     assert "manifest.json" in left and not [k for k in left if k.startswith(".staging-") or k.endswith(".lock")], left
 
 
+def _storage_that_goes_away_on_read(module, s3_server, monkeypatch):
+    """(a cuttable proxy in front of the S3 server, `module.read_parquet_shard` that cuts it
+    before reading). Beam's retry waits are skipped (not its retries), botocore tries once."""
+    from apache_beam.utils import retry
+
+    proxy = TcpProxy(int(s3_server.rsplit(":", 1)[1]))
+    monkeypatch.setattr(retry.Clock, "sleep", lambda self, seconds: None)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    read_shard = module.read_parquet_shard
+
+    def read_after_the_storage_went_away(*args, **kwargs):
+        proxy.cut()
+        return read_shard(*args, **kwargs)
+
+    return proxy, read_after_the_storage_went_away
+
+
 def test_a_storage_that_goes_away_mid_run_ends_it_with_exit_5_and_the_next_run_takes_over(s3_server, bucket_data, capsys, monkeypatch):
     """The endpoint goes down (connections refused) when the workers start reading: one line, exit
     5 (not 2, not a traceback), nothing touched while the store is down (each attempt would wait
@@ -251,21 +268,11 @@ def test_a_storage_that_goes_away_mid_run_ends_it_with_exit_5_and_the_next_run_t
     dead run's staging (a rerun at once is refused or not depending on how long the failure took
     to surface, so it is not asserted here). Beam's retry waits (minutes: 7 from 5 s, doubling) are skipped here, not
     its retries."""
-    from apache_beam.utils import retry
-
     import pipeline.run  # noqa: F401  (binds the launcher's own readers before the workers' one is patched)
     import transforms.read
 
     prefix, _, _ = bucket_data
-    proxy = TcpProxy(int(s3_server.rsplit(":", 1)[1]))
-    monkeypatch.setattr(retry.Clock, "sleep", lambda self, seconds: None)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    read_shard = transforms.read.read_parquet_shard
-
-    def read_after_the_storage_went_away(*args, **kwargs):
-        proxy.cut()
-        return read_shard(*args, **kwargs)
-
+    proxy, read_after_the_storage_went_away = _storage_that_goes_away_on_read(transforms.read, s3_server, monkeypatch)
     s3 = f"s3://{BUCKET}/{prefix}"
     args = _run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", "--lock-lease-seconds", "6", *_s3_args(proxy.endpoint))
     try:
@@ -293,20 +300,10 @@ def test_a_storage_that_goes_away_mid_run_ends_it_with_exit_5_and_the_next_run_t
 def test_a_storage_that_goes_away_while_the_launcher_reads_is_exit_5_with_nothing_written(s3_server, bucket_data, capsys, monkeypatch):
     """The endpoint goes down while the launcher samples the input for the baseline (after the
     launch check passed): one line, exit 5, no lock or folder left."""
-    from apache_beam.utils import retry
-
     import pipeline.baseline_sample
 
     prefix, _, _ = bucket_data
-    proxy = TcpProxy(int(s3_server.rsplit(":", 1)[1]))
-    monkeypatch.setattr(retry.Clock, "sleep", lambda self, seconds: None)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    read_shard = pipeline.baseline_sample.read_parquet_shard
-
-    def read_after_the_storage_went_away(*args, **kwargs):
-        proxy.cut()
-        return read_shard(*args, **kwargs)
-
+    proxy, read_after_the_storage_went_away = _storage_that_goes_away_on_read(pipeline.baseline_sample, s3_server, monkeypatch)
     monkeypatch.setattr(pipeline.baseline_sample, "read_parquet_shard", read_after_the_storage_went_away)
     s3 = f"s3://{BUCKET}/{prefix}"
     try:
