@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 
 from audit.summary_output import EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, TOKENS_FILE
 
-__all__ = ["RunResult", "load_run", "MANIFEST_NAME"]
+__all__ = ["RunResult", "load_run", "MANIFEST_NAME", "COUNTS_FILE"]
 
 MANIFEST_NAME = "manifest.json"
+COUNTS_FILE = "record_counts.json"  # written by transforms.count
 
 
 @dataclass(frozen=True)

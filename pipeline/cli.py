@@ -499,17 +499,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_pipeline_flags_quickly(beam_args, parser)
         from pipeline.quick_checks import check_quickly
 
-        check_quickly(config)  # a missing model, a mistyped column: before Beam and TensorFlow load
+        check_quickly(config)  # a missing model, a local folder not ours, a mistyped column: before Beam and TensorFlow load
         check_pipeline_args(beam_args, parser)
         from pipeline.filesystem_options import use_filesystem_options
-        from pipeline.output_dir import check_output, inspect_output
+        from pipeline.output_dir import check_output
         from pipeline.storage_check import check_storage_reachable
 
         use_filesystem_options(beam_args)
         check_storage_reachable(config.paths(), beam_args)
 
-        if inspect_output(config.output).complete and not config.overwrite:
-            check_output(config.output, config.overwrite)  # the common rerun mistake, said before TensorFlow loads
+        check_output(config.output, config.overwrite)  # the same for a folder in a bucket: said before TensorFlow loads
         _import_tensorflow_without_sklearn()
         from pipeline.run import run_attribution
 

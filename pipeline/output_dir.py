@@ -41,14 +41,10 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from apache_beam.io.filesystem import FileSystem
-from apache_beam.io.filesystems import FileSystems
-
 from audit import json_safe
-from audit.runs import MANIFEST_NAME
+from audit.runs import COUNTS_FILE, MANIFEST_NAME
 from audit.summary_output import SUMMARY_FILES
 from pipeline.output_lock import LOCK_FILE
-from transforms.count import COUNTS_FILE
 
 __all__ = [
     "ATTRIBUTIONS_PREFIX", "DEAD_LETTER_PREFIX", "STAGING_PREFIX", "LAUNCH_FILE", "DONE_MARKER", "OWNER_FILE",
@@ -72,19 +68,27 @@ _TOOL = "attribution-pipeline"
 _RESULT_NAMES = (f"{ATTRIBUTIONS_PREFIX}-*", f"{DEAD_LETTER_PREFIX}-*", COUNTS_FILE, *SUMMARY_FILES)
 
 
+def _filesystems():
+    """Beam's FileSystems, imported when first needed: the launcher checks a local output folder
+    before Beam (1-1.5 s) and TensorFlow are imported (pipeline.quick_checks)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
 def write_json(path: str, document: Any) -> None:
     """Strict JSON: non-finite floats are written as null (see audit.json_safe)."""
-    with FileSystems.create(path) as handle:
+    with _filesystems().create(path) as handle:
         handle.write(json_safe.dumps(document, indent=2).encode())
 
 
 def read_json(path: str) -> Any:
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
+    with _filesystems().open(path, compression_type="uncompressed") as handle:
         return json.loads(handle.read())
 
 
 def _join(directory: str, name: str) -> str:
-    return FileSystems.join(directory, name)
+    return os.path.join(directory, name) if "://" not in directory else _filesystems().join(directory, name)
 
 
 def _entries(directory: str) -> dict[str, str]:
@@ -98,7 +102,7 @@ def _entries(directory: str) -> dict[str, str]:
             return {entry.name: _kind(entry) for entry in scan}
     root = directory.rstrip("/") + "/"
     entries: dict[str, str] = {}
-    for metadata in FileSystems.match([root + "**"])[0].metadata_list:
+    for metadata in _filesystems().match([root + "**"])[0].metadata_list:
         if metadata.path.startswith(root):
             name, _, rest = metadata.path[len(root):].partition("/")
             entries[name] = "dir" if rest or entries.get(name) == "dir" else "file"
@@ -261,6 +265,12 @@ def _real(path: str) -> str:
     return path if "://" in path else os.path.realpath(path)
 
 
+def _translate_pattern(pattern: str) -> str:
+    from apache_beam.io.filesystem import FileSystem
+
+    return FileSystem.translate_pattern(pattern)
+
+
 def check_output_outside_inputs(output: str, patterns: Sequence[str], input_files: Sequence[str]) -> None:
     """Refuses an output folder that holds input files or that an input glob reaches into: the run
     (or the next one) would read its own results as input. Local paths are compared as written
@@ -278,7 +288,7 @@ def check_output_outside_inputs(output: str, patterns: Sequence[str], input_file
     for pattern in patterns:
         spellings = {(_absolute(pattern), root), (_real(pattern), real_root)}
         reached = [name for spelled, base in spellings for name in names
-                   if re.match(FileSystem.translate_pattern(spelled), base + name)]
+                   if re.match(_translate_pattern(spelled), base + name)]
         if reached:
             raise ValueError(
                 f"input pattern {pattern!r} would match files the run writes into --output {output!r} (e.g. "
@@ -295,7 +305,7 @@ def _write_record(output: str, names: set) -> None:
         os.replace(temp, _join(output, OWNER_FILE))  # replaces a link itself, never its target
     else:
         write_json(temp, document)
-        FileSystems.rename([temp], [_join(output, OWNER_FILE)])
+        _filesystems().rename([temp], [_join(output, OWNER_FILE)])
 
 
 def _write_no_follow(path: str, document: Any, exclusive: bool = False) -> int:
@@ -321,7 +331,7 @@ def claim(state: OutputState) -> None:
 def staged_outputs(staging: str) -> list[str]:
     """The result files in a staging folder."""
     patterns = [_join(staging, name) for name in _RESULT_NAMES]
-    return [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    return [m.path for result in _filesystems().match(patterns) for m in result.metadata_list]
 
 
 @dataclass
@@ -381,7 +391,7 @@ def stale_staging_dirs(output: str) -> list[str]:
 
 def launched_staging_dirs(output: str) -> list[str]:
     """Staging folders of ours holding a launch.json: runs that can be finalized."""
-    return [d for d in stale_staging_dirs(output) if FileSystems.exists(_join(d, LAUNCH_FILE))]
+    return [d for d in stale_staging_dirs(output) if _filesystems().exists(_join(d, LAUNCH_FILE))]
 
 
 def remove_staging(staging: str) -> None:
@@ -393,9 +403,9 @@ def remove_staging(staging: str) -> None:
         return
     # Object stores have no folders: delete every object under the prefix (a delete of the bare
     # path deleted nothing on S3, and Beam's directory delete differs per store).
-    objects = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
+    objects = [m.path for m in _filesystems().match([staging.rstrip("/") + "/**"])[0].metadata_list]
     if objects:
-        FileSystems.delete(objects)
+        _filesystems().delete(objects)
 
 
 def commit(output: str, staging: str) -> None:
@@ -412,12 +422,12 @@ def commit(output: str, staging: str) -> None:
     _write_record(output, set(state.owned) | new_names)
     present = sorted(state.owned)
     if MANIFEST_NAME in present:  # the previous result stops being vouched for first
-        FileSystems.delete([_join(output, MANIFEST_NAME)])
+        _filesystems().delete([_join(output, MANIFEST_NAME)])
     others = [_join(output, n) for n in present if n != MANIFEST_NAME]
     if others:
-        FileSystems.delete(others)
+        _filesystems().delete(others)
     if staged:
-        FileSystems.rename(staged, [_join(output, path.rstrip("/").rsplit("/", 1)[-1]) for path in staged])
+        _filesystems().rename(staged, [_join(output, path.rstrip("/").rsplit("/", 1)[-1]) for path in staged])
     _write_record(output, new_names)
     remove_staging(staging)
 
@@ -431,4 +441,4 @@ def read_launch(staging: str) -> dict:
 
 def done_marker(staging: str) -> Optional[dict]:
     path = _join(staging, DONE_MARKER)
-    return read_json(path) if FileSystems.exists(path) else None
+    return read_json(path) if _filesystems().exists(path) else None

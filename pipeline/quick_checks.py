@@ -1,6 +1,7 @@
 """Checks the command line runs before TensorFlow and Beam are imported (3-6 s of every start): a
-missing local model, and for local Parquet input the columns named as key, pass-through, slice or
-label. Answered in about a second, in the words the full checks (pipeline.plan) use; anything
+missing local model, a local output folder that is not ours or holds a complete run
+(pipeline.output_dir.check_output), and for local Parquet input the columns named as key,
+pass-through, slice or label. Answered in about a second, in the words the full checks (pipeline.plan) use; anything
 these cannot see (buckets, TFRecord features) is left to those.
 """
 
@@ -17,10 +18,14 @@ __all__ = ["check_quickly", "did_you_mean"]
 
 
 def check_quickly(config: RunConfig) -> None:
-    """Raises ValueError for a local model path that does not exist or a named column that the
-    first local Parquet input file does not have."""
+    """Raises ValueError for a local model path that does not exist, a local output folder the run
+    may not write into, or a named column that the first local Parquet input file does not have."""
     if "://" not in config.model and not os.path.exists(config.model):
         raise ValueError(f"model path {config.model!r} does not exist; pass a .keras/.h5 file or a SavedModel directory.")
+    if "://" not in config.output:
+        from pipeline.output_dir import check_output
+
+        check_output(config.output, config.overwrite)
     first = _first_local_parquet(config)
     if first is None:
         return

@@ -13,9 +13,10 @@ import json
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from audit.runs import COUNTS_FILE
+
 __all__ = ["CountRecords", "COUNTS_FILE", "read_counts"]
 
-COUNTS_FILE = "record_counts.json"
 COUNT_NAMES = ("records_read", "records_attributed", "records_dead_lettered", "rows_not_finite")
 
 

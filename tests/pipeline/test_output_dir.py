@@ -246,7 +246,7 @@ def test_a_signal_during_the_commit_waits_until_the_new_result_is_whole(signum, 
 
     out = tmp_path / "out"
     run_attribution(_config(linear_model[0], data, out, summaries=False))
-    real = output_dir.FileSystems
+    real = output_dir._filesystems()
 
     class SignalMidCommit(real):
         @staticmethod
@@ -254,7 +254,7 @@ def test_a_signal_during_the_commit_waits_until_the_new_result_is_whole(signum, 
             signal.raise_signal(signum)  # the old files are gone, the new ones not yet in place
             return real.rename(sources, destinations)
 
-    monkeypatch.setattr(output_dir, "FileSystems", SignalMidCommit)
+    monkeypatch.setattr(output_dir, "_filesystems", lambda: SignalMidCommit)
     previous = signal.signal(signum, stop)
     try:
         with pytest.raises(Stopped):
