@@ -55,14 +55,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def plain_line(done: int, total: Optional[int], elapsed: float) -> str:
-    """e.g. 'progress: 52,000 of 200,000 records (26 %), 8,100 records/s, about 18 s left'."""
+def plain_line(done: int, total: Optional[int], elapsed: float, read: Optional[int] = None) -> str:
+    """e.g. 'progress: 52,000 of 200,000 records (26 %), 60,000 read, 8,100 records/s, about 18 s
+    left'. done: records attributed or dead-lettered; read: records read and decoded (shown while
+    ahead of done: a heavy model's first batch moves nothing else for a while)."""
     rate = done / elapsed if elapsed > 0 else 0.0
     text = f"progress: {_count(done)}"
     if total:
         text += f" of {_count(total)} records ({100 * min(done, total) / total:.0f} %)"
     else:
         text += " records"
+    if read is not None and read > done:
+        text += f", {_count(read)} read"
     text += f", {_count(rate)} records/s"
     if total and rate > 0 and _MIN_SHARE_FOR_ETA * total <= done < total:
         text += f", about {_duration((total - done) / rate)} left"
@@ -73,13 +77,16 @@ class ProgressReporter:
     """Shows progress on `stream` from a background thread between start() and stop().
 
     read_done: returns the records finished so far (attributed + dead-lettered); total: the
-    records in the input, or None when unknown.
+    records in the input, or None when unknown; read_read: returns the records read and decoded so
+    far (None: not shown).
     """
 
     def __init__(self, read_done: Callable[[], int], total: Optional[int] = None, stream: Optional[TextIO] = None,
-                 interval: Optional[float] = None):
+                 interval: Optional[float] = None, read_read: Optional[Callable[[], int]] = None):
         self._read_done = read_done
+        self._read_read = read_read
         self._offset = self._safe_read()  # the counter may already hold an earlier run's records
+        self._read_offset = self._safe_read(read_read) if read_read is not None else 0
         self.total = total
         self._stream = stream or sys.stderr
         self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
@@ -89,14 +96,18 @@ class ProgressReporter:
         self._started = 0.0
         self.lines_written = 0
 
-    def _safe_read(self) -> int:
+    def _safe_read(self, counter: Optional[Callable[[], int]] = None) -> int:
         try:
-            return int(self._read_done() or 0)
+            return int((counter or self._read_done)() or 0)
         except Exception:  # a runner that cannot report yet: show nothing rather than fail the run
             return 0
 
     def done(self) -> int:
         return max(0, self._safe_read() - self._offset)
+
+    def read(self) -> Optional[int]:
+        """Records read and decoded so far, or None when not counted."""
+        return None if self._read_read is None else max(0, self._safe_read(self._read_read) - self._read_offset)
 
     def start(self) -> "ProgressReporter":
         self._started = time.monotonic()
@@ -114,7 +125,7 @@ class ProgressReporter:
             self._loop_bar()
             return
         while not self._stop.wait(self._interval):
-            self._stream.write(plain_line(self.done(), self.total, time.monotonic() - self._started) + "\n")
+            self._stream.write(plain_line(self.done(), self.total, time.monotonic() - self._started, self.read()) + "\n")
             self._stream.flush()
             self.lines_written += 1
 
@@ -122,14 +133,16 @@ class ProgressReporter:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        columns = (TextColumn("records"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+        columns = (TextColumn("records"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[read]}"),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
         with Progress(*columns, console=Console(file=self._stream), transient=False) as bar:
-            task = bar.add_task("attribute", total=self.total, rate="")
+            task = bar.add_task("attribute", total=self.total, rate="", read="")
             while True:
                 stopping = self._stop.wait(self._interval)
                 done, elapsed = self.done(), time.monotonic() - self._started
                 rate = f"{_count(done / elapsed)}/s" if elapsed > 0 else ""
-                bar.update(task, completed=min(done, self.total) if self.total else done, rate=rate)
+                read = self.read()
+                read_text = f"({_count(read)} read)" if read is not None and read > done else ""
+                bar.update(task, completed=min(done, self.total) if self.total else done, rate=rate, read=read_text)
                 if stopping:
                     break

@@ -39,7 +39,7 @@ from pipeline.plan import RunPlan, describe_mapping, resolve_plan
 from pipeline.prism import find_prism, stop_prism_job_server
 from pipeline.progress import ProgressReporter, parquet_total_rows
 from pipeline.terminal import printable
-from transforms.progress import records_done
+from transforms.progress import records_done, records_read
 from transforms.read import METRICS_NAMESPACE
 
 __all__ = ["run_attribution", "make_pipeline", "RunFailedError", "LOCAL_RUNNERS"]
@@ -368,6 +368,10 @@ def _records_done_by_metrics(result) -> Callable[[], int]:
     return read
 
 
+def _records_read_by_metrics(result) -> Callable[[], int]:
+    return lambda: int(_metrics(result).get(f"{METRICS_NAMESPACE}/records_read", 0))
+
+
 def _progress_total(plan: RunPlan) -> Optional[int]:
     return parquet_total_rows(plan.input_files) if plan.input_format == "parquet" else None
 
@@ -389,7 +393,7 @@ def _run(
     counted_here = options.view_as(DirectOptions).direct_running_mode != "multi_processing"
     reporter = None
     if progress and in_process and counted_here:  # run() returns once the pipeline is done: report meanwhile
-        reporter = ProgressReporter(records_done, _progress_total(plan)).start()
+        reporter = ProgressReporter(records_done, _progress_total(plan), read_read=records_read).start()
     try:
         result = pipeline.run()
         job = _job_reference(result, options)
@@ -399,7 +403,8 @@ def _run(
         if progress and not in_process:
             if job["job_id"]:
                 print(f"running on {runner}: job {job['job_id']}" + (f"  {job['job_url']}" if job["job_url"] else ""), file=sys.stderr)
-            reporter = ProgressReporter(_records_done_by_metrics(result), _progress_total(plan)).start()
+            reporter = ProgressReporter(_records_done_by_metrics(result), _progress_total(plan),
+                                        read_read=_records_read_by_metrics(result)).start()
         result.wait_until_finish()
     except ValueError as error:
         # Past the launcher's checks a ValueError is a fault, not a user error: keep its traceback.

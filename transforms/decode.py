@@ -22,6 +22,7 @@ class DecodeBatches(beam.DoFn):
 
     def process(self, raw):
         decoded, dead = decode_batch(raw, self._schema)
+        progress.add_read((decoded.num_records if decoded is not None else 0) + len(dead))
         if dead:
             self._dead.inc(len(dead))
             progress.add_done(len(dead))

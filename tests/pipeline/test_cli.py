@@ -147,6 +147,27 @@ def test_a_run_shows_progress_on_stderr_and_quiet_silences_it(linear_model, tabu
     assert "progress: " not in _run_capturing_stderr(args + ["--output", str(tmp_path / "b"), "--quiet"])
 
 
+def test_records_are_done_in_growing_batches_and_the_progress_line_says_how_many_were_read(linear_model, tabular_data, tmp_path,
+                                                                                           monkeypatch):
+    """Issue 26: a heavy job's first records count within seconds. The 40 records arrive as batches
+    of 16 and 24 (the reader's ramp), each counted as done when attributed, and read before that."""
+    import transforms.progress as counters
+    from pipeline.progress import plain_line
+
+    seen = []
+    real_add_done, real_add_read = counters.add_done, counters.add_read
+    monkeypatch.setattr(counters, "add_done", lambda n: (seen.append(("done", n)), real_add_done(n)))
+    monkeypatch.setattr(counters, "add_read", lambda n: (seen.append(("read", n)), real_add_read(n)))
+    args = ["run", "--model", linear_model[0], "--input", tabular_data[0], "--key-column", "id", "--steps", "4",
+            "--output", str(tmp_path / "a"), "--quiet"]
+    assert main(args) == 0
+    assert sorted(n for kind, n in seen if kind == "done") == [16, 24], seen
+    assert sorted(n for kind, n in seen if kind == "read") == [16, 24], seen
+    assert seen.index(("read", 16)) < seen.index(("done", 16)), seen
+    assert plain_line(16, 40, 2.0, read=40) == "progress: 16 of 40 records (40 %), 40 read, 8 records/s, about 3 s left (2 s so far)"
+    assert plain_line(40, 40, 2.0, read=40) == "progress: 40 of 40 records (100 %), 20 records/s (2 s so far)"
+
+
 def _run_capturing_stderr(args) -> str:
     import contextlib
     import io
@@ -295,7 +316,7 @@ def test_beams_storage_retries_and_failed_bundles_are_one_line_or_none_on_stderr
     assert not _DropTracebacksSaidInOneLine().filter(failed) and _DropTracebacksSaidInOneLine().filter(other)
 
 
-def test_a_missing_model_or_a_mistyped_column_is_answered_before_tensorflow_and_beam_load(linear_model, tabular_data, tmp_path):
+def test_a_missing_model_a_folder_not_ours_a_complete_run_or_a_mistyped_column_is_answered_before_tensorflow_and_beam_load(linear_model, tabular_data, tmp_path):
     model, _, _ = linear_model
     data = tabular_data[0]
     probe = ("import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
@@ -316,6 +337,15 @@ def test_a_missing_model_or_a_mistyped_column_is_answered_before_tensorflow_and_
                        "--passthrough", "lable")
     assert shown == "2 False False" and "pass-through column 'lable' is not a column of the input (did you mean 'label'?)" in err
     assert not any((tmp_path / name).exists() for name in "abc")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    shown, err = quick("--model", model, "--input", data, "--output", str(tmp_path / "notes"), "--key-column", "id")
+    assert shown == "2 False False" and "is not empty and holds no run of this program (1 entries: 'notes.txt')" in err, err
+    assert main(["run", "--model", model, "--input", data, "--output", str(tmp_path / "done"), "--key-column", "id",
+                 "--steps", "4", "--quiet"]) == 0
+    shown, err = quick("--model", model, "--input", data, "--output", str(tmp_path / "done"), "--key-column", "id")
+    assert shown == "2 False False" and "already holds a complete run" in err and "pass --overwrite" in err, err
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "mine"
 
 
 def test_a_label_column_is_not_read_as_a_feature_by_default_and_the_run_ends_with_the_report_command(

@@ -206,3 +206,32 @@ def test_streamed_reads_hold_a_buffer_not_a_row_group_and_read_the_same_records(
     assert parquet_read_options("s3://b/x.parquet") == {"pre_buffer": True}  # automatic: on for buckets, off locally
     assert parquet_read_options(path) == {"pre_buffer": False, "buffer_size": STREAM_BUFFER_BYTES}
     assert parquet_read_options(path, pre_buffer=True) == {"pre_buffer": True}
+
+
+def test_a_readers_first_batches_ramp_up_to_the_batch_size_and_keep_every_record_in_order(tmp_path):
+    """16, 128, 1,024, ... records, then whole batches; the ramp spans batches (one per reader), indices stay
+    continuous, a TFRecord batch is sliced the same way and an unreadable batch passes whole."""
+    import numpy as np
+    import pyarrow as pa
+
+    from transforms.read import BatchRamp
+    from transforms.records import RawBatch
+
+    ramp = BatchRamp(batch_size=2000)
+    table = pa.table({"id": np.arange(2310)})
+    pieces = list(ramp.pieces(RawBatch("f", "f", 0, table=table.slice(0, 300))))
+    pieces += list(ramp.pieces(RawBatch("f", "f", 300, table=table.slice(300, 10))))
+    assert [p.num_records for p in pieces] == [16, 128, 156, 10]
+    assert [p.first_index for p in pieces] == [0, 16, 144, 300]
+    pieces += list(ramp.pieces(RawBatch("f", "f", 310, table=table.slice(310, 2000))))
+    assert [p.num_records for p in pieces[4:]] == [1024, 976]
+    assert [i for p in pieces for i in p.table.column("id").to_pylist()] == list(range(2310))
+    assert [p.num_records for p in ramp.pieces(RawBatch("f", "f", 2310, table=table.slice(0, 2000)))] == [2000]
+
+    records = [b"r%d" % i for i in range(40)]
+    pieces = list(BatchRamp(batch_size=4096).pieces(RawBatch("t", "t", 5, serialized=records)))
+    assert [p.num_records for p in pieces] == [16, 24] and [p.first_index for p in pieces] == [5, 21]
+    assert [r for p in pieces for r in p.serialized] == records
+    broken = RawBatch("t", "t", 0, read_error="truncated", unreadable=100)
+    assert list(BatchRamp(batch_size=4096).pieces(broken)) == [broken]
+    assert [p.num_records for p in BatchRamp(batch_size=8).pieces(RawBatch("f", "f", 0, table=table))] == [2310]
