@@ -120,7 +120,8 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
     # Shares over the threshold of two different measures are not comparable: not judged.
     share_a, share_b = (_completeness_share(group_a), _completeness_share(group_b)) if same_measure else (None, None)
     result = {
-        "kind": key[0], "value": key[1], "rows_a": group_a["rows"], "rows_b": group_b["rows"],
+        "kind": key[0], "value": key[1], "name": group_b.get("name") or group_a.get("name"),
+        "rows_a": group_a["rows"], "rows_b": group_b["rows"],
         "checked": min(group_a["rows"], group_b["rows"]) >= t.min_group_rows,
         "spearman": spearman(va, vb), "kendall_tau_b": kendall_tau_b(va, vb),
         "top_k": min(t.top_k, len(leaves)), "top_k_overlap": top_k_overlap(va, vb, t.top_k),
@@ -242,7 +243,7 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
     classes = sorted(set(shares_a) | set(shares_b), key=lambda c: (len(c), c))
     distance = 0.5 * sum(abs(shares_a.get(c, 0.0) - shares_b.get(c, 0.0)) for c in classes)
     tokens = _compare_tokens(a, b, thresholds)
-    reasons = [f"{g['kind']}={g['value']}: {reason}" for g in groups for reason in g["drift"]]
+    reasons = [f"{g['kind']}={g['value']}{' (' + g['name'] + ')' if g.get('name') else ''}: {reason}" for g in groups for reason in g["drift"]]
     reasons += [f"tokens of {r['feature']}, target={r['target']}: {reason}" for r in tokens for reason in r["drift"]]
     if distance > thresholds.max_class_share_change:
         reasons.append(f"explained-class shares moved by {distance:.3f} (total variation) > {thresholds.max_class_share_change}")
@@ -336,7 +337,7 @@ def format_comparison(document: dict[str, Any], features: int = 10) -> str:
         completeness = f"{g['completeness']['change']:+.3f}" if g["completeness"] else "-"
         flag = "DRIFT" if g["drift"] else ("ok" if g["checked"] else "(few rows)")
         lines.append(
-            f"{g['kind'] + '=' + g['value']:<24.24} {g['rows_a']:>8} {g['rows_b']:>8} {g['spearman']:>9.3f} "
+            f"{g['kind'] + '=' + g['value'] + (' ' + g['name'] if g.get('name') else ''):<24.24} {g['rows_a']:>8} {g['rows_b']:>8} {g['spearman']:>9.3f} "
             f"{g['kendall_tau_b']:>8.3f} {g['top_k_overlap']:>6.2f} {g['prediction']['shift_in_std_a']:>+11.2f} {completeness:>9}  {flag}"
         )
     overall = next((g for g in document["groups"] if g["kind"] == "overall"), None)

@@ -52,14 +52,20 @@ def _png(figure) -> bytes:
 
 
 @_plain_text
-def importance_bars(names: Sequence[str], values: np.ndarray, title: str) -> bytes:
-    """Horizontal bars, largest on top. values (n,) mean |attribution|."""
+def importance_bars(names: Sequence[str], values: np.ndarray, title: str, signed: Optional[np.ndarray] = None) -> bytes:
+    """Horizontal bars, largest on top. values (n,) mean |attribution|; signed (n,): the signed
+    mean attribution, drawn as a diamond on each bar's line (which way the feature pushes on
+    average: near 0 with a long bar, it pushes both ways)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 0.28 * len(names) + 1.0))
     positions = np.arange(len(names))[::-1]
-    axes.barh(positions, values, color="#3b6ea8")
+    axes.barh(positions, values, color="#3b6ea8", label="mean |attribution|")
+    if signed is not None:
+        axes.scatter(signed, positions, marker="D", s=18, color="#c0392b", zorder=3, label="mean attribution (signed)")
+        axes.axvline(0, color="#555555", linewidth=0.6)
+        axes.legend(fontsize=7, loc="lower right")
     axes.set_yticks(positions, labels=list(names), fontsize=8)
-    axes.set_xlabel("mean |attribution|")
+    axes.set_xlabel("mean |attribution| (bars), mean attribution (diamonds)" if signed is not None else "mean |attribution|")
     axes.set_title(title, fontsize=10)
     return _png(figure)
 
@@ -190,8 +196,10 @@ def prediction_histogram(edges: Sequence[float], counts: Sequence[int], class_sh
         left.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#3b6ea8")
     left.set_xlabel("explained score F(x)[target]")
     left.set_ylabel("rows (sample)")
-    classes = sorted(class_shares, key=lambda c: (len(c), c))
+    classes = list(class_shares)  # in the caller's order (class index)
     right.bar(classes, [class_shares[c] for c in classes], color="#6a9f58")
+    if any(len(c) > 3 for c in classes):  # names (--class-names), not indices
+        right.tick_params(axis="x", labelrotation=45)
     right.set_xlabel("explained class")
     right.set_ylabel(share_label)
     return _png(figure)

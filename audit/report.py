@@ -12,7 +12,7 @@ import html
 import json
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -134,8 +134,11 @@ def _section_importance(run: RunResult, maps: dict) -> str:
     features = _overall_features(run)
     if len(features) > 1:
         top = features[:TOP_FEATURES]
+        overall = next(g for g in run.summary["groups"] if g["kind"] == "overall")["features"]
+        signed = np.array([overall[n].get("mean", np.nan) for n, _ in top], dtype=float)
         parts.append(_image(plots.importance_bars([n for n, _ in top], np.array([v for _, v in top]),
-                                                  f"top {len(top)} of {len(features)} features (tensor columns: per-row total)"), "global importance"))
+                                                  f"top {len(top)} of {len(features)} features (tensor columns: per-row total)",
+                                                  signed=signed), "global importance"))
     for feature in _image_features(run):
         overall = maps[("overall", "all", feature["name"])]
         parts.append(_image(plots.maps_grid([overall], ["all rows"], feature["shape"], f"mean |attribution| per element of {feature['name']}"),
@@ -157,7 +160,8 @@ def _section_tokens(run: RunResult) -> str:
         rows = []
         for cls, ranking in sorted(view["classes"].items(), key=lambda item: (len(item[0]), item[0])):
             for direction in ("for", "against"):
-                rows += [[cls, direction, e["token"], e["count"], float(e["mean"]), float(e["mean_abs"])] for e in ranking[direction]]
+                shown = run.class_label(cls) if run.class_names and str(cls).isdigit() else cls
+                rows += [[shown, direction, e["token"], e["count"], float(e["mean"]), float(e["mean_abs"])] for e in ranking[direction]]
         parts.append(f"<h3>{html.escape(name)}</h3>")
         parts.append(_table(["class", "direction", "token", "positions", "mean attribution", "mean |attribution|"], rows))
     return "".join(parts)
@@ -175,12 +179,12 @@ def _section_groups(run: RunResult, maps: dict) -> str:
         groups = run.groups
         matrix = np.array([[groups[(kind, v)]["features"][f]["mean_abs"] for f in features] for v in values])
         label = {"target": "explained class", "rank": "rank (top_k)"}.get(kind, kind[len("slice:"):])
-        names = [f"class {v}" if kind == "target" else (f"rank {v}" if kind == "rank" else f"{label}={v}") for v in values]
+        names = [run.class_label(v) if kind == "target" else (f"rank {v}" if kind == "rank" else f"{label}={v}") for v in values]
         parts.append(_image(plots.class_heatmap(matrix, names, features, f"mean |attribution| per {label}"), f"heatmap per {label}"))
     classes = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == "target"), key=lambda c: (len(c), c))
     for feature in _image_features(run):
         per_class = [maps[("target", c, feature["name"])] for c in classes]
-        parts.append(_image(plots.maps_grid(per_class, [f"class {c}" for c in classes], feature["shape"],
+        parts.append(_image(plots.maps_grid(per_class, [run.class_label(c) for c in classes], feature["shape"],
                                             f"mean |attribution| of {feature['name']} per class" + (" (all ranks)" if _is_top_k(run) else "")),
                             f"per-class maps {feature['name']}"))
         ranks = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == "rank"), key=int)
@@ -247,11 +251,11 @@ def _section_exemplars(run: RunResult) -> str:
         start, end = offsets[j], offsets[j + 1]
         grid = [
             (CRITERIA.get(criterion, criterion).split(" (")[0],
-             [(caption(r), np.array(r["inputs"][start:end]), np.array(r["attributions"][start:end])) for r in rows])
+             [(caption(r, run.class_label), np.array(r["inputs"][start:end]), np.array(r["attributions"][start:end])) for r in rows])
             for criterion, rows in by_criterion.items()
         ]
         parts.append(_image(plots.exemplar_grid(grid, feature["shape"]), f"exemplars {feature['name']}"))
-    rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], f"class {r['target']}", r["score"], _completeness_text(_exemplar_error(r))]
+    rows = [[CRITERIA.get(r["criterion"], r["criterion"]), r["key"], run.class_label(r["target"]), r["score"], _completeness_text(_exemplar_error(r))]
             for r in table]
     parts.append(_table(["criterion", "key", "explained class", "score F(x)[class]", "completeness error"], rows))
     return "".join(parts)
@@ -273,11 +277,13 @@ def _short(key: str, width: int = 22) -> str:
     return key if len(key) <= width else key[: width // 2 - 1] + "…" + key[-(width // 2):]
 
 
-def caption(row: dict[str, Any]) -> str:
+def caption(row: dict[str, Any], class_label: Optional[Callable[[Any], str]] = None) -> str:
     """An exemplar panel's caption, every field named: key, explained class, score and (for path
     methods) the completeness error, e.g. 'key img12 / class 4 / score 0.998 /
-    completeness error 0.07 %' on four lines."""
-    lines = [f"key {_short(str(row['key']))}", f"class {row['target']}", f"score {row['score']:.3f}"]
+    completeness error 0.07 %' on four lines. class_label: class index -> its label
+    (RunResult.class_label: the name when the run gave class names)."""
+    explained = class_label(row["target"]) if class_label is not None else f"class {row['target']}"
+    lines = [f"key {_short(str(row['key']))}", explained, f"score {row['score']:.3f}"]
     if _exemplar_error(row) is not None:
         lines.append(f"completeness error {_completeness_text(_exemplar_error(row))}")
     return "\n".join(lines)
@@ -379,15 +385,21 @@ def _section_predictions(run: RunResult, overall: dict[str, Any]) -> list[str]:
         parts.append(_image(plots.score_distribution([("all rows", histogram["edges"], histogram["counts"])],
                                                      f"score F(x) (model {kind})", "score distribution"), "score distribution"))
     elif not rank_groups:
-        classes = {g["value"]: g["rows"] / max(overall["rows"], 1) for g in target_groups}
+        classes = _class_shares(run, target_groups, overall["rows"])
         histogram = prediction["histogram_of_sample"]
         parts.append(_image(plots.prediction_histogram(histogram["edges"], histogram["counts"], classes), "prediction distribution"))
     else:
-        classes = {g["value"]: g["rows"] / max(overall["rows"], 1) for g in target_groups}
+        classes = _class_shares(run, target_groups, overall["rows"])
         histogram = prediction["histogram_of_sample"]
         parts.append(_image(plots.prediction_histogram(histogram["edges"], histogram["counts"], classes,
                                                        f"share of rows (all {len(rank_groups)} ranks)"), "prediction distribution"))
     return parts
+
+
+def _class_shares(run: RunResult, target_groups: list, rows: int) -> dict[str, float]:
+    """{class: share of rows}, in class index order; a class is its name when the run gave names."""
+    ordered = sorted(target_groups, key=lambda g: (len(g["value"]), g["value"]))
+    return {g.get("name", g["value"]): g["rows"] / max(rows, 1) for g in ordered}
 
 
 def _relative(change: Optional[float]) -> "_Figure":

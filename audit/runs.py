@@ -35,6 +35,18 @@ class RunResult:
     def groups(self) -> dict[tuple[str, str], dict[str, Any]]:
         return {(g["kind"], g["value"]): g for g in self.summary["groups"]}
 
+    @property
+    def class_names(self) -> list[str]:
+        """The names the run gave its classes (--class-names), by index; [] when none."""
+        return list((self.manifest.get("settings") or {}).get("class_names") or [])
+
+    def class_label(self, value: Any) -> str:
+        """'class 3', or 'cat (class 3)' when the run named its classes."""
+        names, text = self.class_names, str(value)
+        if text.isdigit() and int(text) < len(names):
+            return f"{names[int(text)]} (class {text})"
+        return f"class {text}"
+
 
 def _filesystem(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
     if "://" in path:

@@ -251,6 +251,10 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
         "quantile_method": QUANTILE_METHOD,
         "groups": [_group_document(summary, kind, value, group) for (kind, value), group in _sorted_groups(summary)],
     }
+    names = settings.get("class_names") or []
+    for group in document["groups"]:  # the explained class's name beside its index (--class-names)
+        if group["kind"] == "target" and str(group["value"]).isdigit() and int(group["value"]) < len(names):
+            group["name"] = names[int(group["value"])]
     if spec.token_features:
         document["token_importance"] = token_document(summary)
     if quality is not None:

@@ -53,6 +53,13 @@ def _image(value: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _vocabulary(value: str) -> tuple[str, str]:
+    column, sep, path = value.partition("=")
+    if not sep or not column or not path:
+        raise argparse.ArgumentTypeError(f"expected COLUMN=FILE (e.g. island=islands.txt), got {value!r}")
+    return column, path
+
+
 def _param(value: str) -> tuple[str, str]:
     name, sep, text = value.partition("=")
     if not sep or not name:
@@ -77,6 +84,12 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--input-format", choices=["auto", "tfrecord", "parquet"], help="default: from the extension.")
     add("--method", metavar="METHOD", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients | grad_cam.")
     add("--target", metavar="TARGET", help="predicted (default) | INDEX | label:COLUMN | top_k:K.")
+    add("--class-names", dest="class_names", metavar="NAMES",
+        help="names of the output's classes in index order, 'cat,dog,bird' or a text file with one per line: written "
+             "as target_name beside each row's target and used by summaries, compare and report.")
+    add("--vocabulary", action="append", type=_vocabulary, dest="vocabularies", metavar="COLUMN=FILE",
+        help="names of an integer id column's categories/tokens, one per line (line 1 = id 0), for a model without "
+             "its own vocabulary: summaries, report and compare show them instead of ids; repeat per column.")
     add("--key-column", metavar="COLUMN", help="column carried to the output as the key (default: '<file>:<index>').")
     add("--passthrough-columns", "--passthrough", action="append", dest="passthrough_columns", metavar="COLUMN",
         help="column copied to every output row; repeat or comma-separate (--passthrough also works).")
@@ -306,6 +319,9 @@ def config_from_args(args: argparse.Namespace):
             flags[name] = [c for item in flags[name] for c in item.split(",") if c]
     if "inputs" in flags:
         flags["inputs"] = dict(flags["inputs"])
+    if "vocabularies" in flags:
+        configured = values.get("vocabularies") if isinstance(values.get("vocabularies"), dict) else {}
+        flags["vocabularies"] = {**configured, **dict(flags["vocabularies"])}
     if "images" in flags:
         configured = values.get("images") if isinstance(values.get("images"), dict) else {}
         flags["images"] = {**configured, **dict(flags["images"])}

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
@@ -89,6 +90,14 @@ class RunConfig:
     # output before the model's output).
     layers: tuple[str, ...] = ()
     target: str = "predicted"
+    # Names of the model output's classes, in index order (one per output value): written beside
+    # each row's target as target_name and used by summaries, compare and report. A list, a
+    # comma-separated string, or a local text file with one name per line.
+    class_names: tuple[str, ...] = ()
+    # Names of the categories/tokens of integer id columns the model has no vocabulary for
+    # (column -> names by id: a list, or a local text file with one name per line, line i = id i):
+    # the token view of summaries, report and compare shows 'Biscoe' instead of 0.
+    vocabularies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     unsafe_deserialization: bool = False
     overwrite: bool = False
     # Object stores (s3://, gs://): the output's lock is a lease the run renews every fifth of
@@ -208,6 +217,8 @@ class RunConfig:
         values["images"] = _image_mapping(values.get("images") or {})
         values["slice_columns"] = _string_tuple(values.get("slice_columns", ()), "slice_columns")
         values["layers"] = _string_tuple(values.get("layers") or (), "layers")
+        values["class_names"] = _class_names(values.get("class_names") or ())
+        values["vocabularies"] = _vocabularies(values.get("vocabularies") or {})
         values["quality_limits"] = parse_quality_limits(values.get("quality_limits") or {})
         if values.get("quality_rows") is None:
             values["quality_rows"] = DEFAULT_QUALITY_ROWS
@@ -504,6 +515,49 @@ def load_yaml_config(path: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"config file {path!r} must hold a mapping of settings; got {type(values).__name__}.")
     return values
+
+
+def _vocabularies(value: Any) -> dict[str, tuple[str, ...]]:
+    """vocabularies: {column: names by id}, each a list or a local file of one name per line."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"vocabularies must map an id column to its names (a list or a file); got {value!r}.")
+    result = {}
+    for column, names in value.items():
+        if isinstance(names, str):
+            if not os.path.isfile(names):
+                raise ValueError(f"vocabulary file {names!r} for column {column!r} does not exist; give a local text file "
+                                 f"with one name per line (line 1 = id 0), e.g. --vocabulary {column}=names.txt.")
+            with open(names, encoding="utf-8") as handle:
+                names = [line.rstrip("\r\n") for line in handle]
+            while names and not names[-1]:
+                names.pop()
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (str, int)) for n in names):
+            raise ValueError(f"vocabulary of column {column!r} must be a non-empty list of names or a file; got {names!r}.")
+        result[str(column)] = tuple(str(n) for n in names)
+    return result
+
+
+def _class_names(value: Any) -> tuple[str, ...]:
+    """class_names from a list, 'a,b,c', or a local file of one name per line (blank lines skipped)."""
+    if isinstance(value, str):
+        if "," in value:
+            names = [n.strip() for n in value.split(",")]
+        elif os.path.isfile(value):
+            with open(value, encoding="utf-8") as handle:
+                names = [line.strip() for line in handle if line.strip()]
+        else:
+            raise ValueError(f"class_names {value!r} is neither a comma-separated list of names nor a local file; give "
+                             f"'--class-names setosa,versicolor,virginica' or a text file with one name per line.")
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
+        names = [str(v) for v in value]
+    else:
+        raise ValueError(f"class_names must be a list of names, a comma-separated string or a file; got {value!r}.")
+    if any(not n for n in names):
+        raise ValueError(f"class_names has an empty name ({value!r}); give one non-empty name per class, in index order.")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"class_names repeats {repeated}; each class needs its own name.")
+    return tuple(names)
 
 
 def _string_tuple(value: Any, name: str) -> tuple[str, ...]:

@@ -346,15 +346,20 @@ def _run_penguins(penguins: dict, out: str) -> None:
     from pipeline.config import RunConfig
     from pipeline.run import run_attribution
 
+    islands = os.path.join(os.path.dirname(penguins["data"]), "islands.txt")  # id -> name, one per line
+    with open(islands, "w") as handle:
+        handle.write("\n".join(PENGUIN_ISLANDS) + "\n")
     config = RunConfig.from_mapping({
         "model": penguins["model"], "input": [penguins["data"]], "output": out, "method": "integrated_gradients",
         "steps": 32, "explain_logits": True, "layer_baseline": "id:0", "inputs": {"measurements": list(PENGUIN_MEASUREMENTS)},
         "key_column": "id", "passthrough_columns": ["species"], "slice_columns": ["species"], "overwrite": True,
+        "class_names": list(PENGUIN_SPECIES), "vocabularies": {"island": islands},
     })
     print(f"\n[3/4] integrated gradients of the logits at the island embedding and sex one-hot, penguins model, Parquet -> Parquet\n"
           f"  attribution-pipeline run --model {penguins['model']} --input {penguins['data']} --output {out} --key-column id "
           f"--inputs measurements={','.join(PENGUIN_MEASUREMENTS)} --explain-logits --layer-baseline id:0 --steps 32 "
-          f"--passthrough-columns species --slice-columns species --overwrite")
+          f"--passthrough-columns species --slice-columns species --class-names {','.join(PENGUIN_SPECIES)} "
+          f"--vocabulary island={islands} --overwrite")
     manifest = run_attribution(config)
     print(f"{_counts_line(manifest, 'penguins')}; {_delta_summary(_attributions(manifest))}")
     dead = pa.concat_tables([pq.read_table(f["path"]) for f in manifest["output"]["dead_letters"]])
@@ -369,8 +374,8 @@ def _run_penguins(penguins: dict, out: str) -> None:
     for cls, ranking in sorted(island["classes"].items()):
         if ranking["for"]:
             top = ranking["for"][0]
-            note = " (the baseline's island: 0 by construction)" if top["token"] == "0" else ""
-            print(f"    {PENGUIN_SPECIES[int(cls)]:<10} {PENGUIN_ISLANDS[int(top['token'])]:<10} "
+            note = " (the baseline's island: 0 by construction)" if top["token"] == PENGUIN_ISLANDS[0] else ""
+            print(f"    {PENGUIN_SPECIES[int(cls)]:<10} {top['token']:<10} "
                   f"mean attribution {top['mean']:+.3f} over {top['count']} penguins{note}")
 
 

@@ -13,7 +13,7 @@ import fnmatch
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -575,13 +575,16 @@ def summary_spec(config: RunConfig, schema: RecordSchema, token_features: tuple[
     )
 
 
-def token_feature_specs(model: LoadedModel, schema: RecordSchema, layers: tuple[LayerChoice, ...]) -> tuple[TokenFeatureSpec, ...]:
+def token_feature_specs(model: LoadedModel, schema: RecordSchema, layers: tuple[LayerChoice, ...],
+                        vocabularies: Optional[Mapping[str, tuple[str, ...]]] = None) -> tuple[TokenFeatureSpec, ...]:
     """The id/text inputs attributed at a layer, for the summaries' token view: each one's
-    vocabulary (a lookup layer's, when the model holds one) and padding id (the vocabulary's ''
-    entry, or 0 for an Embedding with mask_zero reading the ids)."""
+    vocabulary (a lookup layer's, when the model holds one, else the user's `vocabularies` entry
+    for its column) and padding id (the vocabulary's '' entry, or 0 for an Embedding with
+    mask_zero reading the ids). A vocabulary given for any other column is refused."""
     from attributions.layers import token_lookup
 
     features = []
+    given = dict(vocabularies or {})
     by_input = {choice.input: choice for choice in layers}
     for index, spec in enumerate(schema.model_inputs):
         choice = by_input.get(spec.name)
@@ -589,6 +592,12 @@ def token_feature_specs(model: LoadedModel, schema: RecordSchema, layers: tuple[
             continue
         lookup = token_lookup(model._keras_model, choice.layer)
         vocabulary = tuple(str(t) for t in lookup.vocabulary) if lookup is not None else None
+        column = spec.columns[0].name
+        if column in given:
+            if vocabulary is not None or spec.columns[0].dtype != "int64":
+                raise ValueError(f"--vocabulary {column}=...: the model holds its own vocabulary for {column!r} "
+                                 f"({'a lookup layer' if vocabulary is not None else 'text'}), which names its tokens already; drop it.")
+            vocabulary = given.pop(column)
         padding = None
         if vocabulary is not None and "" in vocabulary:
             padding = vocabulary.index("")
@@ -597,6 +606,10 @@ def token_feature_specs(model: LoadedModel, schema: RecordSchema, layers: tuple[
         if vocabulary is None and spec.columns[0].dtype == "string":
             continue  # text without a vocabulary layer: no ids to total
         features.append(TokenFeatureSpec(spec.columns[0].name, index, vocabulary, padding))
+    if given:
+        ids = [f.name for f in features] or "none"
+        raise ValueError(f"--vocabulary names column(s) {sorted(given)}, which are not integer id inputs attributed at a layer "
+                         f"(those of this run: {ids}); a vocabulary names the categories/tokens of such a column.")
     return tuple(features)
 
 
@@ -666,6 +679,14 @@ def _grad_cam_parameters(model: LoadedModel, config: RunConfig, schema: RecordSc
     return {"layer": cam.layer_name, "layer_shape": list(cam.layer_shape)}
 
 
+def _check_class_names(config: RunConfig, num_outputs: int) -> None:
+    if config.class_names and len(config.class_names) != num_outputs:
+        output = f"output {config.output_name!r}" if config.output_name else "output"
+        raise ValueError(f"class_names gives {len(config.class_names)} names ({', '.join(config.class_names[:5])}"
+                         f"{', ...' if len(config.class_names) > 5 else ''}) but the model's {output} has {num_outputs} "
+                         f"values; give one name per output value, in index order.")
+
+
 def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan:
     """Validates `config` against the real input and model; see the module docstring.
     default_compute_threads: the workers' gradient calls side by side when config.compute_threads
@@ -680,6 +701,7 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         config = dataclasses.replace(config, explain_logits=automatic)
     num_outputs = model.output_sizes[model.output_index(config.output_name)]
     _check_target(config, num_outputs)
+    _check_class_names(config, num_outputs)
     layers = resolve_layers(config, model)  # splits the model (checks explain_logits there too)
     if not layers:
         model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
@@ -718,6 +740,7 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         "attribution.model_sha256": fingerprint,
         "attribution.package_version": __version__,
         "attribution.key_column": schema.key_name,
+        "attribution.class_names": list(config.class_names) or None,
     }
     settings = AttributionSettings(
         model_path=config.model,
@@ -725,7 +748,8 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         target=config.target_spec(),
         schema=schema,
         output_schema=output_schema(schema, config.method, {k: v for k, v in metadata.items() if v is not None},
-                                    adaptive=config.method == "integrated_gradients" and config.completeness_target is not None),
+                                    adaptive=config.method == "integrated_gradients" and config.completeness_target is not None,
+                                    class_names=bool(config.class_names)),
         method_params=method_params,
         chunk_size=config.chunk_size,
         chunk_memory_mib=config.chunk_memory_mib,
@@ -738,12 +762,13 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         baseline_blur=resolved.blur if resolved is not None else None,
         reference_path=reference_path,
         reference_format=reference_format,
-        summary=summary_spec(config, schema, token_feature_specs(model, schema, layers)),
+        summary=summary_spec(config, schema, token_feature_specs(model, schema, layers, config.vocabularies)),
         model_sha256=fingerprint,
         layers=tuple(c.layer for c in layers),
         layer_baseline_id=layer_baseline,
         compute_threads=config.compute_threads if config.compute_threads is not None else default_compute_threads,
         batch_timeout_seconds=config.batch_timeout_seconds,
+        class_names=config.class_names,
     )
     return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers,
                    baseline=resolved.description if resolved is not None else None,

@@ -97,6 +97,8 @@ class AttributionSettings:
     filesystem_options: dict = field(default_factory=dict, repr=False, compare=False)
     # A batch still attributing after this many seconds fails its bundle (BatchTimeoutError).
     batch_timeout_seconds: Optional[float] = None
+    # Names of the output's classes by index: the rows' target_name column (transforms.output).
+    class_names: tuple[str, ...] = ()
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -284,7 +286,7 @@ class AttributionEngine:
             result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
         result = self._input_attributions(result, len(example_index))
         tokens = {column: self._tokens(lookup, batch.inputs)[example_index] for column, lookup in self._token_lookups.items()}
-        table = attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result, tokens)
+        table = attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result, tokens, s.class_names)
         return table, example_index
 
     def _tokens(self, lookup, inputs: tuple) -> np.ndarray:

@@ -4,6 +4,7 @@ One row per record (per record x class for target mode top_k):
   <key column>             the record's key (its own type; string "<file>:<index>" when synthesized)
   <pass-through columns>   copied as they are
   target                   int32, the output index explained
+  target_name              string, the name of that class (only with --class-names)
   target_score             float32, the model output explained, F(x)[target]
   attr_<column>            float32 for a scalar source column; list<float32> (row-major) for a
                            tensor column. An image column (transforms.images) is a tensor column of
@@ -37,7 +38,7 @@ One row per record (per record x class for target mode top_k):
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +50,7 @@ __all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_co
 
 PATH_METHODS = ("integrated_gradients", "expected_gradients")
 RESERVED_COLUMNS = (
-    "target", "target_score", "convergence_delta", "convergence_delta_rel", "completeness_error", "attribution_stderr",
+    "target", "target_name", "target_score", "convergence_delta", "convergence_delta_rel", "completeness_error", "attribution_stderr",
     "convergence_delta_stderr", "steps_used", "completeness_met", "attributions_finite",
 )
 
@@ -73,13 +74,18 @@ def _string_list(values: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).tolist(), type=pa.string()))
 
 
-def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = None, adaptive: bool = False) -> pa.Schema:
+def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = None, adaptive: bool = False,
+                  class_names: bool = False) -> pa.Schema:
     """The attribution rows' Arrow schema; `metadata` values are stored as JSON strings.
-    adaptive: integrated gradients with a completeness target (steps_used, completeness_met)."""
+    adaptive: integrated gradients with a completeness target (steps_used, completeness_met);
+    class_names: the run names its classes (target_name)."""
     key_type = schema.key.arrow_type if schema.key is not None else pa.string()
     fields = [pa.field(schema.key_name, key_type)]
     fields += [pa.field(f.name, f.arrow_type) for f in schema.passthrough]
-    fields += [pa.field("target", pa.int32()), pa.field("target_score", pa.float32())]
+    fields.append(pa.field("target", pa.int32()))
+    if class_names:
+        fields.append(pa.field("target_name", pa.string()))
+    fields.append(pa.field("target_score", pa.float32()))
     for spec in schema.model_inputs:
         for column in spec.columns:
             arrow_type = pa.list_(pa.float32()) if column.is_list or column.attr_length is not None else pa.float32()
@@ -116,12 +122,14 @@ def attribution_table(
     target_scores: np.ndarray,
     result: Attributions,
     tokens: Optional[dict] = None,
+    class_names: Sequence[str] = (),
 ) -> pa.Table:
     """Builds the output rows of one batch.
 
     example_index: (R,) the record of each output row; targets, target_scores: (R,);
     result: attributions one (R, *shape) array per model input (an input attributed at a layer:
-    (R, positions)); tokens: {source column: object (R, positions) str} for tokens_<column>.
+    (R, positions)); tokens: {source column: object (R, positions) str} for tokens_<column>;
+    class_names: names by class index, for target_name (when the schema has it).
     """
     rows = len(example_index)
     identity = None if rows == batch.num_records and np.array_equal(example_index, np.arange(rows)) else pa.array(example_index)
@@ -129,6 +137,8 @@ def attribution_table(
     for name, array in batch.passthrough.items():
         columns[name] = array if identity is None else array.take(identity)
     columns["target"] = pa.array(np.asarray(targets, dtype=np.int32))
+    if "target_name" in out_schema.names:
+        columns["target_name"] = pa.array(list(class_names), pa.string()).take(columns["target"])
     columns["target_score"] = pa.array(np.asarray(target_scores, dtype=np.float32))
     finite = np.isfinite(np.asarray(target_scores, dtype=np.float32))  # (R,)
     for spec, attribution in zip(schema.model_inputs, result.attributions):

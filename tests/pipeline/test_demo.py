@@ -49,8 +49,10 @@ def test_demo_runs_end_to_end_and_its_results_are_faithful(tmp_path, capsys):
     assert rows.num_rows == 333 and error.max() < 1e-3  # IG at the layers: attributions sum to the logit change
     assert np.mean(rows.column("target").to_numpy() == rows.column("species").to_numpy()) > 0.95
     island = json.loads((tmp_path / "penguins_ig" / "summary.json").read_text())["token_importance"]["island"]
-    assert island["classes"]["1"]["for"][0]["token"] == "1"  # Chinstraps (1) live only on Dream (1)
-    assert "Tokens and categories" in (tmp_path / "penguins_ig" / "report.html").read_text()
+    assert island["classes"]["1"]["for"][0]["token"] == "Dream"  # Chinstraps (1) live only on Dream (id 1; --vocabulary)
+    assert set(rows.column("target_name").to_pylist()) == {"Adelie", "Chinstrap", "Gentoo"}  # --class-names
+    page = (tmp_path / "penguins_ig" / "report.html").read_text()
+    assert "Tokens and categories" in page and "Chinstrap (class 1)" in page
 
     # Grad-CAM on PNG digits decoded in the pipeline, at the default (last conv) layer.
     cam = json.loads((tmp_path / "digits_grad_cam" / "manifest.json").read_text())

@@ -77,3 +77,30 @@ def test_penguins_completeness_against_the_model_itself(tmp_path):
                       if rows[k]["target"] == int(cls) and table.column("island")[k].as_py() == int(entry["token"])]
             assert entry["count"] == len(chosen)
             np.testing.assert_allclose(entry["mean"], np.mean(chosen), rtol=1e-5, atol=1e-9)
+
+
+def test_penguin_species_and_island_names_replace_ids_in_the_summaries_report_and_rows(tmp_path):
+    """--class-names and --vocabulary (issue 26 item 8): the Chinstrap class's strongest island
+    reads 'Dream', not '1', in summary.json and the report; a vocabulary for a column that is not
+    an id input is refused before anything is written."""
+    from pipeline.demo import PENGUIN_ISLANDS, PENGUIN_SPECIES
+
+    table = penguins_table()
+    model_path = train_penguins_model(tmp_path / "penguins.keras", table)
+    pq.write_table(table, str(tmp_path / "penguins.parquet"))
+    (tmp_path / "islands.txt").write_text("\n".join(PENGUIN_ISLANDS) + "\n")
+    args = ["run", "--model", model_path, "--input", str(tmp_path / "penguins.parquet"), "--key-column", "id",
+            "--inputs", "measurements=" + ",".join(PENGUIN_MEASUREMENTS), "--explain-logits", "--layer-baseline", "id:0",
+            "--steps", "16", "--class-names", ",".join(PENGUIN_SPECIES), "--quiet"]
+    assert main(args + ["--output", str(tmp_path / "out"), "--vocabulary", f"island={tmp_path / 'islands.txt'}"]) == 0
+    view = json.loads((tmp_path / "out" / "summary.json").read_text())["token_importance"]["island"]
+    assert view["classes"]["1"]["for"][0]["token"] == "Dream"
+    assert {e["token"] for r in view["classes"].values() for e in r["for"] + r["against"]} <= set(PENGUIN_ISLANDS)
+    rows = read_parquet_dir(tmp_path / "out")
+    assert set(rows.column("target_name").to_pylist()) == set(PENGUIN_SPECIES)
+    assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Chinstrap (class 1)" in page and "<td>Dream</td>" in page
+
+    assert main(args + ["--output", str(tmp_path / "bad"), "--vocabulary", f"bill_length_mm={tmp_path / 'islands.txt'}"]) == 2
+    assert not (tmp_path / "bad").exists()
