@@ -70,6 +70,53 @@ def importance_bars(names: Sequence[str], values: np.ndarray, title: str, signed
     return _png(figure)
 
 
+def _swarm_offsets(x: np.ndarray, width: float = 0.4, bins: int = 80) -> np.ndarray:
+    """Vertical offsets that spread points of similar x apart (a beeswarm): within each of `bins`
+    bins of x, the i-th point goes to +/- ceil(i/2) steps, steps sized so the fullest bin spans
+    +/- width."""
+    finite = np.isfinite(x)
+    offsets = np.zeros(len(x))
+    if not finite.any():
+        return offsets
+    low, high = float(x[finite].min()), float(x[finite].max())
+    index = np.zeros(len(x), dtype=np.int64)
+    index[finite] = np.minimum(((x[finite] - low) / max(high - low, 1e-300) * bins).astype(np.int64), bins - 1)
+    rank = np.zeros(len(x), dtype=np.int64)
+    for b in np.unique(index[finite]):
+        members = np.flatnonzero(finite & (index == b))
+        rank[members] = np.arange(len(members))
+    step = width / max(1, (int(rank.max()) + 1) // 2)
+    return np.where(rank % 2 == 1, 1, -1) * ((rank + 1) // 2) * step
+
+
+@_plain_text
+def beeswarm(attributions: Sequence[np.ndarray], values: Sequence[np.ndarray], names: Sequence[str], title: str) -> bytes:
+    """One row of points per feature (the first on top): x = a sampled row's attribution, colour
+    = that row's value of the feature as its rank among the feature's sampled values (blue low,
+    red high; grey: no value), as SHAP's summary plot draws it. attributions, values: (k,) per feature."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7.5, 0.42 * len(names) + 1.2))
+    colours = plt.get_cmap("coolwarm")
+    for i, (x, v) in enumerate(zip(attributions, values)):
+        y = len(names) - 1 - i + _swarm_offsets(np.asarray(x, dtype=float))
+        v = np.asarray(v, dtype=float)
+        known = np.isfinite(v)
+        shade = np.full(len(v), np.nan)
+        if known.any():
+            order = np.argsort(np.argsort(v[known], kind="stable"), kind="stable")
+            shade[known] = order / max(1, known.sum() - 1)
+        axes.scatter(np.asarray(x)[~known], y[~known], s=6, color="#999999", linewidths=0)
+        axes.scatter(np.asarray(x)[known], y[known], s=6, c=shade[known], cmap=colours, vmin=0, vmax=1, linewidths=0)
+    axes.axvline(0, color="#555555", linewidth=0.6)
+    axes.set_yticks(np.arange(len(names))[::-1], labels=list(names), fontsize=8)
+    axes.set_xlabel("attribution of a sampled row")
+    axes.set_title(title, fontsize=10)
+    bar = figure.colorbar(plt.cm.ScalarMappable(cmap=colours), ax=axes, ticks=[0, 1], pad=0.01)
+    bar.ax.set_yticklabels(["low", "high"], fontsize=8)
+    bar.set_label("feature value (rank)", fontsize=8)
+    return _png(figure)
+
+
 @_plain_text
 def class_heatmap(matrix: np.ndarray, classes: Sequence[str], features: Sequence[str], title: str) -> bytes:
     """matrix (groups, features) of mean |attribution|, each row scaled to its own maximum;

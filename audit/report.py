@@ -139,11 +139,35 @@ def _section_importance(run: RunResult, maps: dict) -> str:
         parts.append(_image(plots.importance_bars([n for n, _ in top], np.array([v for _, v in top]),
                                                   f"top {len(top)} of {len(features)} features (tensor columns: per-row total)",
                                                   signed=signed), "global importance"))
+        parts.append(_beeswarm(run, [n for n, _ in top]))
     for feature in _image_features(run):
         overall = maps[("overall", "all", feature["name"])]
         parts.append(_image(plots.maps_grid([overall], ["all rows"], feature["shape"], f"mean |attribution| per element of {feature['name']}"),
                             f"importance map {feature['name']}"))
     return "".join(parts)
+
+
+BEESWARM_FEATURES = 12
+
+
+def _beeswarm(run: RunResult, ranked: list[str]) -> str:
+    """The beeswarm of the most important scalar features from the run's sampled rows
+    (summary_points.parquet; absent for runs without scalar features or written before it)."""
+    if run.points is None or run.points.num_rows == 0:
+        return ""
+    table = run.points.to_pydict()
+    kept = [n for n in ranked if n in set(table["feature"])][:BEESWARM_FEATURES]
+    if not kept:
+        return ""
+    feature = np.asarray(table["feature"], dtype=object)
+    attribution, value = np.asarray(table["attribution"], dtype=float), np.asarray(table["value"], dtype=float)
+    rows = int(run.summary.get("points", {}).get("rows", 0))
+    note = (f'<p class="note">Each point is one of {rows:,} rows sampled uniformly from the run: where its attribution '
+            "lies, coloured by the row's value of the feature (its rank among the sampled values: blue low, red high). "
+            "Red to the right: higher values push the explained score up.</p>")
+    picture = plots.beeswarm([attribution[feature == n] for n in kept], [value[feature == n] for n in kept], kept,
+                             f"attribution per sampled row, top {len(kept)} scalar features")
+    return note + _image(picture, "beeswarm")
 
 
 def _section_tokens(run: RunResult) -> str:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 
-from audit.summary_output import EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, TOKENS_FILE
+from audit.summary_output import EXEMPLARS_FILE, FEATURES_FILE, POINTS_FILE, SUMMARY_FILE, TOKENS_FILE
 
 __all__ = ["RunResult", "load_run", "MANIFEST_NAME", "COUNTS_FILE"]
 
@@ -30,6 +30,7 @@ class RunResult:
     features: pa.Table
     exemplars: pa.Table
     tokens: Optional[pa.Table] = None
+    points: Optional[pa.Table] = None  # the beeswarm's sample (summary_points.parquet); None before it existed
 
     @property
     def groups(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -86,7 +87,8 @@ def load_run(path: str, read_file: Optional[Callable[[str], Optional[bytes]]] = 
     features = pq.read_table(pa.BufferReader(read_bytes(FEATURES_FILE)))
     exemplars = pq.read_table(pa.BufferReader(read_bytes(EXEMPLARS_FILE)))
     tokens = pq.read_table(pa.BufferReader(read_bytes(TOKENS_FILE))) if "token_importance" in summary else None
-    return RunResult(path, manifest, summary, features, exemplars, tokens)
+    points = pq.read_table(pa.BufferReader(read_bytes(POINTS_FILE))) if "points" in summary else None
+    return RunResult(path, manifest, summary, features, exemplars, tokens, points)
 
 
 def _missing(path: str, name: str) -> str:

@@ -37,6 +37,9 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Fixed edges of the completeness-error histogram (relative error), so counts merge exactly.
 DELTA_EDGES = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0, np.inf)
 OTHER_VALUE = "__other__"
+# Rows kept for the beeswarm of scalar features (RunSummary.points): about the points a beeswarm
+# can show per feature without hiding them under each other.
+POINTS_SIZE = 1000
 NULL_VALUE = "__null__"
 
 
@@ -232,6 +235,9 @@ class RunSummary:
     slice_values: dict[str, set] = field(default_factory=dict)
     exemplars: dict[str, Exemplars] = field(default_factory=dict)
     tokens: dict[str, TokenTotals] = field(default_factory=dict)  # per token feature
+    # A uniform sample of rows (the primary rows of top_k runs) for the report's beeswarm: per
+    # scalar feature its attribution, then per scalar feature its input value, (k, 2S).
+    points: Optional[RowSample] = None
 
     @classmethod
     def empty(cls, spec: SummarySpec) -> "RunSummary":
@@ -257,7 +263,8 @@ class RunSummary:
         tokens = dict(self.tokens)
         for name, totals in other.tokens.items():
             tokens[name] = tokens[name].merge(totals) if name in tokens else totals
-        return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars, tokens)
+        points = self.points if other.points is None else other.points if self.points is None else self.points.merge(other.points)
+        return RunSummary(self.spec, groups, self.rows_not_finite + other.rows_not_finite, slice_values, exemplars, tokens, points)
 
 
 def admit_slice_value(seen: set, value: str, limit: int) -> str:

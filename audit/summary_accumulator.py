@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from audit.moments import RowSample, StackedMoments, stacked_moments
 from audit.summary import (
-    DELTA_EDGES, NULL_VALUE, Exemplars, GroupSummary, RunSummary, SummarySpec, admit_slice_value, best_per_class,
+    DELTA_EDGES, NULL_VALUE, POINTS_SIZE, Exemplars, GroupSummary, RunSummary, SummarySpec, admit_slice_value, best_per_class,
     distinct_class_ids,
 )
 from audit.token_importance import TokenTotals
@@ -60,6 +60,8 @@ class SummaryAccumulator:
         self._steps_counts: list[dict] = []
         self._exemplars: dict[str, Exemplars] = {}
         self._tokens: dict[str, TokenTotals] = {}
+        self._scalars = [j for j, f in enumerate(spec.features) if not f.is_tensor]  # the beeswarm's features
+        self._points = RowSample.empty(POINTS_SIZE, 2 * len(self._scalars)) if self._scalars else None
 
     def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
         """table: one batch of output rows (transforms.output); inputs: the batch's model inputs,
@@ -110,6 +112,27 @@ class SummaryAccumulator:
             self._tokens[token_feature.name] = totals if known is None else known.merge(totals)
         primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
         self._add_exemplars(keys, targets, scores, deltas, inputs, example_index, values, elements, primary)
+        self._add_points(priorities, values, inputs, example_index, primary)
+
+    def _add_points(self, priorities: np.ndarray, values: np.ndarray, inputs: tuple, example_index: np.ndarray, primary: np.ndarray) -> None:
+        """Offers the beeswarm sample the rows `primary` that could enter it: each one's scalar
+        features' attributions and input values. Inputs that do not line up with the features
+        (a shape the summaries do not know) leave the sample out rather than misplace values."""
+        if self._points is None:
+            return
+        rows = primary if self._points.bound is None else primary[priorities[primary] < self._points.bound]
+        if len(rows) == 0:
+            return
+        columns = _scalar_input_columns(self.spec, inputs)
+        if columns is None:
+            self._points = None
+            return
+        flat = [np.asarray(x).reshape(len(x), -1) for x in inputs]
+        records = example_index[rows]
+        feature_values = np.column_stack([flat[k][records, c] for k, c in columns]).astype(np.float64)  # (n, S)
+        offered = np.column_stack([values[rows][:, self._scalars], feature_values])  # (n, 2S)
+        self._points = RowSample.of(POINTS_SIZE, np.concatenate([self._points.priorities, priorities[rows]]),
+                                    np.concatenate([self._points.values, offered]))
 
     def result(self) -> Optional[RunSummary]:
         """The summary of every batch added (None before the first); the accumulator stays usable."""
@@ -137,7 +160,7 @@ class SummaryAccumulator:
                 int(counters[2]),
             )
         slice_values = {c: set(v) for c, v in self._slice_values.items()}
-        return RunSummary(spec, groups, self._rows_not_finite, slice_values, dict(self._exemplars), dict(self._tokens))
+        return RunSummary(spec, groups, self._rows_not_finite, slice_values, dict(self._exemplars), dict(self._tokens), self._points)
 
     def _group_ids(self, kind: str, names: list[str]) -> np.ndarray:
         """(len(names),) the row of each named group of `kind`, new groups appended (a slice value
@@ -245,6 +268,22 @@ class SummaryAccumulator:
                 flat_inputs.astype(np.float32), _attribution_rows(self.spec, values, elements, rows),
             )
             self._exemplars[name] = chosen if known is None else known.merge(chosen)
+
+
+def _scalar_input_columns(spec: SummarySpec, inputs: tuple) -> Optional[list[tuple[int, int]]]:
+    """(input index, flat column) of each scalar feature's value in the batch's inputs, whose
+    flattened widths the features' lengths partition in order; None when they do not."""
+    widths = [int(np.prod(np.shape(x)[1:], dtype=np.int64)) for x in inputs]
+    if sum(widths) != sum(f.length for f in spec.features):
+        return None
+    starts = np.cumsum([0] + widths)
+    columns, offset = [], 0
+    for feature in spec.features:
+        if not feature.is_tensor:
+            k = int(np.searchsorted(starts, offset, side="right") - 1)
+            columns.append((k, offset - int(starts[k])))
+        offset += feature.length
+    return columns
 
 
 def _attribution_matrices(spec: SummarySpec, table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:

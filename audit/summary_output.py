@@ -34,15 +34,18 @@ from audit.summary import DELTA_EDGES, QUANTILES, RunSummary
 from audit.token_importance import TokenTotals, top_tokens
 
 __all__ = [
-    "FEATURES_FILE", "EXEMPLARS_FILE", "SUMMARY_FILE", "SUMMARY_FILES",
-    "features_table", "exemplars_table", "tokens_table", "token_totals", "summary_document", "quantile_name",
+    "FEATURES_FILE", "EXEMPLARS_FILE", "POINTS_FILE", "SUMMARY_FILE", "SUMMARY_FILES",
+    "features_table", "exemplars_table", "points_table", "tokens_table", "token_totals", "summary_document", "quantile_name",
 ]
 
 FEATURES_FILE = "summary_features.parquet"
 EXEMPLARS_FILE = "summary_exemplars.parquet"
 TOKENS_FILE = "summary_tokens.parquet"
+POINTS_FILE = "summary_points.parquet"
 SUMMARY_FILE = "summary.json"
-SUMMARY_FILES = (FEATURES_FILE, EXEMPLARS_FILE, TOKENS_FILE, SUMMARY_FILE)
+SUMMARY_FILES = (FEATURES_FILE, EXEMPLARS_FILE, TOKENS_FILE, POINTS_FILE, SUMMARY_FILE)
+# The beeswarm's file keeps the scalar features of largest mean |attribution| (overall), at most these.
+POINTS_FEATURES = 50
 # 2: the completeness error is `completeness_error` (attributions.result), not |delta| / |dF|;
 # exemplars' delta_rel became completeness_error; steps_used per group for adaptive IG.
 FORMAT_VERSION = 2
@@ -88,6 +91,34 @@ def features_table(summary: RunSummary) -> pa.Table:
         [("group_kind", pa.string()), ("group_value", pa.string()), ("feature", pa.string()), ("element", pa.int32()), ("rows", pa.int64())]
         + [(name, pa.float64()) for name in ("mean", "mean_abs", "std", *map(quantile_name, QUANTILES))]
     )
+    return pa.table(columns, schema=schema)
+
+
+def points_features(summary: RunSummary) -> list[int]:
+    """Indices into the scalar features (RunSummary.points' blocks) of those the points file keeps:
+    the POINTS_FEATURES of largest overall mean |attribution|, largest first."""
+    overall = summary.groups.get(("overall", "all"))
+    scalars = [j for j, f in enumerate(summary.spec.features) if not f.is_tensor]
+    if overall is None or summary.points is None:
+        return []
+    order = sorted(range(len(scalars)), key=lambda i: -float(overall.features.mean_abs[scalars[i]]))
+    return order[:POINTS_FEATURES]
+
+
+def points_table(summary: RunSummary) -> pa.Table:
+    """The beeswarm's rows: feature, attribution, value (the input's value), row (which sampled
+    row: the same row across features), for the features `points_features` keeps."""
+    scalars = [f.name for f in summary.spec.features if not f.is_tensor]
+    kept = points_features(summary)
+    values = summary.points.values if summary.points is not None else np.zeros((0, 0))  # (k, 2S)
+    rows = len(values)
+    columns = {
+        "feature": [scalars[i] for i in kept for _ in range(rows)],
+        "attribution": np.concatenate([values[:, i] for i in kept]) if kept else np.zeros(0),
+        "value": np.concatenate([values[:, len(scalars) + i] for i in kept]) if kept else np.zeros(0),
+        "row": np.tile(np.arange(rows, dtype=np.int32), len(kept)),
+    }
+    schema = pa.schema([("feature", pa.string()), ("attribution", pa.float64()), ("value", pa.float64()), ("row", pa.int32())])
     return pa.table(columns, schema=schema)
 
 
@@ -257,6 +288,8 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
             group["name"] = names[int(group["value"])]
     if spec.token_features:
         document["token_importance"] = token_document(summary)
+    if points_features(summary):  # the beeswarm's sample (POINTS_FILE)
+        document["points"] = {"rows": len(summary.points.values), "features": len(points_features(summary))}
     if quality is not None:
         document["quality"] = quality
     return document

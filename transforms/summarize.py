@@ -17,7 +17,8 @@ from apache_beam.io.filesystems import FileSystems
 from audit import json_safe
 from audit.summary import RunSummary, SummarySpec
 from audit.summary_output import (
-    EXEMPLARS_FILE, FEATURES_FILE, SUMMARY_FILE, TOKENS_FILE, exemplars_table, features_table, summary_document, tokens_table,
+    EXEMPLARS_FILE, FEATURES_FILE, POINTS_FILE, SUMMARY_FILE, TOKENS_FILE, exemplars_table, features_table, points_features,
+    points_table, summary_document, tokens_table,
 )
 
 __all__ = ["MergeSummaries", "WriteSummary", "write_summary_files"]
@@ -43,11 +44,13 @@ class MergeSummaries(beam.CombineFn):
 def write_summary_files(summary: RunSummary, output_dir: str, dead_letters: int, settings: dict,
                         quality: Optional[dict] = None) -> list[str]:
     """Writes summary.json and the summary Parquet files (the token totals only for a run with
-    inputs attributed at a layer) into `output_dir` (any Beam filesystem); returns their paths."""
+    inputs attributed at a layer, the beeswarm's points only for one with scalar features) into `output_dir` (any Beam filesystem); returns their paths."""
     paths = []
     tables = [(FEATURES_FILE, features_table(summary)), (EXEMPLARS_FILE, exemplars_table(summary))]
     if summary.spec.token_features:
         tables.append((TOKENS_FILE, tokens_table(summary)))
+    if points_features(summary):
+        tables.append((POINTS_FILE, points_table(summary)))
     for name, table in tables:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="snappy")

@@ -399,3 +399,34 @@ def test_a_run_whose_probabilities_are_saturated_gets_a_note_that_points_to_expl
     assert "At least 75% of the rows score above 0.9999" in page and "--explain-logits explains the score" in page
     logits = dataclasses.replace(saturated, manifest={**saturated.manifest, "settings": {**saturated.manifest["settings"], "explain_logits": True}})
     assert "a saturated softmax/sigmoid" not in render_report(logits)  # logits do not saturate
+
+
+def test_the_beeswarm_colours_each_row_by_its_own_value(tmp_path, figures):
+    """Gradient x input of a linear model: attribution_j = w_j x_j, so along each feature's row of
+    points the colour (the value's rank) rises with x where w_j > 0 and falls where w_j < 0: the
+    sampled attributions and values belong to the same rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from helpers import save_linear_model
+
+    rng = np.random.default_rng(5)
+    weights = np.array([[2.0], [-1.5], [0.7], [-0.4]], np.float32)
+    model = save_linear_model(tmp_path / "linear.keras", weights, np.zeros(1, np.float32))
+    columns = [f"f{j}" for j in range(4)]
+    pq.write_table(pa.table({c: rng.normal(size=300).astype(np.float32) for c in columns}), str(tmp_path / "d.parquet"))
+    run_attribution(RunConfig.from_mapping({"model": model, "input": str(tmp_path / "d.parquet"), "output": str(tmp_path / "out"),
+                                            "inputs": {"features": columns}, "method": "gradient_x_input"}))
+    run = load_run(str(tmp_path / "out"))
+    assert run.summary["points"] == {"rows": 300, "features": 4}
+    page = render_report(run)
+    assert "beeswarm" in re.findall(r'<img alt="([^"]+)"', page)
+    swarm = next(f for name, f in figures if name == "beeswarm").axes[0]
+    row_label = {round(float(y)): t.get_text() for y, t in zip(swarm.get_yticks(), swarm.get_yticklabels())}
+    coloured = [c for c in swarm.collections if c.get_array() is not None]
+    assert len(coloured) == 4 and sorted(row_label.values()) == columns
+    for points in coloured:
+        x, shade = points.get_offsets()[:, 0], np.asarray(points.get_array())
+        label = row_label[round(float(np.mean(points.get_offsets()[:, 1])))]
+        direction = np.sign(weights[columns.index(label), 0])
+        assert len(x) == 300 and direction * np.corrcoef(np.argsort(np.argsort(x)), shade)[0, 1] > 0.999, label

@@ -152,6 +152,8 @@ def _assert_same_summary(a: RunSummary, b: RunSummary, exact_groups: bool = True
             assert mine.keys() == theirs.keys() and mine["rows"] == theirs["rows"]
             for column, value in mine.items():
                 np.testing.assert_allclose(value, theirs[column], rtol=1e-6) if isinstance(value, float) else None
+    np.testing.assert_array_equal(np.sort(a.points.priorities), np.sort(b.points.priorities))
+    np.testing.assert_array_equal(a.points.values[np.argsort(a.points.priorities)], b.points.values[np.argsort(b.points.priorities)])
     assert a.exemplars.keys() == b.exemplars.keys()
     for name, chosen in a.exemplars.items():
         assert chosen.keys == b.exemplars[name].keys
@@ -236,3 +238,26 @@ def test_distinct_class_ids_by_counting_equal_numpy_unique():
         np.testing.assert_array_equal(distinct, expected)
         np.testing.assert_array_equal(codes, inverse.reshape(-1))
         assert distinct.dtype == values.dtype
+
+
+def test_the_beeswarm_points_pair_each_sampled_rows_attribution_with_its_own_input_value(monkeypatch):
+    """RunSummary.points: a uniform sample of finite rows, each row's attribution of the scalar
+    feature beside that row's input value (the image feature is a tensor: not in the sample),
+    the same by accumulating or by merging; the points file keeps them per feature."""
+    import audit.summary_accumulator as accumulator_module
+    from audit.summary_output import points_table
+
+    monkeypatch.setattr(accumulator_module, "POINTS_SIZE", 20)
+    accumulator, merged, pairs = SummaryAccumulator(SPEC), RunSummary.empty(SPEC), set()
+    for seed in range(6):
+        table, inputs = _rows(seed)
+        accumulator.add(table, inputs, np.arange(12))
+        merged = merged.merge(summarize_batch(SPEC, table, inputs, np.arange(12)))
+        finite = np.asarray(table.column("attributions_finite"))
+        pairs |= set(zip(np.asarray(table.column("attr_a"), dtype=float)[finite], inputs[0][finite, 0].astype(float)))
+    summary = accumulator.result()
+    assert summary.points.values.shape == (20, 2)  # 66 finite rows offered, 20 kept
+    assert set(map(tuple, summary.points.values.tolist())) <= pairs
+    np.testing.assert_array_equal(np.sort(summary.points.priorities), np.sort(merged.points.priorities))
+    points = points_table(summary).to_pydict()
+    assert set(points["feature"]) == {"a"} and sorted(zip(points["attribution"], points["value"])) == sorted(map(tuple, summary.points.values.tolist()))
