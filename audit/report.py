@@ -191,6 +191,10 @@ def _section_tokens(run: RunResult) -> str:
     return "".join(parts)
 
 
+# Slice values beyond this many get no map each (the heatmap above still covers up to 40).
+MAX_SLICE_MAPS = 24
+
+
 def _section_groups(run: RunResult, maps: dict) -> str:
     """Heatmaps of importance per explained class and per slice value (when there are several)."""
     kinds = dict.fromkeys(g["kind"] for g in run.summary["groups"] if g["kind"] != "overall")
@@ -216,6 +220,13 @@ def _section_groups(run: RunResult, maps: dict) -> str:
             parts.append(_image(plots.maps_grid([maps[("rank", r, feature["name"])] for r in ranks], [f"rank {r}" for r in ranks],
                                                 feature["shape"], f"mean |attribution| of {feature['name']} per rank (1 = top class)"),
                                 f"per-rank maps {feature['name']}"))
+        for kind in (k for k in kinds if k.startswith("slice:")):
+            values = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == kind), key=lambda c: (len(c), c))
+            column = kind[len("slice:"):]
+            if 1 <= len(values) <= MAX_SLICE_MAPS:
+                parts.append(_image(plots.maps_grid([maps[(kind, v, feature["name"])] for v in values], [f"{column}={v}" for v in values],
+                                                    feature["shape"], f"mean |attribution| of {feature['name']} per {column}"),
+                                    f"per-slice maps {feature['name']} {column}"))
     return "<h2>Importance per class and slice</h2>" + "".join(parts) if parts else ""
 
 

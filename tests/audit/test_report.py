@@ -76,7 +76,8 @@ def test_report_numbers_equal_a_brute_force_pass_over_the_rows(image_runs):
     assert f"mean {scores.mean():.4g}, std {scores.std():.4g}, min {scores.min():.4g}, max {scores.max():.4g}" in page
     assert load_run(run_dir).manifest["model"]["sha256"] in page
     alts = re.findall(r'<img alt="([^"]+)"', page)
-    assert alts == ["importance map pixels", "per-class maps pixels", "exemplars pixels", "completeness histogram", "prediction distribution"]
+    assert alts == ["importance map pixels", "per-class maps pixels", "per-slice maps pixels label", "exemplars pixels",
+                    "completeness histogram", "prediction distribution"]
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
@@ -98,7 +99,7 @@ def test_report_loads_in_headless_chromium_with_every_image_rendered(image_runs)
     dom = _browser(probe_copy, "--dump-dom", "--virtual-time-budget=10000")
     assert dom.returncode == 0, dom.stderr[-2000:]
     probe = json.loads(re.search(r'data-probe="([^"]+)"', dom.stdout).group(1).replace("&quot;", '"'))
-    assert probe == {"images": page.count("<img "), "decoded": page.count("<img "), "errors": []} and probe["images"] == 6
+    assert probe == {"images": page.count("<img "), "decoded": page.count("<img "), "errors": []} and probe["images"] == 7
 
     screenshot = tmp_path / "report.png"
     shot = _browser(out, f"--screenshot={screenshot}", "--window-size=1100,2400")
@@ -225,14 +226,14 @@ def _colorbars(figure):
 def test_maps_share_one_colour_scale_shown_by_a_colorbar(image_runs, figures):
     render_report(load_run(image_runs[1]))
     maps = [f for name, f in figures if name == "maps_grid"]
-    assert len(maps) == 2  # overall, per class
+    assert len(maps) == 3  # overall, per class, per value of the slice column 'label'
     for figure in maps:
         panels = [ax for ax in figure.axes if ax.images]
         assert len(_colorbars(figure)) == 1
         assert len({ax.images[0].get_clim() for ax in panels}) == 1  # one scale for every panel
         assert _colorbars(figure)[0].get_ylabel() == "mean |attribution|"
-    per_class = maps[1]
-    assert len([ax for ax in per_class.axes if ax.images]) == 3
+    per_class, per_label = maps[1], maps[2]
+    assert len([ax for ax in per_class.axes if ax.images]) == 3 and len([ax for ax in per_label.axes if ax.images]) == 3
     exemplars = next(f for name, f in figures if name == "exemplar_grid")
     assert len(_colorbars(exemplars)) == 4  # one per criterion row
 
