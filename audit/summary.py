@@ -74,6 +74,8 @@ class SummarySpec:
     # Inputs of token/category ids or text attributed at a layer: their per-position attributions
     # are also totalled per (class, token id) (audit.token_importance).
     token_features: tuple["TokenFeatureSpec", ...] = ()
+    # Poisson bootstrap replicates of each group's per-feature means (audit.bootstrap); 0: none.
+    bootstrap_replicates: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ class GroupSummary:
     sample: RowSample
     steps_counts: dict = field(default_factory=dict)
     rows_met: int = 0
+    # (BUCKETS, 2F + 1) per-bucket sums for the Poisson bootstrap: sum |a_j|, sum a_j, rows
+    # (audit.bootstrap); None: off.
+    bootstrap: Optional[np.ndarray] = None
 
     @property
     def rows(self) -> int:
@@ -123,6 +128,7 @@ class GroupSummary:
             self.sample.merge(other.sample),
             {k: self.steps_counts.get(k, 0) + other.steps_counts.get(k, 0) for k in sorted({*self.steps_counts, *other.steps_counts})},
             self.rows_met + other.rows_met,
+            None if self.bootstrap is None else self.bootstrap + other.bootstrap,
         )
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
+from audit.bootstrap import BUCKETS, buckets_of
 from audit.moments import RowSample, StackedMoments, stacked_moments
 from audit.summary import (
     DELTA_EDGES, NULL_VALUE, POINTS_SIZE, Exemplars, GroupSummary, RunSummary, SummarySpec, admit_slice_value, best_per_class,
@@ -61,6 +62,8 @@ class SummaryAccumulator:
         self._exemplars: dict[str, Exemplars] = {}
         self._tokens: dict[str, TokenTotals] = {}
         self._scalars = [j for j, f in enumerate(spec.features) if not f.is_tensor]  # the beeswarm's features
+        # (G, BUCKETS, 2F + 1) per-bucket sums for the Poisson bootstrap (audit.bootstrap), when replicates are asked for.
+        self._bootstrap = np.zeros((0, BUCKETS, 2 * len(spec.features) + 1)) if spec.bootstrap_replicates else None
         self._points = RowSample.empty(POINTS_SIZE, 2 * len(self._scalars)) if self._scalars else None
 
     def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
@@ -102,6 +105,8 @@ class SummaryAccumulator:
             if steps_used is not None:
                 self._add_steps(groups, steps_used)
             self._add_to_samples(groups, priorities, values, scores, deltas)
+        if self._bootstrap is not None:
+            self._add_bootstrap(group_of_rows, keys, values)
         for token_feature in spec.token_features:
             j = [f.name for f in spec.features].index(token_feature.name)
             attributions = elements.get(token_feature.name, values[:, j : j + 1])  # (R, positions)
@@ -113,6 +118,20 @@ class SummaryAccumulator:
         primary = np.arange(table.num_rows) if ranks is None else np.flatnonzero(ranks == 0)  # top_k: rank-1 rows only
         self._add_exemplars(keys, targets, scores, deltas, inputs, example_index, values, elements, primary)
         self._add_points(priorities, values, inputs, example_index, primary)
+
+    def _add_bootstrap(self, group_of_rows: list[np.ndarray], keys: pa.ChunkedArray, values: np.ndarray) -> None:
+        """Adds each (group, bucket)'s sums of |a|, a and its row count (audit.bootstrap): one
+        sort and one reduceat per grouping."""
+        buckets = buckets_of(keys)  # (R,)
+        columns = np.column_stack([np.abs(values), values, np.ones(len(values))])  # (R, 2F + 1)
+        for groups in group_of_rows:
+            cells = groups * BUCKETS + buckets  # (R,) one id per (group, bucket)
+            order = np.argsort(cells, kind="stable")
+            sorted_cells = cells[order]
+            starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
+            sums = np.add.reduceat(columns[order], starts, axis=0)  # (cells present, 2F + 1)
+            present = sorted_cells[starts]
+            self._bootstrap[present // BUCKETS, present % BUCKETS] += sums  # each (group, bucket) once
 
     def _add_points(self, priorities: np.ndarray, values: np.ndarray, inputs: tuple, example_index: np.ndarray, primary: np.ndarray) -> None:
         """Offers the beeswarm sample the rows `primary` that could enter it: each one's scalar
@@ -158,6 +177,7 @@ class SummaryAccumulator:
                 self._samples[g],
                 dict(sorted(self._steps_counts[g].items())),  # steps_used ascending
                 int(counters[2]),
+                None if self._bootstrap is None else self._bootstrap[g].copy(),
             )
         slice_values = {c: set(v) for c, v in self._slice_values.items()}
         return RunSummary(spec, groups, self._rows_not_finite, slice_values, dict(self._exemplars), dict(self._tokens), self._points)
@@ -190,6 +210,8 @@ class SummaryAccumulator:
         self._samples += [RowSample.empty(self.spec.sample_size, width) for _ in range(new - old)]
         self._waiting += [[] for _ in range(new - old)]
         self._steps_counts += [{} for _ in range(new - old)]
+        if self._bootstrap is not None:
+            self._bootstrap = np.concatenate([self._bootstrap, np.zeros((new - old, *self._bootstrap.shape[1:]))])
 
     def _add_moments(self, group_of_rows: list[np.ndarray], blocks: list[np.ndarray]) -> None:
         """Merges the batch's moments of the columns `blocks` (R, D_i) into each group's."""

@@ -23,6 +23,7 @@ summary.json: run-level numbers per group (rows, score distribution, completenes
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from attributions.result import COMPLETENESS_MEASURE
+from audit.bootstrap import BUCKETS, percentile_interval, replicate_means, replicate_sums
 from audit.summary import DELTA_EDGES, QUANTILES, RunSummary
 from audit.token_importance import TokenTotals, top_tokens
 
@@ -228,6 +230,7 @@ def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[s
         if spec.adaptive:
             document["completeness"]["steps_used"] = steps_document(group.steps_counts, group.rows_met)
     feature_quantiles = group.sample.quantiles(qs)
+    intervals = _bootstrap_intervals(group, len(spec.features), spec.bootstrap_replicates)
     for j, feature in enumerate(spec.features):
         document["features"][feature.name] = {
             "mean": float(group.features.mean[j]),
@@ -235,7 +238,21 @@ def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[s
             "std": float(group.features.std[j]),
             "quantiles": {quantile_name(q): _number(v) for q, v in zip(QUANTILES, feature_quantiles[:, j])},
         }
+        if intervals is not None:
+            document["features"][feature.name]["mean_abs_interval"] = [_number(v) for v in intervals[0][:, j]]
+            document["features"][feature.name]["mean_interval"] = [_number(v) for v in intervals[1][:, j]]
     return document
+
+
+def _bootstrap_intervals(group, features: int, replicates: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(2, F) 95 % percentile intervals of mean |attribution| and of the mean attribution over
+    the group's bootstrap replicates, or None without replicates."""
+    if group.bootstrap is None:
+        return None
+    mean_abs, mean = replicate_means(replicate_sums(group.bootstrap, replicates), features)  # (B, F) each
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (no weight in any replicate): NaN
+        return percentile_interval(mean_abs), percentile_interval(mean)
 
 
 def steps_document(counts: dict[int, int], rows_met: int) -> dict[str, Any]:
@@ -286,6 +303,10 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
     for group in document["groups"]:  # the explained class's name beside its index (--class-names)
         if group["kind"] == "target" and str(group["value"]).isdigit() and int(group["value"]) < len(names):
             group["name"] = names[int(group["value"])]
+    if spec.bootstrap_replicates:
+        document["bootstrap"] = {"replicates": spec.bootstrap_replicates, "level": 0.95,
+                                 "buckets": BUCKETS,
+                                 "method": "Poisson bootstrap over random groups of records (by key hash), percentile intervals"}
     if spec.token_features:
         document["token_importance"] = token_document(summary)
     if points_features(summary):  # the beeswarm's sample (POINTS_FILE)

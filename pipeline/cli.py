@@ -163,6 +163,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--slice-columns", "--slice-column", action="append", dest="slice_columns", metavar="COLUMN",
         help="also summarize per value of this column (e.g. country); repeat or comma-separate (--slice-column also works).")
     add("--summary-sample-size", type=int, metavar="ROWS", help="rows kept per summary group for approximate quantiles (default 2048).")
+    add("--bootstrap-replicates", type=int, metavar="B", help="Poisson bootstrap replicates behind the 95 %% intervals of "
+        "every group's per-feature means in summary.json (default 200; 0 turns them off).")
     add("--completeness-threshold", type=float, metavar="FRACTION", help="relative completeness error counted as too large in summaries (default 0.05).")
     add("--max-slice-values", type=int, metavar="N", help="distinct values summarized per slice column, the rest pooled as __other__ (default 1000).")
     add("--date", metavar="YYYY-MM-DD", help="fills {date} in --model/--input/--output/--background/--baseline paths.")

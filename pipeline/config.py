@@ -21,6 +21,7 @@ import yaml
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB
 from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULES, check_adaptive_settings
 from attributions.targets import TargetSpec
+from audit.bootstrap import DEFAULT_REPLICATES, MAX_REPLICATES
 from audit.quality_limits import parse_quality_limits
 from pipeline.paths import check_printable_path, normalized_path
 from transforms.images import ImageSpec, image_spec
@@ -165,6 +166,9 @@ class RunConfig:
     slice_columns: tuple[str, ...] = ()
     # Rows kept per group for approximate quantiles (rank error std <= 0.5/sqrt(n)).
     summary_sample_size: int = 2048
+    # Poisson bootstrap replicates behind the 95 % intervals of each group's per-feature means
+    # (audit.bootstrap); 0 turns them off.
+    bootstrap_replicates: int = DEFAULT_REPLICATES
     # Relative completeness error counted as too large in the summaries (0.05 = 5 %).
     completeness_threshold: float = 0.05
     # Distinct values summarized per slice column; later ones are pooled as '__other__'.
@@ -236,6 +240,9 @@ class RunConfig:
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         for name in ("batch_size", "chunk_memory_mib", "summary_sample_size", "max_slice_values", "baseline_sample_size"):
             _check_positive_int(name, getattr(self, name))
+        if not isinstance(self.bootstrap_replicates, int) or isinstance(self.bootstrap_replicates, bool) or not 0 <= self.bootstrap_replicates <= MAX_REPLICATES:
+            raise ValueError(f"bootstrap_replicates must be a whole number from 0 (off) to {MAX_REPLICATES}; got "
+                             f"{self.bootstrap_replicates!r} (the default, {DEFAULT_REPLICATES}, is usually enough).")
         _check_number("baseline_far_share", self.baseline_far_share, "a number in [0, 1] (e.g. 0.25)", lambda v: 0 <= v <= 1)
         self._validate_quality_settings()
         if self.blur_sigma is not None:

@@ -572,6 +572,7 @@ def summary_spec(config: RunConfig, schema: RecordSchema, token_features: tuple[
         max_slice_values=config.max_slice_values,
         adaptive=config.method == "integrated_gradients" and config.completeness_target is not None,
         token_features=token_features,
+        bootstrap_replicates=config.bootstrap_replicates,
     )
 
 

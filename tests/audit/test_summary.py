@@ -9,7 +9,8 @@ from audit.summary import Exemplars, FeatureSpec, RunSummary, SummarySpec, best_
 from audit.summary_accumulator import SummaryAccumulator, summarize_batch
 from audit.summary_output import features_table
 
-SPEC = SummarySpec(features=(FeatureSpec("a", 1), FeatureSpec("img", 4, (2, 2))), path_method=True, slice_columns=("country",))
+SPEC = SummarySpec(features=(FeatureSpec("a", 1), FeatureSpec("img", 4, (2, 2))), path_method=True, slice_columns=("country",),
+                   bootstrap_replicates=8)
 
 
 def _rows(seed, n=12, countries=("DE", "FR", None)):
@@ -143,6 +144,7 @@ def _assert_same_summary(a: RunSummary, b: RunSummary, exact_groups: bool = True
             other.score_min, other.score_max, other.rows_with_delta, other.rows_over_threshold)
         assert group.steps_counts == other.steps_counts and group.rows_met == other.rows_met
         np.testing.assert_array_equal(group.delta_histogram, other.delta_histogram)
+        np.testing.assert_allclose(group.bootstrap, other.bootstrap, rtol=1e-12)  # sums: the order of additions differs
     a_rows, b_rows = features_table(a).to_pylist(), features_table(b).to_pylist()
     assert len(a_rows) == len(b_rows)
     for mine, theirs in zip(a_rows, b_rows):

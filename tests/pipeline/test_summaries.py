@@ -68,6 +68,33 @@ def test_feature_statistics_equal_a_brute_force_pass_over_the_written_rows(image
             assert cell["q50"] is None
 
 
+def test_bootstrap_intervals_equal_the_replicates_recomputed_from_the_written_rows(image_run):
+    """summary.json's 95 % intervals of each group's mean |attribution| and mean, from the rows'
+    key buckets and the buckets' Poisson weights, though the rows were summarized in 19 batches
+    of 16 and merged."""
+    from audit.bootstrap import BUCKETS, DEFAULT_REPLICATES, buckets_of, poisson_weights
+
+    out, manifest, _ = image_run
+    written = read_parquet_dir(out)
+    rows = {name: np.asarray(written.column(name).to_pylist()) for name in ("id", "target", "label")}
+    totals = np.asarray(written.column("attr_features").to_pylist(), dtype=np.float64).sum(axis=1)  # (300,)
+    bucket_weights = poisson_weights(np.arange(BUCKETS, dtype=np.uint64) + np.uint64(0x5EED), DEFAULT_REPLICATES)  # (K, B)
+    weights = bucket_weights[buckets_of(rows["id"].tolist())]  # (300, B): each row weighs as its bucket
+    document = json.loads((out / "summary.json").read_text())
+    assert document["bootstrap"]["replicates"] == DEFAULT_REPLICATES == manifest["settings"]["bootstrap_replicates"]
+    groups = {(g["kind"], g["value"]): g for g in document["groups"]}
+    for key, mask in _groups(rows):
+        w = weights[mask]  # (n, B)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicate_abs = (w.T @ np.abs(totals[mask])) / w.sum(axis=0)
+            replicate_mean = (w.T @ totals[mask]) / w.sum(axis=0)
+        feature = groups[key]["features"]["features"]
+        np.testing.assert_allclose(feature["mean_abs_interval"], np.nanquantile(replicate_abs, [0.025, 0.975]), rtol=1e-6)
+        np.testing.assert_allclose(feature["mean_interval"], np.nanquantile(replicate_mean, [0.025, 0.975]), rtol=1e-6, atol=1e-9)
+        low, high = feature["mean_abs_interval"]
+        assert low < feature["mean_abs"] < high, (key, feature)
+
+
 def test_prediction_completeness_and_dead_letters_equal_a_brute_force_pass(image_run):
     out, manifest, _ = image_run
     written = read_parquet_dir(out)
