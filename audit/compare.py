@@ -85,6 +85,39 @@ def _leaf_importance(run: RunResult) -> dict[tuple[str, str], dict[tuple[str, in
     return leaves
 
 
+# Two-sided 95 % normal quantile, and the draws behind the intervals of the rank statistics.
+Z95 = 1.959963984540054
+NOISE_DRAWS = 200
+
+
+def _feature_ses(run: RunResult, key: tuple[str, str]) -> dict[str, float]:
+    """{feature: bootstrap standard error of its mean |attribution|} in group `key` (summary.json's
+    mean_abs_se; runs summarized without the bootstrap have none)."""
+    features = (run.groups.get(key) or {}).get("features") or {}
+    return {name: f["mean_abs_se"] for name, f in features.items() if f.get("mean_abs_se") is not None}
+
+
+def _change_interval(change: float, se_a: Optional[float], se_b: Optional[float]) -> Optional[list[float]]:
+    """95 % interval of B - A for two independent runs' means, from their bootstrap standard errors."""
+    if se_a is None or se_b is None:
+        return None
+    half = Z95 * float(np.hypot(se_a, se_b))
+    return [change - half, change + half]
+
+
+def _rank_intervals(va: np.ndarray, vb: np.ndarray, se_a: np.ndarray, se_b: np.ndarray, k: int) -> tuple[list[float], list[float]]:
+    """95 % intervals of Spearman's rho and of the top-k overlap between A and B when each
+    feature's mean |attribution| is redrawn within its bootstrap standard error (NOISE_DRAWS draws,
+    seeded: the same runs give the same intervals)."""
+    rng = np.random.default_rng(0)
+    draws_a = rng.normal(va, se_a, size=(NOISE_DRAWS, len(va)))
+    draws_b = rng.normal(vb, se_b, size=(NOISE_DRAWS, len(vb)))
+    rho = np.array([spearman(x, y) for x, y in zip(draws_a, draws_b)])
+    overlap = np.array([top_k_overlap(x, y, k) for x, y in zip(draws_a, draws_b)])
+    with np.errstate(all="ignore"):
+        return [float(v) for v in np.nanquantile(rho, [0.025, 0.975])], [float(v) for v in np.quantile(overlap, [0.025, 0.975])]
+
+
 def _completeness_share(group: dict[str, Any]) -> Optional[float]:
     completeness = group.get("completeness")
     return None if not completeness else completeness["share_over_threshold"]
@@ -107,14 +140,19 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
     va = np.array([importance_a[leaf] for leaf in leaves])  # (n,)
     vb = np.array([importance_b[leaf] for leaf in leaves])  # (n,)
     total_a = va.sum() or 1.0
-    features = [
-        {
+    ses_a, ses_b = _feature_ses(a, key), _feature_ses(b, key)
+    features = []
+    for (feature, element), x, y in zip(leaves, va, vb):
+        interval = _change_interval(float(y - x), ses_a.get(feature), ses_b.get(feature)) if element < 0 else None
+        features.append({
             "feature": feature if element < 0 else f"{feature}[{element}]",
             "mean_abs_a": float(x), "mean_abs_b": float(y), "change": float(y - x),
             "relative_change": float((y - x) / x) if x > 0 else None, "share_a": float(x / total_a),
-        }
-        for (feature, element), x, y in zip(leaves, va, vb)
-    ]
+            "change_interval": interval, "beyond_noise": None if interval is None else not interval[0] <= 0.0 <= interval[1],
+        })
+    with_se = bool(leaves) and all(e < 0 and f in ses_a and f in ses_b for f, e in leaves)
+    rank_intervals = (_rank_intervals(va, vb, np.array([ses_a[f] for f, _ in leaves]), np.array([ses_b[f] for f, _ in leaves]),
+                                      min(t.top_k, len(leaves))) if with_se and len(leaves) > 1 else (None, None))
     std_a = group_a["prediction"]["std"]
     shift = group_b["prediction"]["mean"] - group_a["prediction"]["mean"]
     # Shares over the threshold of two different measures are not comparable: not judged.
@@ -125,6 +163,7 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
         "checked": min(group_a["rows"], group_b["rows"]) >= t.min_group_rows,
         "spearman": spearman(va, vb), "kendall_tau_b": kendall_tau_b(va, vb),
         "top_k": min(t.top_k, len(leaves)), "top_k_overlap": top_k_overlap(va, vb, t.top_k),
+        "spearman_interval": rank_intervals[0], "top_k_overlap_interval": rank_intervals[1],
         "prediction": {"mean_a": group_a["prediction"]["mean"], "mean_b": group_b["prediction"]["mean"],
                        "shift_in_std_a": shift / std_a if std_a > 0 else (0.0 if shift == 0 else float("inf"))},
         "completeness": None if share_a is None or share_b is None else
@@ -136,13 +175,20 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
 
 
 def _group_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
+    """The reasons a group drifted. With bootstrap standard errors in both runs, a ranking counts
+    only when its whole interval is below the threshold, and a feature's change only when the
+    interval of the change excludes 0: a change the runs' sampling noise explains is not drift."""
     reasons = []
-    if np.isfinite(r["spearman"]) and r["spearman"] < t.min_spearman:
-        reasons.append(f"Spearman {r['spearman']:.3f} < {t.min_spearman}")
-    if r["top_k_overlap"] < t.min_top_k_overlap:
-        reasons.append(f"top-{r['top_k']} overlap {r['top_k_overlap']:.2f} < {t.min_top_k_overlap}")
-    moved = [f for f in r["features"] if f["share_a"] >= t.min_share and f["relative_change"] is not None
-             and abs(f["relative_change"]) > t.max_relative_change]
+    rho_high = (r.get("spearman_interval") or [None, -np.inf])[1]
+    if np.isfinite(r["spearman"]) and r["spearman"] < t.min_spearman and not (rho_high is not None and rho_high >= t.min_spearman):
+        reasons.append(f"Spearman {r['spearman']:.3f} < {t.min_spearman}" + _interval_text(r.get("spearman_interval")))
+    overlap_high = (r.get("top_k_overlap_interval") or [None, -np.inf])[1]
+    if r["top_k_overlap"] < t.min_top_k_overlap and not (overlap_high is not None and overlap_high >= t.min_top_k_overlap):
+        reasons.append(f"top-{r['top_k']} overlap {r['top_k_overlap']:.2f} < {t.min_top_k_overlap}" + _interval_text(r.get("top_k_overlap_interval")))
+    for f in r["features"]:
+        f["drift"] = (f["share_a"] >= t.min_share and f["relative_change"] is not None
+                      and abs(f["relative_change"]) > t.max_relative_change and f.get("beyond_noise") is not False)
+    moved = [f for f in r["features"] if f["drift"]]
     if moved:
         names = ", ".join(f"{f['feature']} {f['relative_change']:+.0%}" for f in moved[:5])
         reasons.append(f"{len(moved)} important feature(s) changed by more than {t.max_relative_change:.0%}: {names}")
@@ -151,6 +197,10 @@ def _group_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
     if r["completeness"] and r["completeness"]["change"] > t.max_completeness_increase:
         reasons.append(f"share of rows over the completeness threshold rose by {r['completeness']['change']:.3f}")
     return reasons
+
+
+def _interval_text(interval: Optional[list[float]]) -> str:
+    return f" (95 % interval {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""
 
 
 def _class_shares(run: RunResult) -> dict[str, float]:
@@ -343,10 +393,12 @@ def format_comparison(document: dict[str, Any], features: int = 10) -> str:
     overall = next((g for g in document["groups"] if g["kind"] == "overall"), None)
     if overall:
         lines += ["", f"most changed features (overall, mean |attribution|; {FEATURE_ORDER}):",
-                  f"{'feature':<28} {'A':>10} {'B':>10} {'change':>9}"]
+                  f"{'feature':<28} {'A':>10} {'B':>10} {'change':>9}  95 % interval of B - A"]
         for f in overall["features"][:features]:
             relative = f"{f['relative_change']:+.1%}" if f["relative_change"] is not None else "-"
-            lines.append(f"{f['feature']:<28.28} {f['mean_abs_a']:>10.4g} {f['mean_abs_b']:>10.4g} {relative:>9}")
+            interval = f.get("change_interval")
+            noise = "" if interval is None else f"[{interval[0]:+.3g}, {interval[1]:+.3g}]" + ("" if f["beyond_noise"] else " within noise")
+            lines.append(f"{f['feature']:<28.28} {f['mean_abs_a']:>10.4g} {f['mean_abs_b']:>10.4g} {relative:>9}  {noise}")
     if document.get("tokens"):
         lines += ["", f"tokens (mean |attribution| per token, seen >= {MIN_TOKEN_COUNT} times in both runs):",
                   f"{'input':<20} {'target':>6} {'tokens':>7} {'spearman':>9} {'top-k':>6}  drift   most moved (mean attribution A -> B)"]

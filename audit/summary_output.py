@@ -241,18 +241,22 @@ def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[s
         if intervals is not None:
             document["features"][feature.name]["mean_abs_interval"] = [_number(v) for v in intervals[0][:, j]]
             document["features"][feature.name]["mean_interval"] = [_number(v) for v in intervals[1][:, j]]
+            document["features"][feature.name]["mean_abs_se"] = _number(intervals[2][j])
+            document["features"][feature.name]["mean_se"] = _number(intervals[3][j])
     return document
 
 
-def _bootstrap_intervals(group, features: int, replicates: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _bootstrap_intervals(group, features: int, replicates: int) -> Optional[tuple[np.ndarray, ...]]:
     """(2, F) 95 % percentile intervals of mean |attribution| and of the mean attribution over
-    the group's bootstrap replicates, or None without replicates."""
+    the group's bootstrap replicates, and (F,) their bootstrap standard errors (what compare
+    combines for a difference between runs); None without replicates."""
     if group.bootstrap is None:
         return None
     mean_abs, mean = replicate_means(replicate_sums(group.bootstrap, replicates), features)  # (B, F) each
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (no weight in any replicate): NaN
-        return percentile_interval(mean_abs), percentile_interval(mean)
+        return (percentile_interval(mean_abs), percentile_interval(mean),
+                np.nanstd(mean_abs, axis=0, ddof=1), np.nanstd(mean, axis=0, ddof=1))
 
 
 def steps_document(counts: dict[int, int], rows_met: int) -> dict[str, Any]:

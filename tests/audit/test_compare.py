@@ -195,7 +195,7 @@ def test_drift_reasons_are_a_list_and_the_feature_order_is_stated(runs):
     verdict = text.split("\nDRIFT:\n")[1].splitlines()
     assert len(verdict) >= 2 and all(line.startswith("  - ") for line in verdict)
     assert "most changed features (overall, mean |attribution|; sorted by |change| of mean |attribution|, largest first)" in text
-    assert re.search(r"\nf0 +[0-9.]+ +[0-9.]+ +\+200\.0%\n", text)
+    assert re.search(r"\nf0 +[0-9.]+ +[0-9.]+ +\+200\.0%  \[\+[0-9.e-]+, \+[0-9.e-]+\]\n", text)  # its interval excludes 0
 
 
 def test_every_threshold_flag_says_what_it_measures_its_default_and_unit(capsys):
