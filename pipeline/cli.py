@@ -407,6 +407,15 @@ class _RetriesInOneLine(logging.Filter):
         return True
 
 
+class _DropRetracingNotes(logging.Filter):
+    """TensorFlow's 'N out of the last M calls to <function ...> triggered tf.function retracing'
+    warning: each model-function object traces once by design (shape-free signatures; the quality
+    audit builds its own), which the warning counts as retracing. Kept with --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("tensorflow") and "triggered tf.function retracing" in str(record.msg))
+
+
 class _DropImportNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno <= logging.WARNING and str(record.msg).startswith(_IMPORT_NOISE))
@@ -425,8 +434,9 @@ class _PrintableFormatter(logging.Formatter):
         return printable(super().format(record))
 
 
-def configure_logging() -> None:
-    """WARNING and above on stderr, one line each, without Beam's import-time noise."""
+def configure_logging(debug: bool = False) -> None:
+    """WARNING and above on stderr, one line each, without Beam's import-time noise (nor, unless
+    `debug`, TensorFlow's retracing notes)."""
     logging.basicConfig(level=logging.WARNING, format=_LOG_FORMAT)
     for handler in logging.getLogger().handlers:
         if type(handler.formatter) is logging.Formatter and handler.formatter._fmt == _LOG_FORMAT:  # basicConfig's
@@ -435,6 +445,8 @@ def configure_logging() -> None:
             handler.addFilter(_DropImportNoise())
             handler.addFilter(_DropTracebacksSaidInOneLine())
             handler.addFilter(_RetriesInOneLine())
+        if not debug and not any(isinstance(f, _DropRetracingNotes) for f in handler.filters):
+            handler.addFilter(_DropRetracingNotes())
 
 
 def _use_filesystem_flags_only(args: argparse.Namespace, beam_args: Sequence[str], parser: argparse.ArgumentParser) -> None:
@@ -496,11 +508,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    configure_logging()
+    configure_logging(debug=bool(getattr(args, "debug", False)))
     try:
         if args.command == "demo":
             if beam_args:
                 parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+            _import_tensorflow_without_sklearn()  # its start-up lines dropped, as for `run`
             from pipeline.demo import run_demo
 
             run_demo(args.output)

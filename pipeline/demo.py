@@ -447,7 +447,8 @@ def run_demo(output: str) -> None:
     import shlex
 
     print("\n[2/4] integrated gradients of the logit vs the mean patient, breast cancer MLP, Parquet -> Parquet\n"
-          f"  attribution-pipeline run --model {cancer['model']} --input {cancer['data']} --output {cancer_out} "
+          f"  attribution-pipeline run --model {cancer['model']} {' '.join('--input ' + shlex.quote(p) for p in cancer['data'])} "
+          f"--output {cancer_out} "
           f"--method integrated_gradients --steps 64 --baseline file:{cancer['baseline']} --explain-logits "
           f"--inputs {shlex.quote('measurements=' + ','.join(cancer['columns']))} --key-column patient_id "
           f"--passthrough-columns diagnosis --slice-columns diagnosis --overwrite")
@@ -470,4 +471,6 @@ def run_demo(output: str) -> None:
           f"summary.json, summary_*.parquet, manifest.json)")
     print(f"reports: {', '.join(os.path.join(d, 'report.html') for d in run_dirs)} "
           f"(attribution-pipeline report RUN --out FILE.html [--baseline OTHER_RUN])")
+    print("quality: lines above are the runs' own quality audit (randomisation, input dominance, faithfulness) warning "
+          "where these small demo models' explanations are weak; each report opens with what they mean (docs/quality.md).")
     print(f"demo finished in {time.time() - start:.1f} s")

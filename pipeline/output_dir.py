@@ -48,7 +48,8 @@ from pipeline.output_lock import LOCK_FILE
 
 __all__ = [
     "ATTRIBUTIONS_PREFIX", "DEAD_LETTER_PREFIX", "STAGING_PREFIX", "LAUNCH_FILE", "DONE_MARKER", "OWNER_FILE",
-    "STAGING_MARKER", "OutputState", "StagingFolder", "inspect_output", "check_output", "check_output_outside_inputs", "claim",
+    "STAGING_MARKER", "OutputState", "StagingFolder", "inspect_output", "check_output", "check_output_outside_inputs",
+    "check_inputs_outside_output", "claim",
     "open_staging", "staging_in_use", "staged_outputs", "stale_staging_dirs", "launched_staging_dirs", "remove_staging", "commit",
     "read_launch", "done_marker", "write_json", "read_json",
 ]
@@ -239,7 +240,8 @@ def check_output(output: str, overwrite: bool) -> OutputState:
     if not state.ours:
         shown = ", ".join(repr(n) for n in state.foreign[:3]) + (" ..." if len(state.foreign) > 3 else "")
         raise ValueError(
-            f"output folder {output!r} is not empty and holds no run of this program ({len(state.foreign)} entries: "
+            f"output folder {output!r} is not empty and holds no run of this program ({len(state.foreign)} "
+            f"entr{'ies' if len(state.foreign) != 1 else 'y'}: "
             f"{shown}); a run writes only into a new or empty folder or a previous run's. Choose another --output."
         )
     lookalikes = [n for n in state.foreign if _is_result_name(n)]
@@ -271,10 +273,9 @@ def _translate_pattern(pattern: str) -> str:
     return FileSystem.translate_pattern(pattern)
 
 
-def check_output_outside_inputs(output: str, patterns: Sequence[str], input_files: Sequence[str]) -> None:
-    """Refuses an output folder that holds input files or that an input glob reaches into: the run
-    (or the next one) would read its own results as input. Local paths are compared as written
-    and with their links resolved (an output spelled through a link to the input folder)."""
+def check_inputs_outside_output(output: str, input_files: Sequence[str]) -> None:
+    """Refuses an output folder that holds input files (compared as written and with local links
+    resolved): the run would replace or read its own results. No Beam needed."""
     root = _absolute(output).rstrip("/") + "/"
     real_root = _real(output).rstrip("/") + "/"
     inside = [f for f in input_files if _absolute(f).startswith(root) or _real(f).startswith(real_root)]
@@ -283,6 +284,15 @@ def check_output_outside_inputs(output: str, patterns: Sequence[str], input_file
             f"input file {inside[0]!r} is inside the output folder {output!r}: the run would replace or read its own "
             f"results. Write the output to a folder outside the input."
         )
+
+
+def check_output_outside_inputs(output: str, patterns: Sequence[str], input_files: Sequence[str]) -> None:
+    """Refuses an output folder that holds input files or that an input glob reaches into: the run
+    (or the next one) would read its own results as input. Local paths are compared as written
+    and with their links resolved (an output spelled through a link to the input folder)."""
+    check_inputs_outside_output(output, input_files)
+    root = _absolute(output).rstrip("/") + "/"
+    real_root = _real(output).rstrip("/") + "/"
     names = [name.replace("*", "00000-of-00001.parquet") for name in (*_RESULT_NAMES, MANIFEST_NAME)]
     names += [STAGING_PREFIX + "0123456789ab/" + name for name in names]
     for pattern in patterns:

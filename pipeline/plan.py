@@ -313,7 +313,7 @@ def _map_model_inputs(
             if columns not in catalog:
                 raise ValueError(
                     f"model input {name!r} (shape {shape}) matches no input column {columns!r}{did_you_mean(columns, catalog)}"
-                    f"{_candidates_note(name, shape, config, catalog)}; {hint}.{_image_hint(tuple(shape), config, catalog)}"
+                    f"{_candidates_note(name, shape, config, catalog, model.input_names)}; {hint}.{_image_hint(tuple(shape), config, catalog)}"
                 )
             source = catalog[columns]
             if columns in config.images:
@@ -403,7 +403,7 @@ def _columns_for(
         return next(iter(config.images))  # one image input, one image column
     if name in catalog or len(shape) != 1:
         return name
-    candidates = _tabular_candidates(config, catalog)
+    candidates = _tabular_candidates(config, catalog, model_inputs)
     # Only one model input may claim the remaining columns, and only when their count fits exactly.
     unmapped = [n for n in model_inputs if n not in config.inputs and n not in catalog]
     if len(candidates) != shape[0] or len(unmapped) != 1:
@@ -420,23 +420,27 @@ def _label_like(name: str) -> bool:
     return name.lower() in LABEL_LIKE_COLUMNS
 
 
-def _tabular_candidates(config: RunConfig, catalog: dict[str, _SourceColumn]) -> tuple[str, ...]:
+def _tabular_candidates(config: RunConfig, catalog: dict[str, _SourceColumn], model_inputs: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Numeric scalar columns that are not the key, pass-through, label (or named like one) or
-    slice columns, in file order."""
-    taken = {config.key_column, *config.passthrough_columns, *config.slice_columns, config.target_spec().column}
+    slice columns, nor read by another model input (the column of its own name, or mapped to
+    it), in file order."""
+    mapped = [c for columns in config.inputs.values() for c in ((columns,) if isinstance(columns, str) else columns)]
+    taken = {config.key_column, *config.passthrough_columns, *config.slice_columns, config.target_spec().column,
+             *(n for n in model_inputs if n in catalog), *mapped, *config.images}
     return tuple(c.name for c in catalog.values() if c.numeric and not c.is_list and c.name not in taken and not _label_like(c.name))
 
 
-def _candidates_note(name: str, shape: tuple, config: RunConfig, catalog: dict[str, _SourceColumn]) -> str:
+def _candidates_note(name: str, shape: tuple, config: RunConfig, catalog: dict[str, _SourceColumn],
+                     model_inputs: tuple[str, ...] = ()) -> str:
     if name in config.inputs or len(shape) != 1:
         return ""
-    candidates = _tabular_candidates(config, catalog)
+    candidates = _tabular_candidates(config, catalog, model_inputs)
     shown = ", ".join(candidates[:8]) + (", ..." if len(candidates) > 8 else "")
     labels = [c for c in catalog if _label_like(c)]
     left_out = f"; left out as label-like: {', '.join(labels)}" if labels else ""
     return (
         f" (and the input has {len(candidates)} numeric scalar columns that are not key, pass-through, label or slice "
-        f"columns{': ' + shown if candidates else ''}; read by default only when there are exactly {shape[0]}{left_out})"
+        f"columns nor read by another model input{': ' + shown if candidates else ''}; read by default only when there are exactly {shape[0]}{left_out})"
     )
 
 

@@ -23,8 +23,10 @@ def check_quickly(config: RunConfig) -> None:
     if "://" not in config.model and not os.path.exists(config.model):
         raise ValueError(f"model path {config.model!r} does not exist; pass a .keras/.h5 file or a SavedModel directory.")
     if "://" not in config.output:
-        from pipeline.output_dir import check_output
+        from pipeline.output_dir import check_inputs_outside_output, check_output
 
+        local_inputs = [f for pattern in config.input if "://" not in pattern for f in sorted(glob.glob(os.path.abspath(pattern)))]
+        check_inputs_outside_output(config.output, local_inputs)  # the sharper message for an input inside the output
         check_output(config.output, config.overwrite)
     first = _first_local_parquet(config)
     if first is None:

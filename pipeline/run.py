@@ -191,9 +191,11 @@ def _mapping_notes(plan: RunPlan) -> list[str]:
         given = plan.config.inputs.get(name)
         if columns == [name] or (given is not None and list((given,) if isinstance(given, str) else given) == columns):
             continue
+        if len(columns) == 1 and columns[0] in plan.config.images:  # an --image column: decoded, as asked
+            continue
         shown = ", ".join(columns) if len(columns) <= 12 else ", ".join(columns[:6]) + ", ..., " + ", ".join(columns[-3:])
-        why = "the glob given" if given is not None else "the numeric columns that are not key, pass-through, label (or named like one) or slice, in file order"
-        notes.append(f"model input {name!r} reads {len(columns)} columns ({why}): {shown}")
+        why = "the glob given" if given is not None else "the numeric columns that are not key, pass-through, label (or named like one) or slice, nor read by another model input, in file order"
+        notes.append(f"model input {name!r} reads {len(columns)} column{'s' if len(columns) != 1 else ''} ({why}): {shown}")
     return notes
 
 

@@ -742,7 +742,7 @@ def folder_holding_only_a_users_staging_named_folder(tmp_path) -> Case:
     (project / ".staging-photos").mkdir(parents=True)
     (project / ".staging-photos" / "cat.jpg").write_bytes(b"a cat")
     return Case([path], {"key_column": "id"}, output=str(project), untouched=str(project),
-                launcher_error=r"is not empty and holds no run of this program \(1 entries: '.staging-photos'\)")
+                launcher_error=r"is not empty and holds no run of this program \(1 entry: '.staging-photos'\)")
 
 
 def folder_holding_only_a_copied_ownership_record(tmp_path) -> Case:

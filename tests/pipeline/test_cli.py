@@ -224,7 +224,7 @@ def test_a_tabular_run_needs_no_input_map_and_says_which_columns_it_read(linear_
             "--key-column", "id", "--passthrough-columns", "label", "--method", "gradient"]
     shown = _run_capturing_stderr(args)
     assert "model input 'features' reads 6 columns (the numeric columns that are not key, pass-through, label (or named like one) or slice, " \
-           "in file order): f0, f1, f2, f3, f4, f5" in shown
+           "nor read by another model input, in file order): f0, f1, f2, f3, f4, f5" in shown
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["input"]["mapping"] == {"features": COLUMNS}
     rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
@@ -340,7 +340,7 @@ def test_a_missing_model_a_folder_not_ours_a_complete_run_or_a_mistyped_column_i
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "notes.txt").write_text("mine")
     shown, err = quick("--model", model, "--input", data, "--output", str(tmp_path / "notes"), "--key-column", "id")
-    assert shown == "2 False False" and "is not empty and holds no run of this program (1 entries: 'notes.txt')" in err, err
+    assert shown == "2 False False" and "is not empty and holds no run of this program (1 entry: 'notes.txt')" in err, err
     assert main(["run", "--model", model, "--input", data, "--output", str(tmp_path / "done"), "--key-column", "id",
                  "--steps", "4", "--quiet"]) == 0
     shown, err = quick("--model", model, "--input", data, "--output", str(tmp_path / "done"), "--key-column", "id")

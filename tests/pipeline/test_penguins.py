@@ -104,3 +104,15 @@ def test_penguin_species_and_island_names_replace_ids_in_the_summaries_report_an
 
     assert main(args + ["--output", str(tmp_path / "bad"), "--vocabulary", f"bill_length_mm={tmp_path / 'islands.txt'}"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_vector_input_beside_id_inputs_reads_the_other_numeric_columns_without_a_mapping(tmp_path):
+    """The penguins model's island and sex inputs read their own columns, so the (4,) measurements
+    input takes the four numeric columns left (key and species given their roles): no --inputs."""
+    table = penguins_table()
+    model_path = train_penguins_model(tmp_path / "penguins.keras", table)
+    pq.write_table(table, str(tmp_path / "penguins.parquet"))
+    assert main(["run", "--model", model_path, "--input", str(tmp_path / "penguins.parquet"), "--output", str(tmp_path / "out"),
+                 "--key-column", "id", "--passthrough-columns", "species", "--steps", "8", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"]["mapping"]["measurements"] == list(PENGUIN_MEASUREMENTS)

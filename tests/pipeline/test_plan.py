@@ -43,7 +43,8 @@ def test_valid_plan_maps_columns_and_builds_the_output_schema(linear_model, tabu
     [
         ({"input": "nowhere/*.parquet"}, "matches no files"),
         ({"inputs": {}}, r"model input 'features' \(shape \(6,\)\) matches no input column 'features' \(and the input has 7 "
-                         r"numeric scalar columns that are not key, pass-through, label or slice columns: id, f0, .*; read by "
+                         r"numeric scalar columns that are not key, pass-through, label or slice columns nor read by another model input: "
+                         r"id, f0, .*; read by "
                          r"default only when there are exactly 6; left out as label-like: label\); map it"),
         ({"inputs": {"features": "g*"}}, r"inputs\['features'\] pattern 'g\*' matches no input column"),
         ({"key_column": "ID"}, r"key column 'ID' is not a column of the input \(did you mean 'id'\?\)"),
