@@ -18,13 +18,14 @@ rows in it (smaller groups are reported, not judged: their statistics are too no
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
 from audit.json_safe import json_ready  # re-exported: NaN/inf (e.g. a rank correlation of a constant vector) as None
-from audit.rank import kendall_tau_b, spearman, top_k_overlap
+from audit.rank import kendall_tau_b, ndcg, spearman, top_k_overlap
 from audit.quality_reading import compare_quality
 from audit.runs import RunResult
 from audit.summary_output import token_totals
@@ -40,6 +41,7 @@ class DriftThresholds:
 
     min_spearman: float = 0.8  # rank correlation of feature importance
     min_top_k_overlap: float = 0.6  # share of run A's top-k features still in run B's top k
+    min_ndcg: float = 0.9  # nDCG of B's feature ranking against A's importances (SageMaker Clarify's alert level)
     top_k: int = 10
     max_relative_change: float = 0.5  # |B - A| / A of mean |attribution| ...
     min_share: float = 0.05  # ... judged only for features with >= this share of A's total importance
@@ -61,6 +63,7 @@ class DriftThresholds:
 THRESHOLD_HELP: dict[str, tuple[str, str, str]] = {
     "min_spearman": ("RHO", "drift when Spearman's rank correlation of the features' mean |attribution| (A vs B) falls below this", "correlation, -1..1"),
     "min_top_k_overlap": ("SHARE", "drift when fewer than this share of A's top-k features (by mean |attribution|) are in B's top k", "share, 0..1"),
+    "min_ndcg": ("NDCG", "drift when the nDCG of B's feature ranking, with A's mean |attribution| as the relevance, falls below this (SageMaker Clarify alerts below 0.9)", "0..1"),
     "top_k": ("K", "how many top features --min-top-k-overlap compares", "features"),
     "max_relative_change": ("SHARE", "drift when an important feature's mean |attribution| changes by more than this, relative to A", "share of A's value, 0.5 = 50 %"),
     "min_share": ("SHARE", "a feature counts as important for --max-relative-change when it holds at least this share of A's total mean |attribution|", "share, 0..1"),
@@ -105,17 +108,19 @@ def _change_interval(change: float, se_a: Optional[float], se_b: Optional[float]
     return [change - half, change + half]
 
 
-def _rank_intervals(va: np.ndarray, vb: np.ndarray, se_a: np.ndarray, se_b: np.ndarray, k: int) -> tuple[list[float], list[float]]:
-    """95 % intervals of Spearman's rho and of the top-k overlap between A and B when each
-    feature's mean |attribution| is redrawn within its bootstrap standard error (NOISE_DRAWS draws,
-    seeded: the same runs give the same intervals)."""
+def _rank_intervals(va: np.ndarray, vb: np.ndarray, se_a: np.ndarray, se_b: np.ndarray, k: int) -> tuple[list[float], ...]:
+    """95 % intervals of Spearman's rho, of the top-k overlap and of nDCG between A and B when
+    each feature's mean |attribution| is redrawn within its bootstrap standard error (NOISE_DRAWS
+    draws, seeded: the same runs give the same intervals)."""
     rng = np.random.default_rng(0)
-    draws_a = rng.normal(va, se_a, size=(NOISE_DRAWS, len(va)))
-    draws_b = rng.normal(vb, se_b, size=(NOISE_DRAWS, len(vb)))
+    draws_a = np.abs(rng.normal(va, se_a, size=(NOISE_DRAWS, len(va))))  # a mean |attribution| is >= 0
+    draws_b = np.abs(rng.normal(vb, se_b, size=(NOISE_DRAWS, len(vb))))
     rho = np.array([spearman(x, y) for x, y in zip(draws_a, draws_b)])
     overlap = np.array([top_k_overlap(x, y, k) for x, y in zip(draws_a, draws_b)])
-    with np.errstate(all="ignore"):
-        return [float(v) for v in np.nanquantile(rho, [0.025, 0.975])], [float(v) for v in np.quantile(overlap, [0.025, 0.975])]
+    gain = np.array([ndcg(x, y) for x, y in zip(draws_a, draws_b)])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (constant importances): NaN bounds
+        return tuple([float(v) for v in np.nanquantile(values, [0.025, 0.975])] for values in (rho, overlap, gain))
 
 
 def _completeness_share(group: dict[str, Any]) -> Optional[float]:
@@ -152,7 +157,7 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
         })
     with_se = bool(leaves) and all(e < 0 and f in ses_a and f in ses_b for f, e in leaves)
     rank_intervals = (_rank_intervals(va, vb, np.array([ses_a[f] for f, _ in leaves]), np.array([ses_b[f] for f, _ in leaves]),
-                                      min(t.top_k, len(leaves))) if with_se and len(leaves) > 1 else (None, None))
+                                      min(t.top_k, len(leaves))) if with_se and len(leaves) > 1 else (None, None, None))
     std_a = group_a["prediction"]["std"]
     shift = group_b["prediction"]["mean"] - group_a["prediction"]["mean"]
     # Shares over the threshold of two different measures are not comparable: not judged.
@@ -164,6 +169,7 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
         "spearman": spearman(va, vb), "kendall_tau_b": kendall_tau_b(va, vb),
         "top_k": min(t.top_k, len(leaves)), "top_k_overlap": top_k_overlap(va, vb, t.top_k),
         "spearman_interval": rank_intervals[0], "top_k_overlap_interval": rank_intervals[1],
+        "ndcg": ndcg(va, vb), "ndcg_interval": rank_intervals[2],
         "prediction": {"mean_a": group_a["prediction"]["mean"], "mean_b": group_b["prediction"]["mean"],
                        "shift_in_std_a": shift / std_a if std_a > 0 else (0.0 if shift == 0 else float("inf"))},
         "completeness": None if share_a is None or share_b is None else
@@ -189,6 +195,9 @@ def _group_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
         f["drift"] = (f["share_a"] >= t.min_share and f["relative_change"] is not None
                       and abs(f["relative_change"]) > t.max_relative_change and f.get("beyond_noise") is not False)
     moved = [f for f in r["features"] if f["drift"]]
+    gain_high = (r.get("ndcg_interval") or [None, -np.inf])[1]
+    if np.isfinite(r["ndcg"]) and r["ndcg"] < t.min_ndcg and not (gain_high is not None and gain_high >= t.min_ndcg):
+        reasons.append(f"nDCG {r['ndcg']:.3f} < {t.min_ndcg}" + _interval_text(r.get("ndcg_interval")))
     if moved:
         names = ", ".join(f"{f['feature']} {f['relative_change']:+.0%}" for f in moved[:5])
         reasons.append(f"{len(moved)} important feature(s) changed by more than {t.max_relative_change:.0%}: {names}")
@@ -373,6 +382,40 @@ def spans_note(document: dict[str, Any]) -> Optional[str]:
     return f"this comparison spans different {'; '.join(spans)} (--allow-different): read changes as the effect of that, not as drift of the data" if spans else None
 
 
+DRIFT_TABLE_COLUMNS = ("group_kind", "group_value", "class", "slice", "feature", "before", "after", "change", "relative_change",
+                       "interval_low", "interval_high", "flagged", "reason")
+
+
+def drift_table(document: dict[str, Any]):
+    """The comparison as rows for dashboards (`compare --table FILE.parquet`): one per group and
+    leaf feature, with A's and B's mean |attribution|, the change and its 95 % interval (null
+    without bootstrap errors), whether the feature is flagged and why; class: the explained class
+    of a class group (its name when the run has class names), slice: 'column=value' of a slice group."""
+    import pyarrow as pa
+
+    rows: dict[str, list] = {name: [] for name in DRIFT_TABLE_COLUMNS}
+    for g in document["groups"]:
+        for f in g["features"]:
+            interval = f.get("change_interval") or [None, None]
+            flagged = bool(f.get("drift"))
+            reason = ""
+            if flagged:
+                reason = f"mean |attribution| changed {f['relative_change']:+.0%}" + (", beyond noise" if f.get("beyond_noise") else "")
+            values = {
+                "group_kind": g["kind"], "group_value": g["value"],
+                "class": (g.get("name") or g["value"]) if g["kind"] == "target" else None,
+                "slice": f"{g['kind'][len('slice:'):]}={g['value']}" if g["kind"].startswith("slice:") else None,
+                "feature": f["feature"], "before": f["mean_abs_a"], "after": f["mean_abs_b"], "change": f["change"],
+                "relative_change": f["relative_change"], "interval_low": interval[0], "interval_high": interval[1],
+                "flagged": flagged, "reason": reason,
+            }
+            for name in DRIFT_TABLE_COLUMNS:
+                rows[name].append(values[name])
+    types = {"before": pa.float64(), "after": pa.float64(), "change": pa.float64(), "relative_change": pa.float64(),
+             "interval_low": pa.float64(), "interval_high": pa.float64(), "flagged": pa.bool_()}
+    return pa.table({name: pa.array(rows[name], types.get(name, pa.string())) for name in DRIFT_TABLE_COLUMNS})
+
+
 def format_comparison(document: dict[str, Any], features: int = 10) -> str:
     """A terminal table: one line per group, then the most changed features overall."""
     lines = [f"A: {document['run_a']}", f"B: {document['run_b']}"]
@@ -381,14 +424,16 @@ def format_comparison(document: dict[str, Any], features: int = 10) -> str:
     note = spans_note(document)
     lines += [f"NOTE: {note}"] if note else []
     lines += [f"warning: {w}" for w in document["warnings"]]
-    header = f"{'group':<24} {'rows A':>8} {'rows B':>8} {'spearman':>9} {'kendall':>8} {'top-k':>6} {'score shift':>11} {'compl. Δ':>9}  drift"
+    header = (f"{'group':<24} {'rows A':>8} {'rows B':>8} {'spearman':>9} {'kendall':>8} {'top-k':>6} {'nDCG':>6} {'score shift':>11} "
+              f"{'compl. Δ':>9}  drift")
     lines += ["", header, "-" * len(header)]
     for g in document["groups"]:
         completeness = f"{g['completeness']['change']:+.3f}" if g["completeness"] else "-"
         flag = "DRIFT" if g["drift"] else ("ok" if g["checked"] else "(few rows)")
         lines.append(
             f"{g['kind'] + '=' + g['value'] + (' ' + g['name'] if g.get('name') else ''):<24.24} {g['rows_a']:>8} {g['rows_b']:>8} {g['spearman']:>9.3f} "
-            f"{g['kendall_tau_b']:>8.3f} {g['top_k_overlap']:>6.2f} {g['prediction']['shift_in_std_a']:>+11.2f} {completeness:>9}  {flag}"
+            f"{g['kendall_tau_b']:>8.3f} {g['top_k_overlap']:>6.2f} {g.get('ndcg', float('nan')):>6.3f} "
+            f"{g['prediction']['shift_in_std_a']:>+11.2f} {completeness:>9}  {flag}"
         )
     overall = next((g for g in document["groups"] if g["kind"] == "overall"), None)
     if overall:

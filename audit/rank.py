@@ -61,6 +61,22 @@ def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
     return float(concordant_minus_discordant / denominator) if denominator > 0 else float("nan")
 
 
+def ndcg(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Normalised discounted cumulative gain of `candidate`'s ranking (descending) with
+    `reference`'s values as the relevance: sum_i rel[order_b[i]] / log2(i + 2) over its ideal
+    (the reference's own order), as SageMaker Clarify scores attribution drift (it alerts below
+    0.9). 1 for the same order; NaN when every relevance is 0. Ties in `candidate` keep position."""
+    relevance = np.asarray(reference, dtype=np.float64)
+    if len(relevance) == 0:
+        return float("nan")
+    discounts = 1.0 / np.log2(np.arange(len(relevance)) + 2.0)  # (n,)
+    ideal = float(np.sort(relevance)[::-1] @ discounts)
+    if ideal <= 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(candidate, dtype=np.float64), kind="stable")
+    return float(relevance[order] @ discounts / ideal)
+
+
 def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
     """|top-k of a ∩ top-k of b| / k, the top k by value (ties broken by position)."""
     k = min(k, len(a))

@@ -202,12 +202,20 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.json_path:
         _prepare_output_file(args.json_path, "--json", "comparison.json")
+    if args.table_path:
+        _prepare_output_file(args.table_path, "--table", "drift.parquet")
     document = compare_runs(load_run(args.run_a, _run_reader(args.run_a)), load_run(args.run_b, _run_reader(args.run_b)),
                             _thresholds(args), allow_different=args.allow_different)
     _print(format_comparison(document))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as handle:
             handle.write(dumps(document, indent=1))
+    if args.table_path:
+        import pyarrow.parquet as pq
+
+        from audit.compare import drift_table
+
+        pq.write_table(drift_table(document), args.table_path)
     return EXIT_DRIFT if document["drift"] and args.fail_on_drift else 0
 
 
@@ -272,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", metavar="RUN_B", help="the run to check against it")
     compare.add_argument("--fail-on-drift", action="store_true", help=f"exit with status {EXIT_DRIFT} when drift exceeds a threshold.")
     compare.add_argument("--json", dest="json_path", metavar="FILE", help="also write the comparison as JSON to this file.")
+    compare.add_argument("--table", dest="table_path", metavar="FILE", help="also write the drift table as Parquet (one row per "
+                         "group and feature: before, after, change, its 95 %% interval, flagged, reason), for dashboards.")
     _threshold_arguments(compare)
     compare.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     finalize = commands.add_parser("finalize", help="commit a finished remote job's output and write its manifest", allow_abbrev=False)

@@ -275,3 +275,24 @@ def test_token_importance_is_compared_per_token_against_the_closed_form(tmp_path
     biggest = overall["most_changed"][0]
     assert abs(biggest["mean_b"] - biggest["mean_a"]) == pytest.approx(abs(biggest["change"]))
     assert "tokens (mean |attribution| per token" in format_comparison(moved)
+
+
+def test_the_drift_table_has_a_row_per_group_and_feature_with_flags_and_reasons(runs, tmp_path, capsys):
+    """compare --table: what a dashboard reads. f0, three times larger in B, is flagged in every
+    judged group with its reason; the other features are not; the nDCG is in the printed table."""
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    main(["compare", str(runs["a"]), str(runs["shifted"]), "--table", str(tmp_path / "drift" / "table.parquet")])
+    printed = capsys.readouterr().out
+    assert " nDCG " in printed.splitlines()[3]
+    table = pq.read_table(tmp_path / "drift" / "table.parquet").to_pylist()
+    document = compare_runs(load_run(runs["a"]), load_run(runs["shifted"]))
+    assert len(table) == sum(len(g["features"]) for g in document["groups"])
+    assert {r["group_kind"] for r in table} == {"overall", "target", "slice:label"}
+    assert {r["slice"] for r in table if r["group_kind"] == "slice:label"} == {"label=0", "label=1"}
+    flagged = {(r["group_kind"], r["group_value"], r["feature"]) for r in table if r["flagged"]}
+    assert flagged and {f for _, _, f in flagged} == {"f0"}
+    row = next(r for r in table if r["flagged"])
+    assert row["reason"].startswith("mean |attribution| changed +200%") and row["interval_low"] > 0 and row["after"] > row["before"]

@@ -32,3 +32,15 @@ def test_top_k_overlap():
     b = np.array([5.0, 1.0, 3.0, 2.0, 4.0])
     assert top_k_overlap(a, b, 2) == 0.5 and top_k_overlap(a, b, 3) == pytest.approx(2 / 3)
     assert top_k_overlap(a, b, 10) == 1.0  # k is capped at the number of features
+
+
+def test_ndcg_against_its_definition_and_edge_cases():
+    from audit.rank import ndcg
+
+    relevance = np.array([3.0, 2.0, 1.0, 0.0])
+    assert ndcg(relevance, relevance) == 1.0 and ndcg(relevance, relevance * 7 + 1) == 1.0  # only B's order counts
+    swapped = np.array([2.0, 3.0, 1.0, 0.0])  # B ranks the first two the other way round
+    discounts = 1 / np.log2(np.arange(4) + 2)
+    assert ndcg(relevance, swapped) == pytest.approx((2 * discounts[0] + 3 * discounts[1] + 1 * discounts[2]) / (relevance @ discounts))
+    assert ndcg(relevance, relevance[::-1].copy()) < ndcg(relevance, swapped) < 1
+    assert np.isnan(ndcg(np.zeros(3), np.arange(3.0))) and np.isnan(ndcg(np.zeros(0), np.zeros(0)))
