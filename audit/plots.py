@@ -52,14 +52,21 @@ def _png(figure) -> bytes:
 
 
 @_plain_text
-def importance_bars(names: Sequence[str], values: np.ndarray, title: str, signed: Optional[np.ndarray] = None) -> bytes:
+def importance_bars(names: Sequence[str], values: np.ndarray, title: str, signed: Optional[np.ndarray] = None,
+                    intervals: Optional[np.ndarray] = None) -> bytes:
     """Horizontal bars, largest on top. values (n,) mean |attribution|; signed (n,): the signed
     mean attribution, drawn as a diamond on each bar's line (which way the feature pushes on
-    average: near 0 with a long bar, it pushes both ways)."""
+    average: near 0 with a long bar, it pushes both ways); intervals (2, n): each bar's 95 %
+    interval (low, high), drawn as an error bar (NaN: none)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 0.28 * len(names) + 1.0))
     positions = np.arange(len(names))[::-1]
-    axes.barh(positions, values, color="#3b6ea8", label="mean |attribution|")
+    error = None
+    if intervals is not None:
+        low, high = np.asarray(intervals, dtype=float)
+        error = np.nan_to_num(np.stack([values - low, high - values]).clip(min=0))  # (2, n) distances from the bar's end
+    axes.barh(positions, values, color="#3b6ea8", label="mean |attribution|" + (" (95 % interval)" if error is not None else ""),
+              xerr=error, error_kw={"ecolor": "#222222", "capsize": 2, "elinewidth": 0.8})
     if signed is not None:
         axes.scatter(signed, positions, marker="D", s=18, color="#c0392b", zorder=3, label="mean attribution (signed)")
         axes.axvline(0, color="#555555", linewidth=0.6)

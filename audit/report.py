@@ -136,9 +136,12 @@ def _section_importance(run: RunResult, maps: dict) -> str:
         top = features[:TOP_FEATURES]
         overall = next(g for g in run.summary["groups"] if g["kind"] == "overall")["features"]
         signed = np.array([overall[n].get("mean", np.nan) for n, _ in top], dtype=float)
+        intervals = None
+        if all(overall[n].get("mean_abs_interval") for n, _ in top):  # runs summarized with the bootstrap
+            intervals = np.array([[np.nan if v is None else v for v in overall[n]["mean_abs_interval"]] for n, _ in top], dtype=float).T
         parts.append(_image(plots.importance_bars([n for n, _ in top], np.array([v for _, v in top]),
                                                   f"top {len(top)} of {len(features)} features (tensor columns: per-row total)",
-                                                  signed=signed), "global importance"))
+                                                  signed=signed, intervals=intervals), "global importance"))
         parts.append(_beeswarm(run, [n for n, _ in top]))
     for feature in _image_features(run):
         overall = maps[("overall", "all", feature["name"])]

@@ -431,3 +431,13 @@ def test_the_beeswarm_colours_each_row_by_its_own_value(tmp_path, figures):
         label = row_label[round(float(np.mean(points.get_offsets()[:, 1])))]
         direction = np.sign(weights[columns.index(label), 0])
         assert len(x) == 300 and direction * np.corrcoef(np.argsort(np.argsort(x)), shade)[0, 1] > 0.999, label
+    # the importance bars carry each feature's 95 % bootstrap interval from summary.json as an error bar
+    bars = next(f for name, f in figures if name == "importance_bars").axes[0]
+    from matplotlib.container import ErrorbarContainer
+
+    errors = next(c for c in bars.containers if isinstance(c, ErrorbarContainer))
+    segments = errors.lines[2][0].get_segments()  # one (low, y) -> (high, y) per bar, top bar first
+    overall = next(g for g in run.summary["groups"] if g["kind"] == "overall")["features"]
+    ranked = sorted(columns, key=lambda c: -overall[c]["mean_abs"])
+    for feature, segment in zip(ranked, segments):
+        np.testing.assert_allclose(sorted(segment[:, 0]), overall[feature]["mean_abs_interval"], rtol=1e-9)
