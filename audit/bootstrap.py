@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 __all__ = [
-    "DEFAULT_REPLICATES", "MAX_REPLICATES", "BUCKETS", "key_hashes", "buckets_of", "poisson_weights", "replicate_sums",
+    "DEFAULT_REPLICATES", "MAX_REPLICATES", "BUCKETS", "SLICE_BOOTSTRAP_BYTES", "slices_bootstrapped", "key_hashes", "buckets_of", "poisson_weights", "replicate_sums",
     "replicate_means", "percentile_interval",
 ]
 
@@ -36,6 +36,10 @@ MAX_REPLICATES = 10000
 # Random groups of records: each batch adds its per-bucket sums; enough buckets that the
 # variance estimate from them is within ~1/sqrt(2 x 256) = 4 % of the record-level one.
 BUCKETS = 256
+# Slice groups get bucket sums only while all of them fit in this much per accumulator (each holds
+# BUCKETS x (2F + 1) float64 per group: 1,000 slice values of 300 features would need 1.2 GB);
+# whole-run, class and rank groups always do. Decided from the settings, so every bundle agrees.
+SLICE_BOOTSTRAP_BYTES = 256 << 20
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 # Poisson(1) by inverse CDF from 16-bit uniforms: _POISSON_OF[u] is the weight of u in 0..65535
@@ -95,6 +99,11 @@ def poisson_weights(hashes: np.ndarray, replicates: int) -> np.ndarray:
     quarters = np.stack([(mixed >> np.uint64(16 * i)) & np.uint64(0xFFFF) for i in range(4)], axis=2)  # (R, W, 4)
     uniform16 = quarters.reshape(len(mixed), 4 * words)[:, :replicates].astype(np.intp)  # (R, B) in 0..65535
     return _POISSON_OF[uniform16]
+
+
+def slices_bootstrapped(features: int, slice_columns: int, max_slice_values: int) -> bool:
+    """Whether slice groups keep bootstrap sums: all of them at most SLICE_BOOTSTRAP_BYTES."""
+    return slice_columns * (max_slice_values + 1) * BUCKETS * (2 * features + 1) * 8 <= SLICE_BOOTSTRAP_BYTES
 
 
 def buckets_of(keys) -> np.ndarray:

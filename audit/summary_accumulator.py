@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from audit.bootstrap import BUCKETS, buckets_of
+from audit.bootstrap import BUCKETS, buckets_of, slices_bootstrapped
 from audit.moments import RowSample, StackedMoments, stacked_moments
 from audit.summary import (
     DELTA_EDGES, NULL_VALUE, POINTS_SIZE, Exemplars, GroupSummary, RunSummary, SummarySpec, admit_slice_value, best_per_class,
@@ -64,6 +64,7 @@ class SummaryAccumulator:
         self._scalars = [j for j, f in enumerate(spec.features) if not f.is_tensor]  # the beeswarm's features
         # (G, BUCKETS, 2F + 1) per-bucket sums for the Poisson bootstrap (audit.bootstrap), when replicates are asked for.
         self._bootstrap = np.zeros((0, BUCKETS, 2 * len(spec.features) + 1)) if spec.bootstrap_replicates else None
+        self._slices_bootstrapped = slices_bootstrapped(len(spec.features), len(spec.slice_columns), spec.max_slice_values)
         self._points = RowSample.empty(POINTS_SIZE, 2 * len(self._scalars)) if self._scalars else None
 
     def add(self, table: pa.Table, inputs: tuple, example_index: np.ndarray) -> None:
@@ -125,6 +126,8 @@ class SummaryAccumulator:
         buckets = buckets_of(keys)  # (R,)
         columns = np.column_stack([np.abs(values), values, np.ones(len(values))])  # (R, 2F + 1)
         for groups in group_of_rows:
+            if not self._slices_bootstrapped and self._keys[int(groups[0])][0].startswith("slice:"):
+                continue  # too many slice groups for their bucket sums (audit.bootstrap.SLICE_BOOTSTRAP_BYTES)
             cells = groups * BUCKETS + buckets  # (R,) one id per (group, bucket)
             order = np.argsort(cells, kind="stable")
             sorted_cells = cells[order]
@@ -177,7 +180,8 @@ class SummaryAccumulator:
                 self._samples[g],
                 dict(sorted(self._steps_counts[g].items())),  # steps_used ascending
                 int(counters[2]),
-                None if self._bootstrap is None else self._bootstrap[g].copy(),
+                None if self._bootstrap is None or (key[0].startswith("slice:") and not self._slices_bootstrapped)
+                else self._bootstrap[g].copy(),
             )
         slice_values = {c: set(v) for c, v in self._slice_values.items()}
         return RunSummary(spec, groups, self._rows_not_finite, slice_values, dict(self._exemplars), dict(self._tokens), self._points)

@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -249,3 +251,14 @@ def run_on_the_portable_path(cli_args: list, log_path, timeout: float = 300, ext
         finally:
             for process in reversed(started):
                 stop_session(process)
+
+
+def write_night_partition(root, date: str, scale: float) -> None:
+    """One night's partition ROOT/data/dt=DATE/part-0.parquet for the scheduling tests: 300 rows of
+    6 features (the same draw every night) with feature f0 multiplied by `scale` (4.0: drift)."""
+    rng = np.random.default_rng(21)
+    features = rng.normal(size=(300, 6)).astype(np.float32)
+    features[:, 0] *= scale
+    partition = Path(root) / "data" / f"dt={date}"
+    partition.mkdir(parents=True)
+    write_tabular_parquet(partition / "part-0.parquet", features, ids=np.arange(300))

@@ -263,3 +263,17 @@ def test_the_beeswarm_points_pair_each_sampled_rows_attribution_with_its_own_inp
     np.testing.assert_array_equal(np.sort(summary.points.priorities), np.sort(merged.points.priorities))
     points = points_table(summary).to_pydict()
     assert set(points["feature"]) == {"a"} and sorted(zip(points["attribution"], points["value"])) == sorted(map(tuple, summary.points.values.tolist()))
+
+
+def test_slice_groups_go_without_bootstrap_sums_when_all_of_them_would_not_fit():
+    """1,000 slice values of 300 features would need 1.2 GB of bucket sums per accumulator: slice
+    groups then get no interval, the whole run and the classes still do."""
+    from audit.bootstrap import slices_bootstrapped
+
+    assert slices_bootstrapped(20, 1, 1000) and not slices_bootstrapped(300, 1, 1000)
+    spec = dataclasses_replace(SPEC, max_slice_values=10**6)  # 2 features, but a million slice values allowed
+    summary = summarize_batch(spec, *_rows(1), np.arange(12))
+    assert summary.groups[("overall", "all")].bootstrap is not None and summary.groups[("target", "0")].bootstrap is not None
+    assert all(g.bootstrap is None for (kind, _), g in summary.groups.items() if kind.startswith("slice:"))
+    merged = summary.merge(summarize_batch(spec, *_rows(2), np.arange(12)))
+    assert all(g.bootstrap is None for (kind, _), g in merged.groups.items() if kind.startswith("slice:"))

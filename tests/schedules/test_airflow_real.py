@@ -10,11 +10,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import yaml
 
-from helpers import write_tabular_parquet
+from helpers import write_night_partition
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AIRFLOW = os.environ.get("ATTRIBUTION_AIRFLOW_BIN")
@@ -26,20 +25,11 @@ pytestmark = pytest.mark.skipif(AIRFLOW is None and not REQUIRED,
                                 reason="no Apache Airflow (set ATTRIBUTION_AIRFLOW_BIN; .ci/run installs one)")
 
 
-def _night(root, date, scale):
-    rng = np.random.default_rng(21)
-    features = rng.normal(size=(300, 6)).astype(np.float32)
-    features[:, 0] *= scale
-    partition = root / "data" / f"dt={date}"
-    partition.mkdir(parents=True)
-    write_tabular_parquet(partition / "part-0.parquet", features, ids=np.arange(300))
-
-
 def test_the_nightly_dag_runs_in_airflow_and_fails_its_compare_task_on_a_planted_drift(linear_model, tmp_path):
     assert AIRFLOW is not None and os.path.exists(AIRFLOW), "ATTRIBUTION_REQUIRE_AIRFLOW=1 but ATTRIBUTION_AIRFLOW_BIN is not an airflow binary"
     root = tmp_path / "audit"
     for date, scale in (("2026-11-25", 1.0), ("2026-11-26", 1.0), ("2026-11-27", 4.0)):  # f0 four times larger: drift
-        _night(root, date, scale)
+        write_night_partition(root, date, scale)
     (root / "configs").mkdir()
     (root / "configs" / "nightly.yaml").write_text(yaml.safe_dump({
         "model": linear_model[0], "input": str(root / "data" / "dt={date}" / "*.parquet"), "output": "unused/{date}",

@@ -6,24 +6,14 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import yaml
 
-from helpers import write_tabular_parquet
+from helpers import write_night_partition
 from pipeline.cli import build_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "schedules", "nightly_audit.sh")
 COLUMNS = [f"f{j}" for j in range(6)]
-
-
-def _night(tmp_path, date, scale):
-    rng = np.random.default_rng(21)
-    features = rng.normal(size=(300, 6)).astype(np.float32)
-    features[:, 0] *= scale
-    partition = tmp_path / "data" / f"dt={date}"
-    partition.mkdir(parents=True)
-    write_tabular_parquet(partition / "part-0.parquet", features, ids=np.arange(300))
 
 
 def _audit(config, runs, date, **env):
@@ -32,9 +22,9 @@ def _audit(config, runs, date, **env):
 
 
 def test_three_nights_of_audits(linear_model, tmp_path):
-    _night(tmp_path, "2026-11-25", 1.0)
-    _night(tmp_path, "2026-11-26", 1.0)
-    _night(tmp_path, "2026-11-27", 4.0)  # feature f0 four times larger: drift
+    write_night_partition(tmp_path, "2026-11-25", 1.0)
+    write_night_partition(tmp_path, "2026-11-26", 1.0)
+    write_night_partition(tmp_path, "2026-11-27", 4.0)  # feature f0 four times larger: drift
     config = tmp_path / "nightly.yaml"
     config.write_text(yaml.safe_dump({
         "model": linear_model[0], "input": str(tmp_path / "data" / "dt={date}" / "*.parquet"), "output": "unused/{date}",
