@@ -138,7 +138,9 @@ seen = {}
 deadline = time.monotonic() + timeout
 while process.poll() is None and time.monotonic() < deadline:
     for pid in descendants(process.pid):
-        seen.setdefault(pid, cmdline(pid))
+        text = cmdline(pid)  # empty, or the parent's, while a child is between fork and exec: keep the latest
+        if text:
+            seen[pid] = text
     time.sleep(0.1)
 timed_out = process.poll() is None
 if timed_out:
