@@ -185,18 +185,15 @@ def _group_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
     only when its whole interval is below the threshold, and a feature's change only when the
     interval of the change excludes 0: a change the runs' sampling noise explains is not drift."""
     reasons = []
-    rho_high = (r.get("spearman_interval") or [None, -np.inf])[1]
-    if np.isfinite(r["spearman"]) and r["spearman"] < t.min_spearman and not (rho_high is not None and rho_high >= t.min_spearman):
+    if _below(r["spearman"], r.get("spearman_interval"), t.min_spearman):
         reasons.append(f"Spearman {r['spearman']:.3f} < {t.min_spearman}" + _interval_text(r.get("spearman_interval")))
-    overlap_high = (r.get("top_k_overlap_interval") or [None, -np.inf])[1]
-    if r["top_k_overlap"] < t.min_top_k_overlap and not (overlap_high is not None and overlap_high >= t.min_top_k_overlap):
+    if _below(r["top_k_overlap"], r.get("top_k_overlap_interval"), t.min_top_k_overlap):
         reasons.append(f"top-{r['top_k']} overlap {r['top_k_overlap']:.2f} < {t.min_top_k_overlap}" + _interval_text(r.get("top_k_overlap_interval")))
     for f in r["features"]:
         f["drift"] = (f["share_a"] >= t.min_share and f["relative_change"] is not None
                       and abs(f["relative_change"]) > t.max_relative_change and f.get("beyond_noise") is not False)
     moved = [f for f in r["features"] if f["drift"]]
-    gain_high = (r.get("ndcg_interval") or [None, -np.inf])[1]
-    if np.isfinite(r["ndcg"]) and r["ndcg"] < t.min_ndcg and not (gain_high is not None and gain_high >= t.min_ndcg):
+    if _below(r["ndcg"], r.get("ndcg_interval"), t.min_ndcg):
         reasons.append(f"nDCG {r['ndcg']:.3f} < {t.min_ndcg}" + _interval_text(r.get("ndcg_interval")))
     if moved:
         names = ", ".join(f"{f['feature']} {f['relative_change']:+.0%}" for f in moved[:5])
@@ -206,6 +203,11 @@ def _group_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
     if r["completeness"] and r["completeness"]["change"] > t.max_completeness_increase:
         reasons.append(f"share of rows over the completeness threshold rose by {r['completeness']['change']:.3f}")
     return reasons
+
+
+def _below(value: float, interval: Optional[list[float]], threshold: float) -> bool:
+    """A rank statistic under its threshold, and (when it has one) its whole 95 % interval too."""
+    return bool(np.isfinite(value)) and value < threshold and not (interval and interval[1] >= threshold)
 
 
 def _interval_text(interval: Optional[list[float]]) -> str:

@@ -13,28 +13,23 @@ import threading
 
 __all__ = ["add_done", "records_done", "add_read", "records_read"]
 
-_lock = threading.Lock()
-_done = 0
-_read = 0
+
+class _Counter:
+    """A count shared by the worker threads and the launcher's progress thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self, records: int) -> None:
+        with self._lock:
+            self._value += records
+
+    def value(self) -> int:
+        with self._lock:
+            return self._value
 
 
-def add_done(records: int) -> None:
-    global _done
-    with _lock:
-        _done += records
-
-
-def records_done() -> int:
-    with _lock:
-        return _done
-
-
-def add_read(records: int) -> None:
-    global _read
-    with _lock:
-        _read += records
-
-
-def records_read() -> int:
-    with _lock:
-        return _read
+_done, _read = _Counter(), _Counter()
+add_done, records_done = _done.add, _done.value
+add_read, records_read = _read.add, _read.value

@@ -4,44 +4,17 @@ attribution rows (a linear model's gradient x input, a_j = w_j x_j, x ~ N(0, 1))
 halves of one dataset are flagged rarely even at a tight threshold that flags noise without the
 intervals, and a doubled or removed feature is flagged every time."""
 
+import os
+import sys
+
 import numpy as np
-import pyarrow as pa
 
-from audit.compare import DriftThresholds, compare_runs
-from audit.runs import RunResult
-from audit.summary import FeatureSpec, SummarySpec
-from audit.summary_accumulator import SummaryAccumulator
-from audit.summary_output import exemplars_table, features_table, summary_document
+from audit.compare import DriftThresholds
 
-WEIGHTS = np.array([3.0, 2.5, 2.0, 1.6, 1.3, 1.0, 0.8, 0.6, 0.5, 0.4])
-NAMES = [f"f{j}" for j in range(len(WEIGHTS))]
-SPEC = SummarySpec(features=tuple(FeatureSpec(n, 1) for n in NAMES), path_method=False, bootstrap_replicates=200)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
+from drift_calibration import WEIGHTS, flagged as _flagged, summarized_run as _run  # noqa: E402  (the bench's own runs)
+
 TIGHT = DriftThresholds(max_relative_change=0.02, min_share=0.0)  # flags sampling noise without the intervals
-
-
-def _run(name: str, keys: np.ndarray, x: np.ndarray, weights: np.ndarray) -> RunResult:
-    """A run's summaries of rows with attributions w_j x_j, added in batches of 1,000."""
-    accumulator = SummaryAccumulator(SPEC)
-    for start in range(0, len(keys), 1000):
-        part = slice(start, start + 1000)
-        attributions = x[part] * weights  # (n, F)
-        columns = {"key": pa.array([f"{name}:{k}" for k in keys[part]]), "target": pa.array(np.zeros(len(attributions), np.int32)),
-                   "target_score": pa.array(attributions.sum(axis=1).astype(np.float32))}
-        columns.update({f"attr_{n}": pa.array(attributions[:, j].astype(np.float32)) for j, n in enumerate(NAMES)})
-        columns["attributions_finite"] = pa.array(np.ones(len(attributions), bool))
-        accumulator.add(pa.table(columns), (x[part].astype(np.float32),), np.arange(len(attributions)))
-    summary = accumulator.result()
-    settings = {"method": "gradient_x_input", "target": "predicted", "output_name": None, "explain_logits": False}
-    manifest = {"status": "complete", "settings": settings, "model": {"sha256": "0" * 64, "path": "m.keras"}}
-    return RunResult(name, manifest, summary_document(summary, 0, settings), features_table(summary), exemplars_table(summary))
-
-
-def _flagged(a: RunResult, b: RunResult, thresholds: DriftThresholds) -> tuple[set, set]:
-    """(features flagged with the intervals, features past the threshold without them) overall."""
-    overall = next(g for g in compare_runs(a, b, thresholds)["groups"] if g["kind"] == "overall")
-    with_noise = {f["feature"] for f in overall["features"] if f["drift"]}
-    past = {f["feature"] for f in overall["features"] if abs(f["relative_change"]) > thresholds.max_relative_change}
-    return with_noise, past
 
 
 def test_two_halves_of_one_dataset_are_rarely_flagged_and_a_planted_change_always_is():
