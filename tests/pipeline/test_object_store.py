@@ -218,7 +218,9 @@ def test_two_launchers_cannot_both_hold_an_output_in_a_bucket(s3_server, bucket_
 def test_a_run_killed_mid_run_blocks_the_next_one_only_until_its_lease_runs_out(s3_server, bucket_data, capsys, caplog):
     prefix, _, _ = bucket_data
     s3 = f"s3://{BUCKET}/{prefix}"
-    args = _run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", "--lock-lease-seconds", "6", *_s3_args(s3_server))
+    # 20 s: the second launch must reach the lock while the lease still runs, and on a loaded CI
+    # machine it took more than 6 s to load the model and sample the input first.
+    args = _run_args(f"{s3}/models/linear.keras", f"{s3}/in/*.parquet", f"{s3}/out", "--lock-lease-seconds", "20", *_s3_args(s3_server))
     env = {**os.environ, "PYTHONPATH": REPO}
     victim = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
@@ -236,10 +238,10 @@ def test_a_run_killed_mid_run_blocks_the_next_one_only_until_its_lease_runs_out(
     assert main(args) == 2  # at once: the lease is still running
     err = capsys.readouterr().err
     assert "is in use by another run" in err and "taken over automatically once its lease runs out" in err, err
-    time.sleep(7)
+    time.sleep(21)
     assert main(args) == 0  # past the lease: taken over, the dead run's staging removed
     warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.lease_lock"]
-    assert len(warnings) == 1 and "taking over the lock" in warnings[0] and "past its 6 s lease" in warnings[0], warnings
+    assert len(warnings) == 1 and "taking over the lock" in warnings[0] and "past its 20 s lease" in warnings[0], warnings
     left = _keys(s3_server, f"{prefix}/out/")
     assert "manifest.json" in left and not [k for k in left if k.startswith(".staging-") or k.endswith(".lock")], left
 
