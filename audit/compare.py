@@ -18,6 +18,7 @@ rows in it (smaller groups are reported, not judged: their statistics are too no
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -88,23 +89,33 @@ def _leaf_importance(run: RunResult) -> dict[tuple[str, str], dict[tuple[str, in
     return leaves
 
 
+def _leaf_ses(run: RunResult) -> dict[tuple[str, str], dict[tuple[str, int], float]]:
+    """{(group kind, value): {(feature, element): standard error of its mean |attribution|}} for
+    the leaves that have one: the features table's mean_abs_se (a feature's bootstrap error, an
+    element's from its moments); summaries written before that column: summary.json's per-feature
+    mean_abs_se (scalar features only). Runs summarized without the bootstrap have none."""
+    if "mean_abs_se" in run.features.column_names:
+        table = run.features.select(["group_kind", "group_value", "feature", "element", "mean_abs_se"]).to_pydict()
+        ses: dict[tuple[str, str], dict[tuple[str, int], float]] = {}
+        for kind, value, feature, element, se in zip(*table.values()):
+            if se is not None:
+                ses.setdefault((kind, value), {})[(feature, element)] = se
+        return ses
+    return {key: {(name, -1): f["mean_abs_se"] for name, f in (group.get("features") or {}).items() if f.get("mean_abs_se") is not None}
+            for key, group in run.groups.items()}
+
+
 # Two-sided 95 % normal quantile, and the draws behind the intervals of the rank statistics.
 Z95 = 1.959963984540054
 NOISE_DRAWS = 200
 
 
-def _feature_ses(run: RunResult, key: tuple[str, str]) -> dict[str, float]:
-    """{feature: bootstrap standard error of its mean |attribution|} in group `key` (summary.json's
-    mean_abs_se; runs summarized without the bootstrap have none)."""
-    features = (run.groups.get(key) or {}).get("features") or {}
-    return {name: f["mean_abs_se"] for name, f in features.items() if f.get("mean_abs_se") is not None}
-
-
-def _change_interval(change: float, se_a: Optional[float], se_b: Optional[float]) -> Optional[list[float]]:
-    """95 % interval of B - A for two independent runs' means, from their bootstrap standard errors."""
+def _change_interval(change: float, se_a: Optional[float], se_b: Optional[float], z: float = Z95) -> Optional[list[float]]:
+    """95 % interval of B - A for two independent runs' means, from their bootstrap standard errors
+    (z: the normal quantile; wider for a simultaneous statement over several changes)."""
     if se_a is None or se_b is None:
         return None
-    half = Z95 * float(np.hypot(se_a, se_b))
+    half = z * float(np.hypot(se_a, se_b))
     return [change - half, change + half]
 
 
@@ -113,11 +124,10 @@ def _rank_intervals(va: np.ndarray, vb: np.ndarray, se_a: np.ndarray, se_b: np.n
     each feature's mean |attribution| is redrawn within its bootstrap standard error (NOISE_DRAWS
     draws, seeded: the same runs give the same intervals)."""
     rng = np.random.default_rng(0)
-    draws_a = np.abs(rng.normal(va, se_a, size=(NOISE_DRAWS, len(va))))  # a mean |attribution| is >= 0
-    draws_b = np.abs(rng.normal(vb, se_b, size=(NOISE_DRAWS, len(vb))))
-    rho = np.array([spearman(x, y) for x, y in zip(draws_a, draws_b)])
-    overlap = np.array([top_k_overlap(x, y, k) for x, y in zip(draws_a, draws_b)])
-    gain = np.array([ndcg(x, y) for x, y in zip(draws_a, draws_b)])
+    rho, overlap, gain = np.zeros(NOISE_DRAWS), np.zeros(NOISE_DRAWS), np.zeros(NOISE_DRAWS)
+    for d in range(NOISE_DRAWS):  # one draw at a time: an image's 150k pixels x 200 draws would be 240 MB per run
+        x, y = np.abs(rng.normal(va, se_a)), np.abs(rng.normal(vb, se_b))  # (n,) each; a mean |attribution| is >= 0
+        rho[d], overlap[d], gain[d] = spearman(x, y), top_k_overlap(x, y, k), ndcg(x, y)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (constant importances): NaN bounds
         return tuple([float(v) for v in np.nanquantile(values, [0.025, 0.975])] for values in (rho, overlap, gain))
@@ -126,6 +136,15 @@ def _rank_intervals(va: np.ndarray, vb: np.ndarray, se_a: np.ndarray, se_b: np.n
 def _completeness_share(group: dict[str, Any]) -> Optional[float]:
     completeness = group.get("completeness")
     return None if not completeness else completeness["share_over_threshold"]
+
+
+def _completeness_change(group_a: dict[str, Any], group_b: dict[str, Any], share_a: float, share_b: float) -> dict[str, Any]:
+    """The change of the share of rows over the completeness threshold, with its 95 % interval
+    from the two runs' binomial standard errors (None without them)."""
+    se_a, se_b = (g["completeness"].get("share_over_threshold_se") for g in (group_a, group_b))
+    interval = _change_interval(share_b - share_a, se_a, se_b)
+    return {"share_over_threshold_a": share_a, "share_over_threshold_b": share_b, "change": share_b - share_a,
+            "change_interval": interval, "beyond_noise": None if interval is None else interval[0] > 0.0}
 
 
 def completeness_measure(run: RunResult) -> Optional[str]:
@@ -138,25 +157,25 @@ def completeness_measure(run: RunResult) -> Optional[str]:
 
 
 def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, key: tuple[str, str], t: DriftThresholds,
-                   same_measure: bool = True) -> dict[str, Any]:
+                   same_measure: bool = True, ses: tuple[dict, dict] = ({}, {})) -> dict[str, Any]:
     group_a, group_b = a.groups[key], b.groups[key]
     importance_a, importance_b = leaves_a.get(key, {}), leaves_b.get(key, {})
     leaves = [leaf for leaf in importance_a if leaf in importance_b]
     va = np.array([importance_a[leaf] for leaf in leaves])  # (n,)
     vb = np.array([importance_b[leaf] for leaf in leaves])  # (n,)
     total_a = va.sum() or 1.0
-    ses_a, ses_b = _feature_ses(a, key), _feature_ses(b, key)
+    ses_a, ses_b = ses[0].get(key, {}), ses[1].get(key, {})
     features = []
     for (feature, element), x, y in zip(leaves, va, vb):
-        interval = _change_interval(float(y - x), ses_a.get(feature), ses_b.get(feature)) if element < 0 else None
+        interval = _change_interval(float(y - x), ses_a.get((feature, element)), ses_b.get((feature, element)))
         features.append({
             "feature": feature if element < 0 else f"{feature}[{element}]",
             "mean_abs_a": float(x), "mean_abs_b": float(y), "change": float(y - x),
             "relative_change": float((y - x) / x) if x > 0 else None, "share_a": float(x / total_a),
             "change_interval": interval, "beyond_noise": None if interval is None else not interval[0] <= 0.0 <= interval[1],
         })
-    with_se = bool(leaves) and all(e < 0 and f in ses_a and f in ses_b for f, e in leaves)
-    rank_intervals = (_rank_intervals(va, vb, np.array([ses_a[f] for f, _ in leaves]), np.array([ses_b[f] for f, _ in leaves]),
+    with_se = bool(leaves) and all(leaf in ses_a and leaf in ses_b for leaf in leaves)
+    rank_intervals = (_rank_intervals(va, vb, np.array([ses_a[leaf] for leaf in leaves]), np.array([ses_b[leaf] for leaf in leaves]),
                                       min(t.top_k, len(leaves))) if with_se and len(leaves) > 1 else (None, None, None))
     std_a = group_a["prediction"]["std"]
     shift = group_b["prediction"]["mean"] - group_a["prediction"]["mean"]
@@ -172,8 +191,7 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
         "ndcg": ndcg(va, vb), "ndcg_interval": rank_intervals[2],
         "prediction": {"mean_a": group_a["prediction"]["mean"], "mean_b": group_b["prediction"]["mean"],
                        "shift_in_std_a": shift / std_a if std_a > 0 else (0.0 if shift == 0 else float("inf"))},
-        "completeness": None if share_a is None or share_b is None else
-                        {"share_over_threshold_a": share_a, "share_over_threshold_b": share_b, "change": share_b - share_a},
+        "completeness": None if share_a is None or share_b is None else _completeness_change(group_a, group_b, share_a, share_b),
         "features": sorted(features, key=lambda f: -abs(f["change"])),
     }
     result["drift"] = _group_drift(result, t) if result["checked"] else []
@@ -200,7 +218,8 @@ def _group_drift(r: dict[str, Any], t: DriftThresholds) -> list[str]:
         reasons.append(f"{len(moved)} important feature(s) changed by more than {t.max_relative_change:.0%}: {names}")
     if abs(r["prediction"]["shift_in_std_a"]) > t.max_prediction_shift:
         reasons.append(f"mean score shifted {r['prediction']['shift_in_std_a']:+.2f} std > {t.max_prediction_shift}")
-    if r["completeness"] and r["completeness"]["change"] > t.max_completeness_increase:
+    if (r["completeness"] and r["completeness"]["change"] > t.max_completeness_increase
+            and r["completeness"]["beyond_noise"] is not False):
         reasons.append(f"share of rows over the completeness threshold rose by {r['completeness']['change']:.3f}")
     return reasons
 
@@ -218,6 +237,31 @@ def _class_shares(run: RunResult) -> dict[str, float]:
     targets = [g for g in run.summary["groups"] if g["kind"] == "target"]
     total = sum(g["rows"] for g in targets) or 1
     return {g["value"]: g["rows"] / total for g in targets}
+
+
+def _class_share_ses(run: RunResult) -> dict[str, float]:
+    """{class: bootstrap standard error of its share} (summary.json's share_se; none without)."""
+    return {g["value"]: g["share_se"] for g in run.summary["groups"] if g["kind"] == "target" and g.get("share_se") is not None}
+
+
+def _class_share_document(a: RunResult, b: RunResult) -> dict[str, Any]:
+    """A's and B's class shares, their total variation distance and, when both runs carry
+    bootstrap errors, each class's interval of B - A and whether any excludes 0 (a distance that no
+    class's change can be told from noise is not drift). The intervals hold together at 95 %
+    (Bonferroni over the C classes: each at 1 - 0.05 / C), so two halves of one dataset move the
+    classes beyond noise in at most 5 % of comparisons whatever the number of classes (measured in
+    tests/audit/test_intervals.py)."""
+    shares_a, shares_b = _class_shares(a), _class_shares(b)
+    classes = sorted(set(shares_a) | set(shares_b), key=lambda c: (len(c), c))
+    distance = 0.5 * sum(abs(shares_a.get(c, 0.0) - shares_b.get(c, 0.0)) for c in classes)
+    ses_a, ses_b = _class_share_ses(a), _class_share_ses(b)
+    z = statistics.NormalDist().inv_cdf(1.0 - 0.025 / max(len(classes), 1))
+    intervals = {c: _change_interval(shares_b.get(c, 0.0) - shares_a.get(c, 0.0), ses_a.get(c, 0.0 if c not in shares_a else None),
+                                     ses_b.get(c, 0.0 if c not in shares_b else None), z) for c in classes}
+    judged = bool(classes) and all(i is not None for i in intervals.values())
+    return {"a": shares_a, "b": shares_b, "total_variation": distance,
+            "change_intervals": intervals if judged else None,
+            "beyond_noise": any(not i[0] <= 0.0 <= i[1] for i in intervals.values()) if judged else None}
 
 
 # Settings that change what an attribution means: drift across them is not drift of the data.
@@ -299,14 +343,14 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
     leaves_a, leaves_b = _leaf_importance(a), _leaf_importance(b)
     measure_a, measure_b = completeness_measure(a), completeness_measure(b)
     same_measure = measure_a == measure_b
-    groups = [_compare_group(a, b, leaves_a, leaves_b, key, thresholds, same_measure) for key in common]
-    shares_a, shares_b = _class_shares(a), _class_shares(b)
-    classes = sorted(set(shares_a) | set(shares_b), key=lambda c: (len(c), c))
-    distance = 0.5 * sum(abs(shares_a.get(c, 0.0) - shares_b.get(c, 0.0)) for c in classes)
+    ses = (_leaf_ses(a), _leaf_ses(b))
+    groups = [_compare_group(a, b, leaves_a, leaves_b, key, thresholds, same_measure, ses) for key in common]
+    class_shares = _class_share_document(a, b)
+    distance = class_shares["total_variation"]
     tokens = _compare_tokens(a, b, thresholds)
     reasons = [f"{g['kind']}={g['value']}{' (' + g['name'] + ')' if g.get('name') else ''}: {reason}" for g in groups for reason in g["drift"]]
     reasons += [f"tokens of {r['feature']}, target={r['target']}: {reason}" for r in tokens for reason in r["drift"]]
-    if distance > thresholds.max_class_share_change:
+    if distance > thresholds.max_class_share_change and class_shares["beyond_noise"] is not False:
         reasons.append(f"explained-class shares moved by {distance:.3f} (total variation) > {thresholds.max_class_share_change}")
     return {
         "run_a": a.path, "run_b": b.path,
@@ -318,7 +362,7 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
             f"the runs measure completeness differently (A: {measure_a}; B: {measure_b}); the completeness share is not compared"
         ]),
         "completeness_measure": measure_a if same_measure else None,
-        "class_shares": {"a": shares_a, "b": shares_b, "total_variation": distance},
+        "class_shares": class_shares,
         "groups": groups,
         "groups_only_in_a": [f"{k}={v}" for k, v in keys_a if (k, v) not in b.groups],
         "groups_only_in_b": [f"{k}={v}" for k, v in keys_b if (k, v) not in a.groups],

@@ -61,6 +61,14 @@ def _format(value: float) -> str:
     return "–" if not np.isfinite(value) else f"{value:.4g}"
 
 
+def _with_interval(value: float, interval: Optional[list]) -> Any:
+    """A value with its 95 % interval as the tables show it ('0.1234 [0.1101, 0.1372]'), or the
+    value alone for runs summarized without the bootstrap."""
+    if not interval or any(v is None for v in interval):
+        return value
+    return _Figure(f"{_format(value)} [{_format(interval[0])}, {_format(interval[1])}]")
+
+
 def _overall_features(run: RunResult) -> list[tuple[str, float]]:
     overall = next(g for g in run.summary["groups"] if g["kind"] == "overall")
     return sorted(((name, f["mean_abs"]) for name, f in overall["features"].items()), key=lambda item: -item[1])
@@ -212,6 +220,14 @@ def _section_groups(run: RunResult, maps: dict) -> str:
         label = {"target": "explained class", "rank": "rank (top_k)"}.get(kind, kind[len("slice:"):])
         names = [run.class_label(v) if kind == "target" else (f"rank {v}" if kind == "rank" else f"{label}={v}") for v in values]
         parts.append(_image(plots.class_heatmap(matrix, names, features, f"mean |attribution| per {label}"), f"heatmap per {label}"))
+        shown = features[:INTERVAL_FEATURES]
+        if all(groups[(kind, v)]["features"][f].get("mean_abs_interval") for v in values for f in shown):
+            rows = [[name, groups[(kind, v)]["rows"]] + [_with_interval(groups[(kind, v)]["features"][f]["mean_abs"],
+                                                                        groups[(kind, v)]["features"][f]["mean_abs_interval"]) for f in shown]
+                    for v, name in zip(values, names)]
+            parts.append(f'<p class="note">Mean |attribution| per {html.escape(label)} with its 95 % bootstrap interval '
+                         f'({run.summary["bootstrap"]["replicates"]} replicates), the {len(shown)} most important features overall.</p>')
+            parts.append(_table([label, "rows"] + shown, rows))
     classes = sorted((g["value"] for g in run.summary["groups"] if g["kind"] == "target"), key=lambda c: (len(c), c))
     for feature in _image_features(run):
         per_class = [maps[("target", c, feature["name"])] for c in classes]
@@ -232,6 +248,9 @@ def _section_groups(run: RunResult, maps: dict) -> str:
                                     f"per-slice maps {feature['name']} {column}"))
     return "<h2>Importance per class and slice</h2>" + "".join(parts) if parts else ""
 
+
+# Features shown with their intervals in the per-class and per-slice tables (the heatmaps show more).
+INTERVAL_FEATURES = 5
 
 CRITERIA = {
     "highest_score": "highest score", "lowest_score": "lowest score",
@@ -363,7 +382,8 @@ def _section_distributions(run: RunResult) -> str:
         parts.append("<h2>Slices</h2>")
         top = [name for name, _ in _overall_features(run)][:3]
         rows = [[g["kind"][6:], g["value"], g["rows"], g["prediction"]["mean"],
-                 (g["completeness"] or {}).get("share_over_threshold") or 0.0] + [g["features"][f]["mean_abs"] for f in top]
+                 (g["completeness"] or {}).get("share_over_threshold") or 0.0]
+                + [_with_interval(g["features"][f]["mean_abs"], g["features"][f].get("mean_abs_interval")) for f in top]
                 for g in slices]
         parts.append(_table(["slice", "value", "rows", "mean score", "share over threshold"] + [f"|{f}|" for f in top], rows))
     return "".join(parts)
@@ -426,6 +446,10 @@ def _section_predictions(run: RunResult, overall: dict[str, Any]) -> list[str]:
         classes = _class_shares(run, target_groups, overall["rows"])
         histogram = prediction["histogram_of_sample"]
         parts.append(_image(plots.prediction_histogram(histogram["edges"], histogram["counts"], classes), "prediction distribution"))
+        if all(g.get("share_interval") for g in target_groups):
+            ordered = sorted(target_groups, key=lambda g: (len(g["value"]), g["value"]))
+            parts.append(_table(["explained class", "rows", "share of rows [95 % interval]"],
+                                [[run.class_label(g["value"]), g["rows"], _with_interval(g["share"], g["share_interval"])] for g in ordered]))
     else:
         classes = _class_shares(run, target_groups, overall["rows"])
         histogram = prediction["histogram_of_sample"]

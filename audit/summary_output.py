@@ -9,6 +9,10 @@ summary_features.parquet, one row per (group, feature, element):
                   the element's row-major index in the tensor column
   rows            int64, rows summarized (finite attributions only)
   mean, mean_abs, std    float64 (std: population, ddof=0)
+  mean_abs_se, mean_se   float64, standard errors of mean_abs and mean (null when the run has no
+                  bootstrap): a feature's from its Poisson bootstrap replicates; an element's from
+                  its moments, sd(|a|) / sqrt(rows) and std / sqrt(rows) (a bootstrap per pixel
+                  would keep BUCKETS sums per element and group)
   q01 ... q99     float64, approximate quantiles from a uniform sample (null for elements)
 summary_exemplars.parquet, one row per (criterion, rank): key, target, score, completeness_error, and the
   rows' inputs and attributions (list<float32>, source columns concatenated row-major); at most
@@ -75,25 +79,40 @@ def _sorted_groups(summary: RunSummary) -> list:
 
 def features_table(summary: RunSummary) -> pa.Table:
     columns: dict[str, list] = {
-        name: [] for name in ("group_kind", "group_value", "feature", "element", "rows", "mean", "mean_abs", "std")
+        name: [] for name in ("group_kind", "group_value", "feature", "element", "rows", "mean", "mean_abs", "std", "mean_abs_se", "mean_se")
     }
     for q in QUANTILES:
         columns[quantile_name(q)] = []
+    features = summary.spec.features
     for (kind, value), group in _sorted_groups(summary):
         quantiles = group.sample.quantiles(np.array(QUANTILES))  # (Q, F + 2)
-        for j, feature in enumerate(summary.spec.features):
+        intervals = _bootstrap_intervals(group, len(features), summary.spec.bootstrap_replicates)
+        for j, feature in enumerate(features):
+            ses = (None, None) if intervals is None else (intervals[2][j], intervals[3][j])
             _append(columns, kind, value, feature.name, -1, group.features.count,
-                    group.features.mean[j], group.features.mean_abs[j], group.features.std[j], quantiles[:, j])
+                    group.features.mean[j], group.features.mean_abs[j], group.features.std[j], ses, quantiles[:, j])
             if feature.is_tensor:
                 maps = group.elements[feature.name]
+                element_ses = element_standard_errors(maps.count, maps.mean, maps.mean_abs, maps.std) if summary.spec.bootstrap_replicates else None
                 for e in range(feature.length):
-                    _append(columns, kind, value, feature.name, e, maps.count,
-                            maps.mean[e], maps.mean_abs[e], maps.std[e], None)
+                    ses = (None, None) if element_ses is None else (element_ses[0][e], element_ses[1][e])
+                    _append(columns, kind, value, feature.name, e, maps.count, maps.mean[e], maps.mean_abs[e], maps.std[e], ses, None)
     schema = pa.schema(
         [("group_kind", pa.string()), ("group_value", pa.string()), ("feature", pa.string()), ("element", pa.int32()), ("rows", pa.int64())]
-        + [(name, pa.float64()) for name in ("mean", "mean_abs", "std", *map(quantile_name, QUANTILES))]
+        + [(name, pa.float64()) for name in ("mean", "mean_abs", "std", "mean_abs_se", "mean_se", *map(quantile_name, QUANTILES))]
     )
     return pa.table(columns, schema=schema)
+
+
+def element_standard_errors(count: int, mean: np.ndarray, mean_abs: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E,) standard errors of each element's mean |attribution| and mean attribution over `count`
+    independent rows, from its moments: sd(|a|) = sqrt(E[a^2] - E|a|^2), E[a^2] = std^2 + mean^2."""
+    if count < 2:
+        return np.full(len(mean), np.nan), np.full(len(mean), np.nan)
+    second = np.asarray(std, np.float64) ** 2 + np.asarray(mean, np.float64) ** 2
+    sd_abs = np.sqrt(np.maximum(second - np.asarray(mean_abs, np.float64) ** 2, 0.0))
+    scale = np.sqrt(count / (count - 1.0)) / np.sqrt(count)  # ddof=1, over sqrt(n)
+    return sd_abs * scale, np.asarray(std, np.float64) * scale
 
 
 def points_features(summary: RunSummary) -> list[int]:
@@ -124,9 +143,10 @@ def points_table(summary: RunSummary) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def _append(columns, kind, value, feature, element, rows, mean, mean_abs, std, quantiles: Optional[np.ndarray]) -> None:
-    for name, item in zip(("group_kind", "group_value", "feature", "element", "rows", "mean", "mean_abs", "std"),
-                          (kind, value, feature, element, rows, float(mean), float(mean_abs), float(std))):
+def _append(columns, kind, value, feature, element, rows, mean, mean_abs, std, ses: tuple, quantiles: Optional[np.ndarray]) -> None:
+    for name, item in zip(("group_kind", "group_value", "feature", "element", "rows", "mean", "mean_abs", "std", "mean_abs_se", "mean_se"),
+                          (kind, value, feature, element, rows, float(mean), float(mean_abs), float(std),
+                           *(None if se is None else _number(se) for se in ses))):
         columns[name].append(item)
     for i, q in enumerate(QUANTILES):
         columns[quantile_name(q)].append(None if quantiles is None or not np.isfinite(quantiles[i]) else float(quantiles[i]))
@@ -227,6 +247,9 @@ def _group_document(summary: RunSummary, kind: str, value: str, group) -> dict[s
             "quantiles": {quantile_name(q): _number(v) for q, v in zip(QUANTILES, delta_quantiles)},
             "histogram": {"edges": [e if np.isfinite(e) else "inf" for e in DELTA_EDGES], "counts": group.delta_histogram.tolist()},
         }
+        if spec.bootstrap_replicates and group.rows_with_delta > 1:  # binomial: rows are independent draws
+            share = group.rows_over_threshold / group.rows_with_delta
+            document["completeness"]["share_over_threshold_se"] = float(np.sqrt(share * (1.0 - share) / (group.rows_with_delta - 1)))
         if spec.adaptive:
             document["completeness"]["steps_used"] = steps_document(group.steps_counts, group.rows_met)
     feature_quantiles = group.sample.quantiles(qs)
@@ -303,6 +326,7 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
         "quantile_method": QUANTILE_METHOD,
         "groups": [_group_document(summary, kind, value, group) for (kind, value), group in _sorted_groups(summary)],
     }
+    _add_class_share_intervals(summary, document["groups"])
     names = settings.get("class_names") or []
     for group in document["groups"]:  # the explained class's name beside its index (--class-names)
         if group["kind"] == "target" and str(group["value"]).isdigit() and int(group["value"]) < len(names):
@@ -318,6 +342,27 @@ def summary_document(summary: RunSummary, dead_letters: int, settings: dict[str,
     if quality is not None:
         document["quality"] = quality
     return document
+
+
+def _add_class_share_intervals(summary: RunSummary, documents: list[dict[str, Any]]) -> None:
+    """Each class group's share of the explained rows (its rows / all class groups' rows, what
+    compare's class-share drift reads) with its 95 % bootstrap interval and standard error, from
+    the groups' per-bucket row counts: replicate b's share is sum_k w_kb n_ck / sum_k w_kb n_k."""
+    keys = [key for key, group in _sorted_groups(summary) if key[0] == "target" and group.bootstrap is not None]
+    if not keys or len(keys) != sum(1 for kind, _ in summary.groups if kind == "target"):
+        return
+    features = len(summary.spec.features)
+    counts = np.stack([summary.groups[key].bootstrap[:, 2 * features] for key in keys], axis=1)  # (K, C) rows per bucket
+    replicates = replicate_sums(counts, summary.spec.bootstrap_replicates)  # (B, C)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = replicates / replicates.sum(axis=1, keepdims=True)  # (B, C)
+    interval, se = percentile_interval(shares), np.nanstd(shares, axis=0, ddof=1)
+    total = sum(summary.groups[key].rows for key in keys) or 1
+    by_key = {(d["kind"], d["value"]): d for d in documents}
+    for c, key in enumerate(keys):
+        by_key[key]["share"] = summary.groups[key].rows / total
+        by_key[key]["share_interval"] = [_number(v) for v in interval[:, c]]
+        by_key[key]["share_se"] = _number(se[c])
 
 
 def token_document(summary: RunSummary) -> dict[str, Any]:

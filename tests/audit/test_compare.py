@@ -223,7 +223,8 @@ def test_completeness_shares_of_different_measures_are_not_compared(linear_model
     run = load_run(_run(model, features, tmp_path / "ig", method="integrated_gradients", target="predicted", steps=8))
     overall = run.groups[("overall", "all")]["completeness"]
     assert overall["measure"].startswith("completeness_error = |delta| / max(")
-    assert compare_runs(run, run)["groups"][0]["completeness"] == {"share_over_threshold_a": 0.0, "share_over_threshold_b": 0.0, "change": 0.0}
+    assert compare_runs(run, run)["groups"][0]["completeness"] == {"share_over_threshold_a": 0.0, "share_over_threshold_b": 0.0, "change": 0.0,
+                                                                   "change_interval": [0.0, 0.0], "beyond_noise": False}
     old = dataclasses.replace(run, summary=copy.deepcopy(run.summary))
     for group in old.summary["groups"]:
         del group["completeness"]["measure"]

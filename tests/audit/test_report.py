@@ -441,3 +441,26 @@ def test_the_beeswarm_colours_each_row_by_its_own_value(tmp_path, figures):
     ranked = sorted(columns, key=lambda c: -overall[c]["mean_abs"])
     for feature, segment in zip(ranked, segments):
         np.testing.assert_allclose(sorted(segment[:, 0]), overall[feature]["mean_abs_interval"], rtol=1e-9)
+
+
+def test_class_and_slice_tables_show_the_bootstrap_intervals_of_summary_json(linear_model, tabular_data, tmp_path):
+    """A run of three explained classes and a slice column: the per-class importance table, the
+    slice table and the class-share table print each value with the 95 % interval summary.json holds."""
+    model, _, _ = linear_model
+    data, _, _, _ = tabular_data
+    run_attribution(RunConfig.from_mapping({"model": model, "input": data, "output": str(tmp_path / "out"), "key_column": "id",
+                                            "inputs": {"features": [f"f{j}" for j in range(6)]}, "slice_columns": ["label"],
+                                            "method": "gradient_x_input"}))
+    run = load_run(str(tmp_path / "out"))
+    page = render_report(run)
+    assert "with its 95 % bootstrap interval (200 replicates)" in page
+    classes = [g for g in run.summary["groups"] if g["kind"] == "target"]
+    assert len(classes) >= 2
+    for g in classes + [g for g in run.summary["groups"] if g["kind"].startswith("slice:")]:
+        name, f = max(g["features"].items(), key=lambda item: item[1]["mean_abs"])
+        low, high = f["mean_abs_interval"]
+        assert low <= f["mean_abs"] <= high
+        assert f"{f['mean_abs']:.4g} [{low:.4g}, {high:.4g}]" in page, (g["kind"], g["value"], name)
+    for g in classes:
+        low, high = g["share_interval"]
+        assert f"{g['share']:.4g} [{low:.4g}, {high:.4g}]" in page
