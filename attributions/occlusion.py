@@ -16,6 +16,10 @@ baseline.
   F(x) - F(x with the window set to the baseline); a pixel no window covers (the right or bottom
   edge when the stride does not reach it) gets 0. Windows are placed on each image input in turn,
   one occluded point per window (Captum ablates each input of a tuple separately too).
+  Unlike `occlusion`, a window's value is not divided among its elements: every covered value
+  gets it whole (Captum's convention), so with stride == window the attributions are those of
+  `occlusion` with patch_players times the window's size (window^2 x C values); they do not add
+  up to the windows' values.
 
 Occlusion has no completeness axiom: the values need not add up to F(x) - F(baseline) (a player
 that matters only together with another reads 0), so convergence_delta and completeness_error are
