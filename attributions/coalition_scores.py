@@ -39,6 +39,8 @@ def check_inputs(
             f"{len(baselines)} baselines: pass one array of each per model input, in the model's order."
         )
     rows = len(inputs[0]) if inputs else 0
+    if rows == 0:
+        raise ValueError(f"{method}: got a batch of 0 rows; call it with at least one row (skip empty batches).")
     checked = []
     for i, (x, r, shape) in enumerate(zip(inputs, baselines, fns.input_shapes)):
         if x.shape != (rows, *shape):
@@ -58,7 +60,7 @@ def check_inputs(
     targets = np.asarray(targets)
     if targets.shape != (rows,) or not np.issubdtype(targets.dtype, np.integer):
         raise ValueError(f"{method}: targets must be integers of shape (B,) = ({rows},); got {targets.dtype} {targets.shape}.")
-    if rows and (targets.min() < 0 or targets.max() >= fns.num_outputs):
+    if (targets.min() < 0 or targets.max() >= fns.num_outputs):
         raise ValueError(
             f"{method}: targets must lie in [0, {fns.num_outputs}) (the model's outputs); got values from "
             f"{targets.min()} to {targets.max()}: resolve argmax targets (< 0) before calling it."
@@ -107,7 +109,7 @@ def target_scores_at_points(
 
     # Points are built on the calling thread in block order; only the model calls run side by side.
     scores = list(fns.map(score, (block(s) for s in starts)))
-    flat_scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+    flat_scores = np.concatenate(scores)  # (B * M,)
     return flat_scores.astype(np.float32).reshape(rows, points_per_row)
 
 

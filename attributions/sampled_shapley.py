@@ -47,6 +47,8 @@ from attributions.sampling import example_rng
 __all__ = ["sampled_shapley", "shapley_values", "permutation_count", "DEFAULT_SAMPLES"]
 
 DEFAULT_SAMPLES = 25
+# Marginal contributions held at once while averaging (float64, 8 bytes each; 32 MiB).
+MARGINALS_PER_BLOCK = 1 << 22
 
 
 def permutation_count(samples: int, antithetic: bool = True) -> int:
@@ -92,14 +94,20 @@ def shapley_values(
         )
     ranks = np.stack([
         _permutation_ranks(example_rng(seed, s), count, permutations, antithetic) for s in example_seeds
-    ]) if len(targets) else np.zeros((0, permutations, count), np.int32)  # (B, N, P)
+    ])  # (B, N, P)
     points_per_row = permutations * (count - 1) + 2
     build = coalition_points(inputs, baselines, players, lambda rows, ms: _walk_coalitions(ranks, rows, ms))
     scores = target_scores_at_points(fns, targets, points_per_row, build, chunk_size)  # (B, M)
-    f_b, f_x = scores[:, 0], scores[:, 1]  # (B,) each
-    marginals = _marginals(scores, ranks)  # (B, N, P)
-    values = marginals.mean(axis=1)  # (B, P)
-    return values, _player_stderr(marginals, antithetic), f_x, f_b
+    values, stderr = np.empty((len(targets), count)), np.empty((len(targets), count))  # (B, P) each
+    # The float64 marginals (rows, N, P) are formed a few rows at a time: B x N x P of them would
+    # be 8 x the scores' own memory.
+    step = max(1, MARGINALS_PER_BLOCK // (permutations * count))
+    for start in range(0, len(targets), step):
+        rows = slice(start, start + step)
+        marginals = _marginals(scores[rows], ranks[rows])  # (rows, N, P)
+        values[rows] = marginals.mean(axis=1)
+        stderr[rows] = _player_stderr(marginals, antithetic)
+    return values, stderr, scores[:, 1], scores[:, 0]
 
 
 def sampled_shapley(

@@ -167,6 +167,8 @@ def test_invalid_arguments_are_explained(mlp, cnn):
         occlusion(fns, [X], [BASELINE], TARGETS, [np.arange(5)])
     with pytest.raises(ValueError, match="input 0 has shape"):
         occlusion(fns, [X[:, :5]], [BASELINE], TARGETS, element_players([(5,)]))
+    with pytest.raises(ValueError, match="a batch of 0 rows"):
+        occlusion(fns, [X[:0]], [BASELINE], TARGETS[:0], element_players([(6,)]))
     _, image_fns = cnn
     zeros = np.zeros(IMAGES.shape[1:])
     with pytest.raises(ValueError, match="window 9 is larger than input 0's image, 9 x 8"):

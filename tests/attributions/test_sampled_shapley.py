@@ -239,3 +239,15 @@ def test_invalid_arguments_are_explained(mlp):
         sampled_shapley(fns, [X], [np.zeros((2, FEATURES))], TARGETS, PLAYERS, SEEDS)
     with pytest.raises(ValueError, match="example_seeds must be"):
         sampled_shapley(fns, [X], [BASELINE], TARGETS, PLAYERS, SEEDS[:3])
+
+
+def test_marginals_in_row_blocks_and_concurrent_calls_change_nothing(mlp, monkeypatch):
+    import attributions.sampled_shapley as module
+
+    model, fns = mlp
+    whole = shapley_values(fns, [X], [BASELINE], TARGETS, PLAYERS, SEEDS, samples=10)
+    monkeypatch.setattr(module, "MARGINALS_PER_BLOCK", 10 * FEATURES * 2)  # two rows at a time
+    concurrent = build_model_functions(lambda inputs: model(inputs[0], training=False), [(FEATURES,)], 3, concurrent_calls=3)
+    blocked = shapley_values(concurrent, [X], [BASELINE], TARGETS, PLAYERS, SEEDS, samples=10, chunk_size=32)
+    for a, b in zip(whole, blocked):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
