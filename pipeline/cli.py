@@ -82,7 +82,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--input", action="append", metavar="PATH_OR_GLOB", help="Parquet or TFRecord file or glob (local or gs://); repeat for several.")
     add("--output", metavar="FOLDER", help="output directory for Parquet files, dead letters and manifest.json.")
     add("--input-format", choices=["auto", "tfrecord", "parquet"], help="default: from the extension.")
-    add("--method", metavar="METHOD", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients | grad_cam.")
+    add("--method", metavar="METHOD", help="gradient | gradient_x_input | integrated_gradients (default) | smoothgrad | expected_gradients | grad_cam "
+        "| sampled_shapley | kernel_shap | occlusion (the last three need no gradient: any model).")
     add("--target", metavar="TARGET", help="predicted (default) | INDEX | label:COLUMN | top_k:K.")
     add("--class-names", dest="class_names", metavar="NAMES",
         help="names of the output's classes in index order, 'cat,dog,bird' or a text file with one per line: written "
@@ -156,9 +157,17 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         "id:N (the layer's output for id N at every position, e.g. id:0 for padding).")
     add("--smoothgrad-variant", metavar="VARIANT", help="smoothgrad (default) | smoothgrad_sq | vargrad.")
     add("--noise-fraction", type=float, metavar="FRACTION", help="SmoothGrad noise std as a fraction of each input's range (default 0.15).")
-    add("--samples", type=int, metavar="N", help="SmoothGrad (default 50) / expected gradients (default 200) samples per record.")
+    add("--samples", type=int, metavar="N", help="SmoothGrad (default 50) / expected gradients (default 200) samples per record; "
+        "sampled_shapley: permutations (default 24, in antithetic pairs); kernel_shap: coalitions (default 2 x players + 2048).")
     add("--seed", type=int, metavar="N", help="seed of the sampling methods (default 0).")
-    add("--background", metavar="PATH", help="expected gradients: Parquet/TFRecord file of background rows.")
+    add("--background", metavar="PATH", help="expected gradients, kernel_shap: Parquet/TFRecord file of background rows.")
+    add("--groups", "--group", action="append", dest="groups", metavar="NAME=COL,COL",
+        help="sampled_shapley, kernel_shap, occlusion: these columns move together as one player (default: one per column, "
+             "per element of a list column, per image patch); repeat per group.")
+    add("--patch", type=int, metavar="PIXELS", help="sampled_shapley, kernel_shap, occlusion: side of the square image patches "
+        "that are the players of an image input (default: an eighth of the smaller side).")
+    add("--window", type=int, metavar="PIXELS", help="occlusion of images: sliding window side (Captum's Occlusion; with --stride).")
+    add("--stride", type=int, metavar="PIXELS", help="occlusion of images: the sliding window's step (with --window).")
     add("--summaries", action=argparse.BooleanOptionalAction, default=None, help="write summary.json and summary_*.parquet in the same pass (default on).")
     add("--slice-columns", "--slice-column", action="append", dest="slice_columns", metavar="COLUMN",
         help="also summarize per value of this column (e.g. country); repeat or comma-separate (--slice-column also works).")

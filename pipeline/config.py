@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB
+from attributions.methods import BASELINE_METHODS, METHODS, PLAYER_METHODS  # noqa: F401  (METHODS re-exported)
 from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULES, check_adaptive_settings
 from attributions.targets import TargetSpec
 from audit.bootstrap import DEFAULT_REPLICATES, MAX_REPLICATES
@@ -31,7 +32,6 @@ __all__ = [
     "fill_path_templates",
 ]
 
-METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "expected_gradients", "grad_cam")
 INPUT_FORMATS = ("auto", "tfrecord", "parquet")
 SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -43,6 +43,14 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     },
     "smoothgrad": {"smoothgrad_variant": "smoothgrad", "noise_fraction": 0.15, "samples": 50, "seed": 0},
     "expected_gradients": {"background": None, "samples": 200, "seed": 0},
+    # samples: permutations per row (Vertex AI's path_count), in antithetic pairs (an odd number
+    # rounds up); patch: image players' side in pixels (None: an eighth of the smaller side).
+    "sampled_shapley": {"baseline": "auto", "layer_baseline": "zeros", "samples": 24, "seed": 0, "groups": None, "patch": None},
+    # samples: coalitions per row (None: 2 x players + 2,048, the shap package's 'auto').
+    "kernel_shap": {"background": None, "samples": None, "seed": 0, "groups": None, "patch": None},
+    # window/stride: sliding-window occlusion of images (Captum's Occlusion); without them each
+    # player (column, group, patch, token position) is occluded once.
+    "occlusion": {"baseline": "auto", "layer_baseline": "zeros", "groups": None, "patch": None, "window": None, "stride": None},
 }
 
 
@@ -193,6 +201,12 @@ class RunConfig:
     # Integrated gradients at a layer: the baseline activation, 'zeros' or 'id:N' (the layer's
     # output for id N at every position, e.g. the padding id 0).
     layer_baseline: Optional[str] = None
+    # The model-agnostic methods (PLAYER_METHODS): columns that move together as one player,
+    # name -> columns (default: one player per column, per element of a list column, per image patch).
+    groups: Optional[Mapping[str, tuple[str, ...]]] = None
+    patch: Optional[int] = None
+    window: Optional[int] = None
+    stride: Optional[int] = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> "RunConfig":
@@ -224,6 +238,8 @@ class RunConfig:
         values["class_names"] = _class_names(values.get("class_names") or ())
         values["vocabularies"] = _vocabularies(values.get("vocabularies") or {})
         values["quality_limits"] = parse_quality_limits(values.get("quality_limits") or {})
+        if values.get("groups") is not None:
+            values["groups"] = _groups(values["groups"])
         if values.get("quality_rows") is None:
             values["quality_rows"] = DEFAULT_QUALITY_ROWS
         if isinstance(values.get("date"), datetime.date):  # YAML reads an unquoted 2026-11-27 as a date
@@ -285,6 +301,7 @@ class RunConfig:
             )
         self.target_spec()  # parses and validates the target
         self._validate_method_settings()
+        self._validate_player_settings()
         for name in ("batch_size", "chunk_size", "compute_threads", "steps", "max_steps", "samples"):
             _check_limit(name, self.setting(name) if name in _ALL_METHOD_SETTINGS else getattr(self, name))
 
@@ -321,7 +338,7 @@ class RunConfig:
                     f"max_steps ({self.max_steps}) caps completeness-driven integrated gradients, which is off; "
                     f"set completeness_target too (e.g. 0.01), or drop max_steps."
                 )
-        if self.method in ("smoothgrad", "expected_gradients"):
+        if self.method in ("smoothgrad", "expected_gradients", "sampled_shapley") or (self.method == "kernel_shap" and self.samples is not None):
             _check_positive_int("samples", self.setting("samples"))
             if not isinstance(self.setting("seed"), int) or isinstance(self.setting("seed"), bool):
                 raise ValueError(f"seed must be an integer; got {self.setting('seed')!r}.")
@@ -331,14 +348,31 @@ class RunConfig:
                 "noise_fraction", self.setting("noise_fraction"),
                 "a number >= 0 (noise std as a fraction of each input's value range, e.g. 0.15)", lambda v: v >= 0,
             )
-        if self.method == "expected_gradients":
+        if self.method in ("expected_gradients", "kernel_shap"):
             if self.background is None:
                 raise ValueError(
-                    "method 'expected_gradients' needs background rows: pass --background "
+                    f"method {self.method!r} needs background rows: pass --background "
                     "PATH (a Parquet or TFRecord file with the same columns as the input)."
                 )
             if self.setting("samples") < 2:
                 raise ValueError(f"expected_gradients needs samples >= 2; got {self.setting('samples')}.")
+
+    def _validate_player_settings(self) -> None:
+        if self.method in ("sampled_shapley", "occlusion"):
+            parse_baseline(self.setting("baseline"))
+            parse_layer_baseline(self.setting("layer_baseline"))
+        if self.method == "sampled_shapley" and self.setting("samples") < 2:
+            raise ValueError(f"sampled_shapley needs samples >= 2 permutations (its standard error needs two); got {self.setting('samples')}.")
+        if self.method == "kernel_shap" and self.samples is not None and self.samples < 2:
+            raise ValueError(f"kernel_shap needs samples >= 2 coalitions; got {self.samples}.")
+        for name in ("patch", "window", "stride"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
+        if (self.window is None) != (self.stride is None):
+            raise ValueError(f"occlusion's sliding window needs both window and stride (pixels); got window={self.window!r}, "
+                             f"stride={self.stride!r}. Give both (e.g. --window 8 --stride 4), or neither to occlude each player once.")
+        if self.window is not None and (self.patch is not None or self.groups):
+            raise ValueError("occlusion's sliding window (window, stride) replaces the players: drop patch and groups, or drop window/stride.")
 
     def setting(self, name: str) -> Any:
         """A method setting, or its default for this config's method when not given."""
@@ -373,6 +407,34 @@ class RunConfig:
 
 
 _ALL_METHOD_SETTINGS = {name for settings in METHOD_SETTINGS.values() for name in settings}
+
+
+def _groups(value: Any) -> dict[str, tuple[str, ...]]:
+    """groups: {name: [columns]} (YAML), or 'name=colA,colB' strings (flags) -> {name: (columns)};
+    a column in two groups, or a group of no column, is refused."""
+    hint = "expected a mapping of group name to columns, e.g. {size: [height, width]}, or --groups size=height,width"
+    items = []
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        for text in value:
+            name, sep, columns = text.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"groups entry {text!r} is not NAME=COLUMN,COLUMN; {hint}.")
+            items.append((name.strip(), [c.strip() for c in columns.split(",") if c.strip()]))
+    else:
+        raise ValueError(f"groups {value!r} is not valid; {hint}.")
+    groups, seen = {}, {}
+    for name, columns in items:
+        columns = _string_tuple(columns, f"groups.{name}")
+        if not columns:
+            raise ValueError(f"group {name!r} names no column; {hint}.")
+        for column in columns:
+            if column in seen:
+                raise ValueError(f"column {column!r} is in groups {seen[column]!r} and {name!r}; a column can be in one group only.")
+            seen[column] = name
+        groups[str(name)] = columns
+    return groups
 
 
 def _users_of(name: str) -> list[str]:

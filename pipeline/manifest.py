@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from attributions.methods import COMPLETENESS_METHODS
 from attributions.result import COMPLETENESS_MEASURE
 from audit.runs import MANIFEST_NAME
 from audit.summary_output import SUMMARY_FILE, SUMMARY_FILES
@@ -219,7 +220,7 @@ def _write_manifest(output: str, config: RunConfig, launch: dict, done: dict, me
         },
         "metrics": metrics or {},
     }
-    if config.method in ("integrated_gradients", "expected_gradients"):
+    if config.method in COMPLETENESS_METHODS:
         manifest["completeness"] = _completeness(config, summary)
     write_json(FileSystems.join(output, MANIFEST_NAME), manifest)
     if problems:

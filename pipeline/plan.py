@@ -20,13 +20,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from attributions.loading import LoadedModel, load_model
+from attributions.methods import BASELINE_METHODS, COMPLETENESS_METHODS, PLAYER_METHODS
 from audit.summary import FeatureSpec, SummarySpec, TokenFeatureSpec
 from pipeline.baselines import ResolvedBaseline, resolve_baseline
 from pipeline.config import METHOD_SETTINGS, RunConfig, parse_baseline, parse_layer_baseline
 from pipeline.quick_checks import did_you_mean
 from pipeline.version import __version__
 from transforms.attribute import AttributionSettings, load_reference_rows
-from transforms.output import PATH_METHODS, RESERVED_COLUMNS, grad_cam_column_name, output_schema
+from transforms.output import RESERVED_COLUMNS, grad_cam_column_name, output_schema
 from transforms.read import detect_format, readable_by_tensorflow, tfrecord_compression
 from transforms.images import ImageSpec
 from transforms.records import ColumnSpec, FieldSpec, ModelInputSpec, RecordSchema, not_an_example_reason
@@ -569,7 +570,7 @@ def summary_spec(config: RunConfig, schema: RecordSchema, token_features: tuple[
             features.append(FeatureSpec(column.name, column.attr_length or column.length, shape))
     return SummarySpec(
         features=tuple(features),
-        path_method=config.method in PATH_METHODS,
+        path_method=config.method in COMPLETENESS_METHODS,
         slice_columns=tuple(dict.fromkeys(config.slice_columns)),
         sample_size=config.summary_sample_size,
         completeness_threshold=float(config.completeness_threshold),
@@ -684,6 +685,36 @@ def _grad_cam_parameters(model: LoadedModel, config: RunConfig, schema: RecordSc
     return {"layer": cam.layer_name, "layer_shape": list(cam.layer_shape)}
 
 
+def _player_parameters(model: LoadedModel, config: RunConfig, schema: RecordSchema, layers: list) -> dict[str, Any]:
+    """The model-agnostic methods' players, checked here (groups name input columns; a sliding
+    window fits one image input): their count, and for the manifest up to 20 of their names."""
+    from transforms.players import player_layout
+
+    if config.method == "occlusion" and config.window is not None:
+        images = [spec for spec in schema.model_inputs if len(spec.shape) == 3]
+        if layers or len(schema.model_inputs) != 1 or not images:
+            raise ValueError(f"occlusion with a sliding window (window, stride) occludes one image input (height, width, channels); this "
+                             f"model's inputs are {({s.name: s.shape for s in schema.model_inputs})}. Drop --window/--stride to occlude "
+                             f"each player (column, group, patch) once.")
+        height, width = images[0].shape[:2]
+        if config.window > min(height, width):
+            raise ValueError(f"occlusion window {config.window} is larger than the image ({height} x {width}); use a window of at most "
+                             f"{min(height, width)} pixels.")
+        return {}
+    specs = {spec.name: spec for spec in schema.model_inputs}
+    if layers:
+        replaced = [specs[c.input] for c in layers]
+        kept = [spec for spec in schema.model_inputs if spec.name not in {c.input for c in layers}]
+        inputs = [(None, (max(1, c.positions), 1)) for c in layers] + [(spec, spec.shape) for spec in kept]
+        layout = player_layout(inputs, config.groups, config.patch, tuple(spec.columns[0].name for spec in replaced))
+    else:
+        layout = player_layout([(spec, spec.shape) for spec in schema.model_inputs], config.groups, config.patch)
+    if layout.count < 2 and config.method != "occlusion":
+        raise ValueError(f"{config.method} shares the output change among players; this run has {layout.count} "
+                         f"({', '.join(layout.names)}). Split the input (drop --groups) or use occlusion.")
+    return {"players": layout.count, "player_names": list(layout.names[:20]) + ([f"... ({layout.count} in all)"] if layout.count > 20 else [])}
+
+
 def _check_class_names(config: RunConfig, num_outputs: int) -> None:
     if config.class_names and len(config.class_names) != num_outputs:
         output = f"output {config.output_name!r}" if config.output_name else "output"
@@ -712,7 +743,7 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         model.model_functions(config.output_name, config.explain_logits)  # checks explain_logits
     schema = _record_schema(config, model, input_format, catalog, num_outputs, layers)
     layer_baseline = None
-    if layers and config.method == "integrated_gradients":
+    if layers and config.method in BASELINE_METHODS:
         from attributions.layers import layer_output_for_id
 
         layer_baseline = parse_layer_baseline(config.setting("layer_baseline"))
@@ -721,7 +752,7 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
                 layer_output_for_id(model._keras_model, choice.layer, layer_baseline)
             except ValueError as error:
                 raise ValueError(f"layer_baseline 'id:{layer_baseline}': {error}") from None
-    baseline = parse_baseline(config.setting("baseline")) if config.method == "integrated_gradients" else None
+    baseline = parse_baseline(config.setting("baseline")) if config.method in BASELINE_METHODS else None
     reference_path = baseline.path if baseline is not None and baseline.kind == "file" else config.background
     reference_format, reference_rows = None, None
     if reference_path is not None:
@@ -733,6 +764,8 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
     method_params = _method_params(config, bool(layers))
     if config.method == "grad_cam":
         method_params.update(_grad_cam_parameters(model, config, schema))
+    if config.method in PLAYER_METHODS:
+        method_params.update(_player_parameters(model, config, schema, layers))
 
     fingerprint = model.sha256  # of the bytes loaded here; workers check theirs against it
     metadata = {

@@ -38,6 +38,7 @@ from pipeline.baseline_sample import sample_records
 from pipeline.baselines import is_image
 from pipeline.plan import RunPlan
 from audit.quality_limits import breached_limits
+from attributions.methods import SAMPLING_METHODS
 from transforms.attribute import AttributionEngine, AttributionSettings, example_seeds
 from transforms.records import DecodedBatch
 
@@ -81,7 +82,7 @@ class QualityAudit:
         self.seed = self.config.quality_seed
         self.inputs = engine.method_inputs(records.inputs)  # (N, *shape) per input the method attributes
         self.targets = self._targets()
-        self.key_seeds = example_seeds(records.keys) if self.settings.method in ("smoothgrad", "expected_gradients") else None
+        self.key_seeds = example_seeds(records.keys) if self.settings.method in SAMPLING_METHODS else None
         kinds = self._unit_kinds()
         shapes = [x.shape[1:] for x in self.inputs]
         self.rank_units = build_units(kinds, shapes)

@@ -30,6 +30,9 @@ from attributions.adaptive_ig import adaptive_integrated_gradients
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB, automatic_chunk_size
 from attributions.concurrency import run_ops_single_threaded
 from attributions.expected_gradients import expected_gradients
+from attributions.methods import BASELINE_METHODS, PLAYER_METHODS, SAMPLING_METHODS
+from attributions.occlusion import occlusion, sliding_occlusion
+from attributions.sampled_shapley import sampled_shapley
 from attributions.gradient import gradient
 from attributions.gradient_x_input import gradient_x_input
 from attributions.integrated_gradients import integrated_gradients
@@ -168,11 +171,28 @@ class AttributionEngine:
                 if spec.tokens:
                     layer = self.split.layer_names[self.split.replaced_inputs.index(spec.name)]
                     self._token_lookups[spec.columns[0].name] = token_lookup(model._keras_model, layer)
-        if settings.method == "expected_gradients":
+        if settings.method in ("expected_gradients", "kernel_shap"):
             self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
+        self.players = self._player_layout() if settings.method in PLAYER_METHODS else None
         self._grad_cam = None
         if settings.method == "grad_cam":
             self._grad_cam = model.grad_cam(settings.method_params["layer"], settings.output_name, settings.explain_logits)
+
+    def _player_layout(self):
+        """The players of the method's inputs (transforms.players): model inputs, or at layers the
+        activations (one player per position) followed by the kept inputs."""
+        from transforms.players import player_layout
+
+        p, specs = self.settings.method_params, {spec.name: spec for spec in self.settings.schema.model_inputs}
+        if self.split is None:
+            inputs = list(zip(self.settings.schema.model_inputs, self.fns.input_shapes))
+            layer_columns = ()
+        else:
+            count = len(self.split.layer_names)
+            inputs = [(None, shape) for shape in self.fns.input_shapes[:count]]
+            inputs += [(specs[n], shape) for n, shape in zip(self.split.kept_inputs, self.fns.input_shapes[count:])]
+            layer_columns = tuple(specs[n].columns[0].name for n in self.split.replaced_inputs)
+        return player_layout(inputs, p.get("groups"), p.get("patch"), layer_columns)
 
     def _baselines(self, method_inputs: tuple, settings: Optional[AttributionSettings] = None) -> tuple:
         """One (*shape) (or (1, *shape)) array per input of the method (the model inputs, or the
@@ -281,7 +301,7 @@ class AttributionEngine:
             inputs = method_inputs
             if len(example_index) != batch.num_records:  # top_k: one row per (record, class)
                 inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
-            sampling = s.method in ("smoothgrad", "expected_gradients")
+            sampling = s.method in SAMPLING_METHODS
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
             result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
         result = self._input_attributions(result, len(example_index))
@@ -350,7 +370,7 @@ class AttributionEngine:
         sampling methods (a hash of each row's record key), outputs (R, C): the model's at inputs;
         baselines: integrated gradients' (default the run's)."""
         s, p = self.settings, self.settings.method_params
-        if baselines is None and s.method == "integrated_gradients":
+        if baselines is None and s.method in BASELINE_METHODS:
             baselines = self._baselines(inputs)
         if s.method in _GRADIENT_METHODS:
             return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
@@ -369,7 +389,14 @@ class AttributionEngine:
             return integrated_gradients(
                 self.fns, inputs, baselines, targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
             )
+        if s.method == "occlusion":
+            if p.get("window") is not None:
+                return sliding_occlusion(self.fns, inputs, baselines, targets, p["window"], p["stride"], self.chunk_size)
+            return occlusion(self.fns, inputs, baselines, targets, self.players.players, self.chunk_size)
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
+        if s.method == "sampled_shapley":
+            return sampled_shapley(self.fns, inputs, baselines, targets, self.players.players, seeds, p["samples"], p["seed"],
+                                   self.chunk_size)
         if s.method == "smoothgrad":
             return smoothgrad(
                 self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], self.chunk_size
@@ -381,6 +408,7 @@ class AttributionEngine:
 
 
 _GRADIENT_METHODS = {"gradient": gradient, "gradient_x_input": gradient_x_input}
+
 
 
 def _as_model_dtype(values: np.ndarray, dtype: str) -> np.ndarray:

@@ -43,12 +43,12 @@ from typing import Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
+from attributions.methods import COMPLETENESS_METHODS, STDERR_METHODS
 from attributions.result import Attributions, relative_delta
 from transforms.records import DecodedBatch, RecordSchema
 
-__all__ = ["PATH_METHODS", "output_schema", "attribution_table", "attribution_column_name", "grad_cam_column_name", "tokens_column_name"]
+__all__ = ["output_schema", "attribution_table", "attribution_column_name", "grad_cam_column_name", "tokens_column_name"]
 
-PATH_METHODS = ("integrated_gradients", "expected_gradients")
 RESERVED_COLUMNS = (
     "target", "target_name", "target_score", "convergence_delta", "convergence_delta_rel", "completeness_error", "attribution_stderr",
     "convergence_delta_stderr", "steps_used", "completeness_met", "attributions_finite",
@@ -94,11 +94,13 @@ def output_schema(schema: RecordSchema, method: str, metadata: Optional[dict] = 
             fields.append(pa.field(tokens_column_name(spec.columns[0].name), pa.list_(pa.string())))
     if method == "grad_cam":
         fields += [pa.field(grad_cam_column_name(c.name), pa.list_(pa.float32())) for c in schema.source_columns]
-    if method in PATH_METHODS:
+    if method in COMPLETENESS_METHODS:
         fields += [pa.field("convergence_delta", pa.float32()), pa.field("convergence_delta_rel", pa.float32()),
                    pa.field("completeness_error", pa.float32())]
+    if method in STDERR_METHODS:
+        fields.append(pa.field("attribution_stderr", pa.float32()))
     if method == "expected_gradients":
-        fields += [pa.field("attribution_stderr", pa.float32()), pa.field("convergence_delta_stderr", pa.float32())]
+        fields.append(pa.field("convergence_delta_stderr", pa.float32()))
     if adaptive:
         fields += [pa.field("steps_used", pa.int32()), pa.field("completeness_met", pa.bool_())]
     fields.append(pa.field("attributions_finite", pa.bool_()))

@@ -237,7 +237,7 @@ def test_layers_and_layer_baseline():
     assert RunConfig.from_mapping(BASE).setting("layer_baseline") == "zeros"
     with pytest.raises(ValueError, match=r"layer_baseline 'id:-1' is not valid; expected 'zeros' .* or 'id:N'"):
         RunConfig.from_mapping({**BASE, "layer_baseline": "id:-1"})
-    with pytest.raises(ValueError, match=r"setting 'layer_baseline' applies only to method\(s\) \['integrated_gradients'\]"):
+    with pytest.raises(ValueError, match=r"setting 'layer_baseline' applies only to method\(s\) \['integrated_gradients', 'sampled_shapley', 'occlusion'\]"):
         RunConfig.from_mapping({**BASE, "method": "gradient", "layer_baseline": "id:0"})
     with pytest.raises(ValueError, match=r"layers must be a string or a list of strings; got \[3\]"):
         RunConfig.from_mapping({**BASE, "layers": [3]})
