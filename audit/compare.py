@@ -302,6 +302,22 @@ def _setting_differences(a: RunResult, b: RunResult) -> list[str]:
     return [f"{k} differs: {settings_a.get(k)!r} vs {settings_b.get(k)!r}" for k in ESTIMATE_SETTINGS if settings_a.get(k) != settings_b.get(k)]
 
 
+def baseline_moved(a: RunResult, b: RunResult) -> Optional[str]:
+    """A warning when the runs' data baselines (medians/means of a sample, listed in the manifest)
+    differ: each run's `auto`/`median` baseline follows its own input, so every attribution moves
+    with the data's median as well as with the model's behaviour, beyond what the bootstrap
+    intervals (which hold the baseline fixed) cover. None when they agree or are not listed."""
+    values_a = (a.manifest.get("baseline") or {}).get("values") or {}
+    values_b = (b.manifest.get("baseline") or {}).get("values") or {}
+    moved = [name for name in values_a if name in values_b and isinstance(values_a[name], list) and isinstance(values_b[name], list)
+             and (len(values_a[name]) != len(values_b[name]) or not np.allclose(values_a[name], values_b[name], rtol=1e-6, atol=1e-9))]
+    if not moved:
+        return None
+    return (f"the runs' baselines differ (input {', '.join(moved)}: each the median/mean of its own run's data): every attribution "
+            f"moves with the baseline too, which the intervals do not cover; for audits pin one baseline, e.g. "
+            f"--baseline median:TRAINING.parquet (the same reference file every run)")
+
+
 def _feature_names(run: RunResult) -> list[str]:
     return [f["name"] for f in run.summary["features"]]
 
@@ -358,7 +374,7 @@ def compare_runs(a: RunResult, b: RunResult, thresholds: DriftThresholds = Drift
         "drift": bool(reasons), "reasons": reasons,
         "spans_different": spans,
         "model_change": model_change(a, b),
-        "warnings": _setting_differences(a, b) + ([] if same_measure else [
+        "warnings": _setting_differences(a, b) + [w for w in (baseline_moved(a, b),) if w] + ([] if same_measure else [
             f"the runs measure completeness differently (A: {measure_a}; B: {measure_b}); the completeness share is not compared"
         ]),
         "completeness_measure": measure_a if same_measure else None,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Drift calibration on whole pipeline runs of trained models (issue 27).
 
-    python bench/drift_calibration_pipeline.py                  # 20 repetitions, both datasets, both baselines
+    python bench/drift_calibration_pipeline.py                  # 20 repetitions, both datasets, three baselines
     python bench/drift_calibration_pipeline.py --repetitions 5 --datasets breast_cancer --baselines auto
 
 bench/drift_calibration.py calibrates `compare` on synthetic summaries (a linear model's rows fed
@@ -18,7 +18,10 @@ disjoint halves A and B; each half goes through `run_attribution` (DirectRunner,
 the pipeline's defaults: integrated gradients, 64 steps, target = the predicted class, the Poisson
 bootstrap with 200 replicates; the quality audit is off (quality_rows 0), as in the tests. The
 baseline is 'auto' (the default: each run's OWN median row, so the two halves are attributed
-against slightly different baselines) and, on the same splits, 'zeros' (fixed). Then, at each of
+against slightly different baselines) and, on the same splits, 'reference' (--baseline
+median:ALL.parquet: the median of one fixed file, all the dataset's rows standing for the
+training data, the same for every run, what docs/audits.md advises for audits) and 'zeros'
+(fixed). Then, at each of
 THRESHOLDS (the defaults; 50 % with every feature and the ~90-row digits classes judged; a tight
 10 %, at which the threshold alone flags sampling noise):
 
@@ -242,8 +245,8 @@ def calibrate(dataset: str, repetitions: int, seed: int, work: str, baselines: S
     load, hidden = DATASETS[dataset]
     features, labels = load()
     model, accuracy = train_mlp(os.path.join(work, f"{dataset}_mlp.keras"), features, labels, hidden)
-    pilot = pipeline_run(model, write_rows(os.path.join(work, f"{dataset}.parquet"), features, np.arange(len(features)), labels),
-                         os.path.join(work, f"{dataset}_pilot"), features.shape[1])
+    reference = write_rows(os.path.join(work, f"{dataset}.parquet"), features, np.arange(len(features)), labels)  # the "training data"
+    pilot = pipeline_run(model, reference, os.path.join(work, f"{dataset}_pilot"), features.shape[1])
     shares = overall_shares(pilot)
     doubled, removed = top_features(pilot)
     retrained = retrained_copy(model, os.path.join(work, f"{dataset}_retrained.keras"), doubled, removed)
@@ -255,7 +258,8 @@ def calibrate(dataset: str, repetitions: int, seed: int, work: str, baselines: S
             rng.bit_generator.state = state
             directory = os.path.join(work, f"{dataset}_rep{rep}_{baseline}")
             os.makedirs(directory)
-            results[baseline].append(repetition(rng, features, labels, model, retrained, (doubled, removed), directory, timings, baseline))
+            setting = f"median:{reference}" if baseline == "reference" else baseline
+            results[baseline].append(repetition(rng, features, labels, model, retrained, (doubled, removed), directory, timings, setting))
             shutil.rmtree(directory)
             r = results[baseline][-1]
             print(f"{dataset} rep {rep} baseline {baseline}: halves flagged default {sorted(r['default']['halves']['flagged'])}, tight "
@@ -331,9 +335,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repetitions", type=int, default=20)
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["digits", "breast_cancer"])
-    parser.add_argument("--baselines", nargs="+", default=["auto", "zeros"],
+    parser.add_argument("--baselines", nargs="+", default=["auto", "reference", "zeros"],
                         help="integrated-gradients baselines to calibrate (auto, the default, is each run's own median row; "
-                             "zeros is fixed, the same for both runs)")
+                             "reference is --baseline median:ALL_ROWS.parquet, the median of one fixed file, the same for every run; "
+                             "zeros is fixed too)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     args = parser.parse_args(argv)

@@ -97,7 +97,8 @@ def _statistics(rule: str, inputs: Sequence[ModelInputSpec]) -> Optional[list[st
 def _describe(spec: BaselineSpec, inputs: Sequence[ModelInputSpec], statistic: Optional[list[str]],
               blur: Optional[tuple], sample: Optional[InputSample], arrays: Optional[tuple]) -> dict[str, Any]:
     """The manifest's `baseline` entry (arrays: the data baseline's, listed when small enough)."""
-    description: dict[str, Any] = {"setting": spec.kind if spec.kind != "constant" else f"constant:{spec.value:g}"}
+    setting = f"constant:{spec.value:g}" if spec.kind == "constant" else f"{spec.kind}:{spec.path}" if spec.path and spec.kind != "file" else spec.kind
+    description: dict[str, Any] = {"setting": setting}
     if statistic is not None:
         per_input = [f"blur (sigma {sigma:g} px)" if sigma is not None else kind for kind, sigma in zip(statistic, blur or [None] * len(inputs))]
         description["per_input"] = dict(zip((s.name for s in inputs), per_input))

@@ -468,8 +468,13 @@ def parse_target(value: Any) -> TargetSpec:
 
 
 def parse_baseline(value: Any) -> BaselineSpec:
-    """'auto' | 'median' | 'mean' | 'blur' | 'zeros' | 'constant:VALUE' | a number | 'file:PATH' -> BaselineSpec."""
-    hint = "expected 'auto', 'median', 'mean', 'blur', 'zeros', 'constant:0.5' (or a number) or 'file:PATH'"
+    """'auto' | 'median' | 'mean' | 'median:PATH' | 'mean:PATH' | 'blur' | 'zeros' | 'constant:VALUE' | a
+    number | 'file:PATH' -> BaselineSpec. median:PATH / mean:PATH: of a sample of a fixed reference
+    file (e.g. the training data) instead of the run's own input, so runs on different data share
+    one baseline (what a scheduled audit needs: a baseline that moves with each night's data
+    moves every attribution with it)."""
+    hint = ("expected 'auto', 'median', 'mean', 'median:PATH', 'mean:PATH', 'blur', 'zeros', 'constant:0.5' (or a number) "
+            "or 'file:PATH'")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _constant_baseline(float(value), value)
     if not isinstance(value, str):
@@ -484,8 +489,8 @@ def parse_baseline(value: Any) -> BaselineSpec:
             number = None
         if number is not None:
             return _constant_baseline(number, value)
-    if kind == "file" and argument:
-        return BaselineSpec("file", path=argument)
+    if kind in ("file", "median", "mean") and argument:
+        return BaselineSpec(kind, path=argument)
     raise ValueError(f"baseline {value!r} is not valid; {hint}.")
 
 

@@ -759,7 +759,11 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         (reference_path,) = match_files((reference_path,))[:1]
         reference_format = detect_format([reference_path], "auto")
         reference_rows = load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
-    resolved = resolve_baseline(baseline, schema, input_files, config, reference_rows) if baseline is not None else None
+    sample_files, sample_schema = input_files, schema  # what a data baseline is the median/mean of
+    if baseline is not None and baseline.kind in ("median", "mean") and baseline.path:
+        sample_files = match_files((baseline.path,))
+        sample_schema = dataclasses.replace(schema, input_format=detect_format(sample_files, "auto"))
+    resolved = resolve_baseline(baseline, sample_schema, sample_files, config, reference_rows) if baseline is not None else None
 
     method_params = _method_params(config, bool(layers))
     if config.method == "grad_cam":

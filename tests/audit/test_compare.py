@@ -297,3 +297,23 @@ def test_the_drift_table_has_a_row_per_group_and_feature_with_flags_and_reasons(
     assert flagged and {f for _, _, f in flagged} == {"f0"}
     row = next(r for r in table if r["flagged"])
     assert row["reason"].startswith("mean |attribution| changed +200%") and row["interval_low"] > 0 and row["after"] > row["before"]
+
+
+def test_runs_with_their_own_median_baselines_are_warned_and_a_pinned_reference_is_not(linear_model, tmp_path):
+    """The default tabular baseline is the median of each run's own input: two halves of one dataset
+    get two baselines, which moves every attribution (beyond the intervals, which hold the baseline
+    fixed). compare says so; --baseline median:REFERENCE gives both runs the same one."""
+    model, _, _ = linear_model
+    rng = np.random.default_rng(9)
+    features = rng.normal(size=(400, 6)).astype(np.float32)
+    reference = write_tabular_parquet(tmp_path / "reference.parquet", features, ids=np.arange(400))
+    own = [_run(model, features[part], tmp_path / f"own{i}", method="integrated_gradients", baseline="median")
+           for i, part in enumerate((slice(0, 200), slice(200, 400)))]
+    document = compare_runs(load_run(own[0]), load_run(own[1]))
+    assert any(w.startswith("the runs' baselines differ (input features") for w in document["warnings"])
+    pinned = [_run(model, features[part], tmp_path / f"pinned{i}", method="integrated_gradients", baseline=f"median:{reference}")
+              for i, part in enumerate((slice(0, 200), slice(200, 400)))]
+    runs = [load_run(p) for p in pinned]
+    assert runs[0].manifest["baseline"]["values"] == runs[1].manifest["baseline"]["values"]
+    assert runs[0].manifest["baseline"]["setting"] == f"median:{reference}"
+    assert not any("baselines differ" in w for w in compare_runs(*runs)["warnings"])

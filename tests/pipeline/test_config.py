@@ -35,7 +35,7 @@ def test_settings_of_another_method_are_rejected():
         ({"method": "shap"}, "method 'shap' is not valid; expected one of"),
         ({"batch_size": 0}, "batch_size must be a positive integer; got 0"),
         ({"rule": "simpson"}, "rule 'simpson' is not valid"),
-        ({"baseline": "average"}, "baseline 'average' is not valid; expected 'auto', 'median', 'mean', 'blur', 'zeros'"),
+        ({"baseline": "average"}, "baseline 'average' is not valid; expected 'auto', 'median', 'mean', 'median:PATH', 'mean:PATH', 'blur', 'zeros'"),
         ({"baseline_sample_size": 0}, "baseline_sample_size must be a positive integer; got 0"),
         ({"baseline_far_share": 1.5}, r"baseline_far_share must be a number in \[0, 1\]"),
         ({"target": "top_k:0"}, "target 'top_k:0' is not valid"),
