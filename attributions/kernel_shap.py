@@ -233,28 +233,36 @@ def _row_values(design: _Design, values: np.ndarray, empty: float, total: float)
     values: v(S) per coalition (n,); empty: v(empty); total: v(all) - v(empty)."""
     z = design.masks.astype(np.float64)  # (n, M)
     y = values - empty  # (n,)
-    phi = _solve(z, design.weights, y, total)
     groups = design.group_counts.shape[1]
     if not design.drawn.any():
-        return phi, 0.0
-    if groups < 2:
-        return phi, float("inf")
+        return _solve(z, design.weights, y, total), 0.0
     m = z.shape[1]
     enumerated = ~design.drawn
     fixed = z[enumerated] * design.weights[enumerated, None]  # (e, M)
     fixed_gram, fixed_rhs = fixed.T @ z[enumerated], fixed.T @ y[enumerated]  # (M, M), (M,)
     drawn_z, drawn_y, counts = z[design.drawn], y[design.drawn], design.group_counts[design.drawn]  # (d, M), (d,), (d, G)
-    gram_g = np.stack([(drawn_z * counts[:, g, None]).T @ drawn_z for g in range(groups)])  # (G, M, M)
-    rhs_g = np.stack([(drawn_z * counts[:, g, None]).T @ drawn_y for g in range(groups)])  # (G, M)
-    count_g = counts.sum(axis=0)  # (G,)
-    leave_out = np.empty((groups, m))
+    # Per group, only its coalitions (a coalition drawn once is in one group): ~one d x M^2 product in all.
+    gram_g, rhs_g = np.zeros((groups, m, m)), np.zeros((groups, m))
     for g in range(groups):
-        scale = design.left / (count_g.sum() - count_g[g])
+        inside = counts[:, g] > 0
+        weighted = drawn_z[inside] * counts[inside, g, None]  # (d_g, M)
+        gram_g[g], rhs_g[g] = weighted.T @ drawn_z[inside], weighted.T @ drawn_y[inside]
+    count_g = counts.sum(axis=0)  # (G,)
+
+    def solve_without(g: Optional[int]) -> np.ndarray:
+        kept = count_g.sum() - (0.0 if g is None else count_g[g])
+        gram, rhs = gram_g.sum(axis=0), rhs_g.sum(axis=0)
+        if g is not None:
+            gram, rhs = gram - gram_g[g], rhs - rhs_g[g]
         kkt = np.zeros((m + 1, m + 1))
-        kkt[:m, :m] = fixed_gram + scale * (gram_g.sum(axis=0) - gram_g[g])
+        kkt[:m, :m] = fixed_gram + design.left / kept * gram
         kkt[:m, m] = kkt[m, :m] = 1.0
-        rhs = np.append(fixed_rhs + scale * (rhs_g.sum(axis=0) - rhs_g[g]), total)
-        leave_out[g] = _kkt_solve(kkt, rhs)[:m]
+        return _kkt_solve(kkt, np.append(fixed_rhs + design.left / kept * rhs, total))[:m]
+
+    phi = solve_without(None)
+    if groups < 2:
+        return phi, float("inf")
+    leave_out = np.stack([solve_without(g) for g in range(groups)])  # (G, M)
     variance = (groups - 1) / groups * ((leave_out - leave_out.mean(axis=0)) ** 2).sum(axis=0)  # (M,)
     return phi, float(np.sqrt(variance.max()))
 
@@ -330,19 +338,25 @@ def _coalition_values(fns: ModelFunctions, inputs: tuple, background: tuple, wei
     pairs_per_call = max(1, chunk_size // num_refs)
     starts = range(0, len(owners), pairs_per_call)
 
-    def points(start: int) -> tuple:
-        rows = owners[start:start + pairs_per_call]  # (k,)
-        k = len(rows)
-        xs = tuple(np.repeat(x[rows], num_refs, axis=0) for x in inputs)  # (k*R, *shape)
-        refs = tuple(np.tile(r, (k,) + (1,) * (r.ndim - 1)) for r in background)  # (k*R, *shape)
-        take = np.repeat(coalitions[start:start + pairs_per_call], num_refs, axis=0)[:, None, :]  # (k*R, 1, P)
-        return blend(xs, refs, players, take)  # (k*R, *shape) per input
-
     def evaluate(start: int) -> np.ndarray:
-        outputs = fns.predict(points(start))  # (k*R, C)
-        rows = owners[start:start + pairs_per_call]
-        picked = outputs.reshape(len(rows), num_refs, -1)[np.arange(len(rows)), :, targets[rows]]  # (k, R)
-        return picked.astype(np.float64) @ weights  # (k,)
+        rows, take = owners[start:start + pairs_per_call], coalitions[start:start + pairs_per_call]  # (k,), (k, P)
+        # Per row: blend with the background rows as the "inputs" and the row as the one shared
+        # reference, coalitions complemented: point (r, j) = where(S_j, x, r_r), built once, with
+        # no repeated copies of x or of the background.
+        segments = np.flatnonzero(np.diff(rows)) + 1
+        bounds = list(zip([0, *segments], [*segments, len(rows)]))
+        parts = [blend(background, tuple(x[rows[a]][None] for x in inputs), players,
+                       # contiguous: blend's fancy indexing of a broadcast view costs a copy more
+                       np.ascontiguousarray(np.broadcast_to(~take[None, a:b], (num_refs, b - a, take.shape[1]))))
+                 for a, b in bounds]  # each (R * j, *shape) per input, index r * j + m
+        points = parts[0] if len(parts) == 1 else tuple(np.concatenate(p) for p in zip(*parts))
+        outputs = fns.predict(points)  # (k*R, C)
+        picked, offset = [], 0
+        for a, b in bounds:
+            block = outputs[offset:offset + num_refs * (b - a), targets[rows[a]]].reshape(num_refs, b - a)  # (R, j)
+            picked.append(weights @ block.astype(np.float64))  # (j,)
+            offset += num_refs * (b - a)
+        return np.concatenate(picked)  # (k,)
 
     results = list(fns.map(evaluate, iter(starts)))
     return np.concatenate(results) if results else np.zeros(0)
