@@ -217,13 +217,19 @@ def _solve(masks: np.ndarray, weights: np.ndarray, y: np.ndarray, total: float) 
     return _kkt_solve(kkt, rhs)[:m]
 
 
-def _kkt_solve(kkt: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    try:
-        solution = np.linalg.solve(kkt, rhs)
-        if np.all(np.isfinite(solution)) and np.linalg.cond(kkt) < 1e12:
-            return solution
-    except np.linalg.LinAlgError:
-        pass
+def _kkt_solve(kkt: np.ndarray, rhs: np.ndarray, conditioned: Optional[bool] = None) -> np.ndarray:
+    """The KKT system's solution; least squares (minimum norm) when it is singular or ill-
+    conditioned (condition number >= 1e12, an SVD; `conditioned` gives the verdict instead: the
+    jackknife's systems are perturbations of the row's main one, whose verdict they reuse)."""
+    if conditioned is None:
+        conditioned = bool(np.linalg.cond(kkt) < 1e12)
+    if conditioned:
+        try:
+            solution = np.linalg.solve(kkt, rhs)
+            if np.all(np.isfinite(solution)):
+                return solution
+        except np.linalg.LinAlgError:
+            pass
     return np.linalg.lstsq(kkt, rhs, rcond=None)[0]
 
 
@@ -249,6 +255,8 @@ def _row_values(design: _Design, values: np.ndarray, empty: float, total: float)
         gram_g[g], rhs_g[g] = weighted.T @ drawn_z[inside], weighted.T @ drawn_y[inside]
     count_g = counts.sum(axis=0)  # (G,)
 
+    conditioned = []  # the main system's verdict, reused by the jackknife's
+
     def solve_without(g: Optional[int]) -> np.ndarray:
         kept = count_g.sum() - (0.0 if g is None else count_g[g])
         gram, rhs = gram_g.sum(axis=0), rhs_g.sum(axis=0)
@@ -257,7 +265,9 @@ def _row_values(design: _Design, values: np.ndarray, empty: float, total: float)
         kkt = np.zeros((m + 1, m + 1))
         kkt[:m, :m] = fixed_gram + design.left / kept * gram
         kkt[:m, m] = kkt[m, :m] = 1.0
-        return _kkt_solve(kkt, np.append(fixed_rhs + design.left / kept * rhs, total))[:m]
+        if not conditioned:
+            conditioned.append(bool(np.linalg.cond(kkt) < 1e12))
+        return _kkt_solve(kkt, np.append(fixed_rhs + design.left / kept * rhs, total), conditioned[0])[:m]
 
     phi = solve_without(None)
     if groups < 2:
