@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import comb
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -426,6 +426,11 @@ def kernel_shap(
     budget = default_samples(num_players) if samples is None else int(samples)
 
     outputs = fns.predict(inputs, chunk_size)  # (B, C)
+    if np.any(targets >= outputs.shape[1]):
+        raise ValueError(
+            f"kernel_shap: targets go up to {targets.max()}, the model has {outputs.shape[1]} outputs: give indices "
+            f"0..{outputs.shape[1] - 1} (or -1 for the argmax)."
+        )
     targets = np.where(targets < 0, outputs.argmax(axis=1), targets).astype(np.int32)
     if background_outputs_mean is None:
         background_outputs_mean = weights @ fns.predict(background, chunk_size).astype(np.float64)  # (C,)

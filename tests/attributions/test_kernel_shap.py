@@ -364,6 +364,7 @@ def test_background_summary_of_two_inputs_keeps_their_shapes():
     (dict(background_weights=np.ones(3)), "background_weights must be 20"),
     (dict(example_seeds=np.arange(2)), "example_seeds"),
     (dict(background=(DATA8[:20, :5],)), "must be .* the same shape"),
+    (dict(targets=np.array([0, 1, 2, 3, 0], np.int32)), "targets go up to 3, the model has 3 outputs"),
 ])
 def test_invalid_arguments_are_refused_with_what_to_do(change, message):
     args = dict(fns=FNS8, inputs=(ROWS8,), background=(BACKGROUND8,), targets=TARGETS8,
