@@ -43,14 +43,16 @@ setup(
         # saliency (PAIR): tests check our integrated gradients against its implementation;
         # apache-beam[gcp]: the DataflowRunner dry-run tests; scipy (with scikit-learn): rank tests;
         # apache-beam[aws] and moto[server]: runs against a real S3 server started on loopback;
-        # mkdocs with the Material theme: the documentation site is built with --strict.
+        # mkdocs with the Material theme: the documentation site is built with --strict; shap: our
+        # kernel_shap against its KernelExplainer (0.51 is the last release for Python 3.11).
         "test": ["scikit-learn>=1.4,<2", "palmerpenguins>=0.1.6,<0.2", "vaderSentiment>=3.3.2,<3.4", "pytest>=8,<10", "hypothesis>=6.100,<7", "saliency==0.2.1",
                  "apache-beam[gcp,aws]>=2.77.0,<2.78", "moto[server]>=5.1,<6",
-                 "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
+                 "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "shap>=0.51,<0.52"],
         # The documentation site (mkdocs.yml): `mkdocs build --strict` or `mkdocs serve`; the tests build it too.
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
-        # bench/throughput.py compares integrated gradients with PAIR's saliency package.
-        "bench": ["scikit-learn>=1.4,<2", "saliency==0.2.1"],
+        # bench/throughput.py compares integrated gradients with PAIR's saliency package,
+        # bench/kernel_shap_vs_shap.py kernel_shap with shap's KernelExplainer.
+        "bench": ["scikit-learn>=1.4,<2", "saliency==0.2.1", "shap>=0.51,<0.52"],
         # gs:// paths (inputs, output, model) through Beam's GCS filesystem.
         "gcp": ["apache-beam[gcp]>=2.77.0,<2.78", "tensorflow-io-gcs-filesystem>=0.37"],
         # s3:// paths (inputs, output, model) through Beam's S3 filesystem (boto3).

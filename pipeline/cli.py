@@ -166,6 +166,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
              "per element of a list column, per image patch); repeat per group.")
     add("--patch", type=int, metavar="PIXELS", help="sampled_shapley, kernel_shap, occlusion: side of the square image patches "
         "that are the players of an image input (default: an eighth of the smaller side).")
+    add("--background-clusters", type=int, metavar="K", help="kernel_shap: summarize the background rows by k-means to K weighted "
+        "rows (as shap.kmeans; default: every row, each coalition costs one model evaluation per background row).")
     add("--window", type=int, metavar="PIXELS", help="occlusion of images: sliding window side (Captum's Occlusion; with --stride).")
     add("--stride", type=int, metavar="PIXELS", help="occlusion of images: the sliding window's step (with --window).")
     add("--summaries", action=argparse.BooleanOptionalAction, default=None, help="write summary.json and summary_*.parquet in the same pass (default on).")

@@ -46,8 +46,10 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     # samples: permutations per row (Vertex AI's path_count), in antithetic pairs (an odd number
     # rounds up); patch: image players' side in pixels (None: an eighth of the smaller side).
     "sampled_shapley": {"baseline": "auto", "layer_baseline": "zeros", "samples": 24, "seed": 0, "groups": None, "patch": None},
-    # samples: coalitions per row (None: 2 x players + 2,048, the shap package's 'auto').
-    "kernel_shap": {"background": None, "samples": None, "seed": 0, "groups": None, "patch": None},
+    # samples: coalitions per row (None: 2 x players + 2,048, the shap package's 'auto');
+    # background_clusters: summarize the background rows by k-means to this many weighted rows
+    # (shap.kmeans; None: every row, each model evaluation costs background rows x coalitions).
+    "kernel_shap": {"background": None, "samples": None, "seed": 0, "groups": None, "patch": None, "background_clusters": None},
     # window/stride: sliding-window occlusion of images (Captum's Occlusion); without them each
     # player (column, group, patch, token position) is occluded once.
     "occlusion": {"baseline": "auto", "layer_baseline": "zeros", "groups": None, "patch": None, "window": None, "stride": None},
@@ -205,6 +207,7 @@ class RunConfig:
     # name -> columns (default: one player per column, per element of a list column, per image patch).
     groups: Optional[Mapping[str, tuple[str, ...]]] = None
     patch: Optional[int] = None
+    background_clusters: Optional[int] = None
     window: Optional[int] = None
     stride: Optional[int] = None
 
@@ -354,7 +357,7 @@ class RunConfig:
                     f"method {self.method!r} needs background rows: pass --background "
                     "PATH (a Parquet or TFRecord file with the same columns as the input)."
                 )
-            if self.setting("samples") < 2:
+            if self.method == "expected_gradients" and self.setting("samples") < 2:
                 raise ValueError(f"expected_gradients needs samples >= 2; got {self.setting('samples')}.")
 
     def _validate_player_settings(self) -> None:
@@ -365,7 +368,7 @@ class RunConfig:
             raise ValueError(f"sampled_shapley needs samples >= 2 permutations (its standard error needs two); got {self.setting('samples')}.")
         if self.method == "kernel_shap" and self.samples is not None and self.samples < 2:
             raise ValueError(f"kernel_shap needs samples >= 2 coalitions; got {self.samples}.")
-        for name in ("patch", "window", "stride"):
+        for name in ("patch", "window", "stride", "background_clusters"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
         if (self.window is None) != (self.stride is None):

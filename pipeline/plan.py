@@ -759,6 +759,10 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         (reference_path,) = match_files((reference_path,))[:1]
         reference_format = detect_format([reference_path], "auto")
         reference_rows = load_reference_rows(reference_path, reference_format, schema)  # fails here if unusable
+        clusters = config.setting("background_clusters") if config.method == "kernel_shap" else None
+        if clusters is not None and clusters > len(reference_rows[0]):
+            raise ValueError(f"background_clusters {clusters} asks for more k-means rows than the background has ({len(reference_rows[0])} "
+                             f"rows in {reference_path}); pass at most {len(reference_rows[0])}, or drop it to use every row.")
     sample_files, sample_schema = input_files, schema  # what a data baseline is the median/mean of
     if baseline is not None and baseline.kind in ("median", "mean") and baseline.path:
         sample_files = match_files((baseline.path,))

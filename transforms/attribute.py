@@ -31,6 +31,7 @@ from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB, automatic_chunk_size
 from attributions.concurrency import run_ops_single_threaded
 from attributions.expected_gradients import expected_gradients
 from attributions.methods import BASELINE_METHODS, PLAYER_METHODS, SAMPLING_METHODS
+from attributions.kernel_shap import kernel_shap
 from attributions.occlusion import occlusion, sliding_occlusion
 from attributions.sampled_shapley import sampled_shapley
 from attributions.gradient import gradient
@@ -171,8 +172,15 @@ class AttributionEngine:
                 if spec.tokens:
                     layer = self.split.layer_names[self.split.replaced_inputs.index(spec.name)]
                     self._token_lookups[spec.columns[0].name] = token_lookup(model._keras_model, layer)
+        self._background_weights = None
+        if settings.method == "kernel_shap" and settings.method_params.get("background_clusters"):
+            from attributions.kernel_shap import background_summary
+
+            self._references, self._background_weights = background_summary(
+                self._references, settings.method_params["background_clusters"], settings.method_params["seed"])
         if settings.method in ("expected_gradients", "kernel_shap"):
-            self._background_mean = self.fns.predict(self._references, self.chunk_size).mean(axis=0)  # (C,)
+            outputs = self.fns.predict(self._references, self.chunk_size)  # (R, C)
+            self._background_mean = np.average(outputs, axis=0, weights=self._background_weights)  # (C,)
         self.players = self._player_layout() if settings.method in PLAYER_METHODS else None
         self._grad_cam = None
         if settings.method == "grad_cam":
@@ -394,6 +402,9 @@ class AttributionEngine:
                 return sliding_occlusion(self.fns, inputs, baselines, targets, p["window"], p["stride"], self.chunk_size)
             return occlusion(self.fns, inputs, baselines, targets, self.players.players, self.chunk_size)
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
+        if s.method == "kernel_shap":
+            return kernel_shap(self.fns, inputs, self._references, targets, self.players.players, seeds, p["samples"], p["seed"],
+                               self.chunk_size, self._background_mean, self._background_weights, self._written_mass)
         if s.method == "sampled_shapley":
             return sampled_shapley(self.fns, inputs, baselines, targets, self.players.players, seeds, p["samples"], p["seed"],
                                    self.chunk_size)

@@ -155,6 +155,13 @@ def test_image_patches_and_sliding_occlusion_on_the_digits_cnn(digits_cnn, tmp_p
         patches = m.reshape(4, 4, 4, 4).transpose(0, 2, 1, 3).reshape(16, 16)
         np.testing.assert_allclose(patches, patches[:, :1] * np.ones((1, 16)), rtol=1e-5, atol=1e-9)
     assert max(rows.column("completeness_error").to_pylist()) < 1e-4
+    background = write_vector_tfrecord(tmp_path / "background.tfrecord", (images[100:108].astype(np.float32) / 255.0).reshape(8, -1),
+                                       ids=[f"b{i}" for i in range(8)], feature_name="pixels")
+    assert main(["run", "--model", model, "--input", data, "--key-column", "id", "--quiet", "--output", str(tmp_path / "kernel"),
+                 "--method", "kernel_shap", "--patch", "8", "--background", background]) == 0
+    kernel = read_parquet_dir(tmp_path / "kernel")
+    assert json.loads(kernel.schema.metadata[b"attribution.parameters"])["players"] == 4
+    assert max(kernel.column("completeness_error").to_pylist()) < 1e-4 and set(kernel.column("attribution_stderr").to_pylist()) == {0.0}
     assert main([*common, "--output", str(tmp_path / "sliding"), "--method", "occlusion", "--window", "4", "--stride", "2"]) == 0
     slid = np.array(read_parquet_dir(tmp_path / "sliding").column("attr_pixels").to_pylist())
     assert slid.shape == (10, 256) and np.abs(slid).sum(axis=1).min() > 0
@@ -172,6 +179,15 @@ def test_token_positions_at_the_embedding_are_the_players(tmp_path):
     rows = rows_by_key(read_parquet_dir(tmp_path / "out"))
     for key, row in rows.items():
         expected = embedding[tokens[key]] @ weights[:, 1] / length  # (length,)
+        np.testing.assert_allclose(row["attr_tokens"], expected, rtol=1e-4, atol=1e-6)
+    # KernelSHAP against background rows: each position's value is (e(x_t) - mean_r e(r_t)) @ W / length.
+    background = np.random.default_rng(2).integers(0, 12, size=(5, length))
+    reference = write_token_parquet(tmp_path / "background.parquet", background, ids=np.arange(5))
+    assert main(["run", "--model", model, "--input", data, "--output", str(tmp_path / "kernel"), "--key-column", "id", "--quiet",
+                 "--method", "kernel_shap", "--target", "1", "--background", reference]) == 0
+    rows = rows_by_key(read_parquet_dir(tmp_path / "kernel"))
+    for key, row in rows.items():
+        expected = (embedding[tokens[key]] - embedding[background].mean(axis=0)) @ weights[:, 1] / length
         np.testing.assert_allclose(row["attr_tokens"], expected, rtol=1e-4, atol=1e-6)
 
 
@@ -191,3 +207,38 @@ def test_launcher_refuses_bad_player_settings_with_what_to_do(tmp_path, tabular,
         resolve_plan(RunConfig.from_mapping({"model": model, "input": data, "output": str(tmp_path / "out"), "key_column": "id",
                                              "inputs": {"features": COLUMNS}, **settings}))
     assert message in str(error.value)
+
+
+def test_kernel_shap_of_a_linear_model_is_w_times_x_minus_the_background_mean(tmp_path, tabular):
+    """KernelSHAP against a background set: v(S) averages F over the background rows, so for a
+    linear model phi_j = w_j (x_j - mean_r r_j), enumerated (4 players) or with a k-means summary
+    (weighted rows: the weighted mean)."""
+    data, x = tabular
+    weights = np.array([[1.5, -2.0], [0.5, 1.0], [-1.0, 0.25], [2.0, 0.0]], np.float32)
+    model = save_linear_model(tmp_path / "linear.keras", weights, np.array([0.1, -0.2], np.float32))
+    background = np.random.default_rng(8).normal(loc=0.5, size=(30, 4)).astype(np.float32)
+    path = write_tabular_parquet(tmp_path / "background.parquet", background, ids=np.arange(30))
+    rows = _run(model, data, tmp_path / "out", "--method", "kernel_shap", "--background", path, "--target", "0")
+    for key, row in rows.items():
+        np.testing.assert_allclose(_attributions(rows, key), (x[key] - background.mean(axis=0)) * weights[:, 0], rtol=1e-4, atol=1e-5)
+        assert row["completeness_error"] < 1e-5 and row["attribution_stderr"] == 0.0  # 14 coalitions: all enumerated
+    summarized = _run(model, data, tmp_path / "clusters", "--method", "kernel_shap", "--background", path, "--target", "0",
+                      "--background-clusters", "5")
+    from attributions.kernel_shap import background_summary
+
+    centers, center_weights = background_summary((background,), 5, 0)
+    for key in range(60):
+        np.testing.assert_allclose(_attributions(summarized, key), (x[key] - center_weights @ centers[0]) * weights[:, 0], rtol=1e-4, atol=1e-5)
+    run = load_run(str(tmp_path / "clusters"))
+    assert run.manifest["settings"]["background_clusters"] == 5 and not compare_runs(load_run(str(tmp_path / "out")), run)["spans_different"]
+
+
+def test_kernel_shap_on_a_zero_gradient_model_matches_the_enumerated_shapley_values_of_its_background_game(tmp_path, tabular):
+    data, x = tabular
+    path, model = _rounding_model(tmp_path / "rounding.keras")
+    background = np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32)
+    reference = write_tabular_parquet(tmp_path / "background.parquet", background, ids=np.arange(6))
+    rows = _run(path, data, tmp_path / "out", "--method", "kernel_shap", "--background", reference, "--target", "1")
+    for key in range(0, 60, 5):
+        exact = np.mean([_exact_shapley(model, x[key], r, 1, [[0], [1], [2], [3]]) for r in background], axis=0)
+        np.testing.assert_allclose(_attributions(rows, key), exact, atol=1e-5)
