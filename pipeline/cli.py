@@ -180,6 +180,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-slice-values", type=int, metavar="N", help="distinct values summarized per slice column, the rest pooled as __other__ (default 1000).")
     add("--date", metavar="YYYY-MM-DD", help="fills {date} in --model/--input/--output/--background/--baseline paths.")
     add("--param", action="append", type=_param, dest="params", metavar="NAME=VALUE", help="NAME=VALUE: fills {NAME} in those paths; repeat for several.")
+    add("--dry-run", action="store_true", default=None, help="check everything, time the method on a sample of the input and "
+        "print the records/s and the worker-hours and cost per million records on Dataflow-like workers; writes nothing.")
+    add("--vcpu-hour-price", type=float, metavar="USD", help="--dry-run: price of a worker vCPU-hour (default 0.056, Dataflow "
+        "batch, us-central1).")
+    add("--gb-hour-price", type=float, metavar="USD", help="--dry-run: price of a worker GB-hour of memory (default 0.003557).")
     add("--wait", action="store_true", default=None, help="on a remote runner, wait for the job and finalize it (default: return with the job id).")
     add("--quiet", action="store_true", help="no progress line while the run goes (the summary at the end is still printed).")
     add("--debug", action="store_true", help=_DEBUG_HELP)
@@ -336,7 +341,8 @@ def config_from_args(args: argparse.Namespace):
 
     values = load_yaml_config(args.config) if args.config else {}
     values.pop("pipeline_options", None)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "command", "debug", "wait", "quiet") and v is not None}
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("config", "command", "debug", "wait", "quiet", "dry_run", "vcpu_hour_price", "gb_hour_price") and v is not None}
     for name in ("passthrough_columns", "slice_columns"):
         if name in flags:
             flags[name] = [c for item in flags[name] for c in item.split(",") if c]
@@ -560,6 +566,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         use_filesystem_options(beam_args)
         check_storage_reachable(config.paths(), beam_args)
 
+        if args.dry_run:
+            return _dry_run(args, config, beam_args)
+        elif args.vcpu_hour_price is not None or args.gb_hour_price is not None:
+            raise ValueError("--vcpu-hour-price and --gb-hour-price price the estimate of --dry-run; add --dry-run or drop them.")
         check_output(config.output, config.overwrite)  # the same for a folder in a bucket: said before TensorFlow loads
         _import_tensorflow_without_sklearn()
         from pipeline.run import run_attribution
@@ -586,6 +596,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except StorageUnavailableError as error:
         _print(f"error: {error}", file=sys.stderr)
         return EXIT_STORAGE_UNAVAILABLE
+
+
+def _dry_run(args: argparse.Namespace, config, beam_args: list[str]) -> int:
+    """`run --dry-run`: the launcher's checks, a timed sample, the estimate (pipeline.estimate)."""
+    _import_tensorflow_without_sklearn()
+    from pipeline.estimate import GB_HOUR_PRICE, VCPU_HOUR_PRICE, Prices, estimate_run, format_estimate
+
+    prices = Prices(args.vcpu_hour_price if args.vcpu_hour_price is not None else VCPU_HOUR_PRICE,
+                    args.gb_hour_price if args.gb_hour_price is not None else GB_HOUR_PRICE)
+    for name, value in (("vcpu-hour-price", prices.vcpu_hour), ("gb-hour-price", prices.gb_hour)):
+        if not (value >= 0 and value < float("inf")):
+            raise ValueError(f"--{name} must be a price >= 0 in USD; got {value!r}.")
+    _print(format_estimate(estimate_run(config, beam_args, prices)))
+    return 0
 
 
 # Imported by Keras at import time for features this program never uses: scikit-learn (and SciPy)
