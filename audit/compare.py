@@ -108,6 +108,9 @@ def _leaf_ses(run: RunResult) -> dict[tuple[str, str], dict[tuple[str, int], flo
 # Two-sided 95 % normal quantile, and the draws behind the intervals of the rank statistics.
 Z95 = 1.959963984540054
 NOISE_DRAWS = 200
+# Rankings over more leaves than this (a large image's pixels) are judged by their thresholds
+# alone: 200 redraws of three rank statistics over n leaves cost ~600 sorts of n values per group.
+MAX_RANK_INTERVAL_LEAVES = 10_000
 
 
 def _change_interval(change: float, se_a: Optional[float], se_b: Optional[float], z: float = Z95) -> Optional[list[float]]:
@@ -174,7 +177,7 @@ def _compare_group(a: RunResult, b: RunResult, leaves_a: dict, leaves_b: dict, k
             "relative_change": float((y - x) / x) if x > 0 else None, "share_a": float(x / total_a),
             "change_interval": interval, "beyond_noise": None if interval is None else not interval[0] <= 0.0 <= interval[1],
         })
-    with_se = bool(leaves) and all(leaf in ses_a and leaf in ses_b for leaf in leaves)
+    with_se = bool(leaves) and len(leaves) <= MAX_RANK_INTERVAL_LEAVES and all(leaf in ses_a and leaf in ses_b for leaf in leaves)
     rank_intervals = (_rank_intervals(va, vb, np.array([ses_a[leaf] for leaf in leaves]), np.array([ses_b[leaf] for leaf in leaves]),
                                       min(t.top_k, len(leaves))) if with_se and len(leaves) > 1 else (None, None, None))
     std_a = group_a["prediction"]["std"]

@@ -38,7 +38,7 @@ from pipeline.baseline_sample import sample_records
 from pipeline.baselines import is_image
 from pipeline.plan import RunPlan
 from audit.quality_limits import breached_limits
-from attributions.methods import SAMPLING_METHODS
+from attributions.methods import BASELINE_METHODS, SAMPLING_METHODS
 from transforms.attribute import AttributionEngine, AttributionSettings, example_seeds
 from transforms.records import DecodedBatch
 
@@ -151,9 +151,10 @@ class QualityAudit:
         return text
 
     def _reference(self) -> tuple[tuple, str]:
-        """Integrated gradients' baseline; for the other methods the sample's median for float
-        inputs that are not images and zeros for the others (at layers, the layer baseline)."""
-        if self.settings.method == "integrated_gradients":
+        """The run's baseline (integrated gradients, sampled Shapley, occlusion); for the other
+        methods the sample's median for float inputs that are not images and zeros for the others
+        (at layers, the layer baseline)."""
+        if self.settings.method in BASELINE_METHODS:
             return self.engine.baselines(self.inputs), "the run's baseline"
         settings = self._median_settings(dataclasses.replace(self.settings, baseline="zeros", baseline_values=None, baseline_blur=None))
         named = "the sample's median (float inputs), zeros (images, ids, text)" if settings.baseline == "data" else "zeros"
@@ -243,7 +244,7 @@ class QualityAudit:
                 "radius": f"uniform, {radius:g} x each value's std over the sample"}
 
     def _baseline_sensitivity(self, magnitudes: np.ndarray) -> dict[str, Any]:
-        if self.settings.method != "integrated_gradients":
+        if self.settings.method not in BASELINE_METHODS:
             return {"not_applicable": f"{self.settings.method} has no baseline"}
         if self.engine.split is not None and not self.engine.split.kept_inputs:
             return {"not_applicable": "attributions at layers start from the layer baseline (--layer-baseline), not the input baseline"}

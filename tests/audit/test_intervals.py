@@ -125,3 +125,14 @@ def test_a_rise_of_rows_over_the_completeness_threshold_counts_only_beyond_noise
     overall = next(g for g in worse["groups"] if g["kind"] == "overall")
     assert overall["completeness"]["beyond_noise"] is True
     assert any("completeness threshold rose" in r for r in worse["reasons"])
+
+
+def test_rankings_over_more_leaves_than_the_cap_are_judged_by_their_thresholds_alone(monkeypatch):
+    import audit.compare
+
+    rng = np.random.default_rng(6)
+    run_a, run_b = _run("a", *_rows(rng, 500)), _run("b", *_rows(rng, 500))
+    monkeypatch.setattr(audit.compare, "MAX_RANK_INTERVAL_LEAVES", 4)  # these runs have 5 leaves: a and img[0..3]
+    overall = next(g for g in compare_runs(run_a, run_b)["groups"] if g["kind"] == "overall")
+    assert overall["spearman_interval"] is None and overall["ndcg_interval"] is None
+    assert all(f["change_interval"] is not None for f in overall["features"])  # the features keep theirs

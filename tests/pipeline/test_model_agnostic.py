@@ -242,3 +242,15 @@ def test_kernel_shap_on_a_zero_gradient_model_matches_the_enumerated_shapley_val
     for key in range(0, 60, 5):
         exact = np.mean([_exact_shapley(model, x[key], r, 1, [[0], [1], [2], [3]]) for r in background], axis=0)
         np.testing.assert_allclose(_attributions(rows, key), exact, atol=1e-5)
+
+
+def test_the_quality_audit_explains_the_sample_with_the_method_and_its_baseline(tmp_path, tabular):
+    """The launcher's audit runs the model-agnostic method on its sample like the workers, and the
+    baseline test applies (these methods take a baseline as integrated gradients does)."""
+    data, _ = tabular
+    path, _ = _rounding_model(tmp_path / "rounding.keras")
+    _run(path, data, tmp_path / "out", "--method", "sampled_shapley", "--quality-rows", "32", "--samples", "8")
+    quality = load_run(str(tmp_path / "out")).manifest["quality"]
+    assert quality["method"] == "sampled_shapley" and quality["rows"] == 32
+    assert quality["baseline_sensitivity"]["other"] == "zeros" and quality["baseline_sensitivity"]["spearman"] is not None
+    assert quality["randomisation"]["spearman"]["rows"] == 32
