@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     # The same ratio within each round (its sides ran minutes apart, not tens of minutes): on a
     # machine whose speed drifts between rounds this is the steadier figure.
     paired = {n: summarize([s / p for s, p in zip(samples[f"script_wall_{n}"], samples[f"pipeline_wall_{n}"])]) for n in sizes}
-    targets = {n: (1.1 if n >= 2_000_000 else 1.0) for n in sizes}
+    targets = {n: (1.5 if n >= 2_000_000 else 1.1) for n in sizes}  # issue 29
     lines = ["| figure | median | min | max | unit |", "|---|---|---|---|---|"]
     for name, f in sorted(figures.items()):
         unit = "MiB" if "rss" in name else "s"
