@@ -18,6 +18,9 @@ Sampled Shapley against a plain loop: the same permutations' values computed the
 script does it, one model call per (row, permutation) holding that permutation's P + 1 prefix
 points (the model as the same compiled function); the ratio is measured in this run.
 
+On paper, per n1-standard-4 worker (pipeline.estimate's prices and assumption: throughput
+proportional to vCPUs, rows/s here / cores x 4) and in dollars per million rows.
+
 Results: bench/results/model_agnostic.json and .md. TensorFlow's own threading (one call at a
 time); the pipeline on local runners runs a call per core side by side (docs/performance.md).
 """
@@ -146,14 +149,21 @@ def main(argv=None) -> int:
         ours_rate = results["sampled_shapley (24 permutations)"]["rows_per_second"]
     load_after = open("/proc/loadavg").read().split()[:3]
 
+    from pipeline.estimate import Prices, WORKER_VCPUS
+
+    worker_hour = Prices().worker_hour()
+    for r in results.values():  # on paper: throughput proportional to vCPUs (this run used every core, TF's own threading)
+        r["worker_rows_per_second"] = r["rows_per_second"] / available_cores() * WORKER_VCPUS
+        r["usd_per_million_rows"] = 1e6 / r["worker_rows_per_second"] / 3600.0 * worker_hour
     lines = [
         f"cores: {available_cores()}; load average before {' '.join(load_before)}, after {' '.join(load_after)}; "
         f"chunk {chunk:,} points (the pipeline's automatic size); {len(rows)} rows of breast cancer, MLP 30-64-32-2",
         "",
-        "| method | rows/s | ms per row | model evaluations per row | evaluations/s |",
-        "|---|---|---|---|---|",
-    ] + [f"| {name} | {r['rows_per_second']:,.1f} | {r['ms_per_row']:.2f} | {r['evaluations_per_row']:,} | {r['evaluations_per_second']:,.0f} |"
-         for name, r in results.items()] + [
+        f"| method | rows/s | ms per row | model evaluations per row | evaluations/s | n1-standard-{WORKER_VCPUS} rows/s "
+        f"(on paper) | USD per million rows (${worker_hour:.3f}/h) |",
+        "|---|---|---|---|---|---|---|",
+    ] + [f"| {name} | {r['rows_per_second']:,.1f} | {r['ms_per_row']:.2f} | {r['evaluations_per_row']:,} | {r['evaluations_per_second']:,.0f} "
+         f"| {r['worker_rows_per_second']:,.0f} | {r['usd_per_million_rows']:.4g} |" for name, r in results.items()] + [
         "",
         f"sampled Shapley, {permutations} permutations: ours {ours_rate:,.1f} rows/s, a plain Python loop (one model call per row "
         f"and permutation) {plain_rate:,.2f} rows/s over {len(plain_rows)} rows: **{ours_rate / plain_rate:,.0f}x**. Largest "
