@@ -30,13 +30,13 @@ from attributions.adaptive_ig import adaptive_integrated_gradients
 from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB, automatic_chunk_size
 from attributions.concurrency import run_ops_single_threaded
 from attributions.expected_gradients import expected_gradients
-from attributions.methods import BASELINE_METHODS, PLAYER_METHODS, SAMPLING_METHODS
-from attributions.kernel_shap import kernel_shap
-from attributions.occlusion import occlusion, sliding_occlusion
-from attributions.sampled_shapley import sampled_shapley
 from attributions.gradient import gradient
 from attributions.gradient_x_input import gradient_x_input
 from attributions.integrated_gradients import integrated_gradients
+from attributions.kernel_shap import kernel_shap
+from attributions.methods import BASELINE_METHODS, PLAYER_METHODS, SAMPLING_METHODS
+from attributions.occlusion import occlusion, sliding_occlusion
+from attributions.sampled_shapley import sampled_shapley
 from attributions.result import Attributions, attribution_mass
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
