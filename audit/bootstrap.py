@@ -20,6 +20,8 @@ sums per group: sum |a_j|, sum a_j, count.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 
@@ -114,8 +116,16 @@ def buckets_of(keys) -> np.ndarray:
 def replicate_sums(bucket_sums: np.ndarray, replicates: int) -> np.ndarray:
     """(BUCKETS, D) per-bucket sums of one group -> (B, D) replicate sums, bucket k weighted
     Poisson(1) in replicate b (the same weights for every group and run)."""
-    weights = poisson_weights(np.arange(BUCKETS, dtype=np.uint64) + np.uint64(0x5EED), replicates)  # (K, B)
-    return weights.T @ bucket_sums
+    return _bucket_weights(replicates).T @ bucket_sums
+
+
+@functools.lru_cache(maxsize=4)
+def _bucket_weights(replicates: int) -> np.ndarray:
+    """(K, B) the buckets' Poisson weights, made once per B (every group of a summary uses them:
+    a run of 1,000 slice groups drew them 2,000 times, 0.85 ms each). Read-only."""
+    weights = poisson_weights(np.arange(BUCKETS, dtype=np.uint64) + np.uint64(0x5EED), replicates)
+    weights.flags.writeable = False
+    return weights
 
 
 def replicate_means(sums: np.ndarray, features: int) -> tuple[np.ndarray, np.ndarray]:

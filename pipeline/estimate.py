@@ -19,7 +19,6 @@ model load, first trace) and the summaries' small share are not in the per-row f
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -142,32 +141,14 @@ def count_rows(files: Sequence[str], input_format: str) -> tuple[Optional[int], 
 
 
 def _tfrecord_records(path: str) -> int:
-    """Records in one TFRecord file (GZIP when it ends in .gz/.gzip), by its length headers."""
-    import gzip
-
+    """Records in one TFRecord file (its compression from the name, as the reader decides)."""
     from apache_beam.io.filesystems import FileSystems
 
+    from transforms.read import tfrecord_compression
+    from transforms.tfrecord_lengths import count_records
+
     with FileSystems.open(path, compression_type="uncompressed") as raw:
-        stream = gzip.GzipFile(fileobj=raw) if path.endswith((".gz", ".gzip")) else raw
-        count = 0
-        while True:
-            header = stream.read(12)
-            if len(header) < 12:
-                return count
-            length = int.from_bytes(header[:8], "little")
-            _skip(stream, length + 4)
-            count += 1
-
-
-def _skip(stream, count: int) -> None:
-    if hasattr(stream, "seekable") and stream.seekable() and not hasattr(stream, "mtime"):
-        stream.seek(count, os.SEEK_CUR)
-        return
-    while count > 0:
-        chunk = stream.read(min(count, 1 << 20))
-        if not chunk:
-            return
-        count -= len(chunk)
+        return count_records(raw, tfrecord_compression(path))
 
 
 def format_estimate(figures: dict[str, Any]) -> str:

@@ -688,7 +688,7 @@ def _grad_cam_parameters(model: LoadedModel, config: RunConfig, schema: RecordSc
 def _player_parameters(model: LoadedModel, config: RunConfig, schema: RecordSchema, layers: list) -> dict[str, Any]:
     """The model-agnostic methods' players, checked here (groups name input columns; a sliding
     window fits one image input): their count, and for the manifest up to 20 of their names."""
-    from transforms.players import player_layout
+    from transforms.players import run_player_layout
 
     if config.method == "occlusion" and config.window is not None:
         images = [spec for spec in schema.model_inputs if len(spec.shape) == 3]
@@ -701,14 +701,8 @@ def _player_parameters(model: LoadedModel, config: RunConfig, schema: RecordSche
             raise ValueError(f"occlusion window {config.window} is larger than the image ({height} x {width}); use a window of at most "
                              f"{min(height, width)} pixels.")
         return {}
-    specs = {spec.name: spec for spec in schema.model_inputs}
-    if layers:
-        replaced = [specs[c.input] for c in layers]
-        kept = [spec for spec in schema.model_inputs if spec.name not in {c.input for c in layers}]
-        inputs = [(None, (max(1, c.positions), 1)) for c in layers] + [(spec, spec.shape) for spec in kept]
-        layout = player_layout(inputs, config.groups, config.patch, tuple(spec.columns[0].name for spec in replaced))
-    else:
-        layout = player_layout([(spec, spec.shape) for spec in schema.model_inputs], config.groups, config.patch)
+    # (positions, 1): the players of an activation depend only on its positions
+    layout = run_player_layout(schema.model_inputs, {c.input: (max(1, c.positions), 1) for c in layers}, config.groups, config.patch)
     if layout.count < 2 and config.method != "occlusion":
         raise ValueError(f"{config.method} shares the output change among players; this run has {layout.count} "
                          f"({', '.join(layout.names)}). Split the input (drop --groups) or use occlusion.")

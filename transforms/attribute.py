@@ -187,20 +187,14 @@ class AttributionEngine:
             self._grad_cam = model.grad_cam(settings.method_params["layer"], settings.output_name, settings.explain_logits)
 
     def _player_layout(self):
-        """The players of the method's inputs (transforms.players): model inputs, or at layers the
-        activations (one player per position) followed by the kept inputs."""
-        from transforms.players import player_layout
+        """The players of the method's inputs (transforms.players): at layers, one per position of
+        each activation, then the kept inputs' own."""
+        from transforms.players import run_player_layout
 
-        p, specs = self.settings.method_params, {spec.name: spec for spec in self.settings.schema.model_inputs}
-        if self.split is None:
-            inputs = list(zip(self.settings.schema.model_inputs, self.fns.input_shapes))
-            layer_columns = ()
-        else:
-            count = len(self.split.layer_names)
-            inputs = [(None, shape) for shape in self.fns.input_shapes[:count]]
-            inputs += [(specs[n], shape) for n, shape in zip(self.split.kept_inputs, self.fns.input_shapes[count:])]
-            layer_columns = tuple(specs[n].columns[0].name for n in self.split.replaced_inputs)
-        return player_layout(inputs, p.get("groups"), p.get("patch"), layer_columns)
+        p, split = self.settings.method_params, self.split
+        shapes = {} if split is None else dict(zip(split.replaced_inputs, self.fns.input_shapes[:len(split.layer_names)]))
+        return run_player_layout(self.settings.schema.model_inputs, shapes, p.get("groups"), p.get("patch"),
+                                 None if split is None else split.kept_inputs)
 
     def _baselines(self, method_inputs: tuple, settings: Optional[AttributionSettings] = None) -> tuple:
         """One (*shape) (or (1, *shape)) array per input of the method (the model inputs, or the

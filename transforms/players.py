@@ -18,7 +18,7 @@ import numpy as np
 from attributions.players import patch_players
 from transforms.records import ModelInputSpec
 
-__all__ = ["PlayerLayout", "player_layout", "default_patch"]
+__all__ = ["PlayerLayout", "player_layout", "run_player_layout", "default_patch"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,18 @@ def player_layout(inputs: Sequence[tuple[Optional[ModelInputSpec], tuple[int, ..
     number = {name: i for i, name in enumerate(order)}
     players = tuple(np.array([number[n] for n in names], dtype=np.int32).reshape(shape) for names, (_, shape) in zip(units, inputs))
     return PlayerLayout(players, tuple(order))
+
+
+def run_player_layout(model_inputs: Sequence[ModelInputSpec], layer_shapes: Mapping[str, tuple[int, ...]],
+                      groups: Optional[Mapping[str, Sequence[str]]] = None, patch: Optional[int] = None,
+                      kept: Optional[Sequence[str]] = None) -> PlayerLayout:
+    """The players of a run, as the launcher (for the manifest) and every worker (for the method)
+    see them. layer_shapes: model input name -> the shape of its activation at a layer (one player
+    per position: the shape without its last axis), in the method's order: the activations come
+    first, then the inputs the upper part still reads, in the order `kept` names them (default
+    the model's)."""
+    by_name = {spec.name: spec for spec in model_inputs}
+    kept = [spec.name for spec in model_inputs if spec.name not in layer_shapes] if kept is None else kept
+    inputs = [(None, tuple(shape)) for shape in layer_shapes.values()]
+    inputs += [(by_name[name], by_name[name].shape) for name in kept]
+    return player_layout(inputs, groups, patch, tuple(by_name[name].columns[0].name for name in layer_shapes))

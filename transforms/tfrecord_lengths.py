@@ -20,7 +20,7 @@ import os
 import zlib
 from typing import BinaryIO, Optional
 
-__all__ = ["MAX_RECORD_BYTES", "first_impossible_length"]
+__all__ = ["MAX_RECORD_BYTES", "first_impossible_length", "count_records"]
 
 # protobuf's limit on a serialized message: a longer record cannot be a tf.train.Example.
 MAX_RECORD_BYTES = 2**31 - 1
@@ -58,6 +58,17 @@ def first_impossible_length(path: str, compression: str, max_records: Optional[i
         if compression == "ZLIB":
             return _scan(_ZlibReader(raw), None, max_records)
         return _scan(raw, os.fstat(raw.fileno()).st_size, max_records)
+
+
+def count_records(raw: BinaryIO, compression: str) -> int:
+    """Records in an open TFRecord file ('' / 'GZIP' / 'ZLIB'), by walking its length headers
+    (run --dry-run counts a TFRecord input this way; any filesystem's open file will do)."""
+    stream = gzip.GzipFile(fileobj=raw) if compression == "GZIP" else _ZlibReader(raw) if compression == "ZLIB" else raw
+    count = 0
+    while len(header := stream.read(_HEADER_BYTES)) == _HEADER_BYTES:
+        _skip(stream, int.from_bytes(header[:8], "little") + _FOOTER_BYTES)
+        count += 1
+    return count
 
 
 def _scan(stream, size: Optional[int], max_records: Optional[int]) -> Optional[tuple[int, str]]:
