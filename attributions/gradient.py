@@ -25,9 +25,10 @@ def batched_gradients(
     num_examples = len(targets)
     step = fns.rows_per_call(num_examples, validate_chunk_size(chunk_size))
     if num_examples <= step:
-        return fns.gradients(inputs, targets)
+        return fns.gradients(inputs, targets, pad_to=step)
     parts = list(fns.map(
-        lambda i: fns.gradients([x[i : i + step] for x in inputs], targets[i : i + step]), range(0, num_examples, step)
+        lambda i: fns.gradients([x[i : i + step] for x in inputs], targets[i : i + step], pad_to=step),
+        range(0, num_examples, step),
     ))
     scores = np.concatenate([p[0] for p in parts])
     grads = tuple(np.concatenate([p[1][k] for p in parts]) for k in range(len(inputs)))

@@ -86,21 +86,23 @@ class LoadedModel:
         return self.output_names.index(output_name)
 
     def model_functions(
-        self, output_name: Optional[str] = None, explain_logits: bool = False, concurrent_calls: int = 1
+        self, output_name: Optional[str] = None, explain_logits: bool = False, concurrent_calls: int = 1,
+        xla: bool = False,
     ) -> ModelFunctions:
         """Compiled predict/gradient functions for one output (see `model_functions`), running up
-        to `concurrent_calls` chunks at once (`attributions.concurrency`)."""
+        to `concurrent_calls` chunks at once (`attributions.concurrency`); xla: gradients compiled
+        whole with XLA (`build_model_functions`)."""
         index = self.output_index(output_name)
         if explain_logits:
             output_fn = self._logits_fn(index)
         else:
             def output_fn(inputs):
                 return self._call_all(inputs)[index]
-        return build_model_functions(output_fn, self.input_shapes, self.output_sizes[index], concurrent_calls)
+        return build_model_functions(output_fn, self.input_shapes, self.output_sizes[index], concurrent_calls, xla)
 
     def layer_functions(
         self, layers: Sequence[str], output_name: Optional[str] = None, explain_logits: bool = False,
-        concurrent_calls: int = 1,
+        concurrent_calls: int = 1, xla: bool = False,
     ) -> tuple[LayerSplit, ModelFunctions]:
         """The model split at `layers` (`attributions.layers.split_model`) and the compiled
         predict/gradient functions of its upper part, whose inputs are the layers' activations
@@ -113,7 +115,7 @@ class LoadedModel:
         index = self.output_index(output_name)
         split = split_model(self._keras_model, layers, self._explained_tensor(index, explain_logits))
         shapes = split.activation_shapes + tuple(self.input_shapes[self.input_names.index(n)] for n in split.kept_inputs)
-        return split, build_model_functions(split.upper, shapes, self.output_sizes[index], concurrent_calls)
+        return split, build_model_functions(split.upper, shapes, self.output_sizes[index], concurrent_calls, xla)
 
     def grad_cam(self, layer: Optional[str], output_name: Optional[str] = None, explain_logits: bool = False):
         """`attributions.grad_cam.GradCam` of this Keras model at `layer` (None: the last layer with a

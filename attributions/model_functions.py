@@ -19,7 +19,18 @@
                       sum_s weights[s] * d score / d input at float32(baselines + alphas[s] * diffs)
   The E x S points are built, differentiated and weighted inside one compiled call (path
   methods: integrated gradients), so only E rows cross between numpy and TensorFlow, not E x S.
-  The path arithmetic is compiled with XLA; the model runs on TensorFlow's own kernels.
+  The path arithmetic is compiled with XLA; the model runs on TensorFlow's own kernels unless
+  ``xla`` (below).
+
+XLA (``build_model_functions(..., xla=True)``): `gradients` and `path_gradients` are compiled
+whole, model included, into one XLA program per call shape (fused elementwise work, no per-op
+dispatch). XLA's dots round differently in the last bits, which can flip a ReLU at a kink, so the
+results are close to, not equal to, the TensorFlow-kernel functions': `transforms.attribute`
+compares the two on a run's first rows and keeps XLA only where they agree
+(`attributions.xla_check`). XLA compiles once per shape, so calls are padded with zero rows to a
+power of two of the caller's block (`pad_to`): a run compiles a handful of programs. `predict`
+always runs on TensorFlow's kernels, so each row's completeness error compares the XLA
+gradients with the kernels' outputs.
 
 Concurrency (`attributions.concurrency`): with ``concurrent_calls`` N > 1 the chunked helpers
 (`predict`, `map`, and the methods through them) run up to N calls at once on the functions' own
@@ -59,6 +70,7 @@ class ModelFunctions:
     num_outputs: int
     concurrent_calls: int = 1  # calls run at once by `map` (attributions.concurrency)
     executor: Optional[Executor] = None  # their threads; None when concurrent_calls is 1
+    xla: bool = False  # gradients and path_gradients compiled whole with XLA (module docstring)
     # Calls a batch is split into at least (`rows_per_call`); None: concurrent_calls. A caller
     # that attributes several batches at once needs fewer: their calls fill the threads together.
     calls_per_batch: Optional[int] = None
@@ -84,13 +96,19 @@ class ModelFunctions:
         )))
 
     def gradients(
-        self, inputs: Sequence[np.ndarray], targets: np.ndarray
+        self, inputs: Sequence[np.ndarray], targets: np.ndarray, pad_to: Optional[int] = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
-        """(B, *shape_i) per input, int32 (B,) -> scores (B,), grads (B, *shape_i) each, targets (B,)."""
-        scores, grads, used = self.gradients_fn(
-            _as_tensors(inputs), tf.convert_to_tensor(np.asarray(targets, dtype=np.int32))
-        )
-        return scores.numpy(), tuple(g.numpy() for g in grads), used.numpy()
+        """(B, *shape_i) per input, int32 (B,) -> scores (B,), grads (B, *shape_i) each, targets (B,).
+
+        pad_to: the caller's full call size; with XLA a smaller call is padded (`padded_rows`)."""
+        num = len(targets)
+        targets = np.asarray(targets, dtype=np.int32)
+        padded = padded_rows(num, pad_to) if self.xla else num
+        if padded > num:
+            inputs = tuple(_pad_rows(x, padded) for x in inputs)
+            targets = _pad_rows(targets, padded)
+        scores, grads, used = self.gradients_fn(_as_tensors(inputs), tf.convert_to_tensor(targets))
+        return scores.numpy()[:num], tuple(g.numpy()[:num] for g in grads), used.numpy()[:num]
 
     def path_gradients(
         self,
@@ -110,9 +128,7 @@ class ModelFunctions:
         pad_to): a run compiles a handful of shapes, not one per batch remainder.
         """
         num = len(targets)
-        padded = num
-        if pad_to is not None and num < pad_to:
-            padded = min(int(pad_to), 1 << (num - 1).bit_length())
+        padded = padded_rows(num, pad_to)
         if padded > num:
             baselines = tuple(b if len(b) == 1 else _pad_rows(b, padded) for b in baselines)
             diffs = tuple(_pad_rows(d, padded) for d in diffs)
@@ -125,6 +141,14 @@ class ModelFunctions:
             tf.convert_to_tensor(np.asarray(targets, dtype=np.int32)),
         )
         return tuple(t.numpy()[:num] for t in sums)
+
+
+def padded_rows(rows: int, pad_to: Optional[int]) -> int:
+    """Rows a call of `rows` rows is padded to: the next power of two, at most `pad_to` (None or
+    rows >= pad_to: not padded). XLA compiles one program per shape; this keeps them few."""
+    if pad_to is None or rows >= pad_to:
+        return rows
+    return min(int(pad_to), 1 << (rows - 1).bit_length())
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -146,7 +170,8 @@ def _as_matrix(outputs: tf.Tensor) -> tf.Tensor:
 
 
 def build_model_functions(
-    output_fn: OutputFn, input_shapes: Sequence[Sequence[int]], num_outputs: int, concurrent_calls: int = 1
+    output_fn: OutputFn, input_shapes: Sequence[Sequence[int]], num_outputs: int, concurrent_calls: int = 1,
+    xla: bool = False,
 ) -> ModelFunctions:
     """Compiles `output_fn` into the predict and gradient functions described in the module docstring.
 
@@ -156,9 +181,12 @@ def build_model_functions(
       input_shapes: per-example shape of each model input, without the batch dimension.
       num_outputs: C, the flattened size of the explained output per example.
       concurrent_calls: most calls the chunked helpers run at once (module docstring).
+      xla: compile `gradients` and `path_gradients` whole, model included, with XLA (module
+        docstring); False: the model runs on TensorFlow's kernels.
     """
     input_shapes = tuple(tuple(int(d) for d in shape) for shape in input_shapes)
     signature = tuple(tf.TensorSpec((None, *shape), tf.float32) for shape in input_shapes)
+    jit = True if xla else None  # None: TensorFlow's default (no XLA), as False would force it off
 
     @tf.function(input_signature=[signature], autograph=False)
     def predict_fn(inputs):
@@ -176,7 +204,7 @@ def build_model_functions(
         grads = tape.gradient(scores, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return scores, tuple(grads), used_targets
 
-    @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)], autograph=False)
+    @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)], autograph=False, jit_compile=jit)
     def gradients_fn(inputs, targets):
         return scores_and_gradients(tuple(inputs), targets)
 
@@ -214,10 +242,11 @@ def build_model_functions(
 
     path_gradients_fn = tf.function(
         path_gradients_body, input_signature=[signature, signature, path, path, tf.TensorSpec((None,), tf.int32)],
-        autograph=False,
+        autograph=False, jit_compile=jit,
     )
     concurrent_calls = max(1, int(concurrent_calls))
     executor = ThreadPoolExecutor(concurrent_calls, thread_name_prefix="gradients") if concurrent_calls > 1 else None
     return ModelFunctions(
-        predict_fn, gradients_fn, path_gradients_fn, input_shapes, int(num_outputs), concurrent_calls, executor
+        predict_fn, gradients_fn, path_gradients_fn, input_shapes, int(num_outputs), concurrent_calls, executor,
+        bool(xla),
     )

@@ -59,7 +59,8 @@ def gradients_at_points(
             flat = tuple(p.reshape(e * s, *p.shape[2:]) for p in points)  # each (e*s, *shape)
             yield flat, np.repeat(targets[ex], s).astype(np.int32)  # (e*s,)
 
-    calls = fns.map(lambda job: fns.gradients(*job)[1], block_points(blocks))
+    full_block = examples_per_block * points_per_block  # smaller blocks are padded under XLA
+    calls = fns.map(lambda job: fns.gradients(*job, pad_to=full_block)[1], block_points(blocks))
     for (ex, pts), grads in zip(blocks, calls):
         e, s = ex.stop - ex.start, pts.stop - pts.start
         yield ex, pts, tuple(g.reshape(e, s, *g.shape[1:]) for g in grads)  # (e, s, *shape)

@@ -22,6 +22,7 @@ from attributions.chunking import DEFAULT_CHUNK_MEMORY_MIB
 from attributions.methods import BASELINE_METHODS, METHODS, PLAYER_METHODS  # noqa: F401  (METHODS re-exported)
 from attributions.integration_rules import DEFAULT_MAX_STEPS, DEFAULT_RULE, RULES, check_adaptive_settings
 from attributions.targets import TargetSpec
+from attributions.xla_check import XLA_MODES
 from audit.bootstrap import DEFAULT_REPLICATES, MAX_REPLICATES
 from audit.quality_limits import parse_quality_limits
 from pipeline.paths import check_printable_path, normalized_path
@@ -170,6 +171,11 @@ class RunConfig:
     # (attributions.concurrency). None: one per core for local runners (DirectRunner, Prism),
     # 1 (TensorFlow's own threading, one call at a time) for remote runners.
     compute_threads: Optional[int] = None
+    # XLA for the gradient calls (attributions.xla_check): 'auto' (default) compiles the method's
+    # gradients whole, model included, and keeps that when it compiles and its first batch agrees
+    # with TensorFlow's kernels within the completeness bound (completeness_target, else
+    # completeness_threshold); 'on' without the check; 'off' never.
+    xla: str = "auto"
     # Dataset summaries written beside the rows in the same pass (summary.json, summary_*.parquet).
     summaries: bool = True
     # Columns to summarize by (e.g. country, label); they are also copied to the output rows.
@@ -254,9 +260,15 @@ class RunConfig:
         config.validate()
         return config
 
+    def xla_bound(self) -> float:
+        """How far XLA's attributions may move from the kernels' per row (attributions.xla_check):
+        the completeness bound the run asked for, completeness_target, else completeness_threshold."""
+        return float(self.completeness_target if self.completeness_target is not None else self.completeness_threshold)
+
     def validate(self) -> None:
         _check_choice("method", self.method, METHODS)
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
+        _check_choice("xla", self.xla, XLA_MODES)
         for name in ("batch_size", "chunk_memory_mib", "summary_sample_size", "max_slice_values", "baseline_sample_size"):
             _check_positive_int(name, getattr(self, name))
         if not isinstance(self.bootstrap_replicates, int) or isinstance(self.bootstrap_replicates, bool) or not 0 <= self.bootstrap_replicates <= MAX_REPLICATES:

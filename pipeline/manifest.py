@@ -20,8 +20,9 @@ from typing import Any, Callable, Optional
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from attributions.methods import COMPLETENESS_METHODS
+from attributions.methods import COMPLETENESS_METHODS, XLA_METHODS
 from attributions.result import COMPLETENESS_MEASURE
+from attributions.xla_check import XLA_DIFFERENCE_METRIC, XLA_METRICS, describe_engines
 from audit.runs import MANIFEST_NAME
 from audit.summary_output import SUMMARY_FILE, SUMMARY_FILES
 from pipeline.config import RunConfig
@@ -190,6 +191,19 @@ def finalize_run(
         return _write_manifest(output, config, launch, done, metrics)
 
 
+def _xla(config: RunConfig, metrics: dict) -> dict[str, Any]:
+    """What ran on XLA (attributions.xla_check), from the worker engines' metrics (one engine per
+    worker process; a runner that retries bundles on new workers counts those too): the setting,
+    the bound, the counts, and one line saying why."""
+
+    counts = {name: int(metrics.get(f"{METRICS_NAMESPACE}/{name}", 0)) for name in XLA_METRICS.values()}
+    difference = metrics.get(f"{METRICS_NAMESPACE}/{XLA_DIFFERENCE_METRIC}")
+    largest = difference["max"] / 1e9 if isinstance(difference, dict) and difference.get("count") else None
+    reason = describe_engines(config.xla, config.method in XLA_METHODS, config.xla_bound(), counts["engines_on_xla"],
+                              counts["engines_xla_failed"], counts["engines_xla_disagreed"], largest)
+    return {"mode": config.xla, "bound": config.xla_bound(), **counts, "largest_difference": largest, "reason": reason}
+
+
 def _write_manifest(output: str, config: RunConfig, launch: dict, done: dict, metrics: Optional[dict]) -> dict[str, Any]:
     finished = time.time()
     outputs = _parquet_files(output, ATTRIBUTIONS_PREFIX)
@@ -210,6 +224,7 @@ def _write_manifest(output: str, config: RunConfig, launch: dict, done: dict, me
         "settings": launch["settings"],
         "pipeline_options": launch["pipeline_options"],
         "job": {k: launch.get(k) for k in ("runner", "job_id", "job_url", "compute_threads")},
+        "xla": _xla(config, metrics or {}),
         "versions": _versions(),
         "timings": {
             "started_utc": datetime.fromtimestamp(launch["started"], timezone.utc).isoformat(),

@@ -809,6 +809,8 @@ def resolve_plan(config: RunConfig, default_compute_threads: int = 1) -> RunPlan
         compute_threads=config.compute_threads if config.compute_threads is not None else default_compute_threads,
         batch_timeout_seconds=config.batch_timeout_seconds,
         class_names=config.class_names,
+        xla=config.xla,
+        xla_bound=config.xla_bound(),
     )
     return RunPlan(config, input_files, input_format, settings, fingerprint, layers=layers,
                    baseline=resolved.description if resolved is not None else None,

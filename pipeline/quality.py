@@ -64,7 +64,9 @@ def audit_quality(plan: RunPlan) -> Optional[dict[str, Any]]:
     if records is None:
         return {"rows": 0, "seed": config.quality_seed, "sample_files": list(files),
                 "note": "no valid record among the sampled files: nothing to audit", "flags": [], "limits": {}}
-    engine = AttributionEngine(plan.settings)
+    # TensorFlow's kernels: XLA would compile a program per call shape of the audit's many calls
+    # (~0.2 s each for a small MLP), and it agrees with them within the run's bound where used.
+    engine = AttributionEngine(dataclasses.replace(plan.settings, xla="off"))
     quality = QualityAudit(engine, records, plan).run()
     quality["sample_files"] = list(files)
     quality["limits"] = breached_limits(quality, config.quality_limits)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -34,12 +35,14 @@ from attributions.gradient import gradient
 from attributions.gradient_x_input import gradient_x_input
 from attributions.integrated_gradients import integrated_gradients
 from attributions.kernel_shap import kernel_shap
-from attributions.methods import BASELINE_METHODS, PLAYER_METHODS, SAMPLING_METHODS
+from attributions.model_functions import ModelFunctions
+from attributions.methods import BASELINE_METHODS, PLAYER_METHODS, SAMPLING_METHODS, XLA_METHODS
 from attributions.occlusion import occlusion, sliding_occlusion
 from attributions.sampled_shapley import sampled_shapley
 from attributions.result import Attributions, attribution_mass
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
+from attributions.xla_check import XLA_DIFFERENCE_METRIC, XLA_METRICS, XlaDecision, compare_attributions, compile_failure
 from audit.summary import RunSummary, SummarySpec
 from audit.summary_accumulator import SummaryAccumulator
 from transforms import progress
@@ -49,6 +52,8 @@ from transforms.records import DecodedBatch, RecordSchema, decode_batch
 from transforms.storage import model_storage, use_options
 
 __all__ = ["AttributionSettings", "AttributionEngine", "AttributeBatches", "BatchTimeoutError", "load_reference_rows"]
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class BatchTimeoutError(RuntimeError):
@@ -103,6 +108,10 @@ class AttributionSettings:
     batch_timeout_seconds: Optional[float] = None
     # Names of the output's classes by index: the rows' target_name column (transforms.output).
     class_names: tuple[str, ...] = ()
+    # XLA for the gradient calls (attributions.xla_check): 'auto' keeps it when it compiles and
+    # agrees with TensorFlow's kernels on the first batch within xla_bound; 'on'; 'off'.
+    xla: str = "auto"
+    xla_bound: float = 0.05
 
 
 def load_reference_rows(path: str, input_format: str, schema: RecordSchema) -> tuple:
@@ -144,15 +153,25 @@ class AttributionEngine:
             run_ops_single_threaded()  # before the model's first op, where this process allows it
         model = load_model(settings.model_path, settings.unsafe_deserialization, settings.model_sha256, model_storage(settings.model_path))
         self._model = model  # keeps the model (and its variables) alive
-        self.split = None
-        if settings.layers:
-            self.split, self.fns = model.layer_functions(settings.layers, settings.output_name, settings.explain_logits, threads)
-        else:
-            self.fns = model.model_functions(settings.output_name, settings.explain_logits, threads)
         # Each batch is split into enough calls for its share of the threads, not for all of them:
         # bigger calls cost less per row (measured on the bench's 64-256-256-10 MLP, 2 threads:
         # 310k rows/s in calls of 2,048 rows, 339k in calls of 4,096).
-        self.fns = dataclasses.replace(self.fns, calls_per_batch=max(1, -(-threads // max(1, batches_at_once))))
+        calls_per_batch = max(1, -(-threads // max(1, batches_at_once)))
+
+        def functions(xla: bool):
+            if settings.layers:
+                split, fns = model.layer_functions(settings.layers, settings.output_name, settings.explain_logits, threads, xla)
+            else:
+                split, fns = None, model.model_functions(settings.output_name, settings.explain_logits, threads, xla)
+            return split, dataclasses.replace(fns, calls_per_batch=calls_per_batch)
+
+        # XLA (attributions.xla_check): 'on' compiles it now; 'auto' keeps a compiled candidate
+        # that the first batch checks against the kernels (_with_xla_settled).
+        self.xla_decision, wants_xla = _xla_setting(settings)
+        self.split, self.fns = functions(settings.xla == "on" and wants_xla)
+        self._xla_candidate = functions(True)[1] if settings.xla == "auto" and wants_xla else None
+        self._xla_lock = threading.Lock()
+        self._xla_reported = False
         # Rows per gradient call: the explicit setting, else what the memory budget allows for
         # this model (measured on its traced gradient function, once per worker), the budget
         # shared by the calls that run at once.
@@ -185,6 +204,36 @@ class AttributionEngine:
         self._grad_cam = None
         if settings.method == "grad_cam":
             self._grad_cam = model.grad_cam(settings.method_params["layer"], settings.output_name, settings.explain_logits)
+
+    def _with_xla_settled(self, run: Callable[[ModelFunctions], Attributions]) -> Attributions:
+        """run(fns): the method on this engine's functions. Under xla 'auto' the first call runs it
+        on both TensorFlow's kernels and the XLA candidate, keeps XLA for this engine when the two
+        agree (attributions.xla_check) and returns the chosen result; later calls run once."""
+        if self._xla_candidate is None:
+            return run(self.fns)
+        with self._xla_lock:  # batches in flight wait for the first one's choice
+            if self._xla_candidate is None:
+                return run(self.fns)
+            kernels = run(self.fns)
+            try:
+                compiled = run(self._xla_candidate)
+                decision = compare_attributions(kernels.attributions, compiled.attributions, self.settings.xla_bound)
+            except Exception as error:  # pylint: disable=broad-except  # XLA refuses graphs in many ways; all mean: kernels
+                compiled, decision = None, compile_failure(error)
+            if decision.used:
+                self.fns = self._xla_candidate
+            self._xla_candidate = None
+            self.xla_decision = decision
+            return compiled if decision.used else kernels
+
+    def take_xla_decision(self) -> Optional[XlaDecision]:
+        """The XLA decision once it is made, returned to one caller only (it is counted once per
+        engine in the run's metrics); None before it is made or after it was taken."""
+        with self._xla_lock:
+            if self._xla_reported or self._xla_candidate is not None or self.xla_decision is None:
+                return None
+            self._xla_reported = True
+            return self.xla_decision
 
     def _player_layout(self):
         """The players of the method's inputs (transforms.players): at layers, one per position of
@@ -294,7 +343,7 @@ class AttributionEngine:
         if s.method in _GRADIENT_METHODS and s.target.mode != "top_k":
             # One fused call per chunk: the gradient function resolves 'predicted' itself.
             targets = requested_targets(s.target, batch.num_records, batch.labels)
-            result = _GRADIENT_METHODS[s.method](self.fns, method_inputs, targets, self.chunk_size)
+            result = self._with_xla_settled(lambda fns: _GRADIENT_METHODS[s.method](fns, method_inputs, targets, self.chunk_size))
             example_index, targets, scores = np.arange(batch.num_records), result.targets, result.target_scores
         else:
             outputs = self.fns.predict(method_inputs, self.chunk_size)  # (B, C)
@@ -305,7 +354,7 @@ class AttributionEngine:
                 inputs = tuple(x[example_index] for x in inputs)  # (R, *shape)
             sampling = s.method in SAMPLING_METHODS
             key_seeds = example_seeds(batch.keys)[example_index] if sampling else None
-            result = self._run_method(inputs, targets, key_seeds, outputs[example_index])
+            result = self._with_xla_settled(lambda fns: self._run_method(inputs, targets, key_seeds, outputs[example_index], fns=fns))
         result = self._input_attributions(result, len(example_index))
         tokens = {column: self._tokens(lookup, batch.inputs)[example_index] for column, lookup in self._token_lookups.items()}
         table = attribution_table(batch, s.schema, s.output_schema, example_index, targets, scores, result, tokens, s.class_names)
@@ -345,7 +394,8 @@ class AttributionEngine:
         uint64 (R,) for the sampling methods; baselines: integrated gradients' (default the run's).
         What the quality audit (pipeline.quality) measures, before any per-position sum."""
         outputs = self.fns.predict(method_inputs, self.chunk_size)
-        return self._run_method(method_inputs, np.asarray(targets, np.int32), key_seeds, outputs, baselines)
+        targets = np.asarray(targets, np.int32)
+        return self._with_xla_settled(lambda fns: self._run_method(method_inputs, targets, key_seeds, outputs, baselines, fns))
 
     def scores(self, method_inputs: tuple, targets: np.ndarray) -> np.ndarray:
         """float64 (R,): the explained output at each row's target."""
@@ -366,16 +416,17 @@ class AttributionEngine:
 
     def _run_method(
         self, inputs: tuple, targets: np.ndarray, key_seeds: Optional[np.ndarray], outputs: np.ndarray,
-        baselines: Optional[tuple] = None,
+        baselines: Optional[tuple] = None, fns: Optional[ModelFunctions] = None,
     ) -> Attributions:
         """inputs (R, *shape) per model input, targets (R,) >= 0, key_seeds uint64 (R,) for the
         sampling methods (a hash of each row's record key), outputs (R, C): the model's at inputs;
-        baselines: integrated gradients' (default the run's)."""
+        baselines: integrated gradients' (default the run's); fns: the functions (default the engine's)."""
         s, p = self.settings, self.settings.method_params
+        fns = fns or self.fns
         if baselines is None and s.method in BASELINE_METHODS:
             baselines = self._baselines(inputs)
         if s.method in _GRADIENT_METHODS:
-            return _GRADIENT_METHODS[s.method](self.fns, inputs, targets, self.chunk_size)
+            return _GRADIENT_METHODS[s.method](fns, inputs, targets, self.chunk_size)
         if s.method == "grad_cam":
             maps, upsampled, _ = self._grad_cam(inputs[0], targets, self.chunk_size)  # (R, h, w), (R, H, W)
             channels = inputs[0].shape[-1]
@@ -384,35 +435,47 @@ class AttributionEngine:
             return Attributions((attribution,), layer_maps=maps)
         if s.method == "integrated_gradients" and p.get("completeness_target") is not None:
             return adaptive_integrated_gradients(
-                self.fns, inputs, baselines, targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
+                fns, inputs, baselines, targets, p["completeness_target"], p["steps"], p["max_steps"], p["rule"],
                 self.chunk_size, outputs, mass=self._written_mass,
             )
         if s.method == "integrated_gradients":
             return integrated_gradients(
-                self.fns, inputs, baselines, targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
+                fns, inputs, baselines, targets, p["steps"], p["rule"], self.chunk_size, outputs, self._written_mass
             )
         if s.method == "occlusion":
             if p.get("window") is not None:
-                return sliding_occlusion(self.fns, inputs, baselines, targets, p["window"], p["stride"], self.chunk_size)
-            return occlusion(self.fns, inputs, baselines, targets, self.players.players, self.chunk_size)
+                return sliding_occlusion(fns, inputs, baselines, targets, p["window"], p["stride"], self.chunk_size)
+            return occlusion(fns, inputs, baselines, targets, self.players.players, self.chunk_size)
         seeds = key_seeds + targets.astype(np.uint64)  # top_k rows of one record draw differently
         if s.method == "kernel_shap":
-            return kernel_shap(self.fns, inputs, self._references, targets, self.players.players, seeds, p["samples"], p["seed"],
+            return kernel_shap(fns, inputs, self._references, targets, self.players.players, seeds, p["samples"], p["seed"],
                                self.chunk_size, self._background_mean, self._background_weights, self._written_mass)
         if s.method == "sampled_shapley":
-            return sampled_shapley(self.fns, inputs, baselines, targets, self.players.players, seeds, p["samples"], p["seed"],
+            return sampled_shapley(fns, inputs, baselines, targets, self.players.players, seeds, p["samples"], p["seed"],
                                    self.chunk_size)
         if s.method == "smoothgrad":
             return smoothgrad(
-                self.fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], self.chunk_size
+                fns, inputs, targets, seeds, p["smoothgrad_variant"], p["samples"], p["noise_fraction"], p["seed"], self.chunk_size
             )
         return expected_gradients(
-            self.fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], self.chunk_size, self._background_mean,
+            fns, inputs, self._references, targets, seeds, p["samples"], p["seed"], self.chunk_size, self._background_mean,
             self._written_mass,
         )
 
 
 _GRADIENT_METHODS = {"gradient": gradient, "gradient_x_input": gradient_x_input}
+
+
+def _xla_setting(settings: AttributionSettings) -> tuple[Optional[XlaDecision], bool]:
+    """(the decision already made, or None while 'auto' waits for the first batch; whether the
+    method's gradient calls may use XLA at all)."""
+    if settings.method not in XLA_METHODS:
+        return XlaDecision(False, f"{settings.method} does not run the gradient calls XLA compiles"), False
+    if settings.xla == "off":
+        return XlaDecision(False, "xla is 'off'"), False
+    if settings.xla == "on":
+        return XlaDecision(True, "xla is 'on': compiled without a check"), True
+    return None, True
 
 
 
@@ -462,6 +525,10 @@ class AttributeBatches(beam.DoFn):
         self._load_latency = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "model_load_latency_milli_secs")
         self._chunk_rows = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "gradient_chunk_rows")
         self._summary_cpu = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "summaries_cpu_micro_secs")
+        # Per engine (worker process), once its XLA decision is made (attributions.xla_check); the
+        # manifest's xla line is made from them (XLA_METRICS).
+        self._xla_metrics = {name: beam.metrics.Metrics.counter(METRICS_NAMESPACE, name) for name in XLA_METRICS.values()}
+        self._xla_difference = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, XLA_DIFFERENCE_METRIC)
         self._load_millis = None
         self._summaries: Optional[_BundleSummary] = None
         self._timed_out = False
@@ -524,6 +591,15 @@ class AttributeBatches(beam.DoFn):
             ) from None
         self._latency.update(micros)
         self._chunk_rows.update(self._engine.chunk_size)
+        xla = self._engine.take_xla_decision()
+        if xla is not None:
+            self._xla_metrics[XLA_METRICS["xla" if xla.used else "kernels"]].inc()
+            if xla.outcome in XLA_METRICS:
+                self._xla_metrics[XLA_METRICS[xla.outcome]].inc()
+            if xla.largest_difference is not None:
+                self._xla_difference.update(int(min(xla.largest_difference, 1e9) * 1e9))  # parts per billion
+            if xla.outcome in ("failed", "disagreed"):
+                _LOGGER.warning("xla: %s", xla.reason)
         self._records.inc(batch.num_records)
         progress.add_done(batch.num_records)
         self._rows.inc(table.num_rows)
