@@ -9,8 +9,8 @@ Both sides run as whole processes (launch to exit, wall clock) on the same Parqu
 * pipeline: `python -m pipeline run --model M --input D --output O`
   with NO tuning flags and no column mapping (integrated gradients, 64 Gauss-Legendre points, summaries on: the
   defaults a new user gets);
-* pipeline_1thread: the same with `--compute-threads 1` (one gradient call at a time on
-  TensorFlow's own threading, as on remote runners), to show what calls side by side buy;
+* pipeline_kernels: the same with `--xla off` (the model on TensorFlow's kernels, as before XLA
+  became the default on 2026-12-07), to show what XLA buys;
 * script: bench/user_script.py, the ~40-line script such a user would write instead (pyarrow in,
   one tf.function doing Gauss-Legendre IG over 1,024 rows x 64 points per call, Parquet out),
   from the same baseline as the default job: the median row of a sample of the input, which the
@@ -26,7 +26,9 @@ resampled with 1 % Gaussian noise to reach the row counts. Files: 20 float32 col
 Reports, per size: wall seconds of each side (median, min-max), the ratio script wall / pipeline
 wall (>= 1.0 means the pipeline is at least as fast), and the largest relative difference of the
 two attribution sets (max |a - b| / max |b|) and the share of rows within 1e-4 of the script
-relative to the row's largest |attribution| (target >= 99.9 %, issue 29). Writes bench/results/default_job.json
+relative to the row's largest |attribution| (target >= 99.9 %, issue 29); and per round the fixed
+cost, the default job on 10 rows, beside the import floor `python -c "import tensorflow,
+apache_beam"` (target: at most 1.0 s more, issue 29). Writes bench/results/default_job.json
 and .md (default_job-quick.* with --quick).
 """
 
@@ -94,10 +96,15 @@ def pipeline_command(model: str, data: str, output: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", "run", "--model", model, "--input", data, "--output", output]
 
 
-def one_thread_command(model: str, data: str, output: str) -> list[str]:
-    """The default job with one gradient call at a time on TensorFlow's own threading (the
-    compute_threads setting of remote runners): what running calls side by side buys."""
-    return pipeline_command(model, data, output) + ["--compute-threads", "1"]
+def kernels_command(model: str, data: str, output: str) -> list[str]:
+    """The default job with `--xla off` (the model on TensorFlow's kernels, as before 2026-12-07):
+    what XLA by default buys (attributions.xla_check)."""
+    return pipeline_command(model, data, output) + ["--xla", "off"]
+
+
+def floor_command() -> list[str]:
+    """Issue 29's import floor: what any TensorFlow + Beam program pays before its first line."""
+    return [sys.executable, "-c", "import tensorflow, apache_beam"]
 
 
 def script_command(model: str, data: str, output: str) -> list[str]:
@@ -152,6 +159,8 @@ def main(argv=None) -> int:
     data = {n: os.path.join(workdir, f"rows-{n}.parquet") for n in sizes}
     for n, path in data.items():
         write_data(path, n)
+    small, small_out = os.path.join(workdir, "rows-10.parquet"), os.path.join(workdir, "out-fixed-cost")
+    write_data(small, 10)
     print(f"workdir {workdir}; sizes {sizes}; rounds {rounds}", flush=True)
 
     samples: dict[str, list[float]] = {}
@@ -160,7 +169,7 @@ def main(argv=None) -> int:
     for r in range(rounds):
         for n in sizes:
             # Alternate which side goes first, so neither always runs on a warmer page cache.
-            sides = [("pipeline", pipeline_command), ("script", script_command), ("pipeline_1thread", one_thread_command)]
+            sides = [("pipeline", pipeline_command), ("script", script_command), ("pipeline_kernels", kernels_command)]
             if not os.path.exists(baseline_file(data[n])):  # the pipeline's baseline, for the script (an untimed run)
                 untimed = os.path.join(workdir, f"out-baseline-{n}")
                 timed(pipeline_command(model, data[n], untimed))
@@ -173,6 +182,11 @@ def main(argv=None) -> int:
                 samples.setdefault(f"{side}_wall_{n}", []).append(run["wall_seconds"])
                 samples.setdefault(f"{side}_peak_rss_{n}", []).append(run["peak_rss_mib"])
                 print(f"round {r + 1} {n:,} rows {side}: {run['wall_seconds']:.1f} s, {run['peak_rss_mib']:.0f} MiB", flush=True)
+            if r == 0 and n == sizes[0]:
+                ours = pipeline_attributions(os.path.join(workdir, f"out-pipeline-{n}"))
+                kernels = pipeline_attributions(os.path.join(workdir, f"out-pipeline_kernels-{n}"))
+                per_row = np.abs(ours - kernels).sum(axis=1) / np.maximum(np.abs(kernels).sum(axis=1), 1e-12)
+                xla_difference = float(per_row.max())  # attributions.xla_check's measure, every row
             if r == 0:
                 ours = pipeline_attributions(os.path.join(workdir, f"out-pipeline-{n}"))
                 theirs = script_attributions(os.path.join(workdir, f"out-script-{n}.parquet"))
@@ -182,9 +196,17 @@ def main(argv=None) -> int:
                 per_row = np.abs(ours - theirs).max(axis=1) / np.maximum(np.abs(theirs).max(axis=1), 1e-12)
                 rows_agreeing[n] = float((per_row <= 1e-4).mean())
 
+        # Fixed cost (issue 29: <= the import floor + 1.0 s): the default job on 10 rows against
+        # importing TensorFlow and Beam, launch to exit, in every round.
+        for side, command in [("fixed_cost", lambda: pipeline_command(model, small, small_out)),
+                              ("import_floor", floor_command)][:: 1 if r % 2 == 0 else -1]:
+            shutil.rmtree(small_out, ignore_errors=True)
+            samples.setdefault(f"{side}_wall", []).append(timed(command())["wall_seconds"])
+            print(f"round {r + 1} {side}: {samples[side + '_wall'][-1]:.2f} s", flush=True)
+
     figures = {name: summarize(values) for name, values in samples.items()}
     ratios = {n: figures[f"script_wall_{n}"]["median"] / figures[f"pipeline_wall_{n}"]["median"] for n in sizes}
-    threads_gain = {n: figures[f"pipeline_1thread_wall_{n}"]["median"] / figures[f"pipeline_wall_{n}"]["median"] for n in sizes}
+    xla_gain = {n: figures[f"pipeline_kernels_wall_{n}"]["median"] / figures[f"pipeline_wall_{n}"]["median"] for n in sizes}
     # The same ratio within each round (its sides ran minutes apart, not tens of minutes): on a
     # machine whose speed drifts between rounds this is the steadier figure.
     paired = {n: summarize([s / p for s, p in zip(samples[f"script_wall_{n}"], samples[f"pipeline_wall_{n}"])]) for n in sizes}
@@ -195,16 +217,23 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {f['median']:,.1f} | {f['min']:,.1f} | {f['max']:,.1f} | {unit} |")
     met = {n: ratios[n] >= targets[n] for n in sizes}
     lines += ["", "| rows | speed: script wall / pipeline wall | target | met | max relative difference | rows within 1e-4 "
-              "(target >= 99.9 %) | same ratio per round: median (min-max) | pipeline --compute-threads 1 wall / pipeline wall |",
+              "(target >= 99.9 %) | same ratio per round: median (min-max) | pipeline --xla off wall / pipeline wall |",
               "|---|---|---|---|---|---|---|---|"]
     for n in sizes:
         lines.append(f"| {n:,} | {ratios[n]:.3f} | >= {targets[n]} | {'yes' if met[n] else '**no**'} | {agreement[n]:.2e} "
                      f"| {rows_agreeing[n]:.4%} "
-                     f"| {paired[n]['median']:.3f} ({paired[n]['min']:.3f}-{paired[n]['max']:.3f}) | {threads_gain[n]:.3f} |")
+                     f"| {paired[n]['median']:.3f} ({paired[n]['min']:.3f}-{paired[n]['max']:.3f}) | {xla_gain[n]:.3f} |")
+    fixed, floor = figures["fixed_cost_wall"]["median"], figures["import_floor_wall"]["median"]
+    lines += ["", f"Fixed cost: the 10-row default job {fixed:.2f} s, `python -c \"import tensorflow, apache_beam\"` "
+              f"{floor:.2f} s: ours {fixed - floor:+.2f} s (target <= +1.0 s: {'met' if fixed - floor <= 1.0 else '**missed**'}).",
+              f"XLA against the kernels (`--xla off`) at {sizes[0]:,} rows: largest per-row difference "
+              f"{xla_difference:.2e} of the row's attribution mass."]
     document = {
         "rounds": rounds, "sizes": sizes, "figures": figures,
         "ratios_script_over_pipeline": {str(n): v for n, v in ratios.items()},
-        "ratios_one_thread_over_pipeline": {str(n): v for n, v in threads_gain.items()},
+        "ratios_kernels_over_pipeline": {str(n): v for n, v in xla_gain.items()},
+        "fixed_cost_over_floor_seconds": fixed - floor,
+        "xla_vs_kernels_largest_row_difference": xla_difference,
         "ratios_script_over_pipeline_per_round": {str(n): v for n, v in paired.items()},
         "targets": {str(n): v for n, v in targets.items()},
         "met": {str(n): v for n, v in met.items()},

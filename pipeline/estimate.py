@@ -90,6 +90,8 @@ def estimate_run(config, pipeline_args: Sequence[str] = (), prices: Prices = Pri
         "records": rows, "records_counted": counted,
         "timed_records": timed.num_records, "output_rows_per_record": per_record_rows,
         "threads": threads, "cores": available_cores(),
+        # XLA as the run would use it: under 'auto' the warm-up batch made the choice (attributions.xla_check).
+        "xla": engine.xla_decision.to_dict() if engine.xla_decision is not None else None,
         "records_per_second": rate, "records_per_second_per_vcpu": per_vcpu,
         "seconds_here": None if rows is None else rows / rate,
         "worker": {"machine": f"n1-standard-{WORKER_VCPUS}", "vcpus": WORKER_VCPUS, "memory_gb": WORKER_MEMORY_GB,
@@ -163,6 +165,8 @@ def format_estimate(figures: dict[str, Any]) -> str:
         f"timed: {figures['timed_records']:,} records after a warm-up: {figures['records_per_second']:,.0f} records/s here "
         f"({figures['threads']} compute thread(s) on {figures['cores']} core(s)) = {figures['records_per_second_per_vcpu']:,.0f} per vCPU",
     ]
+    if figures.get("xla"):
+        lines.append(f"xla: {'used' if figures['xla']['used'] else 'not used'}: {figures['xla']['reason']}")
     if figures["seconds_here"] is not None:
         lines.append(f"here: about {figures['seconds_here']:,.3g} s of attribution for the whole input, plus start-up (model load, first trace)")
     lines.append(

@@ -65,6 +65,7 @@ def test_the_manifest_line_counts_engines():
 def test_padded_rows_are_powers_of_two_up_to_the_block():
     assert [padded_rows(n, 1024) for n in (1, 3, 320, 1000, 1024, 2000)] == [1, 4, 512, 1024, 1024, 2000]
     assert padded_rows(300, None) == 300
+    assert [padded_rows(n, 1024, whole=True) for n in (1, 320, 1024, 2000)] == [1024, 1024, 1024, 2000]  # XLA's
 
 
 def _mlp():
@@ -99,7 +100,7 @@ def test_xla_padding_does_not_change_a_rows_gradient():
     x = np.random.default_rng(1).normal(size=(5, 7)).astype(np.float32)
     targets = np.zeros(5, np.int32)
     _, alone, _ = compiled.gradients([x], targets)  # (5 rows)
-    _, padded, _ = compiled.gradients([x], targets, pad_to=16)  # padded to 8 rows
+    _, padded, _ = compiled.gradients([x], targets, pad_to=16)  # padded to 16 rows
     np.testing.assert_allclose(padded[0], alone[0], rtol=1e-6, atol=1e-8)
 
 

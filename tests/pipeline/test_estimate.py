@@ -29,6 +29,7 @@ def test_a_dry_run_times_the_method_prints_the_estimate_and_writes_nothing(tmp_p
     assert "dry run: nothing was written. integrated_gradients on" in text and "input: 3,000 records in 1 parquet file(s)" in text
     rate = float(text.split(" records/s here")[0].split()[-1].replace(",", ""))
     assert rate > 0
+    assert "xla: used: XLA agrees with TensorFlow's kernels on" in text  # timed as the run would run it
     # the price is the flags': 4 vCPU x $0.1 + 15 GB x $0 = $0.400/h
     assert "(4 vCPU, 15 GB, $0.400/h)" in text
 
