@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     parts = {n: write_halves(workdir, n) for n in sizes}
     print(f"workdir {workdir}; sizes {sizes}; rounds {rounds}; configs {configs}; prism {prism}", flush=True)
 
-    started, load_before = _utc_now(), os.getloadavg()
+    started, load_before, commit = _utc_now(), os.getloadavg(), _commit()  # the code measured, before any later edit
     services = ExternalServices(prism, os.path.join(workdir, "services.log"))
     runs = []
     try:
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
         services.stop()
     context = {"started_utc": started, "finished_utc": _utc_now(), "load_before": load_before,
                "load_after": os.getloadavg(), "note": args.note, "cpus": os.cpu_count(), "cores_available": CORES,
-               "prism": prism, "commit": _commit(), "argv": sys.argv[1:] if argv is None else list(argv)}
+               "prism": prism, "commit": commit, "argv": sys.argv[1:] if argv is None else list(argv)}
     name = "scale_out" + ("-smoke" if args.smoke else "-quick" if args.quick else "")
     return report(runs, sizes, configs, rounds, context, args.results, name)
 
