@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Scale-out on Prism (issue 29): the default job's rows/s with 1 and with 2 SDK workers.
 
-    python bench/scale_out.py                # 200k and 2M rows, 3 interleaved rounds (~12 min on 2 cores)
-    python bench/scale_out.py --quick        # 20k and 200k rows, 1 round (smoke run, ~3 min)
+    python bench/scale_out.py                # 200k and 2M rows, 3 interleaved rounds (~15 min on 2 cores)
+    python bench/scale_out.py --quick        # 20k and 200k rows, 1 round (smoke run)
     python bench/scale_out.py --smoke        # 4k rows, 1 round, 1_worker and 2_workers only (the test's mode)
 
 Needs a Prism binary ($ATTRIBUTION_PRISM_BIN or the install step in docs/runners.md). The job is
