@@ -66,6 +66,11 @@ class ExternalServices:
             self.stop()
             raise
 
+    @property
+    def pool_pid(self) -> int:
+        """The SDK worker pool's PID: the SDK workers it starts are its children."""
+        return self._processes[1].pid
+
     def flags(self) -> list[str]:
         return ["--wait", "--runner=PortableRunner", f"--job_endpoint=localhost:{self.job_port}",
                 "--environment_type=EXTERNAL", f"--environment_config=localhost:{self.pool_port}"]

@@ -262,3 +262,25 @@ def write_night_partition(root, date: str, scale: float) -> None:
     partition = Path(root) / "data" / f"dt={date}"
     partition.mkdir(parents=True)
     write_tabular_parquet(partition / "part-0.parquet", features, ids=np.arange(300))
+
+
+PRISM_REQUIRED_ENV = "ATTRIBUTION_REQUIRE_PRISM"
+
+
+def prism_or_skip() -> str:
+    """The Prism binary (pipeline.prism.find_prism), or a skip saying how to build one; a failure
+    instead under $ATTRIBUTION_REQUIRE_PRISM=1 (set by .ci/run on a machine with Go)."""
+    import pytest
+
+    from pipeline.prism import PRISM_BIN_ENV, find_prism, install_command
+
+    try:
+        found = find_prism()
+        reason = f"no Prism binary: set ${PRISM_BIN_ENV} or build one with: {install_command()}"
+    except ValueError as error:
+        found, reason = None, str(error)
+    if found:
+        return found
+    if os.environ.get(PRISM_REQUIRED_ENV) == "1":
+        pytest.fail(f"${PRISM_REQUIRED_ENV}=1 (.ci/run on a machine with Go) but {reason}")
+    pytest.skip(reason)

@@ -27,16 +27,15 @@ import time
 import numpy as np
 import pytest
 
-from helpers import read_parquet_dir, rows_by_key, save_nonlinear_model, write_vector_tfrecord
+from helpers import prism_or_skip, read_parquet_dir, rows_by_key, save_nonlinear_model, write_vector_tfrecord
 from pipeline.config import RunConfig
-from pipeline.prism import PRISM_BIN_ENV, find_prism, install_command
+from pipeline.prism import PRISM_BIN_ENV, find_prism
 from pipeline.processes import free_port as _free_port
 from pipeline.processes import stop_session as _stop
 from pipeline.processes import wait_for_port as _wait_for_port
 from pipeline.run import run_attribution
 from test_runners import REPO
 
-REQUIRE_ENV = "ATTRIBUTION_REQUIRE_PRISM"
 SETTINGS = {"key_column": "id", "method": "integrated_gradients", "steps": 16, "batch_size": 16}
 RECORDS = 80
 
@@ -45,16 +44,7 @@ RECORDS = 80
 def prism() -> str:
     """The Prism binary, or a skip (a failure under $ATTRIBUTION_REQUIRE_PRISM=1) saying why.
     Named before `job` in a test's arguments, so a skip costs nothing."""
-    try:
-        found = find_prism()
-        reason = f"no Prism binary: set ${PRISM_BIN_ENV} or build one with: {install_command()}"
-    except ValueError as error:
-        found, reason = None, str(error)
-    if found:
-        return found
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"${REQUIRE_ENV}=1 (.ci/run on a machine with Go) but {reason}")
-    pytest.skip(reason)
+    return prism_or_skip()
 
 
 @pytest.fixture(scope="module")
