@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from throughput import REPO, save_results, summarize, timed  # noqa: E402
+from throughput import REPO, git_commit, save_results, summarize, timed, utc_now  # noqa: E402
 
 FEATURES = 20
 COLUMNS = [f"f{j}" for j in range(FEATURES)]
@@ -149,7 +149,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="row counts (default 200000 2000000)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("--note", default="", help="what else the machine was doing, for the result file")
     args = parser.parse_args(argv)
+    started, load_before, commit = utc_now(), os.getloadavg(), git_commit()
     rounds = args.rounds or (1 if args.quick else 3)
     sizes = args.sizes or ([20_000, 200_000] if args.quick else [200_000, 2_000_000])
     workdir = args.workdir or tempfile.mkdtemp(prefix="attribution-bench-default-")
@@ -211,7 +213,9 @@ def main(argv=None) -> int:
     # machine whose speed drifts between rounds this is the steadier figure.
     paired = {n: summarize([s / p for s, p in zip(samples[f"script_wall_{n}"], samples[f"pipeline_wall_{n}"])]) for n in sizes}
     targets = {n: (1.5 if n >= 2_000_000 else 1.1) for n in sizes}  # issue 29
-    lines = ["| figure | median | min | max | unit |", "|---|---|---|---|---|"]
+    lines = [f"Measured {started} – {utc_now()} (UTC), commit {commit}, {rounds} interleaved rounds, medians; load average "
+             f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after. Machine: {args.note or 'not stated'}.", "",
+             "| figure | median | min | max | unit |", "|---|---|---|---|---|"]
     for name, f in sorted(figures.items()):
         unit = "MiB" if "rss" in name else "s"
         lines.append(f"| {name} | {f['median']:,.1f} | {f['min']:,.1f} | {f['max']:,.1f} | {unit} |")
@@ -229,6 +233,7 @@ def main(argv=None) -> int:
               f"XLA against the kernels (`--xla off`) at {sizes[0]:,} rows: largest per-row difference "
               f"{xla_difference:.2e} of the row's attribution mass."]
     document = {
+        "started_utc": started, "commit": commit, "load_before": load_before, "note": args.note,
         "rounds": rounds, "sizes": sizes, "figures": figures,
         "ratios_script_over_pipeline": {str(n): v for n, v in ratios.items()},
         "ratios_kernels_over_pipeline": {str(n): v for n, v in xla_gain.items()},

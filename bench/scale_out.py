@@ -43,7 +43,6 @@ ratios to `1_worker` of medians and per round. Results: bench/results/scale_out.
 from __future__ import annotations
 
 import argparse
-import datetime
 import glob
 import json
 import os
@@ -62,7 +61,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from default_job import build_model, pipeline_command, write_data  # noqa: E402
 from runners import ENV, ExternalServices  # noqa: E402
-from throughput import REPO, save_results, summarize  # noqa: E402
+from throughput import REPO, git_commit, save_results, summarize, utc_now  # noqa: E402
 
 from attributions.concurrency import available_cores  # noqa: E402
 from pipeline.processes import descendants, stop_session  # noqa: E402
@@ -191,7 +190,7 @@ def main(argv=None) -> int:
     parts = {n: write_halves(workdir, n) for n in sizes}
     print(f"workdir {workdir}; sizes {sizes}; rounds {rounds}; configs {configs}; prism {prism}", flush=True)
 
-    started, load_before, commit = _utc_now(), os.getloadavg(), _commit()  # the code measured, before any later edit
+    started, load_before, commit = utc_now(), os.getloadavg(), git_commit()  # the code measured, before any later edit
     services = ExternalServices(prism, os.path.join(workdir, "services.log"))
     runs = []
     try:
@@ -207,7 +206,7 @@ def main(argv=None) -> int:
                           flush=True)
     finally:
         services.stop()
-    context = {"started_utc": started, "finished_utc": _utc_now(), "load_before": load_before,
+    context = {"started_utc": started, "finished_utc": utc_now(), "load_before": load_before,
                "load_after": os.getloadavg(), "note": args.note, "cpus": os.cpu_count(), "cores_available": CORES,
                "prism": prism, "commit": commit, "argv": sys.argv[1:] if argv is None else list(argv)}
     name = "scale_out" + ("-smoke" if args.smoke else "-quick" if args.quick else "")
@@ -275,15 +274,6 @@ def report(runs: list[dict], sizes: list[int], configs: list[str], rounds: int, 
                 "pipeline_command": " ".join(pipeline_command("MODEL", "DATA", "OUT"))}
     save_results(results, name, document, lines)
     return 0
-
-
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

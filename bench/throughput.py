@@ -372,6 +372,19 @@ def report(samples: dict[str, list[float]], sizes: dict, rounds: int, args) -> i
     return 0
 
 
+def utc_now() -> str:
+    """Now, UTC, to the second: when a measurement started or ended, for its result file."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def git_commit() -> str:
+    """The code measured (`git describe --always --dirty` of this checkout), read when a run starts."""
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def save_results(directory: str, name: str, document: dict, lines: list[str]) -> None:
     """Writes NAME.json and NAME.md (a Markdown table) into `directory` and prints the table."""
     os.makedirs(directory, exist_ok=True)
