@@ -94,6 +94,16 @@ def timed_run(args: list[str], output: str, timeout: float = 900) -> dict:
     return {"wall": wall, "pipeline": manifest["timings"]["pipeline_seconds"], "records": manifest["counts"]["records_attributed"]}
 
 
+def required_prism(parser: argparse.ArgumentParser) -> str:
+    """The Prism binary (pipeline.prism.find_prism), or the parser's error saying how to build one."""
+    from pipeline.prism import find_prism, install_command
+
+    prism = find_prism()
+    if prism is None:
+        parser.error(f"no Prism binary: set $ATTRIBUTION_PRISM_BIN or build one with: {install_command()}")
+    return prism
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round, 100k MLP records instead of 1M")
@@ -101,11 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="where models and data go (default: a temporary dir)")
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     args = parser.parse_args(argv)
-    from pipeline.prism import find_prism, install_command
-
-    prism = find_prism()
-    if prism is None:
-        parser.error(f"no Prism binary: set $ATTRIBUTION_PRISM_BIN or build one with: {install_command()}")
+    prism = required_prism(parser)
     rounds = args.rounds or (1 if args.quick else 3)
     large = 100_000 if args.quick else 1_000_000
     workdir = args.workdir or tempfile.mkdtemp(prefix="attribution-bench-runners-")

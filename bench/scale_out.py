@@ -60,7 +60,7 @@ sys.path.insert(0, BENCH)
 import pyarrow.parquet as pq  # noqa: E402
 
 from default_job import build_model, pipeline_command, write_data  # noqa: E402
-from runners import ENV, ExternalServices  # noqa: E402
+from runners import ENV, ExternalServices, required_prism  # noqa: E402
 from throughput import REPO, git_commit, save_results, summarize, utc_now  # noqa: E402
 
 from attributions.concurrency import available_cores  # noqa: E402
@@ -175,11 +175,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="where the model, data and outputs go (default: a temporary dir)")
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     args = parser.parse_args(argv)
-    from pipeline.prism import find_prism, install_command
-
-    prism = find_prism()
-    if prism is None:
-        parser.error(f"no Prism binary: set $ATTRIBUTION_PRISM_BIN or build one with: {install_command()}")
+    prism = required_prism(parser)
     rounds = args.rounds or (1 if args.quick or args.smoke else 3)
     sizes = [4_000] if args.smoke else [20_000, 200_000] if args.quick else [200_000, 2_000_000]
     configs = list(SMOKE_CONFIGS if args.smoke else CONFIGS)

@@ -195,7 +195,6 @@ def _xla(config: RunConfig, metrics: dict) -> dict[str, Any]:
     """What ran on XLA (attributions.xla_check), from the worker engines' metrics (one engine per
     worker process; a runner that retries bundles on new workers counts those too): the setting,
     the bound, the counts, and one line saying why."""
-
     counts = {name: int(metrics.get(f"{METRICS_NAMESPACE}/{name}", 0)) for name in XLA_METRICS.values()}
     difference = metrics.get(f"{METRICS_NAMESPACE}/{XLA_DIFFERENCE_METRIC}")
     largest = difference["max"] / 1e9 if isinstance(difference, dict) and difference.get("count") else None
