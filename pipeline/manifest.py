@@ -199,7 +199,7 @@ def _xla(config: RunConfig, metrics: dict) -> dict[str, Any]:
     difference = metrics.get(f"{METRICS_NAMESPACE}/{XLA_DIFFERENCE_METRIC}")
     largest = difference["max"] / 1e9 if isinstance(difference, dict) and difference.get("count") else None
     reason = describe_engines(config.xla, config.method in XLA_METHODS, config.xla_bound(), counts["engines_on_xla"],
-                              counts["engines_xla_failed"], counts["engines_xla_disagreed"], largest)
+                              counts["engines_xla_failed"], counts["engines_xla_disagreed"], largest, counts["engines_xla_slower"])
     return {"mode": config.xla, "bound": config.xla_bound(), **counts, "largest_difference": largest, "reason": reason}
 
 

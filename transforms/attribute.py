@@ -42,7 +42,9 @@ from attributions.sampled_shapley import sampled_shapley
 from attributions.result import Attributions, attribution_mass
 from attributions.smoothgrad import smoothgrad
 from attributions.targets import TargetSpec, expand_targets, requested_targets
-from attributions.xla_check import XLA_DIFFERENCE_METRIC, XLA_METRICS, XlaDecision, compare_attributions, compile_failure
+from attributions.xla_check import (
+    RETIME_BELOW_SECONDS, XLA_DIFFERENCE_METRIC, XLA_METRICS, XlaDecision, compare_attributions, compile_failure, is_faster,
+)
 from audit.summary import RunSummary, SummarySpec
 from audit.summary_accumulator import SummaryAccumulator
 from transforms import progress
@@ -214,10 +216,15 @@ class AttributionEngine:
         with self._xla_lock:  # batches in flight wait for the first one's choice
             if self._xla_candidate is None:
                 return run(self.fns)
-            kernels = run(self.fns)
+            kernels, kernel_seconds = _timed_run(run, self.fns)
             try:
-                compiled = run(self._xla_candidate)
+                compiled, xla_seconds = _timed_run(run, self._xla_candidate)
                 decision = compare_attributions(kernels.attributions, compiled.attributions, self.settings.xla_bound)
+                if decision.used:
+                    if kernel_seconds + xla_seconds < RETIME_BELOW_SECONDS:  # warm passes: compile time must not decide
+                        kernel_seconds, xla_seconds = _warm_seconds(run, self.fns, self._xla_candidate)
+                    decision = (decision.timed(kernel_seconds, xla_seconds) if is_faster(xla_seconds, kernel_seconds)
+                                else decision.slower(kernel_seconds, xla_seconds))
             except Exception as error:  # pylint: disable=broad-except  # XLA refuses graphs in many ways; all mean: kernels
                 compiled, decision = None, compile_failure(error)
             if decision.used:
@@ -466,6 +473,19 @@ class AttributionEngine:
 _GRADIENT_METHODS = {"gradient": gradient, "gradient_x_input": gradient_x_input}
 
 
+def _timed_run(run: Callable[[ModelFunctions], Attributions], fns: ModelFunctions) -> tuple[Attributions, float]:
+    """run(fns) and the seconds it took."""
+    started = time.perf_counter()
+    result = run(fns)
+    return result, time.perf_counter() - started
+
+
+def _warm_seconds(run: Callable[[ModelFunctions], Attributions], kernels: ModelFunctions, xla: ModelFunctions) -> tuple[float, float]:
+    """The better of two warm passes each, interleaved (a shared machine's noise hits both alike)."""
+    times = [(_timed_run(run, kernels)[1], _timed_run(run, xla)[1]) for _ in range(2)]
+    return min(t[0] for t in times), min(t[1] for t in times)
+
+
 def _xla_setting(settings: AttributionSettings) -> tuple[Optional[XlaDecision], bool]:
     """(the decision already made, or None while 'auto' waits for the first batch; whether the
     method's gradient calls may use XLA at all)."""
@@ -598,7 +618,7 @@ class AttributeBatches(beam.DoFn):
                 self._xla_metrics[XLA_METRICS[xla.outcome]].inc()
             if xla.largest_difference is not None:
                 self._xla_difference.update(int(min(xla.largest_difference, 1e9) * 1e9))  # parts per billion
-            if xla.outcome in ("failed", "disagreed"):
+            if xla.outcome in ("failed", "disagreed", "slower"):
                 _LOGGER.warning("xla: %s", xla.reason)
         self._records.inc(batch.num_records)
         progress.add_done(batch.num_records)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from attributions.integrated_gradients import integrated_gradients
 from attributions.model_functions import build_model_functions, padded_rows
-from attributions.xla_check import compare_attributions, compile_failure, describe_engines, row_differences
+from attributions.xla_check import compare_attributions, compile_failure, describe_engines, is_faster, row_differences
 
 
 def test_row_differences_are_relative_l1_over_every_input():
@@ -46,6 +46,18 @@ def test_finite_under_one_path_only_falls_back():
     assert compare_attributions(both, both, bound=0.05).used
 
 
+def test_an_agreeing_xla_that_was_slower_is_turned_down_with_its_times():
+    agreed = compare_attributions((np.ones((2, 2)),), (np.ones((2, 2)),), bound=0.05)
+    assert is_faster(0.9, 1.0) and not is_faster(1.0, 1.0)
+    slower = agreed.slower(kernel_seconds=0.4, xla_seconds=0.9)
+    assert not slower.used and slower.outcome == "slower" and slower.seconds == {"kernels": 0.4, "xla": 0.9}
+    assert "slower (0.9 s against 0.4 s" in slower.reason
+    kept = agreed.timed(0.4, 0.3)
+    assert kept.used and kept.outcome == "agreed" and kept.to_dict()["seconds"] == {"kernels": 0.4, "xla": 0.3}
+    line = describe_engines("auto", True, 0.05, on_xla=0, failed=0, disagreed=0, largest_difference=1e-7, slower=2)
+    assert line.startswith("2 engine(s) found XLA agreeing but slower")
+
+
 def test_compile_failure_keeps_the_first_line_of_the_message():
     decision = compile_failure(ValueError("Detected unsupported operations: UniqueV2\nstack trace..."))
     assert not decision.used and decision.outcome == "failed"
@@ -65,7 +77,6 @@ def test_the_manifest_line_counts_engines():
 def test_padded_rows_are_powers_of_two_up_to_the_block():
     assert [padded_rows(n, 1024) for n in (1, 3, 320, 1000, 1024, 2000)] == [1, 4, 512, 1024, 1024, 2000]
     assert padded_rows(300, None) == 300
-    assert [padded_rows(n, 1024, whole=True) for n in (1, 320, 1024, 2000)] == [1024, 1024, 1024, 2000]  # XLA's
 
 
 def _mlp():
@@ -100,7 +111,7 @@ def test_xla_padding_does_not_change_a_rows_gradient():
     x = np.random.default_rng(1).normal(size=(5, 7)).astype(np.float32)
     targets = np.zeros(5, np.int32)
     _, alone, _ = compiled.gradients([x], targets)  # (5 rows)
-    _, padded, _ = compiled.gradients([x], targets, pad_to=16)  # padded to 16 rows
+    _, padded, _ = compiled.gradients([x], targets, pad_to=16)  # padded to 8 rows
     np.testing.assert_allclose(padded[0], alone[0], rtol=1e-6, atol=1e-8)
 
 

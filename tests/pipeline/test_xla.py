@@ -1,7 +1,8 @@
-"""XLA by default (issue 29, attributions.xla_check) through the real pipeline: on the demo models XLA
-is kept and its attributions equal the kernels' within the run's completeness bound; a model XLA
-cannot compile falls back to the kernels, says why in the manifest, and writes the kernels' rows;
-a bound no XLA result meets falls back too; 'on' without a check; 'off'."""
+"""XLA by default (issue 29, attributions.xla_check) through the real pipeline: on the demo MLPs XLA
+is kept and its attributions equal the kernels' within the run's completeness bound; on the digits
+CNN XLA agrees but is slower, so the kernels are kept; a model XLA cannot compile falls back to the
+kernels, says why in the manifest, and writes the kernels' rows; a bound no XLA result meets falls
+back too; 'on' without a check; 'off'."""
 
 from __future__ import annotations
 
@@ -28,50 +29,58 @@ def _attributions(rows: dict, columns: list[str]) -> np.ndarray:
     return np.array([np.concatenate([np.ravel(rows[k][c]) for c in columns]) for k in sorted(rows)], np.float64)
 
 
-def _assert_agree_within_the_bound(manifest: dict, xla_rows: dict, kernel_rows: dict, columns: list[str]) -> float:
+def _assert_checked_and_agreeing(auto_manifest: dict, xla_rows: dict, kernel_rows: dict, columns: list[str]) -> None:
+    """'auto' compiled and agreed (it then keeps XLA where it timed faster, which a test on a shared
+    machine cannot promise for a model this small), and XLA's rows (`--xla on`) are within the bound
+    of the kernels' (`--xla off`)."""
+    xla = auto_manifest["xla"]
+    assert xla["engines_xla_failed"] == 0 and xla["engines_xla_disagreed"] == 0
+    assert xla["engines_on_xla"] + xla["engines_xla_slower"] == 1 and xla["largest_difference"] <= xla["bound"] == 0.05
     differences, mismatched = row_differences((_attributions(kernel_rows, columns),), (_attributions(xla_rows, columns),))
-    assert mismatched == 0
-    assert manifest["xla"]["engines_on_xla"] == 1 and manifest["xla"]["engines_on_kernels"] == 0
-    assert manifest["xla"]["reason"].startswith("1 engine(s) kept XLA")
-    assert np.nanmax(differences) <= manifest["xla"]["bound"] == 0.05
-    return float(np.nanmax(differences))
+    assert mismatched == 0 and np.nanmax(differences) <= 0.05
 
 
-def test_xla_is_kept_on_the_digits_cnn_and_agrees_with_the_kernels(digits_cnn, tmp_path):
+def test_on_the_digits_cnn_xla_agrees_but_is_slower_so_auto_keeps_the_kernels(digits_cnn, tmp_path):
+    """XLA's CPU convolutions are slower than oneDNN's (0.6x per gradient call of the bench's CNN,
+    measured): 'auto' checks and turns XLA down; forced on, it agrees within the bound."""
     model, images, _ = digits_cnn
     pixels = (images[:40].astype(np.float32) / 255.0).reshape(40, -1)
     data = write_vector_tfrecord(tmp_path / "digits.tfrecord", pixels, ids=[f"d{i:02d}" for i in range(40)], feature_name="pixels")
-    flags = ["--steps", "16", "--baseline", "zeros", "--batch-size", "16"]  # three batches: the check, then XLA
-    manifest, on = _run(model, data, tmp_path / "auto", *flags)
-    off_manifest, off = _run(model, data, tmp_path / "off", *flags, "--xla", "off")
-    largest = _assert_agree_within_the_bound(manifest, on, off, ["attr_pixels"])
-    assert largest < 1e-3  # in practice far inside the bound: float32 rounding, not a different answer
-    assert off_manifest["xla"]["engines_on_kernels"] == 1 and off_manifest["xla"]["reason"].startswith("xla is 'off'")
-    assert manifest["xla"]["largest_difference"] is not None and manifest["xla"]["largest_difference"] <= 0.05
+    flags = ["--steps", "16", "--baseline", "zeros", "--batch-size", "16"]  # three batches: the check, then the choice
+    manifest, auto = _run(model, data, tmp_path / "auto", *flags)
+    _, off = _run(model, data, tmp_path / "off", *flags, "--xla", "off")
+    on_manifest, on = _run(model, data, tmp_path / "on", *flags, "--xla", "on")
+    assert manifest["xla"]["engines_xla_slower"] == 1 and manifest["xla"]["engines_on_kernels"] == 1
+    assert "found XLA agreeing but slower than TensorFlow's kernels" in manifest["xla"]["reason"]
+    np.testing.assert_array_equal(_attributions(auto, ["attr_pixels"]), _attributions(off, ["attr_pixels"]))  # the kernels' rows
+    differences, mismatched = row_differences((_attributions(off, ["attr_pixels"]),), (_attributions(on, ["attr_pixels"]),))
+    assert mismatched == 0 and np.nanmax(differences) < 1e-3  # XLA itself agrees: float32 rounding, far inside 0.05
+    assert on_manifest["xla"]["engines_on_xla"] == 1
 
 
-def test_xla_is_kept_on_the_breast_cancer_mlp_and_at_the_penguins_layers(tmp_path):
+def test_xla_agrees_on_the_breast_cancer_mlp_and_at_the_penguins_layers(tmp_path):
     from pipeline.demo import make_breast_cancer_assets, make_penguins_assets
 
     cancer = make_breast_cancer_assets(str(tmp_path), epochs=3)
     flags = ["--key-column", "patient_id", "--inputs", "measurements=" + ",".join(cancer["columns"]), "--explain-logits"]
     runs = {}
-    for mode in ("auto", "off"):
+    for mode in ("auto", "on", "off"):
         out = tmp_path / f"cancer_{mode}"
-        assert main(["run", "--model", cancer["model"], "--input", str(tmp_path / "patients-*.parquet"), "--output", str(out), "--quiet",
-                     "--xla", mode, *flags]) == 0
+        assert main(["run", "--model", cancer["model"], "--input", str(tmp_path / "patients-*.parquet"), "--output", str(out),
+                     "--quiet", "--xla", mode, *flags]) == 0
         runs[mode] = (json.load(open(out / "manifest.json")), rows_by_key(read_parquet_dir(out), "patient_id"))
     columns = [f"attr_{c}" for c in cancer["columns"]]
-    _assert_agree_within_the_bound(runs["auto"][0], runs["auto"][1], runs["off"][1], columns)
+    _assert_checked_and_agreeing(runs["auto"][0], runs["on"][1], runs["off"][1], columns)
 
     penguins = make_penguins_assets(str(tmp_path))
     flags = ["--inputs", "measurements=bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g", "--explain-logits",
              "--layer-baseline", "id:0", "--steps", "16"]
-    manifest, on = _run(penguins["model"], penguins["data"], tmp_path / "penguins_auto", *flags)
+    manifest, _ = _run(penguins["model"], penguins["data"], tmp_path / "penguins_auto", *flags)
+    _, on = _run(penguins["model"], penguins["data"], tmp_path / "penguins_on", *flags, "--xla", "on")
     _, off = _run(penguins["model"], penguins["data"], tmp_path / "penguins_off", *flags, "--xla", "off")
-    assert manifest["model"]["layers"]  # attributed at layers: the split model's upper part ran on XLA
+    assert manifest["model"]["layers"]  # attributed at layers: the split model's upper part compiled with XLA
     columns = [c for c in next(iter(on.values())) if c.startswith("attr_")]
-    _assert_agree_within_the_bound(manifest, on, off, columns)
+    _assert_checked_and_agreeing(manifest, on, off, columns)
 
 
 def _uncompilable_model(path):
