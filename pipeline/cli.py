@@ -130,8 +130,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--compute-threads", type=int, metavar="N", help="gradient calls run side by side per worker process, each op on "
         "one thread (default: one per core on local runners; 1, TensorFlow's own threading, on remote runners).")
     add("--xla", choices=("auto", "on", "off"), help="XLA for the gradient calls: auto (default: compiled whole, model "
-        "included, kept when the first batch agrees with TensorFlow's kernels within the completeness bound; the manifest's "
-        "xla says what was used and why) | on (no check) | off.")
+        "included, kept when on the first batch it agrees with TensorFlow's kernels within the completeness bound and is faster; "
+        "the manifest's xla says what was used and why) | on (no check) | off.")
     add("--steps", type=int, metavar="N", help="integrated gradients: points on the path (default 64).")
     add("--rule", metavar="RULE", help="integrated gradients: gausslegendre (default) | riemann_left | riemann_right | riemann_middle | riemann_trapezoid.")
     add("--completeness-target", type=float, metavar="ERROR",

@@ -172,9 +172,9 @@ class RunConfig:
     # 1 (TensorFlow's own threading, one call at a time) for remote runners.
     compute_threads: Optional[int] = None
     # XLA for the gradient calls (attributions.xla_check): 'auto' (default) compiles the method's
-    # gradients whole, model included, and keeps that when it compiles and its first batch agrees
+    # gradients whole, model included, and keeps that when it compiles, its first batch agrees
     # with TensorFlow's kernels within the completeness bound (completeness_target, else
-    # completeness_threshold); 'on' without the check; 'off' never.
+    # completeness_threshold) and it ran faster; 'on' without the check; 'off' never.
     xla: str = "auto"
     # Dataset summaries written beside the rows in the same pass (summary.json, summary_*.parquet).
     summaries: bool = True
