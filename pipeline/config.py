@@ -60,6 +60,9 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
 # Rows the quality audit explains when quality_rows is not given (read when a config is built: the
 # test suite turns the audit off this way for the tests that are not about it, tests/conftest.py).
 DEFAULT_QUALITY_ROWS = 256
+# XLA for the gradient calls when xla is not given (read when a config is built, like the above: the
+# test suite runs on TensorFlow's kernels unless a test asks for XLA, tests/conftest.py).
+DEFAULT_XLA = "auto"
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ class RunConfig:
     # gradients whole, model included, and keeps that when it compiles, its first batch agrees
     # with TensorFlow's kernels within the completeness bound (completeness_target, else
     # completeness_threshold) and it ran faster; 'on' without the check; 'off' never.
-    xla: str = "auto"
+    xla: str = "auto"  # from_mapping (the CLI, YAML) fills a missing xla with DEFAULT_XLA
     # Dataset summaries written beside the rows in the same pass (summary.json, summary_*.parquet).
     summaries: bool = True
     # Columns to summarize by (e.g. country, label); they are also copied to the output rows.
@@ -251,6 +254,8 @@ class RunConfig:
             values["groups"] = _groups(values["groups"])
         if values.get("quality_rows") is None:
             values["quality_rows"] = DEFAULT_QUALITY_ROWS
+        if values.get("xla") is None:
+            values["xla"] = DEFAULT_XLA
         if isinstance(values.get("date"), datetime.date):  # YAML reads an unquoted 2026-11-27 as a date
             values["date"] = values["date"].isoformat()
         values["params"] = _params(values.get("params") or {}, values.get("date"))

@@ -24,7 +24,7 @@ def test_a_dry_run_times_the_method_prints_the_estimate_and_writes_nothing(tmp_p
                                  ids=np.arange(3000), row_group_size=1000)
     output = tmp_path / "out"
     code = main(["run", "--model", model, "--input", data, "--output", str(output), "--inputs", "features=" + ",".join(COLUMNS),
-                 "--key-column", "id", "--dry-run", "--vcpu-hour-price", "0.1", "--gb-hour-price", "0"])
+                 "--key-column", "id", "--dry-run", "--vcpu-hour-price", "0.1", "--gb-hour-price", "0", "--xla", "auto"])
     text = capsys.readouterr().out
     assert code == 0 and not output.exists()
     assert "dry run: nothing was written. integrated_gradients on" in text and "input: 3,000 records in 1 parquet file(s)" in text

@@ -18,8 +18,10 @@ from pipeline.cli import main
 
 
 def _run(model, data, output, *flags) -> tuple[dict, dict]:
+    """A run with XLA 'auto' unless flags give --xla (the test suite's default is 'off', tests/conftest.py)."""
+    mode = [] if "--xla" in flags else ["--xla", "auto"]
     assert main(["run", "--model", str(model), "--input", str(data), "--output", str(output), "--key-column", "id",
-                 "--quiet", *flags]) == 0
+                 "--quiet", *mode, *flags]) == 0
     with open(output / "manifest.json") as handle:
         return json.load(handle), rows_by_key(read_parquet_dir(output))
 
